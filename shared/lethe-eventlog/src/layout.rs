@@ -1,0 +1,117 @@
+//! The on-disk layout of the sled backend, its version, and the steps that upgrade an older layout.
+//! `migrations/` at the repository root documents every step; `LAYOUT_VERSION` here must match
+//! `migrations/LAYOUT_VERSION` (a test checks it).
+//!
+//! Keys of the log database (one sled tree, so one batch is atomic across all of them):
+//! - `m/layout` → u32 BE: layout version
+//! - `m/incarnation` → u32 BE: bumped at every open for writing (part of every payload nonce)
+//! - `m/rotated_at` → u64 BE: log head at the last completed key rotation
+//! - `e/` pos (u64 BE) → stored record ([`crate::codec`])
+//! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE): each subject's stream (layout 2)
+//! - `f/` pseudonym (32) → fence record: position and time of the subject's erasure
+//!
+//! Keys of the key database (`keys/deks`): pseudonym (32) key id (u32 BE) → wrapped data key.
+
+use sled::Db;
+
+use crate::codec;
+use crate::{LogError, Result};
+
+/// The layout this version writes.
+pub const LAYOUT_VERSION: u32 = 2;
+
+pub(crate) const META_LAYOUT: &[u8] = b"m/layout";
+pub(crate) const META_INCARNATION: &[u8] = b"m/incarnation";
+pub(crate) const META_ROTATED_AT: &[u8] = b"m/rotated_at";
+pub(crate) const EVENTS: &[u8] = b"e/";
+pub(crate) const STREAMS: &[u8] = b"s/";
+pub(crate) const FENCES: &[u8] = b"f/";
+
+pub(crate) fn event_key(pos: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(EVENTS);
+    k[2..].copy_from_slice(&pos.to_be_bytes());
+    k
+}
+
+pub(crate) fn stream_key(subject: &[u8; 32], seq: u64) -> [u8; 42] {
+    let mut k = [0u8; 42];
+    k[..2].copy_from_slice(STREAMS);
+    k[2..34].copy_from_slice(subject);
+    k[34..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn stream_prefix(subject: &[u8; 32]) -> [u8; 34] {
+    let mut k = [0u8; 34];
+    k[..2].copy_from_slice(STREAMS);
+    k[2..].copy_from_slice(subject);
+    k
+}
+
+pub(crate) fn fence_key(subject: &[u8; 32]) -> [u8; 34] {
+    let mut k = [0u8; 34];
+    k[..2].copy_from_slice(FENCES);
+    k[2..].copy_from_slice(subject);
+    k
+}
+
+pub(crate) fn dek_key(subject: &[u8; 32], key_id: u32) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(subject);
+    k[32..].copy_from_slice(&key_id.to_be_bytes());
+    k
+}
+
+pub(crate) fn be_u64(bytes: &[u8]) -> Result<u64> {
+    bytes.try_into().map(u64::from_be_bytes).map_err(|_| LogError::Corrupt("expected 8 bytes".into()))
+}
+
+pub(crate) fn be_u32(bytes: &[u8]) -> Result<u32> {
+    bytes.try_into().map(u32::from_be_bytes).map_err(|_| LogError::Corrupt("expected 4 bytes".into()))
+}
+
+/// Reads the layout version; an empty database is stamped with the current one.
+///
+/// # Errors
+/// [`LogError::LayoutTooNew`] for a layout from a newer Lethe; storage errors.
+pub(crate) fn check_and_upgrade(db: &Db) -> Result<u32> {
+    let found = match db.get(META_LAYOUT)? {
+        Some(v) => be_u32(&v)?,
+        None if db.is_empty() => {
+            db.insert(META_LAYOUT, &LAYOUT_VERSION.to_be_bytes())?;
+            db.flush()?;
+            return Ok(LAYOUT_VERSION);
+        }
+        None => return Err(LogError::Corrupt("data directory has no layout version".into())),
+    };
+    if found > LAYOUT_VERSION {
+        return Err(LogError::LayoutTooNew { found, supported: LAYOUT_VERSION });
+    }
+    let mut v = found;
+    while v < LAYOUT_VERSION {
+        tracing::info!(from = v, to = v + 1, "upgrading the on-disk layout");
+        match v {
+            1 => upgrade_1_to_2(db)?,
+            other => return Err(LogError::Corrupt(format!("no upgrade step from layout {other}"))),
+        }
+        v += 1;
+    }
+    Ok(found)
+}
+
+/// Layout 2 added the per-subject stream index `s/`; layout 1 found a subject's events by scanning.
+/// The step builds the index from the events, then stamps the version, in one atomic batch.
+fn upgrade_1_to_2(db: &Db) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for item in db.scan_prefix(EVENTS) {
+        let (k, v) = item?;
+        let rec = codec::decode(&v)?;
+        let pos = be_u64(&k[2..])?;
+        batch.insert(&stream_key(rec.envelope.subject.as_bytes(), rec.envelope.seq.0)[..], &pos.to_be_bytes()[..]);
+    }
+    batch.insert(META_LAYOUT, &2u32.to_be_bytes()[..]);
+    db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}

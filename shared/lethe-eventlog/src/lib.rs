@@ -1,0 +1,14 @@
+//! Lethe's append-only, encrypted event log: the [`EventStore`] contract, the stored record format
+//! and its versions, the on-disk layout and its migrations, and the embedded sled backend with
+//! group commit, erasure fences and key-epoch rotation.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+mod error;
+pub mod layout;
+mod sled_log;
+mod store;
+
+pub use error::{LogError, Result};
+pub use sled_log::{LogConfig, SledEventLog, DEKS_DIR, LOG_DIR};
+pub use store::{AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, VerifyReport};

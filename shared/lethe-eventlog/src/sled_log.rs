@@ -1,0 +1,715 @@
+//! The embedded backend: two sled databases (`log/` and `keys/deks`) and one writer thread that
+//! group-commits appends. See ARCHITECTURE.md, "The event log", for the write sequence and the
+//! recovery rules this file implements.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use lethe_crypto::{DataKey, Keyring, MasterSource, SecretBytes, WrappedKey};
+use lethe_domain::schema::types;
+use lethe_domain::{
+    EventBody, EventEnvelope, EventType, KeyId, Position, Pseudonym, Purpose, RecordedEvent, SchemaVersion, Seq,
+    SubjectId, UtcMicros,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::codec::{self, StoredRecord};
+use crate::layout::{self, be_u32, be_u64, dek_key, event_key, fence_key, stream_key, stream_prefix};
+use crate::store::{AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, VerifyReport};
+use crate::{LogError, Result};
+
+/// Folder of the log database inside the data directory.
+pub const LOG_DIR: &str = "log";
+/// Folder of the wrapped data keys inside the key store.
+pub const DEKS_DIR: &str = "deks";
+
+/// How to open the embedded log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub data_dir: PathBuf,
+    pub master: MasterSource,
+    /// Most events one group commit takes.
+    pub max_group_events: usize,
+}
+
+impl LogConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>, master: MasterSource) -> Self {
+        Self { data_dir: data_dir.into(), master, max_group_events: 16_384 }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct FenceRecord {
+    position: u64,
+    time: i64,
+}
+
+type Reply<T> = SyncSender<T>;
+
+enum Command {
+    Append(Vec<AppendRequest>, Reply<Vec<Result<Appended>>>),
+    Erase(Pseudonym, Reply<Result<ErasureReceipt>>),
+    Rotate(Reply<Result<RotationReport>>),
+}
+
+struct Shared {
+    data_dir: PathBuf,
+    log: sled::Db,
+    deks: sled::Db,
+    keyring: RwLock<Keyring>,
+    cache: RwLock<KeyCache>,
+    head: AtomicU64,
+    incarnation: u32,
+    rotation_pending: AtomicBool,
+    poisoned: AtomicBool,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<(Pseudonym, KeyId), DataKey>,
+    erased: HashSet<Pseudonym>,
+}
+
+/// The embedded, sled-backed event log.
+pub struct SledEventLog {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SledEventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledEventLog")
+            .field("data_dir", &self.shared.data_dir)
+            .field("head", &self.shared.head.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_db(path: &Path) -> Result<sled::Db> {
+    Ok(sled::Config::new().path(path).open()?)
+}
+
+impl SledEventLog {
+    /// Opens (or creates) the log in `config.data_dir`: opens the key store, checks and upgrades
+    /// the layout, bumps the incarnation, re-applies erasure fences to the key store, completes an
+    /// interrupted rotation, and starts the writer.
+    ///
+    /// # Errors
+    /// Key store errors (wrong secret…), a layout from a newer Lethe, storage errors.
+    pub fn open(config: LogConfig) -> Result<Self> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| LogError::Io { path: dir.clone(), source })?;
+        let keyring = Keyring::open(dir, &config.master)?;
+        let log = open_db(&dir.join(LOG_DIR))?;
+        let deks = open_db(&keyring.dir().join(DEKS_DIR))?;
+        layout::check_and_upgrade(&log)?;
+
+        let incarnation = match log.get(layout::META_INCARNATION)? {
+            Some(v) => be_u32(&v)?.checked_add(1).ok_or_else(|| LogError::Corrupt("incarnation exhausted".into()))?,
+            None => 1,
+        };
+        log.insert(layout::META_INCARNATION, &incarnation.to_be_bytes())?;
+        log.flush()?;
+
+        let head = match log.scan_prefix(layout::EVENTS).next_back() {
+            Some(item) => be_u64(&item?.0[2..])?,
+            None => 0,
+        };
+        let rotated_at = log.get(layout::META_ROTATED_AT)?.map(|v| be_u64(&v)).transpose()?.unwrap_or(0);
+        let mut cache = KeyCache::default();
+        let mut rotation_pending = false;
+        for item in log.scan_prefix(layout::FENCES) {
+            let (k, v) = item?;
+            let subject = Pseudonym::from_bytes(k[2..].try_into().map_err(|_| LogError::Corrupt("fence key".into()))?);
+            let fence: FenceRecord = postcard::from_bytes(&v).map_err(|e| LogError::Corrupt(e.to_string()))?;
+            rotation_pending |= fence.position > rotated_at;
+            cache.erased.insert(subject);
+        }
+
+        // R-ERASE-2: a key store restored from before an erasure still holds the erased subject's
+        // keys. The fences in the log win: the keys are removed again and a rotation is due.
+        let mut revived = 0u64;
+        for subject in &cache.erased {
+            for item in deks.scan_prefix(subject.as_bytes()) {
+                deks.remove(item?.0)?;
+                revived += 1;
+            }
+        }
+        if revived > 0 {
+            deks.flush()?;
+            rotation_pending = true;
+            tracing::warn!(keys = revived, "the key store held keys of erased subjects (restored from a copy?); removed them");
+        }
+
+        let shared = Arc::new(Shared {
+            data_dir: dir.clone(),
+            log,
+            deks,
+            keyring: RwLock::new(keyring),
+            cache: RwLock::new(cache),
+            head: AtomicU64::new(head),
+            incarnation,
+            rotation_pending: AtomicBool::new(rotation_pending),
+            poisoned: AtomicBool::new(false),
+        });
+
+        let (tx, rx) = mpsc::channel();
+        let mut writer = Writer { shared: Arc::clone(&shared), heads: HashMap::new(), max_group: config.max_group_events };
+        if shared.keyring.read().expect("keyring lock").epochs().len() > 1 {
+            tracing::warn!("completing a key rotation that was interrupted");
+            writer.rotate()?;
+        }
+        let handle = std::thread::Builder::new()
+            .name("lethe-log-writer".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(|source| LogError::Io { path: dir.clone(), source })?;
+        Ok(Self { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)) })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.data_dir
+    }
+
+    /// This open's incarnation number (part of every nonce it seals).
+    pub fn incarnation(&self) -> u32 {
+        self.shared.incarnation
+    }
+
+    /// The current key-encryption-key epoch.
+    pub fn current_epoch(&self) -> u32 {
+        self.shared.keyring.read().expect("keyring lock").current_epoch().0
+    }
+
+    /// Whether the master secret is the development key file.
+    pub fn uses_dev_key(&self) -> bool {
+        self.shared.keyring.read().expect("keyring lock").uses_dev_key()
+    }
+
+    /// Whether this open created the development key file.
+    pub fn dev_key_created(&self) -> bool {
+        self.shared.keyring.read().expect("keyring lock").dev_key_created()
+    }
+
+    /// The unwrapped data key of a subject, if it exists. For forensic tests only.
+    #[doc(hidden)]
+    pub fn forensic_data_key(&self, subject: &Pseudonym, key_id: KeyId) -> Option<SecretBytes> {
+        let raw = self.shared.deks.get(dek_key(subject.as_bytes(), key_id.0)).ok()??;
+        let wrapped = WrappedKey::parse(&raw).ok()?;
+        self.shared.keyring.read().ok()?.unwrap(subject, key_id, &wrapped).ok()
+    }
+
+    /// The KEK of a live epoch. For forensic tests only.
+    #[doc(hidden)]
+    pub fn forensic_epoch_secret(&self, epoch: u32) -> Option<SecretBytes> {
+        self.shared.keyring.read().ok()?.epoch_secret_for_forensics(lethe_crypto::Epoch(epoch))
+    }
+
+    fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        let tx = self.tx.lock().map_err(|_| LogError::Closed)?;
+        tx.as_ref().ok_or(LogError::Closed)?.send(make(reply)).map_err(|_| LogError::Closed)?;
+        drop(tx);
+        rx.recv().map_err(|_| LogError::Poisoned)
+    }
+}
+
+impl Drop for SledEventLog {
+    fn drop(&mut self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = handle.join();
+        }
+        let _ = self.shared.log.flush();
+        let _ = self.shared.deks.flush();
+    }
+}
+
+impl Shared {
+    /// The data key of `(subject, key_id)`, from the cache or unwrapped from the key store. `None`
+    /// when it does not exist (never created, or destroyed by an erasure).
+    fn key(&self, subject: &Pseudonym, key_id: KeyId) -> Result<Option<DataKey>> {
+        {
+            let cache = self.cache.read().expect("key cache lock");
+            if let Some(k) = cache.keys.get(&(*subject, key_id)) {
+                return Ok(Some(k.clone()));
+            }
+            if cache.erased.contains(subject) {
+                return Ok(None);
+            }
+        }
+        let Some(raw) = self.deks.get(dek_key(subject.as_bytes(), key_id.0))? else {
+            return Ok(None);
+        };
+        let wrapped = WrappedKey::parse(&raw)?;
+        let secret = self.keyring.read().expect("keyring lock").unwrap(subject, key_id, &wrapped)?;
+        let key = DataKey::new(&secret);
+        let mut cache = self.cache.write().expect("key cache lock");
+        if cache.erased.contains(subject) {
+            return Ok(None);
+        }
+        cache.keys.insert((*subject, key_id), key.clone());
+        Ok(Some(key))
+    }
+
+    fn open_record(&self, rec: StoredRecord) -> Result<RecordedEvent> {
+        let body = if rec.sealed.is_empty() && rec.envelope.event_type.as_str() == types::ERASURE_FENCE {
+            EventBody::Empty
+        } else {
+            match self.key(&rec.envelope.subject, rec.envelope.key_id)? {
+                Some(key) => EventBody::Plain(rec.open(&key)?),
+                None => EventBody::Shredded,
+            }
+        };
+        Ok(RecordedEvent { envelope: rec.envelope, body })
+    }
+
+    fn fence(&self, subject: &Pseudonym) -> Result<Option<FenceRecord>> {
+        self.log
+            .get(fence_key(subject.as_bytes()))?
+            .map(|v| postcard::from_bytes(&v).map_err(|e| LogError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    fn stream_head(&self, subject: &Pseudonym) -> Result<Option<Seq>> {
+        match self.log.scan_prefix(stream_prefix(subject.as_bytes())).next_back() {
+            Some(item) => Ok(Some(Seq(be_u64(&item?.0[34..])?))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The single writer: owns stream heads and position assignment.
+struct Writer {
+    shared: Arc<Shared>,
+    heads: HashMap<Pseudonym, Option<Seq>>,
+    max_group: usize,
+}
+
+impl Writer {
+    fn run(mut self, rx: &Receiver<Command>) {
+        let mut next: Option<Command> = None;
+        loop {
+            let cmd = match next.take() {
+                Some(c) => c,
+                None => match rx.recv() {
+                    Ok(c) => c,
+                    Err(_) => return,
+                },
+            };
+            match cmd {
+                Command::Append(reqs, reply) => {
+                    let mut group = vec![(reqs, reply)];
+                    let mut events: usize = group[0].0.iter().map(|r| r.events.len()).sum();
+                    while events < self.max_group {
+                        match rx.try_recv() {
+                            Ok(Command::Append(reqs, reply)) => {
+                                events += reqs.iter().map(|r| r.events.len()).sum::<usize>();
+                                group.push((reqs, reply));
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_group(group);
+                }
+                Command::Erase(subject, reply) => {
+                    let r = self.guarded(|w| w.erase(&subject));
+                    let _ = reply.send(r);
+                }
+                Command::Rotate(reply) => {
+                    let r = self.guarded(Writer::rotate);
+                    let _ = reply.send(r);
+                }
+            }
+        }
+    }
+
+    /// Runs a write; a storage failure poisons the writer (see the nonce scheme in `codec`).
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(LogError::Poisoned);
+        }
+        let r = f(self);
+        if let Err(LogError::Storage(_) | LogError::Io { .. }) = &r {
+            self.shared.poisoned.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn head_of(&mut self, subject: &Pseudonym) -> Result<Option<Seq>> {
+        if let Some(h) = self.heads.get(subject) {
+            return Ok(*h);
+        }
+        let h = self.shared.stream_head(subject)?;
+        self.heads.insert(*subject, h);
+        Ok(h)
+    }
+
+    fn commit_group(&mut self, group: Vec<(Vec<AppendRequest>, Reply<Vec<Result<Appended>>>)>) {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            for (reqs, reply) in group {
+                let _ = reply.send(reqs.iter().map(|_| Err(LogError::Poisoned)).collect());
+            }
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let mut log_batch = sled::Batch::default();
+        let mut key_batch = sled::Batch::default();
+        let mut new_keys: Vec<(Pseudonym, DataKey)> = Vec::new();
+        let mut staged: HashMap<Pseudonym, Seq> = HashMap::new();
+        let mut pos = shared.head.load(Ordering::Acquire);
+        let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
+        let keyring = shared.keyring.read().expect("keyring lock");
+        for (reqs, _) in &group {
+            let mut out = Vec::with_capacity(reqs.len());
+            for req in reqs {
+                out.push(self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut log_batch, &mut key_batch, &keyring));
+            }
+            results.push(out);
+        }
+        drop(keyring);
+        let durable = (|| -> Result<()> {
+            if !new_keys.is_empty() {
+                shared.deks.apply_batch(key_batch)?;
+                shared.deks.flush()?;
+            }
+            if pos > shared.head.load(Ordering::Acquire) {
+                shared.log.apply_batch(log_batch)?;
+                shared.log.flush()?;
+            }
+            Ok(())
+        })();
+        match durable {
+            Ok(()) => {
+                shared.head.store(pos, Ordering::Release);
+                for (s, seq) in staged {
+                    self.heads.insert(s, Some(seq));
+                }
+                let mut cache = shared.cache.write().expect("key cache lock");
+                for (s, k) in new_keys {
+                    cache.keys.insert((s, KeyId(0)), k);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed; the log stops accepting writes");
+                shared.poisoned.store(true, Ordering::Release);
+                self.heads.clear();
+                for r in results.iter_mut().flatten() {
+                    if r.is_ok() {
+                        *r = Err(LogError::Poisoned);
+                    }
+                }
+            }
+        }
+        for ((_, reply), r) in group.into_iter().zip(results) {
+            let _ = reply.send(r);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &mut self,
+        req: &AppendRequest,
+        pos: &mut u64,
+        staged: &mut HashMap<Pseudonym, Seq>,
+        new_keys: &mut Vec<(Pseudonym, DataKey)>,
+        log_batch: &mut sled::Batch,
+        key_batch: &mut sled::Batch,
+        keyring: &Keyring,
+    ) -> Result<Appended> {
+        let subject = req.subject;
+        if req.events.is_empty() {
+            return Err(LogError::EmptyAppend);
+        }
+        if self.shared.cache.read().expect("key cache lock").erased.contains(&subject) {
+            return Err(LogError::Erased(subject));
+        }
+        let head = match staged.get(&subject) {
+            Some(s) => Some(*s),
+            None => self.head_of(&subject)?,
+        };
+        if !req.expected.admits(head) {
+            return Err(LogError::Conflict { subject, expected: req.expected, actual: head });
+        }
+        let key = match new_keys.iter().find(|(s, _)| *s == subject) {
+            Some((_, k)) => k.clone(),
+            None => match self.shared.key(&subject, KeyId(0))? {
+                Some(k) => k,
+                None => {
+                    let secret = SecretBytes::random();
+                    let wrapped = keyring.wrap(&subject, KeyId(0), &secret);
+                    key_batch.insert(&dek_key(subject.as_bytes(), 0)[..], &wrapped.to_bytes()[..]);
+                    let k = DataKey::new(&secret);
+                    new_keys.push((subject, k.clone()));
+                    k
+                }
+            },
+        };
+        let first = *pos + 1;
+        let mut seq = head.map_or(0, |s| s.0);
+        for ev in &req.events {
+            seq += 1;
+            *pos += 1;
+            let envelope = EventEnvelope {
+                position: Position(*pos),
+                subject,
+                seq: Seq(seq),
+                event_type: ev.event_type.clone(),
+                schema_version: ev.schema_version,
+                purpose: ev.purpose.clone(),
+                time: ev.time,
+                key_id: KeyId(0),
+            };
+            let rec = StoredRecord::seal(envelope, &key, self.shared.incarnation, &ev.payload);
+            log_batch.insert(&event_key(*pos)[..], rec.encode());
+            log_batch.insert(&stream_key(subject.as_bytes(), seq)[..], &pos.to_be_bytes()[..]);
+        }
+        staged.insert(subject, Seq(seq));
+        Ok(Appended { first_position: Position(first), last_position: Position(*pos), last_seq: Seq(seq) })
+    }
+
+    fn erase(&mut self, subject: &Pseudonym) -> Result<ErasureReceipt> {
+        let shared = Arc::clone(&self.shared);
+        let digest = hex::encode(Sha256::digest(subject.as_bytes()));
+        let epoch = shared.keyring.read().expect("keyring lock").current_epoch().0;
+        let head_before = shared.head.load(Ordering::Acquire);
+        if let Some(f) = shared.fence(subject)? {
+            let events = self.head_of(subject)?.map_or(0, |s| s.0.saturating_sub(1));
+            return Ok(ErasureReceipt {
+                subject_digest: digest,
+                key_ids: Vec::new(),
+                wrapped_under_epoch: epoch,
+                fence_position: Position(f.position),
+                log_head_before: Position(head_before),
+                log_head_after: Position(head_before),
+                erased_at: UtcMicros(f.time),
+                events_shredded: events,
+                newly_erased: false,
+            });
+        }
+        let seq = self.head_of(subject)?.map_or(0, |s| s.0) + 1;
+        let pos = head_before + 1;
+        let now = UtcMicros::now();
+        let envelope = EventEnvelope {
+            position: Position(pos),
+            subject: *subject,
+            seq: Seq(seq),
+            event_type: EventType::parse(types::ERASURE_FENCE).expect("valid type"),
+            schema_version: SchemaVersion::new(1).expect("valid version"),
+            purpose: Purpose::necessary(),
+            time: now,
+            key_id: KeyId(0),
+        };
+        let fence = postcard::to_stdvec(&FenceRecord { position: pos, time: now.0 }).expect("fence serializes");
+        let mut batch = sled::Batch::default();
+        batch.insert(&event_key(pos)[..], StoredRecord::system(envelope).encode());
+        batch.insert(&stream_key(subject.as_bytes(), seq)[..], &pos.to_be_bytes()[..]);
+        batch.insert(&fence_key(subject.as_bytes())[..], fence);
+        shared.log.apply_batch(batch)?;
+        shared.log.flush()?;
+        // The fence is durable: from here on the subject is erased, whatever happens next.
+        {
+            let mut cache = shared.cache.write().expect("key cache lock");
+            cache.erased.insert(*subject);
+            cache.keys.retain(|(s, _), _| s != subject);
+        }
+        shared.head.store(pos, Ordering::Release);
+        self.heads.insert(*subject, Some(Seq(seq)));
+        let mut key_ids = Vec::new();
+        let mut batch = sled::Batch::default();
+        for item in shared.deks.scan_prefix(subject.as_bytes()) {
+            let (k, _) = item?;
+            key_ids.push(KeyId(be_u32(&k[32..])?));
+            batch.remove(k);
+        }
+        shared.deks.apply_batch(batch)?;
+        shared.deks.flush()?;
+        shared.rotation_pending.store(true, Ordering::Release);
+        Ok(ErasureReceipt {
+            subject_digest: digest,
+            key_ids,
+            wrapped_under_epoch: epoch,
+            fence_position: Position(pos),
+            log_head_before: Position(head_before),
+            log_head_after: Position(pos),
+            erased_at: now,
+            events_shredded: seq - 1,
+            newly_erased: true,
+        })
+    }
+
+    fn rotate(&mut self) -> Result<RotationReport> {
+        let shared = Arc::clone(&self.shared);
+        let mut keyring = shared.keyring.write().expect("keyring lock");
+        let plan = keyring.begin_rotation()?;
+        let (from, to) = (plan.from.0, plan.to.0);
+        let mut batch = sled::Batch::default();
+        let mut n = 0u64;
+        for item in shared.deks.iter() {
+            let (k, v) = item?;
+            if k.len() != 36 {
+                continue;
+            }
+            let subject = Pseudonym::from_bytes(k[..32].try_into().expect("32 bytes"));
+            let key_id = KeyId(be_u32(&k[32..])?);
+            let wrapped = WrappedKey::parse(&v)?;
+            let secret = keyring.unwrap(&subject, key_id, &wrapped)?;
+            batch.insert(k, &keyring.wrap(&subject, key_id, &secret).to_bytes()[..]);
+            n += 1;
+        }
+        shared.deks.apply_batch(batch)?;
+        shared.deks.flush()?;
+        keyring.finish_rotation(plan)?;
+        drop(keyring);
+        let head = shared.head.load(Ordering::Acquire);
+        let fences = shared.log.scan_prefix(layout::FENCES).count() as u64;
+        let rotated_at = shared.log.get(layout::META_ROTATED_AT)?.map(|v| be_u64(&v)).transpose()?.unwrap_or(0);
+        let mut finalized = 0;
+        for item in shared.log.scan_prefix(layout::FENCES) {
+            let (_, v) = item?;
+            let f: FenceRecord = postcard::from_bytes(&v).map_err(|e| LogError::Corrupt(e.to_string()))?;
+            if f.position > rotated_at {
+                finalized += 1;
+            }
+        }
+        debug_assert!(finalized <= fences);
+        shared.log.insert(layout::META_ROTATED_AT, &head.to_be_bytes())?;
+        shared.log.flush()?;
+        shared.rotation_pending.store(false, Ordering::Release);
+        Ok(RotationReport { from_epoch: from, to_epoch: to, keys_rewrapped: n, erasures_finalized: finalized })
+    }
+}
+
+impl EventStore for SledEventLog {
+    fn pseudonymize(&self, id: &SubjectId) -> Pseudonym {
+        self.shared.keyring.read().expect("keyring lock").pseudonymize(id)
+    }
+
+    fn append_batch(&self, requests: Vec<AppendRequest>) -> Vec<Result<Appended>> {
+        let n = requests.len();
+        match self.send(|reply| Command::Append(requests, reply)) {
+            Ok(results) => results,
+            Err(e) => {
+                let code = e.code();
+                (0..n).map(|_| Err(if code == "log_closed" { LogError::Closed } else { LogError::Poisoned })).collect()
+            }
+        }
+    }
+
+    fn read_stream(&self, subject: &Pseudonym) -> Result<Vec<RecordedEvent>> {
+        let mut out = Vec::new();
+        for item in self.shared.log.scan_prefix(stream_prefix(subject.as_bytes())) {
+            let (_, pos) = item?;
+            let pos = be_u64(&pos)?;
+            let raw = self
+                .shared
+                .log
+                .get(event_key(pos))?
+                .ok_or_else(|| LogError::Corrupt(format!("stream index points to missing position {pos}")))?;
+            out.push(self.shared.open_record(codec::decode(&raw)?)?);
+        }
+        Ok(out)
+    }
+
+    fn read_all(&self, from: Position) -> Box<dyn Iterator<Item = Result<RecordedEvent>> + Send + '_> {
+        let start = event_key(from.0.max(1));
+        let end = event_key(u64::MAX);
+        let shared = &self.shared;
+        Box::new(self.shared.log.range(start..=end).map(move |item| {
+            let (_, v) = item?;
+            shared.open_record(codec::decode(&v)?)
+        }))
+    }
+
+    fn head(&self) -> Position {
+        Position(self.shared.head.load(Ordering::Acquire))
+    }
+
+    fn subject_state(&self, subject: &Pseudonym) -> Result<SubjectState> {
+        if let Some(f) = self.shared.fence(subject)? {
+            return Ok(SubjectState::Erased {
+                fence: Position(f.position),
+                erased_at: UtcMicros(f.time),
+                rotation_pending: self.shared.rotation_pending.load(Ordering::Acquire),
+            });
+        }
+        let mut key_ids = Vec::new();
+        for item in self.shared.deks.scan_prefix(subject.as_bytes()) {
+            key_ids.push(KeyId(be_u32(&item?.0[32..])?));
+        }
+        if key_ids.is_empty() {
+            return Ok(SubjectState::Unknown);
+        }
+        let events = self.shared.stream_head(subject)?.map_or(0, |s| s.0);
+        Ok(SubjectState::Active { events, key_ids })
+    }
+
+    fn erase(&self, subject: &Pseudonym) -> Result<ErasureReceipt> {
+        self.send(|reply| Command::Erase(*subject, reply))?
+    }
+
+    fn rotate_keys(&self) -> Result<RotationReport> {
+        self.send(Command::Rotate)?
+    }
+
+    fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport {
+            rotation_pending: self.shared.rotation_pending.load(Ordering::Acquire),
+            current_epoch: self.current_epoch(),
+            ..VerifyReport::default()
+        };
+        let mut last_seq: HashMap<Pseudonym, u64> = HashMap::new();
+        let mut expected_pos = 1u64;
+        let head = self.shared.head.load(Ordering::Acquire);
+        for item in self.shared.log.range(event_key(1)..=event_key(head)) {
+            let (k, v) = item?;
+            let pos = be_u64(&k[2..])?;
+            if pos != expected_pos {
+                report.problems.push(format!("position {expected_pos} missing before {pos}"));
+            }
+            expected_pos = pos + 1;
+            report.events += 1;
+            let rec = match codec::decode(&v) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.problems.push(format!("position {pos}: {e}"));
+                    continue;
+                }
+            };
+            let env = rec.envelope.clone();
+            if env.position.0 != pos {
+                report.problems.push(format!("position {pos}: envelope says {}", env.position.0));
+            }
+            let prev = last_seq.insert(env.subject, env.seq.0).unwrap_or(0);
+            if env.seq.0 != prev + 1 {
+                report.problems.push(format!("position {pos}: sequence {} follows {prev}", env.seq.0));
+            }
+            match self.shared.log.get(stream_key(env.subject.as_bytes(), env.seq.0))? {
+                Some(p) if be_u64(&p)? == pos => {}
+                _ => report.problems.push(format!("position {pos}: stream index entry missing or wrong")),
+            }
+            match self.shared.open_record(rec) {
+                Ok(RecordedEvent { body: EventBody::Plain(_), .. }) => report.decrypted += 1,
+                Ok(RecordedEvent { body: EventBody::Shredded, .. }) => report.tombstones += 1,
+                Ok(RecordedEvent { body: EventBody::Empty, .. }) => report.fences += 1,
+                Err(_) => report.failures.push(Position(pos)),
+            }
+        }
+        report.subjects = last_seq.len() as u64;
+        report.erased_subjects = self.shared.cache.read().expect("key cache lock").erased.len() as u64;
+        Ok(report)
+    }
+}

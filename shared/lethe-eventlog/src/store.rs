@@ -1,0 +1,154 @@
+//! The storage contract every log backend honours, and the values it returns. Callers hold an
+//! `Arc<dyn EventStore>` and never see which backend is behind it.
+
+use std::fmt::Debug;
+
+use lethe_domain::{ExpectedVersion, KeyId, NewEvent, Position, Pseudonym, RecordedEvent, Seq, SubjectId, UtcMicros};
+use serde::Serialize;
+
+use crate::Result;
+
+/// Events to append to one subject's stream, all or nothing.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub subject: Pseudonym,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// Where an acknowledged append landed. Acknowledged means durable (fsynced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Appended {
+    pub first_position: Position,
+    pub last_position: Position,
+    /// The stream's version after the append.
+    pub last_seq: Seq,
+}
+
+/// The erasure state of a subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SubjectState {
+    /// No event and no key.
+    Unknown,
+    /// Live: its data keys exist.
+    Active { events: u64, key_ids: Vec<KeyId> },
+    /// Erased at `fence`: keys destroyed, appends refused.
+    Erased { fence: Position, erased_at: UtcMicros, rotation_pending: bool },
+}
+
+/// What an erasure did. Holds no personal data: the subject appears only as a digest of its
+/// pseudonym.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErasureReceipt {
+    /// SHA-256 of the pseudonym, hex.
+    pub subject_digest: String,
+    /// Generations of the subject's data key that were destroyed.
+    pub key_ids: Vec<KeyId>,
+    /// Epoch under which the destroyed keys were wrapped; the erasure is final for the data
+    /// directory once this epoch is rotated away.
+    pub wrapped_under_epoch: u32,
+    pub fence_position: Position,
+    pub log_head_before: Position,
+    pub log_head_after: Position,
+    pub erased_at: UtcMicros,
+    /// Events of the subject that now read as tombstones.
+    pub events_shredded: u64,
+    /// False when the subject had already been erased (the receipt then describes the first erasure).
+    pub newly_erased: bool,
+}
+
+/// What a key rotation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotationReport {
+    pub from_epoch: u32,
+    pub to_epoch: u32,
+    pub keys_rewrapped: u64,
+    /// Erasures that became final with this rotation.
+    pub erasures_finalized: u64,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub decrypted: u64,
+    pub tombstones: u64,
+    pub fences: u64,
+    pub subjects: u64,
+    pub erased_subjects: u64,
+    pub rotation_pending: bool,
+    pub current_epoch: u32,
+    /// Positions whose payload failed to decrypt though the subject's key exists: tampering or
+    /// corruption.
+    pub failures: Vec<Position>,
+    /// Index and sequence inconsistencies.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether the log is sound.
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty() && self.problems.is_empty()
+    }
+}
+
+/// An append-only, encrypted event log.
+///
+/// Contracts (ARCHITECTURE.md, "The event log"): an `Ok` from an append means the events are
+/// durable; the events of one request are all stored or none is, even across a crash; a subject's
+/// events are numbered 1, 2, 3… without gaps; positions are unique and increasing in commit order.
+pub trait EventStore: Send + Sync + Debug {
+    /// The keyed pseudonym of an external identifier.
+    fn pseudonymize(&self, id: &SubjectId) -> Pseudonym;
+
+    /// Appends one request, durably.
+    ///
+    /// # Errors
+    /// Version conflict, erased subject, empty request, storage failure.
+    fn append(&self, request: AppendRequest) -> Result<Appended> {
+        self.append_batch(vec![request]).pop().expect("one result per request")
+    }
+
+    /// Appends several requests in one group commit; each succeeds or fails on its own, and all
+    /// that succeed become durable together.
+    fn append_batch(&self, requests: Vec<AppendRequest>) -> Vec<Result<Appended>>;
+
+    /// One subject's events in sequence order; erased payloads read as [`lethe_domain::EventBody::Shredded`].
+    ///
+    /// # Errors
+    /// Storage or decryption failure.
+    fn read_stream(&self, subject: &Pseudonym) -> Result<Vec<RecordedEvent>>;
+
+    /// Every event from `from` (inclusive) in position order, decrypted.
+    fn read_all(&self, from: Position) -> Box<dyn Iterator<Item = Result<RecordedEvent>> + Send + '_>;
+
+    /// The position of the last committed event (0 when empty).
+    fn head(&self) -> Position;
+
+    /// The erasure state of a subject.
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn subject_state(&self, subject: &Pseudonym) -> Result<SubjectState>;
+
+    /// Crypto-shreds a subject: writes an erasure fence to the log and destroys the subject's data
+    /// keys in the live key store. Final for the data directory after the next [`Self::rotate_keys`].
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn erase(&self, subject: &Pseudonym) -> Result<ErasureReceipt>;
+
+    /// Rotates the key-encryption-key epoch: re-wraps every surviving data key and destroys the old
+    /// epoch's secret, which makes every earlier erasure final.
+    ///
+    /// # Errors
+    /// Storage or key store failure.
+    fn rotate_keys(&self) -> Result<RotationReport>;
+
+    /// Reads and decrypts every event and checks the indexes.
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn verify(&self) -> Result<VerifyReport>;
+}
