@@ -1,1 +1,8 @@
-//! placeholder
+//! The `lethe` service: the command line, the HTTP application, and the glue that opens the store.
+//! `main.rs` only parses arguments and calls [`cli::run`]; tests start [`app::Application`] in-process.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod replay;
+pub mod telemetry;

@@ -11,4 +11,4 @@ mod store;
 
 pub use error::{LogError, Result};
 pub use sled_log::{LogConfig, SledEventLog, DEKS_DIR, LOG_DIR};
-pub use store::{AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, VerifyReport};
+pub use store::{AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, SubjectVerify, VerifyReport};

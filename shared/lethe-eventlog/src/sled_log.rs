@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::{self, StoredRecord};
 use crate::layout::{self, be_u32, be_u64, dek_key, event_key, fence_key, stream_key, stream_prefix};
-use crate::store::{AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, VerifyReport};
+use crate::store::{
+    AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, SubjectVerify, VerifyReport,
+};
 use crate::{LogError, Result};
 
 /// Folder of the log database inside the data directory.
@@ -638,6 +640,10 @@ impl EventStore for SledEventLog {
         Position(self.shared.head.load(Ordering::Acquire))
     }
 
+    fn writable(&self) -> bool {
+        !self.shared.poisoned.load(Ordering::Acquire) && self.tx.lock().is_ok_and(|tx| tx.is_some())
+    }
+
     fn subject_state(&self, subject: &Pseudonym) -> Result<SubjectState> {
         if let Some(f) = self.shared.fence(subject)? {
             return Ok(SubjectState::Erased {
@@ -709,7 +715,22 @@ impl EventStore for SledEventLog {
             }
         }
         report.subjects = last_seq.len() as u64;
-        report.erased_subjects = self.shared.cache.read().expect("key cache lock").erased.len() as u64;
+        let cache = self.shared.cache.read().expect("key cache lock");
+        report.erased_subjects = cache.erased.len() as u64;
+        let mut subjects: Vec<_> = last_seq.into_iter().collect();
+        subjects.sort_unstable_by_key(|(s, _)| *s);
+        report.per_subject = subjects
+            .into_iter()
+            .map(|(s, events)| SubjectVerify {
+                pseudonym: s.to_hex(),
+                events,
+                state: match (cache.erased.contains(&s), report.rotation_pending) {
+                    (false, _) => "active".into(),
+                    (true, false) => "erased".into(),
+                    (true, true) => "erased (rotation pending)".into(),
+                },
+            })
+            .collect();
         Ok(report)
     }
 }

@@ -84,6 +84,17 @@ pub struct VerifyReport {
     pub failures: Vec<Position>,
     /// Index and sequence inconsistencies.
     pub problems: Vec<String>,
+    /// Every subject seen, in pseudonym order.
+    pub per_subject: Vec<SubjectVerify>,
+}
+
+/// One subject's line in a [`VerifyReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubjectVerify {
+    pub pseudonym: String,
+    pub events: u64,
+    /// `active`, `erased` or `erased (rotation pending)`.
+    pub state: String,
 }
 
 impl VerifyReport {
@@ -125,6 +136,9 @@ pub trait EventStore: Send + Sync + Debug {
 
     /// The position of the last committed event (0 when empty).
     fn head(&self) -> Position;
+
+    /// Whether appends can be accepted (false once a failed write stopped the writer).
+    fn writable(&self) -> bool;
 
     /// The erasure state of a subject.
     ///

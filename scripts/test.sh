@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs Lethe's whole test suite on a fresh machine, installing what the tests need when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "installing: ${need_apt[*]}"
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust 1.85 or newer) is required: https://rustup.rs" >&2; exit 1; }
+
+cargo test --workspace --no-fail-fast

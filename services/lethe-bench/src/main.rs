@@ -1,0 +1,280 @@
+//! `lethe-bench`: measures the privacy core against raw sled in one run and prints the figures.
+//! Run it in release mode: `cargo run --release -p lethe-bench -- log`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lethe_crypto::MasterSource;
+use lethe_domain::{
+    EventBody, EventType, ExpectedVersion, NewEvent, Position, Pseudonym, Purpose, SchemaVersion, UtcMicros,
+};
+use lethe_eventlog::{AppendRequest, EventStore, LogConfig, SledEventLog};
+use rand::RngCore;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks of Lethe's privacy core, side by side with raw sled")]
+struct Args {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// Appends, replay, erasure latency and key rotation.
+    Log {
+        /// Events per append measurement.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Events in the replay measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        replay_events: u64,
+        /// Live subjects in the rotation measurement.
+        #[arg(long, default_value_t = 100_000)]
+        rotation_subjects: u64,
+        /// Events of the large subject in the erasure measurement.
+        #[arg(long, default_value_t = 100_000)]
+        big_subject_events: u64,
+        /// Concurrent writers to try.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        writers: Vec<usize>,
+    },
+}
+
+const PAYLOAD: usize = 200;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.suite {
+        Suite::Log { events, replay_events, rotation_subjects, big_subject_events, writers } => {
+            println!("lethe-bench log: {PAYLOAD}-byte payloads, durable (fsync) appends, {} cores", cores());
+            appends(events, &writers)?;
+            replay(replay_events)?;
+            erasure(big_subject_events)?;
+            rotation(rotation_subjects)?;
+        }
+    }
+    Ok(())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+fn open_log(dir: &std::path::Path) -> anyhow::Result<SledEventLog> {
+    let master = MasterSource::Hex(hex::encode([7u8; 32]));
+    SledEventLog::open(LogConfig::new(dir, master)).context("open log")
+}
+
+fn subject(writer: usize, n: u64) -> Pseudonym {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&(writer as u64).to_be_bytes());
+    b[8..16].copy_from_slice(&n.to_be_bytes());
+    Pseudonym::from_bytes(b)
+}
+
+fn event(payload: &[u8]) -> NewEvent {
+    NewEvent {
+        event_type: EventType::parse("page.viewed").expect("valid"),
+        schema_version: SchemaVersion::new(2).expect("valid"),
+        purpose: Purpose::parse("analytics").expect("valid"),
+        time: UtcMicros::now(),
+        payload: payload.to_vec(),
+    }
+}
+
+fn payload() -> Vec<u8> {
+    let mut p = vec![0u8; PAYLOAD];
+    rand::thread_rng().fill_bytes(&mut p);
+    p
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+/// Runs `writers` threads, each doing `per_writer` operations of `batch` events, and returns the
+/// elapsed time.
+fn run_writers(writers: usize, per_writer: u64, f: Arc<dyn Fn(usize, u64) + Send + Sync>) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..writers)
+        .map(|w| {
+            let f = Arc::clone(&f);
+            std::thread::spawn(move || {
+                for i in 0..per_writer {
+                    f(w, i);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("writer thread");
+    }
+    start.elapsed()
+}
+
+fn appends(events: u64, writers: &[usize]) -> anyhow::Result<()> {
+    println!("\n## Appends ({events} events per cell; events/s)");
+    println!("{:<8} {:>7} {:>14} {:>14} {:>8}", "writers", "batch", "raw sled", "lethe", "ratio");
+    for &batch in &[1u64, 100] {
+        for &w in writers {
+            let ops = (events / batch / w as u64).max(1);
+            let total = ops * batch * w as u64;
+            let p = payload();
+
+            let dir = tempfile::tempdir()?;
+            let db = sled::open(dir.path().join("raw"))?;
+            let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let raw = {
+                let (db, p, counter) = (db.clone(), p.clone(), Arc::clone(&counter));
+                run_writers(
+                    w,
+                    ops,
+                    Arc::new(move |_, _| {
+                        let mut b = sled::Batch::default();
+                        for _ in 0..batch {
+                            let k = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            b.insert(&k.to_be_bytes()[..], &p[..]);
+                        }
+                        db.apply_batch(b).expect("raw batch");
+                        db.flush().expect("raw flush");
+                    }),
+                )
+            };
+            drop(db);
+
+            let dir2 = tempfile::tempdir()?;
+            let log: Arc<SledEventLog> = Arc::new(open_log(dir2.path())?);
+            let lethe = {
+                let log = Arc::clone(&log);
+                run_writers(
+                    w,
+                    ops,
+                    Arc::new(move |wi, i| {
+                        let events = (0..batch).map(|_| event(&p)).collect();
+                        let req = AppendRequest { subject: subject(wi, i % 1000), expected: ExpectedVersion::Any, events };
+                        log.append(req).expect("lethe append");
+                    }),
+                )
+            };
+            anyhow::ensure!(log.head() == Position(total), "lethe stored {} of {total}", log.head().0);
+            let (r, l) = (rate(total, raw), rate(total, lethe));
+            println!("{w:<8} {batch:>7} {r:>14.0} {l:>14.0} {:>7.0}%", 100.0 * l / r);
+        }
+    }
+    Ok(())
+}
+
+fn fill(log: &SledEventLog, subjects: u64, per_subject: u64) -> anyhow::Result<()> {
+    let p = payload();
+    let mut reqs = Vec::new();
+    for s in 0..subjects {
+        let mut left = per_subject;
+        while left > 0 {
+            let n = left.min(1000);
+            left -= n;
+            reqs.push(AppendRequest {
+                subject: subject(99, s),
+                expected: ExpectedVersion::Any,
+                events: (0..n).map(|_| event(&p)).collect(),
+            });
+            if reqs.len() >= 100 {
+                for r in log.append_batch(std::mem::take(&mut reqs)) {
+                    r?;
+                }
+            }
+        }
+    }
+    for r in log.append_batch(reqs) {
+        r?;
+    }
+    Ok(())
+}
+
+fn replay(n: u64) -> anyhow::Result<()> {
+    println!("\n## Replay ({n} events, 10,000 subjects, cold key cache, one thread)");
+    let dir = tempfile::tempdir()?;
+    {
+        let log = open_log(dir.path())?;
+        fill(&log, 10_000, n / 10_000)?;
+    }
+    let db = sled::open(dir.path().join("log"))?;
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    for item in db.scan_prefix(b"e/") {
+        bytes += item?.1.len();
+    }
+    let raw = start.elapsed();
+    drop(db);
+    let log = open_log(dir.path())?;
+    let start = Instant::now();
+    let mut plain = 0u64;
+    for e in log.read_all(Position(1)) {
+        if let EventBody::Plain(p) = e?.body {
+            plain += 1;
+            std::hint::black_box(p);
+        }
+    }
+    let lethe = start.elapsed();
+    anyhow::ensure!(plain == n, "replayed {plain} of {n}");
+    std::hint::black_box(bytes);
+    println!("{:<44} {:>14.0} events/s", "raw sled scan (no decode, no decryption)", rate(n, raw));
+    println!("{:<44} {:>14.0} events/s", "lethe read_all (decode + AES-256-GCM open)", rate(n, lethe));
+    Ok(())
+}
+
+fn erasure(big: u64) -> anyhow::Result<()> {
+    println!("\n## Erasure latency (fence + key destruction, durable; rotation excluded)");
+    let dir = tempfile::tempdir()?;
+    let log = open_log(dir.path())?;
+    let p = payload();
+    let mut cells = Vec::new();
+    for (label, events, subjects) in [("10 events", 10u64, 20u64), (&*format!("{big} events"), big, 3)] {
+        let mut times = Vec::new();
+        for s in 0..subjects {
+            let who = subject(7, events * 1000 + s);
+            let mut left = events;
+            while left > 0 {
+                let n = left.min(1000);
+                left -= n;
+                let events = (0..n).map(|_| event(&p)).collect();
+                log.append(AppendRequest { subject: who, expected: ExpectedVersion::Any, events })?;
+            }
+            let start = Instant::now();
+            let receipt = log.erase(&who)?;
+            times.push(start.elapsed());
+            anyhow::ensure!(receipt.events_shredded == events, "receipt counts {}", receipt.events_shredded);
+        }
+        times.sort();
+        let median = times[times.len() / 2];
+        println!(
+            "{label:<16} median {:>8.3} ms   max {:>8.3} ms   ({subjects} subjects)",
+            median.as_secs_f64() * 1e3,
+            times.last().expect("non-empty").as_secs_f64() * 1e3
+        );
+        cells.push(median);
+    }
+    println!("ratio of medians (large / small): {:.2}", cells[1].as_secs_f64() / cells[0].as_secs_f64());
+    Ok(())
+}
+
+fn rotation(subjects: u64) -> anyhow::Result<()> {
+    println!("\n## Key rotation ({subjects} live subjects)");
+    let dir = tempfile::tempdir()?;
+    let log = open_log(dir.path())?;
+    fill(&log, subjects, 1)?;
+    let start = Instant::now();
+    let report = log.rotate_keys()?;
+    let d = start.elapsed();
+    anyhow::ensure!(report.keys_rewrapped == subjects, "re-wrapped {}", report.keys_rewrapped);
+    println!(
+        "rotate epoch {} -> {}: {} keys re-wrapped in {:.3} s ({:.0} keys/s)",
+        report.from_epoch,
+        report.to_epoch,
+        report.keys_rewrapped,
+        d.as_secs_f64(),
+        rate(subjects, d)
+    );
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The HTTP application: binds a listener (port 0 allowed), serves the routes, stops on demand.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use lethe_eventlog::EventStore;
+use serde_json::json;
+
+/// What the HTTP application needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `HOST:PORT`; port 0 picks a free port.
+    pub listen: String,
+    pub workers: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), workers: 2 }
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn EventStore>,
+}
+
+/// A bound, not yet running, HTTP application.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds the listener and builds the server.
+    ///
+    /// # Errors
+    /// The address does not parse or cannot be bound.
+    pub fn build(settings: &Settings, store: Arc<dyn EventStore>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState { store });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .default_service(web::to(not_found))
+        })
+        .workers(settings.workers.max(1))
+        .listen(listener)?
+        .run();
+        Ok(Self { port, server })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs until the server is stopped (Ctrl-C or SIGTERM).
+    ///
+    /// # Errors
+    /// Server errors.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.store.writable() {
+        HttpResponse::Ok().json(json!({ "status": "ready", "log_head": state.store.head().0 }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "code": "log_not_writable", "message": "the event log stopped accepting writes; restart lethe" }))
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({ "code": "not_found", "message": "no such endpoint" }))
+}

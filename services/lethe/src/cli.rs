@@ -1,0 +1,206 @@
+//! The command line: `lethe serve | log verify | keys rotate | replay | erase`. Every subcommand
+//! takes `--data-dir` (default `./lethe-data`); the master secret comes from the environment (see
+//! README.md) or, on a new data directory with none configured, from a development key file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lethe_crypto::MasterSource;
+use lethe_domain::SubjectId;
+use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
+
+use crate::app::{Application, Settings};
+
+/// Lethe: privacy-first, event-sourced personalization.
+#[derive(Debug, Parser)]
+#[command(name = "lethe", version, about)]
+pub struct Cli {
+    /// Data directory (created when missing).
+    #[arg(long, global = true, env = "LETHE_DATA_DIR", default_value = "./lethe-data")]
+    pub data_dir: PathBuf,
+    /// File holding the master key (64 hex characters). Overrides LETHE_MASTER_KEY and LETHE_PASSPHRASE.
+    #[arg(long, global = true, env = "LETHE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the HTTP service.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "LETHE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// HTTP worker threads.
+        #[arg(long, env = "LETHE_WORKERS", default_value_t = 2)]
+        workers: usize,
+    },
+    /// Inspects the event log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+    /// Manages the key hierarchy.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Rebuilds the projections from the whole log and prints a summary and digest.
+    Replay {
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Crypto-shreds a subject by its external identifier.
+    Erase {
+        /// The subject's external identifier (user id or anonymous id).
+        id: String,
+        /// Rotate the key epoch right away, which makes the erasure final for the data directory.
+        #[arg(long)]
+        now: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Decrypts and checks every event; reports per-subject erasure state.
+    Verify {
+        /// List every subject with its state.
+        #[arg(long)]
+        subjects: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Starts a new key-encryption-key epoch, re-wraps live keys and destroys the old epoch.
+    Rotate,
+}
+
+fn open_store(cli: &Cli) -> anyhow::Result<SledEventLog> {
+    let master = match &cli.master_key_file {
+        Some(path) => MasterSource::KeyFile(path.clone()),
+        None => MasterSource::from_env(),
+    };
+    let log = SledEventLog::open(LogConfig::new(&cli.data_dir, master))
+        .with_context(|| format!("cannot open the data directory {}", cli.data_dir.display()))?;
+    if log.dev_key_created() {
+        tracing::warn!(
+            path = %cli.data_dir.join(lethe_crypto::DEV_KEY_FILE).display(),
+            "created a development master key next to the data; production needs a real secret \
+             (LETHE_MASTER_KEY, LETHE_MASTER_KEY_FILE or LETHE_PASSPHRASE) kept elsewhere"
+        );
+    } else if log.uses_dev_key() {
+        tracing::warn!("using the development master key stored next to the data");
+    }
+    Ok(log)
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Any failure, with context; `main` prints it.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let store = open_store(&cli)?;
+    match cli.command {
+        Command::Serve { listen, workers } => serve(store, Settings { listen, workers }),
+        Command::Log { command: LogCommand::Verify { subjects, json } } => verify(&store, subjects, json),
+        Command::Keys { command: KeysCommand::Rotate } => {
+            let report = store.rotate_keys().context("key rotation failed")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { json } => replay(&store, json),
+        Command::Erase { id, now } => {
+            let id = SubjectId::parse(&id)?;
+            let subject = store.pseudonymize(&id);
+            let receipt = store.erase(&subject).context("erasure failed")?;
+            println!("{}", serde_json::to_string_pretty(&receipt)?);
+            if now {
+                let report = store.rotate_keys().context("key rotation failed")?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                eprintln!("erased; final for this data directory after the next `lethe keys rotate`");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(store: SledEventLog, settings: Settings) -> anyhow::Result<ExitCode> {
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(&settings, store)?;
+        tracing::info!(port = app.port(), listen = %settings.listen, "lethe is serving");
+        app.run_until_stopped().await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} events ({per_sec}, eta {eta})")
+            .expect("valid template"),
+    );
+    bar
+}
+
+fn replay(store: &SledEventLog, json: bool) -> anyhow::Result<ExitCode> {
+    let bar = progress_bar(store.head().0);
+    let summary = crate::replay::replay(store, |p| bar.set_position(p.0)).context("replay failed")?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "replayed {} events: {} readable, {} tombstones, {} erasure fences, {} subjects",
+            summary.events, summary.readable, summary.tombstones, summary.fences, summary.subjects
+        );
+        for (t, n) in &summary.by_type {
+            println!("  {t:<32} {n}");
+        }
+        println!("digest {}", summary.digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(store: &SledEventLog, subjects: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let report = store.verify().context("verification failed")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} events: {} decrypted, {} tombstones, {} erasure fences; {} subjects, {} erased; key epoch {}{}",
+            report.events,
+            report.decrypted,
+            report.tombstones,
+            report.fences,
+            report.subjects,
+            report.erased_subjects,
+            report.current_epoch,
+            if report.rotation_pending { " (rotation pending: run `lethe keys rotate` to make erasures final)" } else { "" }
+        );
+        if subjects {
+            for s in &report.per_subject {
+                println!("  {} {:>8} events  {}", s.pseudonym, s.events, s.state);
+            }
+        }
+        for p in &report.failures {
+            println!("FAILED to decrypt at position {}", p.0);
+        }
+        for p in &report.problems {
+            println!("PROBLEM {p}");
+        }
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
