@@ -2,7 +2,7 @@
 //! takes `--data-dir` (default `./lethe-data`); the master secret comes from the environment (see
 //! README.md) or, on a new data directory with none configured, from a development key file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lethe_crypto::MasterSource;
 use lethe_domain::SubjectId;
 use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
+use lethe_policy::Policies;
 
 use crate::app::{Application, Settings};
 
@@ -25,6 +26,9 @@ pub struct Cli {
     /// File holding the master key (64 hex characters). Overrides LETHE_MASTER_KEY and LETHE_PASSPHRASE.
     #[arg(long, global = true, env = "LETHE_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
+    /// Policy folder. Default: `./policies` when it exists, else the policies built into the binary.
+    #[arg(long, global = true, env = "LETHE_POLICIES")]
+    pub policies: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +60,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validates the policy files.
+    Policies {
+        #[command(subcommand)]
+        command: PoliciesCommand,
+    },
     /// Crypto-shreds a subject by its external identifier.
     Erase {
         /// The subject's external identifier (user id or anonymous id).
@@ -76,6 +85,15 @@ pub enum LogCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoliciesCommand {
+    /// Loads and validates a policy folder; prints every problem with its file and line.
+    Check {
+        /// The folder (default: the `--policies` folder).
+        dir: Option<PathBuf>,
     },
 }
 
@@ -109,22 +127,40 @@ fn open_store(cli: &Cli) -> anyhow::Result<SledEventLog> {
 /// # Errors
 /// Any failure, with context; `main` prints it.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let store = open_store(&cli)?;
-    match cli.command {
-        Command::Serve { listen, workers } => serve(store, Settings { listen, workers }),
-        Command::Log { command: LogCommand::Verify { subjects, json } } => verify(&store, subjects, json),
+    let policies = || load_policies(cli.policies.as_deref());
+    let store = || open_store(&cli);
+    match &cli.command {
+        Command::Serve { listen, workers } => {
+            let settings = Settings { listen: listen.clone(), workers: *workers };
+            serve(store()?, policies()?, settings)
+        }
+        Command::Policies { command: PoliciesCommand::Check { dir } } => {
+            let dir = dir.clone().or_else(|| cli.policies.clone()).unwrap_or_else(|| PathBuf::from("policies"));
+            let p = Policies::load(&dir)?;
+            println!(
+                "{}: {} purposes, {} data categories, {} event types, {} notices: valid",
+                dir.display(),
+                p.purposes().count(),
+                p.categories().count(),
+                p.events().count(),
+                p.notices().count()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Log { command: LogCommand::Verify { subjects, json } } => verify(&store()?, *subjects, *json),
         Command::Keys { command: KeysCommand::Rotate } => {
-            let report = store.rotate_keys().context("key rotation failed")?;
+            let report = store()?.rotate_keys().context("key rotation failed")?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { json } => replay(&store, json),
+        Command::Replay { json } => replay(&store()?, *json),
         Command::Erase { id, now } => {
-            let id = SubjectId::parse(&id)?;
+            let id = SubjectId::parse(id)?;
+            let store = store()?;
             let subject = store.pseudonymize(&id);
             let receipt = store.erase(&subject).context("erasure failed")?;
             println!("{}", serde_json::to_string_pretty(&receipt)?);
-            if now {
+            if *now {
                 let report = store.rotate_keys().context("key rotation failed")?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -135,7 +171,27 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(store: SledEventLog, settings: Settings) -> anyhow::Result<ExitCode> {
+/// Loads the policies: an explicit folder, else `./policies` when present, else the built-in copy.
+///
+/// # Errors
+/// Any invalid policy file, with file and line.
+pub fn load_policies(dir: Option<&Path>) -> anyhow::Result<Policies> {
+    let local = Path::new("policies");
+    let policies = match dir {
+        Some(dir) => Policies::load(dir)?,
+        None if local.join(lethe_policy::files::PURPOSES).exists() => Policies::load(local)?,
+        None => Policies::builtin()?,
+    };
+    Ok(policies)
+}
+
+fn serve(store: SledEventLog, policies: Policies, settings: Settings) -> anyhow::Result<ExitCode> {
+    tracing::info!(
+        purposes = policies.purposes().count(),
+        event_types = policies.events().count(),
+        notices = policies.notices().count(),
+        "policies loaded"
+    );
     let store: Arc<dyn EventStore> = Arc::new(store);
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(&settings, store)?;

@@ -115,3 +115,34 @@ fn upgrade_1_to_2(db: &Db) -> Result<()> {
     db.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_and_migrations_folder_agree_on_the_layout_version() {
+        let documented: u32 = include_str!("../../../migrations/LAYOUT_VERSION").trim().parse().unwrap();
+        assert_eq!(documented, LAYOUT_VERSION);
+    }
+
+    #[test]
+    fn keys_sort_by_position_and_sequence() {
+        assert!(event_key(2) < event_key(10));
+        assert!(event_key(255) < event_key(256));
+        let s = [9u8; 32];
+        assert!(stream_key(&s, 9) < stream_key(&s, 10));
+        assert!(stream_key(&s, 1).starts_with(&stream_prefix(&s)));
+    }
+
+    #[test]
+    fn empty_database_is_stamped_and_newer_layout_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        assert_eq!(check_and_upgrade(&db).unwrap(), LAYOUT_VERSION);
+        db.insert(META_LAYOUT, &(LAYOUT_VERSION + 1).to_be_bytes()).unwrap();
+        let err = check_and_upgrade(&db).unwrap_err();
+        assert!(matches!(err, LogError::LayoutTooNew { .. }));
+        assert!(err.to_string().contains("upgrade Lethe"), "{err}");
+    }
+}

@@ -282,6 +282,11 @@ impl Shared {
             .transpose()
     }
 
+    /// The log head at the last completed rotation: fences after it are not final yet.
+    fn rotated_at(&self) -> Result<u64> {
+        self.log.get(layout::META_ROTATED_AT)?.map(|v| be_u64(&v)).transpose().map(|v| v.unwrap_or(0))
+    }
+
     fn stream_head(&self, subject: &Pseudonym) -> Result<Option<Seq>> {
         match self.log.scan_prefix(stream_prefix(subject.as_bytes())).next_back() {
             Some(item) => Ok(Some(Seq(be_u64(&item?.0[34..])?))),
@@ -374,15 +379,13 @@ impl Writer {
         let mut staged: HashMap<Pseudonym, Seq> = HashMap::new();
         let mut pos = shared.head.load(Ordering::Acquire);
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
-        let keyring = shared.keyring.read().expect("keyring lock");
         for (reqs, _) in &group {
             let mut out = Vec::with_capacity(reqs.len());
             for req in reqs {
-                out.push(self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut log_batch, &mut key_batch, &keyring));
+                out.push(self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut log_batch, &mut key_batch));
             }
             results.push(out);
         }
-        drop(keyring);
         let durable = (|| -> Result<()> {
             if !new_keys.is_empty() {
                 shared.deks.apply_batch(key_batch)?;
@@ -421,7 +424,6 @@ impl Writer {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn stage(
         &mut self,
         req: &AppendRequest,
@@ -430,7 +432,6 @@ impl Writer {
         new_keys: &mut Vec<(Pseudonym, DataKey)>,
         log_batch: &mut sled::Batch,
         key_batch: &mut sled::Batch,
-        keyring: &Keyring,
     ) -> Result<Appended> {
         let subject = req.subject;
         if req.events.is_empty() {
@@ -452,7 +453,7 @@ impl Writer {
                 Some(k) => k,
                 None => {
                     let secret = SecretBytes::random();
-                    let wrapped = keyring.wrap(&subject, KeyId(0), &secret);
+                    let wrapped = self.shared.keyring.read().expect("keyring lock").wrap(&subject, KeyId(0), &secret);
                     key_batch.insert(&dek_key(subject.as_bytes(), 0)[..], &wrapped.to_bytes()[..]);
                     let k = DataKey::new(&secret);
                     new_keys.push((subject, k.clone()));
@@ -577,8 +578,7 @@ impl Writer {
         keyring.finish_rotation(plan)?;
         drop(keyring);
         let head = shared.head.load(Ordering::Acquire);
-        let fences = shared.log.scan_prefix(layout::FENCES).count() as u64;
-        let rotated_at = shared.log.get(layout::META_ROTATED_AT)?.map(|v| be_u64(&v)).transpose()?.unwrap_or(0);
+        let rotated_at = shared.rotated_at()?;
         let mut finalized = 0;
         for item in shared.log.scan_prefix(layout::FENCES) {
             let (_, v) = item?;
@@ -587,7 +587,6 @@ impl Writer {
                 finalized += 1;
             }
         }
-        debug_assert!(finalized <= fences);
         shared.log.insert(layout::META_ROTATED_AT, &head.to_be_bytes())?;
         shared.log.flush()?;
         shared.rotation_pending.store(false, Ordering::Release);
@@ -649,7 +648,7 @@ impl EventStore for SledEventLog {
             return Ok(SubjectState::Erased {
                 fence: Position(f.position),
                 erased_at: UtcMicros(f.time),
-                rotation_pending: self.shared.rotation_pending.load(Ordering::Acquire),
+                rotation_pending: f.position > self.shared.rotated_at()?,
             });
         }
         let mut key_ids = Vec::new();
@@ -678,6 +677,8 @@ impl EventStore for SledEventLog {
             ..VerifyReport::default()
         };
         let mut last_seq: HashMap<Pseudonym, u64> = HashMap::new();
+        let mut fenced_at: HashMap<Pseudonym, u64> = HashMap::new();
+        let rotated_at = self.shared.rotated_at()?;
         let mut expected_pos = 1u64;
         let head = self.shared.head.load(Ordering::Acquire);
         for item in self.shared.log.range(event_key(1)..=event_key(head)) {
@@ -710,7 +711,10 @@ impl EventStore for SledEventLog {
             match self.shared.open_record(rec) {
                 Ok(RecordedEvent { body: EventBody::Plain(_), .. }) => report.decrypted += 1,
                 Ok(RecordedEvent { body: EventBody::Shredded, .. }) => report.tombstones += 1,
-                Ok(RecordedEvent { body: EventBody::Empty, .. }) => report.fences += 1,
+                Ok(RecordedEvent { body: EventBody::Empty, .. }) => {
+                    report.fences += 1;
+                    fenced_at.insert(env.subject, pos);
+                }
                 Err(_) => report.failures.push(Position(pos)),
             }
         }
@@ -724,10 +728,10 @@ impl EventStore for SledEventLog {
             .map(|(s, events)| SubjectVerify {
                 pseudonym: s.to_hex(),
                 events,
-                state: match (cache.erased.contains(&s), report.rotation_pending) {
+                state: match (cache.erased.contains(&s), fenced_at.get(&s)) {
                     (false, _) => "active".into(),
-                    (true, false) => "erased".into(),
-                    (true, true) => "erased (rotation pending)".into(),
+                    (true, Some(&at)) if at > rotated_at => "erased (rotation pending)".into(),
+                    (true, _) => "erased".into(),
                 },
             })
             .collect();

@@ -46,8 +46,8 @@ pub enum PolicyError {
     UnsupportedFormat { at: Location, found: String, supported: i64 },
     #[error("{at}: {reason}")]
     InvalidName { at: Location, reason: String },
-    #[error("{at}: duplicate {what} `{id}` (first declared on line {first_line})")]
-    Duplicate { at: Location, what: &'static str, id: String, first_line: usize },
+    #[error("{at}: duplicate {what} `{id}` (first declared at {first})")]
+    Duplicate { at: Location, what: &'static str, id: String, first: Location },
     #[error("{at}: purpose `{purpose}` has legal basis `consent` but `requires_consent = false`")]
     ConsentNotRequired { at: Location, purpose: String },
     #[error("{at}: {owner} needs unknown purpose `{purpose}`")]

@@ -24,9 +24,8 @@ fn is_id(s: &str) -> bool {
 /// `ll` or `lll`, then `-` subtags of 1 to 8 letters or digits; at most 35 bytes.
 fn is_locale(s: &str) -> bool {
     let mut parts = s.split('-');
-    let language_ok = parts
-        .next()
-        .is_some_and(|l| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase()));
+    let language_ok =
+        parts.next().is_some_and(|l| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase()));
     language_ok
         && s.len() <= 35
         && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))

@@ -114,12 +114,15 @@ pub struct Retention(NonZeroU32);
 
 impl Retention {
     /// A retention of `days` days; `None` for zero.
-    pub const fn days_opt(days: u32) -> Option<Self> {
+    pub const fn from_days(days: u32) -> Option<Self> {
         match NonZeroU32::new(days) {
             Some(d) => Some(Self(d)),
             None => None,
         }
     }
+
+    /// The shortest retention: one day.
+    pub const MIN: Self = Self(NonZeroU32::MIN);
 
     /// The retention in days.
     pub const fn days(self) -> u32 {

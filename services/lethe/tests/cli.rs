@@ -1,0 +1,114 @@
+//! The `lethe` command as an operator uses it: real processes on a temporary data directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn lethe(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("LETHE_MASTER_KEY")
+        .env_remove("LETHE_MASTER_KEY_FILE")
+        .env_remove("LETHE_PASSPHRASE")
+        .env("LETHE_POLICIES", concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"))
+        .output()
+        .expect("run lethe")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn a_new_data_dir_works_with_no_setup_and_warns_about_the_dev_key() {
+    let d = tempfile::tempdir().unwrap();
+    let o = lethe(d.path(), &["log", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("production needs a real secret"), "{}", text(&o));
+    assert!(d.path().join("master.key").exists());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 events"));
+}
+
+#[test]
+fn erase_then_verify_reports_the_subject_as_erased() {
+    let d = tempfile::tempdir().unwrap();
+    let o = lethe(d.path(), &["erase", "visitor-123"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let receipt: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(receipt["newly_erased"], true);
+    assert!(!text(&o).contains("visitor-123"), "the identifier must not be echoed");
+    let o = lethe(d.path(), &["log", "verify", "--subjects"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("1 erased"), "{out}");
+    assert!(out.contains("erased (rotation pending)"), "{out}");
+    let o = lethe(d.path(), &["keys", "rotate"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&lethe(d.path(), &["log", "verify", "--subjects"]).stdout).into_owned();
+    assert!(out.contains("key epoch 2"), "{out}");
+    assert!(!out.contains("rotation pending"), "{out}");
+}
+
+#[test]
+fn replay_prints_the_same_digest_twice() {
+    let d = tempfile::tempdir().unwrap();
+    lethe(d.path(), &["erase", "someone"]);
+    let a = lethe(d.path(), &["replay", "--json"]);
+    let b = lethe(d.path(), &["replay", "--json"]);
+    assert!(a.status.success(), "{}", text(&a));
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_slice(&a.stdout).unwrap(), serde_json::from_slice(&b.stdout).unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a["fences"], 1);
+}
+
+#[test]
+fn bad_input_is_a_plain_error_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let o = lethe(d.path(), &["erase", ""]);
+    assert!(!o.status.success());
+    assert!(text(&o).starts_with("error: subject id"), "{}", text(&o));
+    assert!(!text(&o).contains("panicked"));
+}
+
+#[test]
+fn a_wrong_master_key_is_refused_plainly() {
+    let d = tempfile::tempdir().unwrap();
+    assert!(lethe(d.path(), &["log", "verify"]).status.success());
+    let key = d.path().join("other.key");
+    std::fs::write(&key, "11".repeat(32)).unwrap();
+    let o = lethe(d.path(), &["--master-key-file", key.to_str().unwrap(), "log", "verify"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("does not open the key store"), "{}", text(&o));
+}
+
+#[test]
+fn a_bad_policy_file_is_named_with_its_line() {
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let pol = d.path().join("policies");
+    std::fs::create_dir_all(pol.join("notices")).unwrap();
+    for f in ["purposes.toml", "data_categories.toml", "events.toml", "notices/banner.toml"] {
+        std::fs::copy(src.join(f), pol.join(f)).unwrap();
+    }
+    let events = std::fs::read_to_string(pol.join("events.toml")).unwrap();
+    let line = events.lines().position(|l| l.contains("purpose = \"analytics\"")).unwrap() + 1;
+    std::fs::write(pol.join("events.toml"), events.replacen("purpose = \"analytics\"", "purpose = \"analitics\"", 1))
+        .unwrap();
+    let o = lethe(d.path(), &["policies", "check", pol.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains(&format!("events.toml:{line}:")), "{}", text(&o));
+    assert!(text(&o).contains("analitics"), "{}", text(&o));
+}
+
+#[test]
+fn serve_refuses_to_start_on_invalid_policies() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["--data-dir", d.path().to_str().unwrap(), "--policies", d.path().to_str().unwrap(), "serve"])
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("purposes.toml"), "{}", text(&o));
+}
