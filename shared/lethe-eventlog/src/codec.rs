@@ -35,6 +35,14 @@ struct RecordV2 {
     sealed: Vec<u8>,
 }
 
+/// [`RecordV2`] by reference, for encoding without copies; same wire format.
+#[derive(Serialize)]
+struct RecordV2Ref<'a> {
+    envelope: &'a EventEnvelope,
+    nonce: &'a Nonce,
+    sealed: &'a [u8],
+}
+
 /// Format 1 predates key generations (retention periods): every payload was sealed under the
 /// subject's first key, generation 0.
 #[derive(Serialize, Deserialize)]
@@ -109,9 +117,10 @@ impl StoredRecord {
     /// Encodes in the current format. Records read from an older format are re-encoded only by
     /// migrations, never by ordinary writes (the log is append-only).
     pub fn encode(&self) -> Vec<u8> {
-        let body = RecordV2 { envelope: self.envelope.clone(), nonce: self.nonce, sealed: self.sealed.clone() };
-        let mut out = vec![RECORD_FORMAT];
-        out.extend(postcard::to_stdvec(&body).expect("records serialize"));
+        let body = RecordV2Ref { envelope: &self.envelope, nonce: &self.nonce, sealed: &self.sealed };
+        let mut out = Vec::with_capacity(self.sealed.len() + 96);
+        out.push(RECORD_FORMAT);
+        postcard::to_io(&body, &mut out).expect("records serialize");
         out
     }
 }

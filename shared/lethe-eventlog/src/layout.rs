@@ -9,8 +9,10 @@
 //! - `e/` pos (u64 BE) → stored record ([`crate::codec`])
 //! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE): each subject's stream (layout 2)
 //! - `f/` pseudonym (32) → fence record: position and time of the subject's erasure
+//! - `k/` pseudonym (32) key id (u32 BE) → the subject's data key, wrapped under an epoch KEK
 //!
-//! Keys of the key database (`keys/deks`): pseudonym (32) key id (u32 BE) → wrapped data key.
+//! Everything lives in one tree so that one batch (events, index, a new subject's key, a fence and
+//! the removal of keys) is atomic, and one fsync makes a whole group durable.
 
 use sled::Db;
 
@@ -26,6 +28,7 @@ pub(crate) const META_ROTATED_AT: &[u8] = b"m/rotated_at";
 pub(crate) const EVENTS: &[u8] = b"e/";
 pub(crate) const STREAMS: &[u8] = b"s/";
 pub(crate) const FENCES: &[u8] = b"f/";
+pub(crate) const KEYS: &[u8] = b"k/";
 
 pub(crate) fn event_key(pos: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
@@ -56,10 +59,18 @@ pub(crate) fn fence_key(subject: &[u8; 32]) -> [u8; 34] {
     k
 }
 
-pub(crate) fn dek_key(subject: &[u8; 32], key_id: u32) -> [u8; 36] {
-    let mut k = [0u8; 36];
-    k[..32].copy_from_slice(subject);
-    k[32..].copy_from_slice(&key_id.to_be_bytes());
+pub(crate) fn dek_key(subject: &[u8; 32], key_id: u32) -> [u8; 38] {
+    let mut k = [0u8; 38];
+    k[..2].copy_from_slice(KEYS);
+    k[2..34].copy_from_slice(subject);
+    k[34..].copy_from_slice(&key_id.to_be_bytes());
+    k
+}
+
+pub(crate) fn dek_prefix(subject: &[u8; 32]) -> [u8; 34] {
+    let mut k = [0u8; 34];
+    k[..2].copy_from_slice(KEYS);
+    k[2..].copy_from_slice(subject);
     k
 }
 

@@ -10,5 +10,5 @@ mod sled_log;
 mod store;
 
 pub use error::{LogError, Result};
-pub use sled_log::{LogConfig, SledEventLog, DEKS_DIR, LOG_DIR};
+pub use sled_log::{LogConfig, SledEventLog, LOG_DIR};
 pub use store::{AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, SubjectVerify, VerifyReport};

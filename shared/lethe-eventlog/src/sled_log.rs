@@ -1,5 +1,6 @@
-//! The embedded backend: two sled databases (`log/` and `keys/deks`) and one writer thread that
-//! group-commits appends. See ARCHITECTURE.md, "The event log", for the write sequence and the
+//! The embedded backend: one sled database (`log/`), a writer thread that stages and applies groups
+//! of appends, and a flusher thread that makes them durable with one fsync per group, overlapping
+//! the next group's work. See ARCHITECTURE.md, "The event log", for the write sequence and the
 //! recovery rules this file implements.
 
 use std::collections::{HashMap, HashSet};
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, StoredRecord};
-use crate::layout::{self, be_u32, be_u64, dek_key, event_key, fence_key, stream_key, stream_prefix};
+use crate::layout::{self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, stream_key, stream_prefix};
 use crate::store::{
     AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, SubjectVerify, VerifyReport,
 };
@@ -27,8 +28,6 @@ use crate::{LogError, Result};
 
 /// Folder of the log database inside the data directory.
 pub const LOG_DIR: &str = "log";
-/// Folder of the wrapped data keys inside the key store.
-pub const DEKS_DIR: &str = "deks";
 
 /// How to open the embedded log.
 #[derive(Debug, Clone)]
@@ -60,10 +59,15 @@ enum Command {
     Rotate(Reply<Result<RotationReport>>),
 }
 
+/// Applied groups waiting for the fsync that makes them durable.
+struct FlushJob {
+    last_position: u64,
+    replies: Vec<(Reply<Vec<Result<Appended>>>, Vec<Result<Appended>>)>,
+}
+
 struct Shared {
     data_dir: PathBuf,
     log: sled::Db,
-    deks: sled::Db,
     keyring: RwLock<Keyring>,
     cache: RwLock<KeyCache>,
     head: AtomicU64,
@@ -82,7 +86,7 @@ struct KeyCache {
 pub struct SledEventLog {
     shared: Arc<Shared>,
     tx: Mutex<Option<Sender<Command>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for SledEventLog {
@@ -110,7 +114,6 @@ impl SledEventLog {
         std::fs::create_dir_all(dir).map_err(|source| LogError::Io { path: dir.clone(), source })?;
         let keyring = Keyring::open(dir, &config.master)?;
         let log = open_db(&dir.join(LOG_DIR))?;
-        let deks = open_db(&keyring.dir().join(DEKS_DIR))?;
         layout::check_and_upgrade(&log)?;
 
         let incarnation = match log.get(layout::META_INCARNATION)? {
@@ -135,17 +138,17 @@ impl SledEventLog {
             cache.erased.insert(subject);
         }
 
-        // R-ERASE-2: a key store restored from before an erasure still holds the erased subject's
-        // keys. The fences in the log win: the keys are removed again and a rotation is due.
+        // R-ERASE-2: a fenced subject never has a live key. A key record next to a fence can only
+        // come from a restored copy; the fence wins: the key is removed again and a rotation is due.
         let mut revived = 0u64;
         for subject in &cache.erased {
-            for item in deks.scan_prefix(subject.as_bytes()) {
-                deks.remove(item?.0)?;
+            for item in log.scan_prefix(dek_prefix(subject.as_bytes())) {
+                log.remove(item?.0)?;
                 revived += 1;
             }
         }
         if revived > 0 {
-            deks.flush()?;
+            log.flush()?;
             rotation_pending = true;
             tracing::warn!(keys = revived, "the key store held keys of erased subjects (restored from a copy?); removed them");
         }
@@ -153,7 +156,6 @@ impl SledEventLog {
         let shared = Arc::new(Shared {
             data_dir: dir.clone(),
             log,
-            deks,
             keyring: RwLock::new(keyring),
             cache: RwLock::new(cache),
             head: AtomicU64::new(head),
@@ -163,16 +165,29 @@ impl SledEventLog {
         });
 
         let (tx, rx) = mpsc::channel();
-        let mut writer = Writer { shared: Arc::clone(&shared), heads: HashMap::new(), max_group: config.max_group_events };
+        let (flush_tx, flush_rx) = mpsc::channel();
+        let mut writer = Writer {
+            shared: Arc::clone(&shared),
+            heads: HashMap::new(),
+            max_group: config.max_group_events,
+            applied: head,
+            flusher: flush_tx,
+        };
         if shared.keyring.read().expect("keyring lock").epochs().len() > 1 {
             tracing::warn!("completing a key rotation that was interrupted");
             writer.rotate()?;
         }
-        let handle = std::thread::Builder::new()
+        let spawn_err = |source| LogError::Io { path: dir.clone(), source };
+        let flusher_shared = Arc::clone(&shared);
+        let flusher = std::thread::Builder::new()
+            .name("lethe-log-flusher".into())
+            .spawn(move || run_flusher(&flusher_shared, &flush_rx))
+            .map_err(spawn_err)?;
+        let writer = std::thread::Builder::new()
             .name("lethe-log-writer".into())
             .spawn(move || writer.run(&rx))
-            .map_err(|source| LogError::Io { path: dir.clone(), source })?;
-        Ok(Self { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)) })
+            .map_err(spawn_err)?;
+        Ok(Self { shared, tx: Mutex::new(Some(tx)), threads: Mutex::new(vec![writer, flusher]) })
     }
 
     /// The data directory.
@@ -203,7 +218,7 @@ impl SledEventLog {
     /// The unwrapped data key of a subject, if it exists. For forensic tests only.
     #[doc(hidden)]
     pub fn forensic_data_key(&self, subject: &Pseudonym, key_id: KeyId) -> Option<SecretBytes> {
-        let raw = self.shared.deks.get(dek_key(subject.as_bytes(), key_id.0)).ok()??;
+        let raw = self.shared.log.get(dek_key(subject.as_bytes(), key_id.0)).ok()??;
         let wrapped = WrappedKey::parse(&raw).ok()?;
         self.shared.keyring.read().ok()?.unwrap(subject, key_id, &wrapped).ok()
     }
@@ -228,11 +243,12 @@ impl Drop for SledEventLog {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
-        if let Some(handle) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+        // The writer ends when its channel closes and drops the flusher's channel; join in order.
+        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for handle in threads {
             let _ = handle.join();
         }
         let _ = self.shared.log.flush();
-        let _ = self.shared.deks.flush();
     }
 }
 
@@ -249,7 +265,7 @@ impl Shared {
                 return Ok(None);
             }
         }
-        let Some(raw) = self.deks.get(dek_key(subject.as_bytes(), key_id.0))? else {
+        let Some(raw) = self.log.get(dek_key(subject.as_bytes(), key_id.0))? else {
             return Ok(None);
         };
         let wrapped = WrappedKey::parse(&raw)?;
@@ -295,11 +311,50 @@ impl Shared {
     }
 }
 
-/// The single writer: owns stream heads and position assignment.
+/// Makes applied groups durable: one fsync for every job waiting, then publishes the durable head
+/// and answers the callers. A failed fsync poisons the log and fails every waiting caller.
+fn run_flusher(shared: &Shared, rx: &Receiver<FlushJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(rx.try_iter());
+        let last = jobs.iter().map(|j| j.last_position).max().unwrap_or(0);
+        let flushed = if shared.poisoned.load(Ordering::Acquire) {
+            Err(LogError::Poisoned)
+        } else {
+            shared.log.flush().map(|_| ()).map_err(LogError::from)
+        };
+        match flushed {
+            Ok(()) => {
+                shared.head.fetch_max(last, Ordering::AcqRel);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fsync failed; the log stops accepting writes");
+                shared.poisoned.store(true, Ordering::Release);
+            }
+        }
+        let ok = !shared.poisoned.load(Ordering::Acquire);
+        for job in jobs {
+            for (reply, mut results) in job.replies {
+                if !ok {
+                    for r in results.iter_mut().filter(|r| r.is_ok()) {
+                        *r = Err(LogError::Poisoned);
+                    }
+                }
+                let _ = reply.send(results);
+            }
+        }
+    }
+}
+
+/// The single writer: owns stream heads and position assignment. It applies each group to sled
+/// and hands it to the flusher; erasures and rotations it makes durable itself.
 struct Writer {
     shared: Arc<Shared>,
     heads: HashMap<Pseudonym, Option<Seq>>,
     max_group: usize,
+    /// Last position applied to sled (durable or not).
+    applied: u64,
+    flusher: Sender<FlushJob>,
 }
 
 impl Writer {
@@ -372,55 +427,44 @@ impl Writer {
             }
             return;
         }
-        let shared = Arc::clone(&self.shared);
-        let mut log_batch = sled::Batch::default();
-        let mut key_batch = sled::Batch::default();
+        let mut batch = sled::Batch::default();
         let mut new_keys: Vec<(Pseudonym, DataKey)> = Vec::new();
         let mut staged: HashMap<Pseudonym, Seq> = HashMap::new();
-        let mut pos = shared.head.load(Ordering::Acquire);
+        let mut pos = self.applied;
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
         for (reqs, _) in &group {
-            let mut out = Vec::with_capacity(reqs.len());
-            for req in reqs {
-                out.push(self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut log_batch, &mut key_batch));
-            }
+            let out = reqs.iter().map(|req| self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch)).collect();
             results.push(out);
         }
-        let durable = (|| -> Result<()> {
-            if !new_keys.is_empty() {
-                shared.deks.apply_batch(key_batch)?;
-                shared.deks.flush()?;
-            }
-            if pos > shared.head.load(Ordering::Acquire) {
-                shared.log.apply_batch(log_batch)?;
-                shared.log.flush()?;
-            }
-            Ok(())
-        })();
-        match durable {
-            Ok(()) => {
-                shared.head.store(pos, Ordering::Release);
-                for (s, seq) in staged {
-                    self.heads.insert(s, Some(seq));
+        let applied = if pos > self.applied { self.shared.log.apply_batch(batch) } else { Ok(()) };
+        if let Err(e) = applied {
+            tracing::error!(error = %e, "applying a group failed; the log stops accepting writes");
+            self.shared.poisoned.store(true, Ordering::Release);
+            self.heads.clear();
+            for ((_, reply), mut r) in group.into_iter().zip(results) {
+                for x in r.iter_mut().filter(|x| x.is_ok()) {
+                    *x = Err(LogError::Poisoned);
                 }
-                let mut cache = shared.cache.write().expect("key cache lock");
-                for (s, k) in new_keys {
-                    cache.keys.insert((s, KeyId(0)), k);
-                }
+                let _ = reply.send(r);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "group commit failed; the log stops accepting writes");
-                shared.poisoned.store(true, Ordering::Release);
-                self.heads.clear();
-                for r in results.iter_mut().flatten() {
-                    if r.is_ok() {
-                        *r = Err(LogError::Poisoned);
-                    }
-                }
+            return;
+        }
+        self.applied = pos;
+        for (s, seq) in staged {
+            self.heads.insert(s, Some(seq));
+        }
+        if !new_keys.is_empty() {
+            let mut cache = self.shared.cache.write().expect("key cache lock");
+            for (s, k) in new_keys {
+                cache.keys.insert((s, KeyId(0)), k);
             }
         }
-        for ((_, reply), r) in group.into_iter().zip(results) {
-            let _ = reply.send(r);
+        let replies = group.into_iter().map(|(_, reply)| reply).zip(results).collect();
+        let job = FlushJob { last_position: pos, replies };
+        if let Err(mpsc::SendError(job)) = self.flusher.send(job) {
+            for (reply, r) in job.replies {
+                let _ = reply.send(r.into_iter().map(|_| Err(LogError::Closed)).collect());
+            }
         }
     }
 
@@ -430,8 +474,7 @@ impl Writer {
         pos: &mut u64,
         staged: &mut HashMap<Pseudonym, Seq>,
         new_keys: &mut Vec<(Pseudonym, DataKey)>,
-        log_batch: &mut sled::Batch,
-        key_batch: &mut sled::Batch,
+        batch: &mut sled::Batch,
     ) -> Result<Appended> {
         let subject = req.subject;
         if req.events.is_empty() {
@@ -454,7 +497,7 @@ impl Writer {
                 None => {
                     let secret = SecretBytes::random();
                     let wrapped = self.shared.keyring.read().expect("keyring lock").wrap(&subject, KeyId(0), &secret);
-                    key_batch.insert(&dek_key(subject.as_bytes(), 0)[..], &wrapped.to_bytes()[..]);
+                    batch.insert(&dek_key(subject.as_bytes(), 0)[..], &wrapped.to_bytes()[..]);
                     let k = DataKey::new(&secret);
                     new_keys.push((subject, k.clone()));
                     k
@@ -477,8 +520,8 @@ impl Writer {
                 key_id: KeyId(0),
             };
             let rec = StoredRecord::seal(envelope, &key, self.shared.incarnation, &ev.payload);
-            log_batch.insert(&event_key(*pos)[..], rec.encode());
-            log_batch.insert(&stream_key(subject.as_bytes(), seq)[..], &pos.to_be_bytes()[..]);
+            batch.insert(&event_key(*pos)[..], rec.encode());
+            batch.insert(&stream_key(subject.as_bytes(), seq)[..], &pos.to_be_bytes()[..]);
         }
         staged.insert(subject, Seq(seq));
         Ok(Appended { first_position: Position(first), last_position: Position(*pos), last_seq: Seq(seq) })
@@ -488,7 +531,7 @@ impl Writer {
         let shared = Arc::clone(&self.shared);
         let digest = hex::encode(Sha256::digest(subject.as_bytes()));
         let epoch = shared.keyring.read().expect("keyring lock").current_epoch().0;
-        let head_before = shared.head.load(Ordering::Acquire);
+        let head_before = self.applied;
         if let Some(f) = shared.fence(subject)? {
             let events = self.head_of(subject)?.map_or(0, |s| s.0.saturating_sub(1));
             return Ok(ErasureReceipt {
@@ -517,29 +560,29 @@ impl Writer {
             key_id: KeyId(0),
         };
         let fence = postcard::to_stdvec(&FenceRecord { position: pos, time: now.0 }).expect("fence serializes");
+        // One atomic batch: the fence event, its index entry, the fence record, and the removal of
+        // every data key of the subject.
         let mut batch = sled::Batch::default();
         batch.insert(&event_key(pos)[..], StoredRecord::system(envelope).encode());
         batch.insert(&stream_key(subject.as_bytes(), seq)[..], &pos.to_be_bytes()[..]);
         batch.insert(&fence_key(subject.as_bytes())[..], fence);
-        shared.log.apply_batch(batch)?;
-        shared.log.flush()?;
-        // The fence is durable: from here on the subject is erased, whatever happens next.
+        let mut key_ids = Vec::new();
+        for item in shared.log.scan_prefix(dek_prefix(subject.as_bytes())) {
+            let (k, _) = item?;
+            key_ids.push(KeyId(be_u32(&k[34..])?));
+            batch.remove(k);
+        }
         {
+            // Readers stop using the subject's keys before the batch lands.
             let mut cache = shared.cache.write().expect("key cache lock");
             cache.erased.insert(*subject);
             cache.keys.retain(|(s, _), _| s != subject);
         }
-        shared.head.store(pos, Ordering::Release);
+        shared.log.apply_batch(batch)?;
+        shared.log.flush()?;
+        self.applied = pos;
+        shared.head.fetch_max(pos, Ordering::AcqRel);
         self.heads.insert(*subject, Some(Seq(seq)));
-        let mut key_ids = Vec::new();
-        let mut batch = sled::Batch::default();
-        for item in shared.deks.scan_prefix(subject.as_bytes()) {
-            let (k, _) = item?;
-            key_ids.push(KeyId(be_u32(&k[32..])?));
-            batch.remove(k);
-        }
-        shared.deks.apply_batch(batch)?;
-        shared.deks.flush()?;
         shared.rotation_pending.store(true, Ordering::Release);
         Ok(ErasureReceipt {
             subject_digest: digest,
@@ -561,23 +604,24 @@ impl Writer {
         let (from, to) = (plan.from.0, plan.to.0);
         let mut batch = sled::Batch::default();
         let mut n = 0u64;
-        for item in shared.deks.iter() {
+        for item in shared.log.scan_prefix(layout::KEYS) {
             let (k, v) = item?;
-            if k.len() != 36 {
-                continue;
+            if k.len() != 38 {
+                return Err(LogError::Corrupt("malformed key record".into()));
             }
-            let subject = Pseudonym::from_bytes(k[..32].try_into().expect("32 bytes"));
-            let key_id = KeyId(be_u32(&k[32..])?);
+            let subject = Pseudonym::from_bytes(k[2..34].try_into().expect("32 bytes"));
+            let key_id = KeyId(be_u32(&k[34..])?);
             let wrapped = WrappedKey::parse(&v)?;
             let secret = keyring.unwrap(&subject, key_id, &wrapped)?;
             batch.insert(k, &keyring.wrap(&subject, key_id, &secret).to_bytes()[..]);
             n += 1;
         }
-        shared.deks.apply_batch(batch)?;
-        shared.deks.flush()?;
+        shared.log.apply_batch(batch)?;
+        shared.log.flush()?;
+        shared.head.fetch_max(self.applied, Ordering::AcqRel);
         keyring.finish_rotation(plan)?;
         drop(keyring);
-        let head = shared.head.load(Ordering::Acquire);
+        let head = self.applied;
         let rotated_at = shared.rotated_at()?;
         let mut finalized = 0;
         for item in shared.log.scan_prefix(layout::FENCES) {
@@ -612,9 +656,13 @@ impl EventStore for SledEventLog {
 
     fn read_stream(&self, subject: &Pseudonym) -> Result<Vec<RecordedEvent>> {
         let mut out = Vec::new();
+        let head = self.shared.head.load(Ordering::Acquire);
         for item in self.shared.log.scan_prefix(stream_prefix(subject.as_bytes())) {
             let (_, pos) = item?;
             let pos = be_u64(&pos)?;
+            if pos > head {
+                break; // applied, not yet durable: invisible to readers
+            }
             let raw = self
                 .shared
                 .log
@@ -627,7 +675,7 @@ impl EventStore for SledEventLog {
 
     fn read_all(&self, from: Position) -> Box<dyn Iterator<Item = Result<RecordedEvent>> + Send + '_> {
         let start = event_key(from.0.max(1));
-        let end = event_key(u64::MAX);
+        let end = event_key(self.shared.head.load(Ordering::Acquire));
         let shared = &self.shared;
         Box::new(self.shared.log.range(start..=end).map(move |item| {
             let (_, v) = item?;
@@ -652,8 +700,8 @@ impl EventStore for SledEventLog {
             });
         }
         let mut key_ids = Vec::new();
-        for item in self.shared.deks.scan_prefix(subject.as_bytes()) {
-            key_ids.push(KeyId(be_u32(&item?.0[32..])?));
+        for item in self.shared.log.scan_prefix(dek_prefix(subject.as_bytes())) {
+            key_ids.push(KeyId(be_u32(&item?.0[34..])?));
         }
         if key_ids.is_empty() {
             return Ok(SubjectState::Unknown);
