@@ -30,13 +30,23 @@ fn edit_raw_log<T>(dir: &Path, f: impl FnOnce(&sled::Db) -> T) -> T {
     out
 }
 
-fn read_record(db: &sled::Db, pos: u64) -> StoredRecord {
-    let raw = db.get(event_key(pos)).expect("get").unwrap_or_else(|| panic!("no event at {pos}"));
-    codec::decode(&raw).expect("decode")
+/// The chunk holding position `pos`: its key and its records.
+fn chunk_of(db: &sled::Db, pos: u64) -> (sled::IVec, Vec<StoredRecord>) {
+    let (k, v) = db.range(event_key(0)..=event_key(pos)).next_back().expect("a chunk").expect("read");
+    (k, codec::decode_chunk(&v).expect("decode"))
 }
 
+fn read_record(db: &sled::Db, pos: u64) -> StoredRecord {
+    let (_, records) = chunk_of(db, pos);
+    records.into_iter().find(|r| r.envelope.position.0 == pos).unwrap_or_else(|| panic!("no event at {pos}"))
+}
+
+/// Puts `rec` in place of the record at `pos` in its chunk, leaving the others as they are.
 fn write_record(db: &sled::Db, pos: u64, rec: &StoredRecord) {
-    db.insert(event_key(pos), rec.encode()).expect("insert");
+    let (k, mut records) = chunk_of(db, pos);
+    let slot = records.iter_mut().find(|r| r.envelope.position.0 == pos).expect("the record");
+    *slot = rec.clone();
+    db.insert(k, codec::encode_chunk(&records)).expect("insert");
 }
 
 /// Swaps nonce and ciphertext between the records at two positions.
@@ -140,8 +150,8 @@ fn a_record_copied_whole_to_another_position_is_flagged_by_verify() {
     seeded_log(dir.path());
     // Replaces event 3 with an exact copy of event 2 (envelope included), which decrypts.
     edit_raw_log(dir.path(), |db| {
-        let raw = db.get(event_key(2)).expect("get").expect("event 2");
-        db.insert(event_key(3), raw).expect("insert");
+        let copy = read_record(db, 2);
+        write_record(db, 3, &copy);
     });
     let log = common::open(dir.path());
     let report = log.verify().expect("verify");
@@ -206,22 +216,23 @@ fn a_million_events_never_reuse_a_nonce_under_one_key() {
     edit_raw_log(dir.path(), |db| {
         for item in db.scan_prefix(b"e/") {
             let (_, raw) = item.expect("scan");
-            let rec = codec::decode(&raw).expect("decode");
-            records += 1;
-            let env = &rec.envelope;
-            let inc = u32::from_be_bytes(rec.nonce[..4].try_into().expect("4 bytes"));
-            assert!(incarnations.contains(&inc), "position {}: nonce of unknown incarnation {inc}", env.position.0);
-            assert_eq!(
-                rec.nonce,
-                codec::nonce(inc, env.seq),
-                "position {}: nonce is not incarnation | seq",
-                env.position.0
-            );
-            let mut triple = [0u8; 48];
-            triple[..32].copy_from_slice(env.subject.as_bytes());
-            triple[32..36].copy_from_slice(&env.key_id.0.to_be_bytes());
-            triple[36..].copy_from_slice(&rec.nonce);
-            assert!(seen.insert(triple), "position {}: nonce reused under the same key", env.position.0);
+            for rec in codec::decode_chunk(&raw).expect("decode") {
+                records += 1;
+                let env = &rec.envelope;
+                let inc = u32::from_be_bytes(rec.nonce[..4].try_into().expect("4 bytes"));
+                assert!(incarnations.contains(&inc), "position {}: nonce of unknown incarnation {inc}", env.position.0);
+                assert_eq!(
+                    rec.nonce,
+                    codec::nonce(inc, env.seq),
+                    "position {}: nonce is not incarnation | seq",
+                    env.position.0
+                );
+                let mut triple = [0u8; 48];
+                triple[..32].copy_from_slice(env.subject.as_bytes());
+                triple[32..36].copy_from_slice(&env.key_id.0.to_be_bytes());
+                triple[36..].copy_from_slice(&rec.nonce);
+                assert!(seen.insert(triple), "position {}: nonce reused under the same key", env.position.0);
+            }
         }
     });
     assert_eq!(records, total);

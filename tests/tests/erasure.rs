@@ -10,7 +10,7 @@ use std::path::Path;
 
 use lethe_crypto::{Epoch, Keyring, SecretBytes, WrappedKey, KEYS_DIR, WRAPPED_KEY_LEN, WRAPPED_KEY_MAGIC};
 use lethe_domain::{EventBody, ExpectedVersion, KeyId, Pseudonym};
-use lethe_eventlog::{AppendRequest, EventStore, LogError, SledEventLog, SubjectState};
+use lethe_eventlog::{AppendRequest, EventStore, LogConfig, LogError, SledEventLog, SubjectState};
 
 const A_PAYLOADS: [&[u8]; 3] = [b"a: viewed tents", b"a: bought a tent", b"a: lives in Lyon"];
 const B_PAYLOADS: [&[u8]; 2] = [b"b: viewed boots", b"b: bought boots"];
@@ -250,13 +250,48 @@ fn a_key_store_restored_from_before_the_erasure_does_not_bring_the_subject_back(
 }
 
 /// The same restore, when a rotation ran between the copy and the restore: the copy brings back the
-/// destroyed epoch and lacks the one the live data is wrapped under now.
+/// destroyed epoch and lacks the one the live keys are wrapped under now. Lethe refuses to open with
+/// it (an older key store would also reuse epoch numbers), so nothing, A least of all, comes back;
+/// putting the key store that belongs to the log back in place opens it with A still erased.
 #[test]
 fn a_key_store_restored_from_before_the_erasure_and_rotation_does_not_bring_the_subject_back() {
     let dir = common::temp_dir();
     let backup = common::temp_dir();
+    let live = common::temp_dir();
     let s = seed(dir.path());
     common::copy_dir(&dir.path().join(KEYS_DIR), &backup.path().join(KEYS_DIR));
     erase_and_continue(dir.path(), &s, Then::Rotate);
-    restore_key_store_and_check(dir.path(), backup.path(), &s);
+    common::copy_dir(&dir.path().join(KEYS_DIR), &live.path().join(KEYS_DIR));
+
+    std::fs::remove_dir_all(dir.path().join(KEYS_DIR)).expect("remove the live key store");
+    common::copy_dir(&backup.path().join(KEYS_DIR), &dir.path().join(KEYS_DIR));
+    let err = SledEventLog::open(LogConfig::new(dir.path(), common::master())).expect_err("an older key store");
+    assert!(
+        matches!(err, LogError::KeyStoreBehind { key_store, log } if key_store == s.old_epoch && log == s.old_epoch + 1),
+        "{err}"
+    );
+    assert!(err.to_string().contains("restored from an older copy"), "{err}");
+
+    std::fs::remove_dir_all(dir.path().join(KEYS_DIR)).expect("remove the old key store");
+    common::copy_dir(&live.path().join(KEYS_DIR), &dir.path().join(KEYS_DIR));
+    let log = common::open(dir.path());
+    assert!(matches!(log.subject_state(&s.a).expect("state"), SubjectState::Erased { .. }));
+    let mut a_bodies = vec![EventBody::Shredded; A_PAYLOADS.len()];
+    a_bodies.push(EventBody::Empty);
+    assert_eq!(bodies(&log, &s.a), a_bodies);
+    assert_eq!(bodies(&log, &s.b), plain(&[B_PAYLOADS[0], B_PAYLOADS[1], B_AFTER_COPY]));
+}
+
+/// A key store that does not belong to the log at all (a fresh one, or another installation's) is
+/// refused: its keys would not open anything, and Lethe must not start writing under it.
+#[test]
+fn a_foreign_key_store_is_refused() {
+    let dir = common::temp_dir();
+    let other = common::temp_dir();
+    seed(dir.path());
+    drop(common::open(other.path()));
+    std::fs::remove_dir_all(dir.path().join(KEYS_DIR)).expect("remove the key store");
+    common::copy_dir(&other.path().join(KEYS_DIR), &dir.path().join(KEYS_DIR));
+    let err = SledEventLog::open(LogConfig::new(dir.path(), common::master())).expect_err("a foreign key store");
+    assert!(matches!(err, LogError::KeyStoreMismatch), "{err}");
 }

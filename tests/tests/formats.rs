@@ -148,6 +148,7 @@ fn a_page_viewed_v1_payload_upcasts_to_the_v2_fixture() {
 const META_LAYOUT: &[u8] = b"m/layout";
 const META_INCARNATION: &[u8] = b"m/incarnation";
 const STREAMS: &[u8] = b"s/";
+const EVENTS: &[u8] = b"e/";
 
 fn raw_log(dir: &std::path::Path) -> sled::Db {
     common::raw_sled(&dir.join(lethe_eventlog::LOG_DIR))
@@ -174,18 +175,30 @@ fn a_layout_1_data_directory_is_upgraded_at_open() {
     use lethe_domain::EventBody::{Empty, Plain, Shredded};
     let dir = common::temp_dir();
     let (a, b) = seeded(dir.path());
-    // Turn it into layout 1: no per-subject stream index.
-    let index_before = {
+    // Turn it into layout 1: one single-format record per `e/` key, no per-subject stream index.
+    let positions = {
         let db = raw_log(dir.path());
-        let index = stream_index(&db);
-        assert_eq!(index.len(), 6, "five events and a fence are indexed");
-        for (k, _) in &index {
+        let chunks: Vec<_> = db.scan_prefix(EVENTS).map(|kv| kv.expect("scan")).collect();
+        assert_eq!(chunks.len(), 4, "three appends and a fence make four chunks");
+        let mut positions = Vec::new();
+        for (k, v) in chunks {
+            db.remove(k).expect("remove");
+            for rec in codec::decode_chunk(&v).expect("decode") {
+                let pos = rec.envelope.position.0;
+                let mut key = EVENTS.to_vec();
+                key.extend_from_slice(&pos.to_be_bytes());
+                db.insert(key, rec.encode()).expect("insert");
+                positions.push((rec.envelope.subject, rec.envelope.seq.0, pos));
+            }
+        }
+        for (k, _) in stream_index(&db) {
             db.remove(k).expect("remove");
         }
         db.insert(META_LAYOUT, &1u32.to_be_bytes()).expect("insert");
         db.flush().expect("flush");
-        index
+        positions
     };
+    assert_eq!(positions.len(), 6, "five events and a fence");
     {
         let log = common::open(dir.path());
         let bodies = |s| log.read_stream(s).expect("read_stream").into_iter().map(|e| e.body).collect::<Vec<_>>();
@@ -193,16 +206,29 @@ fn a_layout_1_data_directory_is_upgraded_at_open() {
         assert_eq!(bodies(&b), vec![Shredded, Shredded, Empty]);
         let report = log.verify().expect("verify");
         assert!(report.ok(), "{report:?}");
+        assert_eq!(log.read_all(Position(1)).count(), 6);
     }
     let db = raw_log(dir.path());
-    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&2u32.to_be_bytes()[..]));
-    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 2);
-    assert_eq!(stream_index(&db), index_before, "the rebuilt index is the original one");
+    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 3);
+    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&3u32.to_be_bytes()[..]));
+    // The rebuilt index has one entry per event, pointing at its position.
+    let mut expected: Vec<(Vec<u8>, Vec<u8>)> = positions
+        .iter()
+        .map(|(s, seq, pos)| {
+            let mut k = STREAMS.to_vec();
+            k.extend_from_slice(s.as_bytes());
+            k.extend_from_slice(&seq.to_be_bytes());
+            (k, pos.to_be_bytes().to_vec())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(stream_index(&db), expected, "the rebuilt index");
     drop(db);
     // And the upgraded directory takes new events.
     let log = common::open(dir.path());
-    common::append(&log, a, &[b"a-4"]);
-    assert_eq!(log.read_stream(&a).expect("read_stream").len(), 4);
+    common::append(&log, a, &[b"a-4", b"a-5"]);
+    assert_eq!(log.read_stream(&a).expect("read_stream").len(), 5);
+    assert!(log.verify().expect("verify").ok());
 }
 
 #[test]

@@ -66,6 +66,9 @@ fn main() -> anyhow::Result<()> {
             if on("rotation") {
                 rotation(rotation_subjects)?;
             }
+            if on("sled-probe") {
+                sled_probe()?;
+            }
         }
     }
     Ok(())
@@ -200,7 +203,11 @@ fn appends(events: u64, writers: &[usize]) -> anyhow::Result<()> {
             w,
             ops,
             Arc::new(move |wi, i| {
-                let req = AppendRequest { subject: subject(1000 + wi, i), expected: ExpectedVersion::Any, events: vec![event(&p)] };
+                let req = AppendRequest {
+                    subject: subject(1000 + wi, i),
+                    expected: ExpectedVersion::Any,
+                    events: vec![event(&p)],
+                };
                 log.append(req).expect("lethe append");
             }),
         )
@@ -314,6 +321,30 @@ fn erasure(big: u64) -> anyhow::Result<()> {
         medians.push(median);
     }
     println!("ratio of medians (large / small): {:.2}", medians[1].as_secs_f64() / medians[0].as_secs_f64());
+    Ok(())
+}
+
+/// Raw sled, one thread: how the durable insert rate grows with the batch size.
+fn sled_probe() -> anyhow::Result<()> {
+    println!("\n## Raw sled, one thread, apply_batch + flush");
+    let p = payload();
+    for batch in [1u64, 100, 1000, 10_000] {
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path().join("raw"))?;
+        let total = 200_000u64.min(batch * 2000);
+        let start = Instant::now();
+        let mut k = 0u64;
+        while k < total {
+            let mut b = sled::Batch::default();
+            for _ in 0..batch {
+                b.insert(&k.to_be_bytes()[..], &p[..]);
+                k += 1;
+            }
+            db.apply_batch(b)?;
+            db.flush()?;
+        }
+        println!("batch {batch:>6}: {:>10.0} events/s", rate(total, start.elapsed()));
+    }
     Ok(())
 }
 

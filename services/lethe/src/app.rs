@@ -85,8 +85,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.store.writable() {
         HttpResponse::Ok().json(json!({ "status": "ready", "log_head": state.store.head().0 }))
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(json!({ "code": "log_not_writable", "message": "the event log stopped accepting writes; restart lethe" }))
+        HttpResponse::ServiceUnavailable().json(
+            json!({ "code": "log_not_writable", "message": "the event log stopped accepting writes; restart lethe" }),
+        )
     }
 }
 

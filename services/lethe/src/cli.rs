@@ -244,7 +244,11 @@ fn verify(store: &SledEventLog, subjects: bool, json: bool) -> anyhow::Result<Ex
             report.subjects,
             report.erased_subjects,
             report.current_epoch,
-            if report.rotation_pending { " (rotation pending: run `lethe keys rotate` to make erasures final)" } else { "" }
+            if report.rotation_pending {
+                " (rotation pending: run `lethe keys rotate` to make erasures final)"
+            } else {
+                ""
+            }
         );
         if subjects {
             for s in &report.per_subject {

@@ -75,9 +75,7 @@ impl DataKey {
     /// # Errors
     /// [`CryptoError::Decrypt`] when the key, nonce, associated data or ciphertext does not match.
     pub fn open(&self, nonce: &Nonce, aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>> {
-        self.cipher
-            .decrypt(&(*nonce).into(), Payload { msg: ciphertext, aad })
-            .map_err(|_| CryptoError::Decrypt)
+        self.cipher.decrypt(&(*nonce).into(), Payload { msg: ciphertext, aad }).map_err(|_| CryptoError::Decrypt)
     }
 }
 

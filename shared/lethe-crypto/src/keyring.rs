@@ -100,6 +100,9 @@ fn dek_aad(subject: &Pseudonym, key_id: KeyId, epoch: Epoch) -> Vec<u8> {
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
     format: u32,
+    /// Random identity of this key store; the log records it and refuses any other key store.
+    #[serde(default)]
+    id: String,
     current_epoch: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kdf: Option<KdfParams>,
@@ -127,6 +130,7 @@ pub struct Keyring {
     keks: BTreeMap<Epoch, (DataKey, SecretBytes)>,
     pseudonym_mac: Hmac<Sha256>,
     kdf: Option<KdfParams>,
+    id: String,
     dev_key: bool,
     dev_key_created: bool,
 }
@@ -161,7 +165,12 @@ impl Keyring {
         }
     }
 
-    fn resolve_master(data_dir: &Path, source: &MasterSource, kdf: Option<&KdfParams>, create: bool) -> Result<(SecretBytes, bool)> {
+    fn resolve_master(
+        data_dir: &Path,
+        source: &MasterSource,
+        kdf: Option<&KdfParams>,
+        create: bool,
+    ) -> Result<(SecretBytes, bool)> {
         match (source, kdf) {
             (MasterSource::Passphrase(p), Some(kdf)) => Ok((kdf.derive(p)?, false)),
             (MasterSource::Passphrase(_), None) => Err(CryptoError::InvalidMasterSecret(
@@ -199,7 +208,14 @@ impl Keyring {
         let nonce: Nonce = crate::random_bytes();
         let mut check = nonce.to_vec();
         check.extend(master.seal(&nonce, CHECK_AAD, CHECK_PLAIN));
-        let manifest = Manifest { format: MANIFEST_FORMAT, current_epoch: epoch.0, kdf: kdf.clone(), check: hex::encode(check) };
+        let id = hex::encode(crate::random_bytes::<16>());
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            id: id.clone(),
+            current_epoch: epoch.0,
+            kdf: kdf.clone(),
+            check: hex::encode(check),
+        };
         write_manifest(&dir, &manifest)?;
         let mut keks = BTreeMap::new();
         keks.insert(epoch, (DataKey::new(&kek), kek));
@@ -210,6 +226,7 @@ impl Keyring {
             keks,
             pseudonym_mac: new_mac(&pseudonym),
             kdf,
+            id,
             dev_key: matches!(source, MasterSource::DevKeyFile),
             dev_key_created,
         })
@@ -265,6 +282,7 @@ impl Keyring {
             keks,
             pseudonym_mac: new_mac(&pseudonym),
             kdf: manifest.kdf,
+            id: manifest.id,
             dev_key: matches!(source, MasterSource::DevKeyFile),
             dev_key_created: false,
         })
@@ -273,6 +291,11 @@ impl Keyring {
     /// Whether the master secret is the development key file next to the data.
     pub fn uses_dev_key(&self) -> bool {
         self.dev_key
+    }
+
+    /// The key store's random identity (empty for a store written before identities existed).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Whether this open created the development key file.

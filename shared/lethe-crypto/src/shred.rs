@@ -53,12 +53,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(CryptoError::io(&tmp))?;
+        let mut f =
+            OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(CryptoError::io(&tmp))?;
         restrict(&f);
         f.write_all(bytes).map_err(CryptoError::io(&tmp))?;
         f.sync_all().map_err(CryptoError::io(&tmp))?;

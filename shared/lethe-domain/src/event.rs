@@ -45,9 +45,7 @@ pub struct UtcMicros(pub i64);
 impl UtcMicros {
     /// The current time from the system clock.
     pub fn now() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Self(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
     }
 }

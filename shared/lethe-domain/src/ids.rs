@@ -112,8 +112,7 @@ impl<'de> Deserialize<'de> for Pseudonym {
 }
 
 fn is_name(s: &str, extra: &[char]) -> bool {
-    (1..=64).contains(&s.len())
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(&c))
+    (1..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(&c))
 }
 
 macro_rules! name_type {

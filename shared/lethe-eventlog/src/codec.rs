@@ -1,6 +1,9 @@
-//! The stored record format of one event, its versions, and the associated data and nonce that seal
-//! its payload. A record is `format byte | postcard body`. Readers accept every format listed in
-//! [`decode`]; writers only write [`RECORD_FORMAT`].
+//! The stored format of events, its versions, and the associated data and nonce that seal each
+//! payload. The value of an `e/` key is a *chunk*: the events of one append request (one subject,
+//! consecutive positions and sequences), as `format byte | postcard body`. Format 3 is a chunk of
+//! records; formats 1 and 2 hold a single record and read as a chunk of one. Writers write chunks
+//! ([`encode_chunk`]); readers accept every format ([`decode_chunk`]). Each record inside a chunk is
+//! sealed on its own, with its own envelope as associated data.
 //!
 //! Nonce scheme: `incarnation (u32 BE) | seq (u64 BE)`. A subject's data key seals only that
 //! subject's events; the writer hands out each `seq` of a subject once per incarnation, and the
@@ -15,8 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{LogError, Result};
 
-/// The record format writers produce.
+/// The format of one record inside a chunk (and of a single-record value).
 pub const RECORD_FORMAT: u8 = 2;
+/// The format of a chunk value.
+pub const CHUNK_FORMAT: u8 = 3;
 
 /// A stored record: envelope, nonce, sealed payload (empty for system records such as fences).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,7 +130,39 @@ impl StoredRecord {
     }
 }
 
-/// Decodes a record of any known format.
+/// Encodes the records of one request as a chunk value.
+pub fn encode_chunk(records: &[StoredRecord]) -> Vec<u8> {
+    debug_assert!(records.iter().all(|r| r.format == RECORD_FORMAT), "chunks hold current-format records");
+    let refs: Vec<RecordV2Ref<'_>> =
+        records.iter().map(|r| RecordV2Ref { envelope: &r.envelope, nonce: &r.nonce, sealed: &r.sealed }).collect();
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.sealed.len() + 96).sum::<usize>() + 4);
+    out.push(CHUNK_FORMAT);
+    postcard::to_io(&refs, &mut out).expect("chunks serialize");
+    out
+}
+
+/// Decodes an `e/` value of any known format into its records.
+///
+/// # Errors
+/// [`LogError::Corrupt`] for an unknown format, undecodable bytes or an empty chunk.
+pub fn decode_chunk(bytes: &[u8]) -> Result<Vec<StoredRecord>> {
+    match bytes.first() {
+        Some(&CHUNK_FORMAT) => {
+            let records: Vec<RecordV2> = postcard::from_bytes(&bytes[1..])
+                .map_err(|e| LogError::Corrupt(format!("chunk format {CHUNK_FORMAT}: {e}")))?;
+            if records.is_empty() {
+                return Err(LogError::Corrupt("empty chunk".into()));
+            }
+            Ok(records
+                .into_iter()
+                .map(|r| StoredRecord { envelope: r.envelope, nonce: r.nonce, sealed: r.sealed, format: RECORD_FORMAT })
+                .collect())
+        }
+        _ => Ok(vec![decode(bytes)?]),
+    }
+}
+
+/// Decodes a single record of any known record format (1 or 2).
 ///
 /// # Errors
 /// [`LogError::Corrupt`] for an unknown format or undecodable bytes.

@@ -14,6 +14,12 @@ pub enum LogError {
     EmptyAppend,
     #[error("the data directory has layout version {found}, newer than the {supported} this version of Lethe understands; upgrade Lethe")]
     LayoutTooNew { found: u32, supported: u32 },
+    #[error("no data key {key_id:?} for subject {subject:?}, which is not erased: the key store is incomplete or the log was altered")]
+    MissingKey { subject: Pseudonym, key_id: lethe_domain::KeyId },
+    #[error("the key store is at epoch {key_store} but the log was last written under epoch {log}: keys/ was restored from an older copy; restore the key store that belongs to this log")]
+    KeyStoreBehind { key_store: u32, log: u32 },
+    #[error("the key store in keys/ does not belong to this log (identity mismatch); restore the key store that belongs to this log")]
+    KeyStoreMismatch,
     #[error("corrupt log: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -37,6 +43,9 @@ impl LogError {
             Self::EmptyAppend => "empty_append",
             Self::LayoutTooNew { .. } => "layout_too_new",
             Self::Corrupt(_) => "log_corrupt",
+            Self::MissingKey { .. } => "missing_key",
+            Self::KeyStoreBehind { .. } => "key_store_behind_log",
+            Self::KeyStoreMismatch => "key_store_mismatch",
             Self::Crypto(CryptoError::Decrypt) => "decrypt_failed",
             Self::Crypto(_) => "key_store_error",
             Self::Storage(_) | Self::Io { .. } => "storage_error",

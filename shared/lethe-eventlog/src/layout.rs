@@ -6,8 +6,12 @@
 //! - `m/layout` → u32 BE: layout version
 //! - `m/incarnation` → u32 BE: bumped at every open for writing (part of every payload nonce)
 //! - `m/rotated_at` → u64 BE: log head at the last completed key rotation
-//! - `e/` pos (u64 BE) → stored record ([`crate::codec`])
-//! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE): each subject's stream (layout 2)
+//! - `m/epoch` → u32 BE: the newest key epoch the log's keys were wrapped under (never reused)
+//! - `m/keystore` → the identity of the key store that belongs to this log
+//! - `e/` pos (u64 BE) → chunk ([`crate::codec`]): the events of one append, starting at `pos`
+//!   (layout 3; before it, one event per key)
+//! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE) count (u32 BE): the chunk holding the subject's
+//!   events `seq..seq+count` (layout 2 stored one entry per event, with no count)
 //! - `f/` pseudonym (32) → fence record: position and time of the subject's erasure
 //! - `k/` pseudonym (32) key id (u32 BE) → the subject's data key, wrapped under an epoch KEK
 //!
@@ -20,11 +24,13 @@ use crate::codec;
 use crate::{LogError, Result};
 
 /// The layout this version writes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub(crate) const META_LAYOUT: &[u8] = b"m/layout";
 pub(crate) const META_INCARNATION: &[u8] = b"m/incarnation";
 pub(crate) const META_ROTATED_AT: &[u8] = b"m/rotated_at";
+pub(crate) const META_EPOCH: &[u8] = b"m/epoch";
+pub(crate) const META_KEYSTORE: &[u8] = b"m/keystore";
 pub(crate) const EVENTS: &[u8] = b"e/";
 pub(crate) const STREAMS: &[u8] = b"s/";
 pub(crate) const FENCES: &[u8] = b"f/";
@@ -43,6 +49,22 @@ pub(crate) fn stream_key(subject: &[u8; 32], seq: u64) -> [u8; 42] {
     k[2..34].copy_from_slice(subject);
     k[34..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+pub(crate) fn stream_value(pos: u64, count: u32) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..8].copy_from_slice(&pos.to_be_bytes());
+    v[8..].copy_from_slice(&count.to_be_bytes());
+    v
+}
+
+/// `(chunk position, events)` of a stream index entry; layout-2 entries (8 bytes) cover one event.
+pub(crate) fn parse_stream_value(v: &[u8]) -> Result<(u64, u32)> {
+    match v.len() {
+        8 => Ok((be_u64(v)?, 1)),
+        12 => Ok((be_u64(&v[..8])?, be_u32(&v[8..])?)),
+        _ => Err(LogError::Corrupt("malformed stream index entry".into())),
+    }
 }
 
 pub(crate) fn stream_prefix(subject: &[u8; 32]) -> [u8; 34] {
@@ -104,6 +126,7 @@ pub(crate) fn check_and_upgrade(db: &Db) -> Result<u32> {
         tracing::info!(from = v, to = v + 1, "upgrading the on-disk layout");
         match v {
             1 => upgrade_1_to_2(db)?,
+            2 => stamp(db, 3)?,
             other => return Err(LogError::Corrupt(format!("no upgrade step from layout {other}"))),
         }
         v += 1;
@@ -116,13 +139,23 @@ pub(crate) fn check_and_upgrade(db: &Db) -> Result<u32> {
 fn upgrade_1_to_2(db: &Db) -> Result<()> {
     let mut batch = sled::Batch::default();
     for item in db.scan_prefix(EVENTS) {
-        let (k, v) = item?;
-        let rec = codec::decode(&v)?;
-        let pos = be_u64(&k[2..])?;
-        batch.insert(&stream_key(rec.envelope.subject.as_bytes(), rec.envelope.seq.0)[..], &pos.to_be_bytes()[..]);
+        let (_, v) = item?;
+        for rec in codec::decode_chunk(&v)? {
+            let e = rec.envelope;
+            batch.insert(&stream_key(e.subject.as_bytes(), e.seq.0)[..], &e.position.0.to_be_bytes()[..]);
+        }
     }
     batch.insert(META_LAYOUT, &2u32.to_be_bytes()[..]);
     db.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Layout 3 stores the events of one append as one chunk under the position of its first event, and
+/// its stream index entries carry the chunk's event count. Layout-2 values (single records, 8-byte
+/// index entries) are read as chunks of one, so the step only stamps the version.
+fn stamp(db: &Db, version: u32) -> Result<()> {
+    db.insert(META_LAYOUT, &version.to_be_bytes())?;
     db.flush()?;
     Ok(())
 }

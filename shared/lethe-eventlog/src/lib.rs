@@ -11,4 +11,6 @@ mod store;
 
 pub use error::{LogError, Result};
 pub use sled_log::{LogConfig, SledEventLog, LOG_DIR};
-pub use store::{AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, SubjectVerify, VerifyReport};
+pub use store::{
+    AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, SubjectVerify, VerifyReport,
+};

@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, StoredRecord};
-use crate::layout::{self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, stream_key, stream_prefix};
+use crate::layout::{
+    self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, parse_stream_value, stream_key, stream_prefix,
+    stream_value,
+};
 use crate::store::{
     AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, SubjectVerify, VerifyReport,
 };
@@ -52,9 +55,10 @@ struct FenceRecord {
 }
 
 type Reply<T> = SyncSender<T>;
+type AppendReply = Reply<Vec<Result<Appended>>>;
 
 enum Command {
-    Append(Vec<AppendRequest>, Reply<Vec<Result<Appended>>>),
+    Append(Vec<AppendRequest>, AppendReply),
     Erase(Pseudonym, Reply<Result<ErasureReceipt>>),
     Rotate(Reply<Result<RotationReport>>),
 }
@@ -62,7 +66,7 @@ enum Command {
 /// Applied groups waiting for the fsync that makes them durable.
 struct FlushJob {
     last_position: u64,
-    replies: Vec<(Reply<Vec<Result<Appended>>>, Vec<Result<Appended>>)>,
+    replies: Vec<(AppendReply, Vec<Result<Appended>>)>,
 }
 
 struct Shared {
@@ -116,6 +120,26 @@ impl SledEventLog {
         let log = open_db(&dir.join(LOG_DIR))?;
         layout::check_and_upgrade(&log)?;
 
+        // The key store must be the one this log was written with, and not an older copy of it:
+        // an older copy would reuse epoch numbers and bring back destroyed epochs.
+        match log.get(layout::META_KEYSTORE)? {
+            Some(id) if id.as_ref() != keyring.id().as_bytes() => return Err(LogError::KeyStoreMismatch),
+            Some(_) => {}
+            None => {
+                log.insert(layout::META_KEYSTORE, keyring.id().as_bytes())?;
+            }
+        }
+        let key_store_epoch = keyring.current_epoch().0;
+        match log.get(layout::META_EPOCH)?.map(|v| be_u32(&v)).transpose()? {
+            Some(log_epoch) if key_store_epoch < log_epoch => {
+                return Err(LogError::KeyStoreBehind { key_store: key_store_epoch, log: log_epoch });
+            }
+            Some(_) => {}
+            None => {
+                log.insert(layout::META_EPOCH, &key_store_epoch.to_be_bytes())?;
+            }
+        }
+
         let incarnation = match log.get(layout::META_INCARNATION)? {
             Some(v) => be_u32(&v)?.checked_add(1).ok_or_else(|| LogError::Corrupt("incarnation exhausted".into()))?,
             None => 1,
@@ -123,8 +147,9 @@ impl SledEventLog {
         log.insert(layout::META_INCARNATION, &incarnation.to_be_bytes())?;
         log.flush()?;
 
+        // The head is the last event of the last chunk.
         let head = match log.scan_prefix(layout::EVENTS).next_back() {
-            Some(item) => be_u64(&item?.0[2..])?,
+            Some(item) => codec::decode_chunk(&item?.1)?.last().map_or(0, |r| r.envelope.position.0),
             None => 0,
         };
         let rotated_at = log.get(layout::META_ROTATED_AT)?.map(|v| be_u64(&v)).transpose()?.unwrap_or(0);
@@ -148,9 +173,15 @@ impl SledEventLog {
             }
         }
         if revived > 0 {
+            // The restored key store may hold the epochs that wrapped those keys: no erasure is final
+            // until the next rotation.
+            log.insert(layout::META_ROTATED_AT, &0u64.to_be_bytes())?;
             log.flush()?;
             rotation_pending = true;
-            tracing::warn!(keys = revived, "the key store held keys of erased subjects (restored from a copy?); removed them");
+            tracing::warn!(
+                keys = revived,
+                "the key store held keys of erased subjects (restored from a copy?); removed them"
+            );
         }
 
         let shared = Arc::new(Shared {
@@ -285,7 +316,13 @@ impl Shared {
         } else {
             match self.key(&rec.envelope.subject, rec.envelope.key_id)? {
                 Some(key) => EventBody::Plain(rec.open(&key)?),
-                None => EventBody::Shredded,
+                None if self.cache.read().expect("key cache lock").erased.contains(&rec.envelope.subject) => {
+                    EventBody::Shredded
+                }
+                // Fail closed: a key that is gone without an erasure is damage, not forgetting.
+                None => {
+                    return Err(LogError::MissingKey { subject: rec.envelope.subject, key_id: rec.envelope.key_id })
+                }
             }
         };
         Ok(RecordedEvent { envelope: rec.envelope, body })
@@ -305,7 +342,11 @@ impl Shared {
 
     fn stream_head(&self, subject: &Pseudonym) -> Result<Option<Seq>> {
         match self.log.scan_prefix(stream_prefix(subject.as_bytes())).next_back() {
-            Some(item) => Ok(Some(Seq(be_u64(&item?.0[34..])?))),
+            Some(item) => {
+                let (k, v) = item?;
+                let (_, count) = parse_stream_value(&v)?;
+                Ok(Some(Seq(be_u64(&k[34..])? + u64::from(count) - 1)))
+            }
             None => Ok(None),
         }
     }
@@ -420,7 +461,7 @@ impl Writer {
         Ok(h)
     }
 
-    fn commit_group(&mut self, group: Vec<(Vec<AppendRequest>, Reply<Vec<Result<Appended>>>)>) {
+    fn commit_group(&mut self, group: Vec<(Vec<AppendRequest>, AppendReply)>) {
         if self.shared.poisoned.load(Ordering::Acquire) {
             for (reqs, reply) in group {
                 let _ = reply.send(reqs.iter().map(|_| Err(LogError::Poisoned)).collect());
@@ -433,7 +474,8 @@ impl Writer {
         let mut pos = self.applied;
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
         for (reqs, _) in &group {
-            let out = reqs.iter().map(|req| self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch)).collect();
+            let out =
+                reqs.iter().map(|req| self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch)).collect();
             results.push(out);
         }
         let applied = if pos > self.applied { self.shared.log.apply_batch(batch) } else { Ok(()) };
@@ -505,7 +547,9 @@ impl Writer {
             },
         };
         let first = *pos + 1;
-        let mut seq = head.map_or(0, |s| s.0);
+        let first_seq = head.map_or(0, |s| s.0) + 1;
+        let mut seq = first_seq - 1;
+        let mut records = Vec::with_capacity(req.events.len());
         for ev in &req.events {
             seq += 1;
             *pos += 1;
@@ -519,10 +563,11 @@ impl Writer {
                 time: ev.time,
                 key_id: KeyId(0),
             };
-            let rec = StoredRecord::seal(envelope, &key, self.shared.incarnation, &ev.payload);
-            batch.insert(&event_key(*pos)[..], rec.encode());
-            batch.insert(&stream_key(subject.as_bytes(), seq)[..], &pos.to_be_bytes()[..]);
+            records.push(StoredRecord::seal(envelope, &key, self.shared.incarnation, &ev.payload));
         }
+        let count = u32::try_from(records.len()).map_err(|_| LogError::Corrupt("request too large".into()))?;
+        batch.insert(&event_key(first)[..], codec::encode_chunk(&records));
+        batch.insert(&stream_key(subject.as_bytes(), first_seq)[..], &stream_value(first, count)[..]);
         staged.insert(subject, Seq(seq));
         Ok(Appended { first_position: Position(first), last_position: Position(*pos), last_seq: Seq(seq) })
     }
@@ -563,8 +608,8 @@ impl Writer {
         // One atomic batch: the fence event, its index entry, the fence record, and the removal of
         // every data key of the subject.
         let mut batch = sled::Batch::default();
-        batch.insert(&event_key(pos)[..], StoredRecord::system(envelope).encode());
-        batch.insert(&stream_key(subject.as_bytes(), seq)[..], &pos.to_be_bytes()[..]);
+        batch.insert(&event_key(pos)[..], codec::encode_chunk(&[StoredRecord::system(envelope)]));
+        batch.insert(&stream_key(subject.as_bytes(), seq)[..], &stream_value(pos, 1)[..]);
         batch.insert(&fence_key(subject.as_bytes())[..], fence);
         let mut key_ids = Vec::new();
         for item in shared.log.scan_prefix(dek_prefix(subject.as_bytes())) {
@@ -616,6 +661,7 @@ impl Writer {
             batch.insert(k, &keyring.wrap(&subject, key_id, &secret).to_bytes()[..]);
             n += 1;
         }
+        batch.insert(layout::META_EPOCH, &to.to_be_bytes()[..]);
         shared.log.apply_batch(batch)?;
         shared.log.flush()?;
         shared.head.fetch_max(self.applied, Ordering::AcqRel);
@@ -658,8 +704,8 @@ impl EventStore for SledEventLog {
         let mut out = Vec::new();
         let head = self.shared.head.load(Ordering::Acquire);
         for item in self.shared.log.scan_prefix(stream_prefix(subject.as_bytes())) {
-            let (_, pos) = item?;
-            let pos = be_u64(&pos)?;
+            let (_, v) = item?;
+            let (pos, _) = parse_stream_value(&v)?;
             if pos > head {
                 break; // applied, not yet durable: invisible to readers
             }
@@ -668,19 +714,37 @@ impl EventStore for SledEventLog {
                 .log
                 .get(event_key(pos))?
                 .ok_or_else(|| LogError::Corrupt(format!("stream index points to missing position {pos}")))?;
-            out.push(self.shared.open_record(codec::decode(&raw)?)?);
+            for rec in codec::decode_chunk(&raw)? {
+                if rec.envelope.subject != *subject {
+                    return Err(LogError::Corrupt(format!("chunk at {pos} belongs to another subject")));
+                }
+                out.push(self.shared.open_record(rec)?);
+            }
         }
         Ok(out)
     }
 
     fn read_all(&self, from: Position) -> Box<dyn Iterator<Item = Result<RecordedEvent>> + Send + '_> {
-        let start = event_key(from.0.max(1));
-        let end = event_key(self.shared.head.load(Ordering::Acquire));
+        let from = from.0.max(1);
+        let head = self.shared.head.load(Ordering::Acquire);
+        // The chunk holding `from` starts at or before it.
+        let start = match self.shared.log.range(event_key(0)..=event_key(from)).next_back() {
+            Some(Ok((k, _))) => be_u64(&k[2..]).unwrap_or(from),
+            _ => from,
+        };
         let shared = &self.shared;
-        Box::new(self.shared.log.range(start..=end).map(move |item| {
-            let (_, v) = item?;
-            shared.open_record(codec::decode(&v)?)
-        }))
+        Box::new(
+            self.shared
+                .log
+                .range(event_key(start)..=event_key(head))
+                .map(|item| -> Result<Vec<StoredRecord>> { codec::decode_chunk(&item?.1) })
+                .flat_map(|chunk| match chunk {
+                    Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                })
+                .filter(move |r| r.as_ref().map_or(true, |rec| rec.envelope.position.0 >= from))
+                .map(move |r| r.and_then(|rec| shared.open_record(rec))),
+        )
     }
 
     fn head(&self) -> Position {
@@ -731,39 +795,44 @@ impl EventStore for SledEventLog {
         let head = self.shared.head.load(Ordering::Acquire);
         for item in self.shared.log.range(event_key(1)..=event_key(head)) {
             let (k, v) = item?;
-            let pos = be_u64(&k[2..])?;
-            if pos != expected_pos {
-                report.problems.push(format!("position {expected_pos} missing before {pos}"));
-            }
-            expected_pos = pos + 1;
-            report.events += 1;
-            let rec = match codec::decode(&v) {
+            let chunk_pos = be_u64(&k[2..])?;
+            let records = match codec::decode_chunk(&v) {
                 Ok(r) => r,
                 Err(e) => {
-                    report.problems.push(format!("position {pos}: {e}"));
+                    report.problems.push(format!("chunk at {chunk_pos}: {e}"));
+                    expected_pos = chunk_pos + 1;
                     continue;
                 }
             };
-            let env = rec.envelope.clone();
-            if env.position.0 != pos {
-                report.problems.push(format!("position {pos}: envelope says {}", env.position.0));
+            let (first_subject, first_seq) = (records[0].envelope.subject, records[0].envelope.seq);
+            match self.shared.log.get(stream_key(first_subject.as_bytes(), first_seq.0))? {
+                Some(p) if parse_stream_value(&p)? == (chunk_pos, records.len() as u32) => {}
+                _ => report.problems.push(format!("chunk at {chunk_pos}: stream index entry missing or wrong")),
             }
-            let prev = last_seq.insert(env.subject, env.seq.0).unwrap_or(0);
-            if env.seq.0 != prev + 1 {
-                report.problems.push(format!("position {pos}: sequence {} follows {prev}", env.seq.0));
-            }
-            match self.shared.log.get(stream_key(env.subject.as_bytes(), env.seq.0))? {
-                Some(p) if be_u64(&p)? == pos => {}
-                _ => report.problems.push(format!("position {pos}: stream index entry missing or wrong")),
-            }
-            match self.shared.open_record(rec) {
-                Ok(RecordedEvent { body: EventBody::Plain(_), .. }) => report.decrypted += 1,
-                Ok(RecordedEvent { body: EventBody::Shredded, .. }) => report.tombstones += 1,
-                Ok(RecordedEvent { body: EventBody::Empty, .. }) => {
-                    report.fences += 1;
-                    fenced_at.insert(env.subject, pos);
+            for rec in records {
+                let env = rec.envelope.clone();
+                let pos = env.position.0;
+                if pos != expected_pos {
+                    report.problems.push(format!("position {expected_pos} missing before {pos}"));
                 }
-                Err(_) => report.failures.push(Position(pos)),
+                expected_pos = pos + 1;
+                report.events += 1;
+                if env.subject != first_subject {
+                    report.problems.push(format!("position {pos}: chunk at {chunk_pos} mixes subjects"));
+                }
+                let prev = last_seq.insert(env.subject, env.seq.0).unwrap_or(0);
+                if env.seq.0 != prev + 1 {
+                    report.problems.push(format!("position {pos}: sequence {} follows {prev}", env.seq.0));
+                }
+                match self.shared.open_record(rec) {
+                    Ok(RecordedEvent { body: EventBody::Plain(_), .. }) => report.decrypted += 1,
+                    Ok(RecordedEvent { body: EventBody::Shredded, .. }) => report.tombstones += 1,
+                    Ok(RecordedEvent { body: EventBody::Empty, .. }) => {
+                        report.fences += 1;
+                        fenced_at.insert(env.subject, pos);
+                    }
+                    Err(_) => report.failures.push(Position(pos)),
+                }
             }
         }
         report.subjects = last_seq.len() as u64;

@@ -16,7 +16,8 @@ pub struct TestApp {
 pub async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let master = MasterSource::Hex(hex::encode(rand::random::<[u8; 32]>()));
-    let store: Arc<dyn EventStore> = Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master)).expect("open log"));
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master)).expect("open log"));
     let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1 };
     let app = Application::build(&settings, Arc::clone(&store)).expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -1,4 +1,4 @@
 //! Black-box tests of the HTTP service, started in-process on port 0 over a fresh store.
 
-mod helpers;
 mod health;
+mod helpers;
