@@ -1,5 +1,5 @@
 //! Every persisted format stays readable (STYLE.md, "Every persisted format is versioned"): golden
-//! fixtures of the stored record formats 1 and 2 (`tests/fixtures/`, never regenerated), the
+//! fixtures of the stored formats 1, 2 and 3 (`tests/fixtures/`, never regenerated), the
 //! `page.viewed` payload upcaster (schema v2 drops query strings, which carry identifiers: invariant
 //! 4), and the on-disk layout: an older layout is upgraded at open, a newer one is refused without
 //! touching the data directory. Invariant 1 / R-CRYPTO-1: the fixtures open only with their key and
@@ -295,4 +295,55 @@ fn a_format_1_record_in_a_live_log_reads_back() {
     assert_eq!(stream[3].envelope, envelope);
     assert_eq!(stream[3].body, lethe_domain::EventBody::Plain(payload.to_vec()));
     assert!(log.verify().expect("verify").ok());
+}
+
+/// The second record of the chunk fixture: the same subject's next event.
+fn v3_second_input() -> FixtureInput {
+    let mut envelope = v2_input().envelope;
+    envelope.position = Position(9);
+    envelope.seq = Seq(5);
+    FixtureInput {
+        envelope,
+        incarnation: 6,
+        payload: br#"{"host":"shop.example","path":"/outdoor/boots","title":"Boots"}"#,
+    }
+}
+
+fn chunk_records() -> Vec<StoredRecord> {
+    [v2_input(), v3_second_input()]
+        .into_iter()
+        .map(|i| StoredRecord::seal(i.envelope, &fixture_key(), i.incarnation, i.payload))
+        .collect()
+}
+
+/// Format 3 is what Lethe writes today: the events of one append as one chunk.
+#[test]
+fn the_chunk_format_3_fixture_still_decodes_and_opens() {
+    let bytes = fixture_record("chunk-format-3.hex");
+    assert_eq!(bytes[0], codec::CHUNK_FORMAT);
+    let records = codec::decode_chunk(&bytes).expect("decode");
+    let inputs = [v2_input(), v3_second_input()];
+    assert_eq!(records.len(), inputs.len());
+    for (rec, input) in records.iter().zip(&inputs) {
+        assert_eq!(rec.envelope, input.envelope);
+        assert_eq!(rec.nonce, codec::nonce(input.incarnation, input.envelope.seq));
+        assert_eq!(rec.open(&fixture_key()).expect("open"), input.payload);
+    }
+    // Records inside a chunk are sealed on their own: swapping their ciphertexts breaks both.
+    let mut swapped = records.clone();
+    let (a, b) = swapped.split_at_mut(1);
+    std::mem::swap(&mut a[0].sealed, &mut b[0].sealed);
+    assert!(swapped.iter().all(|r| r.open(&fixture_key()).is_err()));
+    // Today's writer produces the fixture byte for byte.
+    assert_eq!(codec::encode_chunk(&chunk_records()), bytes, "the chunk format changed: add a new fixture");
+}
+
+/// Single-record values of formats 1 and 2 read as chunks of one.
+#[test]
+fn single_record_fixtures_read_as_chunks_of_one() {
+    for (name, input) in [("record-format-1.hex", v1_input()), ("record-format-2.hex", v2_input())] {
+        let records = codec::decode_chunk(&fixture_record(name)).expect("decode");
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].envelope, input.envelope);
+    }
 }
