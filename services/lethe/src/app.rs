@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use lethe_collect::CollectState;
 use lethe_eventlog::EventStore;
 use serde_json::json;
 
@@ -26,6 +27,7 @@ impl Default for Settings {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
+    pub collect: CollectState,
 }
 
 /// A bound, not yet running, HTTP application.
@@ -45,16 +47,22 @@ impl Application {
     ///
     /// # Errors
     /// The address does not parse or cannot be bound.
-    pub fn build(settings: &Settings, store: Arc<dyn EventStore>) -> anyhow::Result<Self> {
+    pub fn build(settings: &Settings, collect: CollectState) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { store });
+        let state = web::Data::new(AppState { store: Arc::clone(&collect.store), collect: collect.clone() });
+        let collect = web::Data::new(collect);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(collect.clone())
+                // Bodies are read as bytes and checked by each endpoint against its own limit.
+                .app_data(web::PayloadConfig::new(4 * lethe_collect::MAX_BATCH_BYTES))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics))
+                .configure(lethe_collect::configure)
                 .default_service(web::to(not_found))
         })
         .workers(settings.workers.max(1))
@@ -89,6 +97,12 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             json!({ "code": "log_not_writable", "message": "the event log stopped accepting writes; restart lethe" }),
         )
     }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut body = state.collect.metrics.render();
+    body.push_str(&format!("# TYPE lethe_log_head gauge\nlethe_log_head {}\n", state.store.head().0));
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }
 
 async fn not_found() -> HttpResponse {

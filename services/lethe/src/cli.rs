@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -12,6 +13,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lethe_crypto::MasterSource;
 use lethe_domain::SubjectId;
 use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
+use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
+use lethe_collect::auth::Auth;
+use lethe_collect::CollectState;
 use lethe_policy::Policies;
 
 use crate::app::{Application, Settings};
@@ -65,6 +69,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PoliciesCommand,
     },
+    /// Issues and rotates API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Crypto-shreds a subject by its external identifier.
     Erase {
         /// The subject's external identifier (user id or anonymous id).
@@ -95,6 +104,30 @@ pub enum PoliciesCommand {
         /// The folder (default: the `--policies` folder).
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Prints a signed token on stdout.
+    Issue {
+        /// site, cms, subject, dpo or admin.
+        #[arg(long)]
+        role: String,
+        /// The subject a `subject` token is bound to.
+        #[arg(long)]
+        subject: Option<String>,
+        /// The site a `site` token (write key) belongs to.
+        #[arg(long)]
+        site: Option<String>,
+        /// An origin a `site` token may be used from (repeatable).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        /// Lifetime, like `90s`, `30m`, `12h`, `365d`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Starts signing with a new key; tokens of the old key stay valid until it is retired.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +187,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay { json } => replay(&store()?, *json),
+        Command::Token { command } => token(&store()?, command),
         Command::Erase { id, now } => {
             let id = SubjectId::parse(id)?;
             let store = store()?;
@@ -185,6 +219,63 @@ pub fn load_policies(dir: Option<&Path>) -> anyhow::Result<Policies> {
     Ok(policies)
 }
 
+/// Name of the sealed file holding the API signing keys.
+const API_KEYS: &str = "api-signing-keys";
+
+/// The API signing keys, created (and sealed in the key store) on first use.
+///
+/// # Errors
+/// Key store errors.
+pub fn api_keys(store: &SledEventLog) -> anyhow::Result<SigningKeys> {
+    if let Some(json) = store.secret_blob(API_KEYS)? {
+        let text = std::str::from_utf8(&json).context("signing keys are not UTF-8")?;
+        return Ok(SigningKeys::from_json(text)?);
+    }
+    let keys = SigningKeys::generate()?;
+    store.put_secret_blob(API_KEYS, keys.to_json()?.as_bytes())?;
+    Ok(keys)
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().with_context(|| format!("bad ttl `{s}`"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("bad ttl unit in `{s}`: use s, m, h or d"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn token(store: &SledEventLog, command: &TokenCommand) -> anyhow::Result<ExitCode> {
+    let mut keys = api_keys(store)?;
+    match command {
+        TokenCommand::Issue { role, subject, site, origins, ttl } => {
+            let role: Role = serde_json::from_value(serde_json::Value::String(role.clone()))
+                .map_err(|_| anyhow::anyhow!("unknown role `{role}`: site, cms, subject, dpo or admin"))?;
+            let subject = subject.as_deref().map(SubjectId::parse).transpose()?;
+            let token = Issuer::issue(
+                &keys,
+                &AuthConfig::default(),
+                role,
+                parse_ttl(ttl)?,
+                subject.as_ref(),
+                site.as_deref(),
+                origins,
+            )?;
+            println!("{token}");
+        }
+        TokenCommand::Rotate => {
+            let kid = keys.rotate()?;
+            store.put_secret_blob(API_KEYS, keys.to_json()?.as_bytes())?;
+            println!("signing with key {kid}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn serve(store: SledEventLog, policies: Policies, settings: Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(
         purposes = policies.purposes().count(),
@@ -192,9 +283,11 @@ fn serve(store: SledEventLog, policies: Policies, settings: Settings) -> anyhow:
         notices = policies.notices().count(),
         "policies loaded"
     );
+    let auth = Arc::new(Auth { keys: RwLock::new(api_keys(&store)?), config: AuthConfig::default() });
     let store: Arc<dyn EventStore> = Arc::new(store);
+    let collect = CollectState::build(store, Arc::new(policies), auth).context("cannot replay the log")?;
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(&settings, store)?;
+        let app = Application::build(&settings, collect)?;
         tracing::info!(port = app.port(), listen = %settings.listen, "lethe is serving");
         app.run_until_stopped().await?;
         anyhow::Ok(())

@@ -395,6 +395,51 @@ impl Keyring {
         self.keks.get(&epoch).map(|(_, s)| s.clone())
     }
 
+    /// Stores a secret of any size (for example the API signing keys) in `keys/<name>.sealed`,
+    /// encrypted under the master secret with the name as associated data.
+    ///
+    /// # Errors
+    /// A name that is not `[a-z0-9-]{1,32}`, or IO errors.
+    pub fn put_blob(&self, name: &str, data: &[u8]) -> Result<()> {
+        let path = self.blob_path(name)?;
+        let nonce: Nonce = crate::random_bytes();
+        let mut bytes = b"LBLB".to_vec();
+        bytes.extend_from_slice(&nonce);
+        bytes.extend(self.master.seal(&nonce, &blob_aad(name), data));
+        write_atomic(&path, &bytes)
+    }
+
+    /// Reads a secret stored by [`Self::put_blob`]; `None` when there is none.
+    ///
+    /// # Errors
+    /// A bad name, IO errors, or a file that does not open under the master secret.
+    pub fn blob(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        let path = self.blob_path(name)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CryptoError::io(&path)(e)),
+        };
+        let malformed = |reason: &str| CryptoError::Malformed { path: path.clone(), reason: reason.into() };
+        if bytes.len() < 4 + NONCE_LEN + TAG_LEN || &bytes[..4] != b"LBLB" {
+            return Err(malformed("not a Lethe sealed file"));
+        }
+        let nonce: Nonce = bytes[4..4 + NONCE_LEN].try_into().expect("12 bytes");
+        let plain = self
+            .master
+            .open(&nonce, &blob_aad(name), &bytes[4 + NONCE_LEN..])
+            .map_err(|_| malformed("does not decrypt under the master secret"))?;
+        Ok(Some(zeroize::Zeroizing::new(plain)))
+    }
+
+    fn blob_path(&self, name: &str) -> Result<PathBuf> {
+        let ok = (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(CryptoError::InvalidMasterSecret(format!("bad sealed file name `{name}`")));
+        }
+        Ok(self.dir.join(format!("{name}.sealed")))
+    }
+
     /// The argon2id parameters, when the master secret comes from a passphrase.
     pub fn kdf(&self) -> Option<&KdfParams> {
         self.kdf.as_ref()
@@ -442,6 +487,12 @@ fn read_secret_file(master: &DataKey, path: &Path, magic: [u8; 4], n: u32) -> Re
         .map_err(|_| malformed("does not decrypt under the master secret"))?;
     let arr: [u8; 32] = plain.as_slice().try_into().map_err(|_| malformed("wrong secret length"))?;
     Ok(SecretBytes::new(arr))
+}
+
+fn blob_aad(name: &str) -> Vec<u8> {
+    let mut aad = b"lethe-blob-v1:".to_vec();
+    aad.extend_from_slice(name.as_bytes());
+    aad
 }
 
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
@@ -516,6 +567,18 @@ mod tests {
         assert_eq!(k.unwrap(&subject(1), KeyId(0), &w).unwrap(), dek);
         assert!(k.unwrap(&subject(2), KeyId(0), &w).is_err());
         assert!(k.unwrap(&subject(1), KeyId(1), &w).is_err());
+    }
+
+    #[test]
+    fn sealed_blobs_round_trip_and_are_not_plaintext() {
+        let d = tempfile::tempdir().unwrap();
+        let k = Keyring::open(d.path(), &MasterSource::DevKeyFile).unwrap();
+        assert!(k.blob("api-keys").unwrap().is_none());
+        k.put_blob("api-keys", b"private signing key material").unwrap();
+        assert_eq!(k.blob("api-keys").unwrap().unwrap().as_slice(), b"private signing key material");
+        let raw = std::fs::read(d.path().join(KEYS_DIR).join("api-keys.sealed")).unwrap();
+        assert!(!raw.windows(7).any(|w| w == b"private"));
+        assert!(k.put_blob("../escape", b"x").is_err());
     }
 
     #[test]

@@ -102,8 +102,22 @@ impl std::fmt::Debug for SledEventLog {
     }
 }
 
+/// Opens the sled database. sled releases its file lock only when its background threads let go of
+/// a dropped database, a moment after the drop; a reopen in the same process waits for that, up to
+/// two seconds.
 fn open_db(path: &Path) -> Result<sled::Db> {
-    Ok(sled::Config::new().path(path).open()?)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(sled::Error::Io(e).into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 impl SledEventLog {
@@ -244,6 +258,22 @@ impl SledEventLog {
     /// Whether this open created the development key file.
     pub fn dev_key_created(&self) -> bool {
         self.shared.keyring.read().expect("keyring lock").dev_key_created()
+    }
+
+    /// Stores a secret in the key store, sealed under the master secret (see `Keyring::put_blob`).
+    ///
+    /// # Errors
+    /// Key store errors.
+    pub fn put_secret_blob(&self, name: &str, data: &[u8]) -> Result<()> {
+        Ok(self.shared.keyring.read().expect("keyring lock").put_blob(name, data)?)
+    }
+
+    /// Reads a secret stored with [`Self::put_secret_blob`].
+    ///
+    /// # Errors
+    /// Key store errors.
+    pub fn secret_blob(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
+        Ok(self.shared.keyring.read().expect("keyring lock").blob(name)?)
     }
 
     /// The unwrapped data key of a subject, if it exists. For forensic tests only.

@@ -1,14 +1,23 @@
-//! `spawn_app()`: a running service on a free port, a fresh data directory and fresh keys.
+//! `spawn_app()`: a running service on a free port, a fresh data directory, fresh keys, and typed
+//! helpers to mint tokens and call the API.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use lethe::app::{Application, Settings};
+use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
+use lethe_collect::auth::Auth;
+use lethe_collect::CollectState;
 use lethe_crypto::MasterSource;
+use lethe_domain::SubjectId;
 use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
+use lethe_policy::Policies;
+use serde_json::{json, Value};
 
 pub struct TestApp {
     pub address: String,
     pub store: Arc<dyn EventStore>,
+    pub state: CollectState,
     pub client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -16,11 +25,70 @@ pub struct TestApp {
 pub async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let master = MasterSource::Hex(hex::encode(rand::random::<[u8; 32]>()));
-    let store: Arc<dyn EventStore> =
-        Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master)).expect("open log"));
+    let store: Arc<dyn EventStore> = Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master)).expect("open log"));
+    let policies = Policies::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")).expect("policies");
+    let auth = Arc::new(Auth { keys: RwLock::new(SigningKeys::generate().expect("keys")), config: AuthConfig::default() });
+    let state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth).expect("state");
     let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1 };
-    let app = Application::build(&settings, Arc::clone(&store)).expect("build app");
+    let app = Application::build(&settings, state.clone()).expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp { address, store, client: reqwest::Client::new(), _dir: dir }
+    TestApp { address, store, state, client: reqwest::Client::new(), _dir: dir }
+}
+
+impl TestApp {
+    /// A token of `role`; `subject` for subject tokens.
+    pub fn token(&self, role: Role, subject: Option<&str>) -> String {
+        let keys = self.state.auth.keys.read().expect("keys");
+        let subject = subject.map(|s| SubjectId::parse(s).expect("id"));
+        let site = (role == Role::Site).then_some("shop");
+        let origins = if role == Role::Site { vec!["https://shop.example".to_owned()] } else { vec![] };
+        Issuer::issue(&keys, &AuthConfig::default(), role, Duration::from_secs(600), subject.as_ref(), site, &origins)
+            .expect("issue")
+    }
+
+    pub fn site(&self) -> String {
+        self.token(Role::Site, None)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.address)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.get(format!("{}{path}", self.address));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The current banner notice as the SDK would show it.
+    pub fn notice(&self) -> Value {
+        let n = self.state.policies.notices().next().expect("a notice");
+        json!({"id": n.id().as_str(), "version": n.version().get(), "contentHash": n.content_hash()})
+    }
+
+    /// Records a banner choice for an anonymous id.
+    pub async fn consent(&self, anonymous_id: &str, granted: &[&str], denied: &[&str]) -> (u16, Value) {
+        let body = json!({
+            "anonymousId": anonymous_id, "notice": self.notice(), "granted": granted, "denied": denied,
+            "method": "banner", "jurisdiction": "EU", "locale": "en", "sdkVersion": "test"
+        });
+        self.post("/v1/consent", Some(&self.site()), &body).await
+    }
+
+    /// How many events the log holds for an anonymous id.
+    pub fn stored(&self, anonymous_id: &str) -> usize {
+        let p = self.store.pseudonymize(&SubjectId::parse(anonymous_id).expect("id"));
+        self.store.read_stream(&p).expect("read").len()
+    }
 }

@@ -1,4 +1,7 @@
 //! Black-box tests of the HTTP service, started in-process on port 0 over a fresh store.
 
+mod authz;
+mod collect;
 mod health;
 mod helpers;
+mod malformed;

@@ -1,0 +1,48 @@
+//! Who is calling: the bearer token (or Segment's write key, sent as the Basic user name) is verified
+//! and turned into a [`Principal`]; each endpoint then states the roles it admits. A site token is
+//! also bound to its origins: a browser request from any other origin is refused.
+
+use std::sync::RwLock;
+
+use actix_web::HttpRequest;
+use lethe_auth::{token_from_authorization, AuthConfig, AuthError, Principal, Role, SigningKeys, Verifier};
+
+use crate::ApiError;
+
+/// The keys and settings tokens are checked against.
+#[derive(Debug)]
+pub struct Auth {
+    pub keys: RwLock<SigningKeys>,
+    pub config: AuthConfig,
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(e.http_status(), e.code(), e.to_string())
+    }
+}
+
+/// Verifies the request's credentials and checks the role.
+///
+/// # Errors
+/// 401 without valid credentials, 403 for a role not in `roles` or a site token used from an origin
+/// it does not list.
+pub fn authorize(req: &HttpRequest, auth: &Auth, roles: &[Role]) -> Result<Principal, ApiError> {
+    let header = req
+        .headers()
+        .get("authorization")
+        .ok_or_else(|| ApiError::new(401, "missing_credentials", "send a bearer token or a write key"))?;
+    let header = header.to_str().map_err(|_| ApiError::new(401, "malformed_credentials", "bad authorization header"))?;
+    let token = token_from_authorization(header)?;
+    let keys = auth.keys.read().map_err(|_| ApiError::new(500, "internal", "key lock"))?;
+    let principal = Verifier::authenticate(&keys, &auth.config, &token)?;
+    principal.require(roles)?;
+    if principal.role() == Role::Site {
+        if let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) {
+            if !principal.allows_origin(origin) {
+                return Err(ApiError::new(403, "origin_not_allowed", "this write key is not valid on this origin"));
+            }
+        }
+    }
+    Ok(principal)
+}

@@ -1,0 +1,79 @@
+//! The in-memory projections collection needs: each subject's consent history (a projection of the
+//! `consent.changed` events) and the index of message ids already stored, for deduplication. Both
+//! are rebuilt from the log at start (they are never written to disk, so an erasure leaves nothing
+//! of them behind) and kept current by the handlers after each durable append.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use lethe_consent::{ConsentHistory, ConsentRecord, CONSENT_CHANGED};
+use lethe_domain::{EventBody, Position, Pseudonym};
+use lethe_eventlog::EventStore;
+use sha2::{Digest, Sha256};
+
+/// A message id as the dedup index keeps it: 16 bytes of SHA-256 over the subject and the id.
+type MessageKey = [u8; 16];
+
+/// Consent histories and stored message ids, by pseudonym.
+#[derive(Debug, Default)]
+pub struct ConsentBook {
+    consents: RwLock<HashMap<Pseudonym, ConsentHistory>>,
+    messages: RwLock<HashSet<MessageKey>>,
+}
+
+fn message_key(subject: &Pseudonym, message_id: &str) -> MessageKey {
+    let mut h = Sha256::new();
+    h.update(subject.as_bytes());
+    h.update(message_id.as_bytes());
+    h.finalize()[..16].try_into().expect("16 bytes")
+}
+
+impl ConsentBook {
+    /// Rebuilds the book from the whole log.
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub fn replay(store: &dyn EventStore) -> lethe_eventlog::Result<Self> {
+        let book = Self::default();
+        for event in store.read_all(Position(1)) {
+            let event = event?;
+            let EventBody::Plain(payload) = &event.body else { continue };
+            let subject = event.envelope.subject;
+            if event.envelope.event_type.as_str() == CONSENT_CHANGED {
+                if let Ok(record) = serde_json::from_slice::<ConsentRecord>(payload) {
+                    book.add_consent(subject, record);
+                }
+            } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
+                if let Some(id) = v.get("message_id").and_then(|m| m.as_str()) {
+                    book.messages.write().expect("book lock").insert(message_key(&subject, id));
+                }
+            }
+        }
+        Ok(book)
+    }
+
+    /// Adds a durable consent record.
+    pub fn add_consent(&self, subject: Pseudonym, record: ConsentRecord) {
+        self.consents.write().expect("book lock").entry(subject).or_default().push(record);
+    }
+
+    /// A copy of the subject's history.
+    pub fn history(&self, subject: &Pseudonym) -> ConsentHistory {
+        self.consents.read().expect("book lock").get(subject).cloned().unwrap_or_default()
+    }
+
+    /// Claims a message id before its append: false when it was stored (or is being stored) already.
+    pub fn claim_message(&self, subject: &Pseudonym, message_id: &str) -> bool {
+        self.messages.write().expect("book lock").insert(message_key(subject, message_id))
+    }
+
+    /// Gives a claim back after a failed append.
+    pub fn release_message(&self, subject: &Pseudonym, message_id: &str) {
+        self.messages.write().expect("book lock").remove(&message_key(subject, message_id));
+    }
+
+    /// Forgets a subject (after an erasure).
+    pub fn forget(&self, subject: &Pseudonym) {
+        self.consents.write().expect("book lock").remove(subject);
+    }
+}

@@ -1,0 +1,229 @@
+//! The consent ledger over HTTP: `POST /v1/consent` records a consent change (R-CONSENT-1) and
+//! answers with a consent receipt; `GET /v1/consent/{id}` gives the state per purpose, now or at an
+//! instant (`?at=`), and whether the current notice must be shown again (R-CONSENT-3).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice};
+use lethe_domain::{Purpose, UtcMicros};
+use lethe_policy::NoticeId;
+use serde::Deserialize;
+use serde_json::json;
+
+use lethe_auth::Role;
+
+use crate::auth::authorize;
+use crate::ingest::{append_consent, gpc_header, subject_id, SALE_SHARE};
+use crate::segment::parse_timestamp;
+use crate::{ApiError, CollectState};
+
+/// The body of `POST /v1/consent`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsentRequest {
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    pub notice: NoticeShown,
+    #[serde(default)]
+    pub granted: Vec<Purpose>,
+    #[serde(default)]
+    pub denied: Vec<Purpose>,
+    pub method: ConsentMethod,
+    pub jurisdiction: String,
+    pub locale: String,
+    #[serde(default)]
+    pub gpc: bool,
+    pub sdk_version: Option<String>,
+}
+
+/// The notice the subject saw.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NoticeShown {
+    pub id: String,
+    pub version: u32,
+    pub content_hash: String,
+}
+
+fn short(s: &str, max: usize) -> Result<String, ApiError> {
+    if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_field", format!("a text field must be 1 to {max} printable characters")));
+    }
+    Ok(s.to_owned())
+}
+
+/// Decides a consent change: checks it against the policies and the notice, and builds the record.
+fn decide(state: &CollectState, req: ConsentRequest, gpc: bool) -> Result<(lethe_domain::SubjectId, ConsentRecord), ApiError> {
+    let id = req
+        .user_id
+        .as_deref()
+        .or(req.anonymous_id.as_deref())
+        .ok_or_else(|| ApiError::bad_request("missing_id", "a consent needs a `userId` or an `anonymousId`"))?;
+    let subject = subject_id(id)?;
+    let notice_id = NoticeId::parse(&req.notice.id).map_err(|e| ApiError::bad_request("unknown_notice", e.to_string()))?;
+    let notice = state
+        .policies
+        .notice(&notice_id)
+        .ok_or_else(|| ApiError::bad_request("unknown_notice", format!("no notice `{}`", req.notice.id)))?;
+    if req.notice.version != notice.version().get() || req.notice.content_hash != notice.content_hash() {
+        return Err(ApiError::new(
+            409,
+            "notice_outdated",
+            format!(
+                "the notice shown is not the current one (version {}, hash {}): show it again",
+                notice.version(),
+                notice.content_hash()
+            ),
+        ));
+    }
+    let on_notice: Vec<&Purpose> = notice.purposes().collect();
+    let mut choices = Vec::new();
+    let mut recipients = Vec::new();
+    for (purposes, granted) in [(&req.granted, true), (&req.denied, false)] {
+        for purpose in purposes {
+            let def = state
+                .policies
+                .purpose(purpose)
+                .ok_or_else(|| ApiError::bad_request("unknown_purpose", format!("no purpose `{purpose}`")))?;
+            // R-CONSENT-3: a choice covers only what the notice asked about.
+            if !on_notice.contains(&purpose) {
+                return Err(ApiError::bad_request("purpose_not_on_notice", format!("the notice does not ask about `{purpose}`")));
+            }
+            if choices.iter().any(|c: &PurposeChoice| &c.purpose == purpose) {
+                return Err(ApiError::bad_request("contradictory_choice", format!("`{purpose}` is both granted and denied")));
+            }
+            if granted {
+                recipients.extend(def.recipients().iter().cloned());
+            }
+            choices.push(PurposeChoice { purpose: purpose.clone(), granted, legal_basis: def.legal_basis().as_str().to_owned() });
+        }
+    }
+    let gpc = gpc || req.gpc;
+    let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
+    if gpc && !choices.iter().any(|c| c.purpose == sale_share) {
+        // R-GPC-1: the signal opts out of sale/share unless the subject explicitly chose otherwise.
+        let legal_basis = state.policies.purpose(&sale_share).map_or("consent", |p| p.legal_basis().as_str()).to_owned();
+        choices.push(PurposeChoice { purpose: sale_share, granted: false, legal_basis });
+    }
+    if choices.is_empty() {
+        return Err(ApiError::bad_request("empty_choice", "grant or deny at least one purpose"));
+    }
+    recipients.sort();
+    recipients.dedup();
+    let record = ConsentRecord {
+        record_id: uuid::Uuid::new_v4(),
+        collected_at: UtcMicros::now(),
+        jurisdiction: short(&req.jurisdiction, 16)?,
+        method: req.method,
+        notice: NoticeRef { id: req.notice.id, version: req.notice.version, content_hash: req.notice.content_hash },
+        choices,
+        recipients,
+        locale: short(&req.locale, 35)?,
+        gpc,
+        sdk_version: req.sdk_version.as_deref().map(|v| short(v, 32)).transpose()?,
+    };
+    Ok((subject, record))
+}
+
+/// `POST /v1/consent`.
+pub(crate) async fn record(state: web::Data<CollectState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    if body.len() > crate::MAX_EVENT_BYTES {
+        return Err(ApiError::new(413, "payload_too_large", "a consent body holds at most 32 KB"));
+    }
+    let principal = authorize(&req, &state.auth, &[Role::Site, Role::Subject, Role::Admin])?;
+    let parsed: ConsentRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let gpc = gpc_header(&req);
+    let state = state.into_inner();
+    let (receipt, gpc) = web::block(move || -> Result<_, ApiError> {
+        let (id, record) = decide(&state, parsed, gpc)?;
+        // R-DSR-4: a subject token records consent for its own subject only.
+        if principal.role() == Role::Subject && !principal.may_act_for(&id) {
+            return Err(ApiError::new(403, "forbidden_subject", "this token is bound to another subject"));
+        }
+        let subject = state.store.pseudonymize(&id);
+        let position = append_consent(&state, subject, record.clone())?;
+        state.metrics.inc("lethe_consent_changes_total", "recorded");
+        Ok((receipt(&record, &subject.to_hex(), position), record.gpc))
+    })
+    .await
+    .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))??;
+    let mut body = receipt;
+    if gpc {
+        body["gpc"] = json!("honored");
+    }
+    Ok(HttpResponse::Created().json(body))
+}
+
+/// A consent receipt: the Kantara Consent Receipt / ISO/IEC TS 27560 fields Lethe knows.
+fn receipt(r: &ConsentRecord, pseudonym: &str, position: u64) -> serde_json::Value {
+    json!({
+        "receipt_id": r.record_id,
+        "version": "lethe-consent-receipt-1",
+        "jurisdiction": r.jurisdiction,
+        "consent_timestamp": r.collected_at.0,
+        "collection_method": r.method,
+        "subject": pseudonym,
+        "notice": r.notice,
+        "purposes": r.choices,
+        "recipients": r.recipients,
+        "locale": r.locale,
+        "gpc": r.gpc,
+        "sdk_version": r.sdk_version,
+        "log_position": position,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AtQuery {
+    at: Option<String>,
+}
+
+/// `GET /v1/consent/{id}`: the state per purpose of every declared purpose.
+pub(crate) async fn state(
+    state: web::Data<CollectState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<AtQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = authorize(&req, &state.auth, &[Role::Subject, Role::Dpo, Role::Admin])?;
+    let id = subject_id(&path.into_inner())?;
+    if principal.role() == Role::Subject && !principal.may_act_for(&id) {
+        return Err(ApiError::new(403, "forbidden_subject", "this token is bound to another subject"));
+    }
+    let at = query.at.as_deref().map(parse_timestamp).transpose().map_err(|r| ApiError::bad_request(r.code, r.message))?;
+    let subject = state.store.pseudonymize(&id);
+    let history = state.book.history(&subject);
+    let snapshot = match at {
+        Some(at) => history.state_at(at),
+        None => history.current(),
+    };
+    let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
+    let mut purposes = serde_json::Map::new();
+    for def in state.policies.purposes() {
+        let verdict = if at.is_some() {
+            snapshot.verdict(def.id(), def.requires_consent(), &sale_share)
+        } else {
+            history.verdict(def.id(), def.requires_consent(), &sale_share)
+        };
+        let detail = snapshot.purposes.get(def.id());
+        purposes.insert(
+            def.id().to_string(),
+            json!({
+                "state": verdict,
+                "allowed": verdict.allows(),
+                "notice_version": detail.map(|d| d.notice_version),
+                "since": detail.map(|d| d.since.0),
+                "record_id": detail.map(|d| d.record_id),
+            }),
+        );
+    }
+    let notice = state.policies.notices().next();
+    let reprompt = notice.is_some_and(|n| snapshot.needs_reprompt(n.version().get()));
+    Ok(HttpResponse::Ok().json(json!({
+        "subject": subject.to_hex(),
+        "purposes": purposes,
+        "gpc": snapshot.gpc,
+        "reprompt": reprompt,
+        "notice": notice.map(|n| json!({"id": n.id().as_str(), "version": n.version().get(), "content_hash": n.content_hash()})),
+        "records": history.records().len(),
+    })))
+}

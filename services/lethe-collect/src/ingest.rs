@@ -1,0 +1,374 @@
+//! Behavior ingestion: each message is parsed, checked for plausibility, minimized, gated by the
+//! subject's consent for the event's purpose, deduplicated by `messageId`, and appended to the log as
+//! one durable event. A message is either stored whole or not at all, and the caller is told which,
+//! and why.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, Verdict, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION};
+use lethe_domain::{EventType, ExpectedVersion, NewEvent, Pseudonym, Purpose, SchemaVersion, SubjectId, UtcMicros};
+use lethe_eventlog::{AppendRequest, EventStore};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use lethe_auth::Role;
+
+use crate::auth::authorize;
+use crate::minimize::{daypart, device_class, is_bot, referrer_class, split_url};
+use crate::segment::{self, Kind, Message, Rejection};
+use crate::{ApiError, CollectState, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES};
+
+/// How far in the future a client timestamp may be (clock skew).
+const MAX_FUTURE_MICROS: i64 = 10 * 60 * 1_000_000;
+/// Purpose that a Global Privacy Control signal opts out of.
+pub(crate) const SALE_SHARE: &str = "sale_share";
+
+/// The outcome of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Outcome {
+    Stored { position: u64 },
+    Duplicate,
+    Rejected { reason: &'static str, message: String },
+}
+
+/// One line of a batch answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventResult {
+    #[serde(rename = "messageId", skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Whether the request carries `Sec-GPC: 1`.
+pub(crate) fn gpc_header(req: &HttpRequest) -> bool {
+    req.headers().get("sec-gpc").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1")
+}
+
+fn parse_body(body: &[u8], limit: usize) -> Result<Value, ApiError> {
+    if body.len() > limit {
+        return Err(ApiError::new(413, "payload_too_large", format!("body over {limit} bytes")));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("invalid_utf8", "the body is not UTF-8"))?;
+    serde_json::from_str(text).map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))
+}
+
+fn reject(code: &'static str, message: impl Into<String>) -> Outcome {
+    Outcome::Rejected { reason: code, message: message.into() }
+}
+
+/// The event type a message is stored as, by the Segment spec's event names where they exist.
+pub fn event_type_for(kind: &Kind) -> Result<EventType, Rejection> {
+    let name = match kind {
+        Kind::Page { .. } => return Ok(EventType::parse("page.viewed").expect("valid")),
+        Kind::Identify => return Ok(EventType::parse("identify").expect("valid")),
+        Kind::Track { event } => event,
+    };
+    let known = match name.to_ascii_lowercase().as_str() {
+        "order completed" | "purchase completed" | "purchase" => "purchase.completed",
+        "product clicked" | "element clicked" | "clicked" | "click" => "element.clicked",
+        "scroll depth" | "scrolled" => "scroll.depth",
+        "time spent" | "time on page" => "time.spent",
+        "session ended" => "session.ended",
+        "product liked" | "liked" => "item.liked",
+        "product disliked" | "disliked" => "item.disliked",
+        "product rated" | "rating submitted" | "rated" => "item.rated",
+        "review submitted" | "product reviewed" => "review.submitted",
+        "survey answered" | "survey response" => "survey.answered",
+        _ => "",
+    };
+    if !known.is_empty() {
+        return Ok(EventType::parse(known).expect("valid"));
+    }
+    let mut normalized = String::with_capacity(name.len());
+    for c in name.trim().chars() {
+        if c.is_ascii_alphanumeric() {
+            normalized.push(c.to_ascii_lowercase());
+        } else if !normalized.ends_with('.') && !normalized.is_empty() {
+            normalized.push('.');
+        }
+    }
+    let normalized = normalized.trim_end_matches('.');
+    EventType::parse(normalized).map_err(|_| Rejection::new("unknown_event", "the event name cannot be a Lethe event type"))
+}
+
+fn number(props: &serde_json::Map<String, Value>, keys: &[&str]) -> Option<f64> {
+    keys.iter().find_map(|k| props.get(*k).and_then(Value::as_f64))
+}
+
+/// Impossible values for the event types that carry measurements.
+fn plausibility(event_type: &str, m: &Message) -> Result<(), Rejection> {
+    let p = &m.properties;
+    let bad = |what: &str| Err(Rejection::new("implausible_value", what.to_owned()));
+    match event_type {
+        "scroll.depth" => match number(p, &["depth", "percent", "scroll_depth"]) {
+            Some(d) if (0.0..=100.0).contains(&d) => Ok(()),
+            Some(_) => bad("scroll depth must be between 0 and 100"),
+            None => bad("scroll depth needs `depth` (0 to 100)"),
+        },
+        "time.spent" | "session.ended" => match number(p, &["seconds", "duration", "duration_seconds"]) {
+            Some(s) if (0.0..=86_400.0).contains(&s) => Ok(()),
+            Some(_) => bad("a duration must be between 0 and 86400 seconds"),
+            None => Ok(()),
+        },
+        "item.rated" => match number(p, &["rating", "stars"]) {
+            Some(r) if (0.0..=10.0).contains(&r) => Ok(()),
+            _ => bad("a rating must be between 0 and 10"),
+        },
+        "purchase.completed" => match number(p, &["revenue", "total", "value"]) {
+            Some(v) if v < 0.0 => bad("a purchase cannot have a negative value"),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// The payload stored (encrypted) for a message: minimized context, never the raw IP, user agent,
+/// query string or identifiers.
+fn payload(m: &Message, store: &dyn EventStore, time: UtcMicros) -> Value {
+    let (host, path) = match (&m.context.page_url, &m.context.page_path) {
+        (Some(url), _) => split_url(url),
+        (None, Some(path)) => (None, split_url(path).1),
+        (None, None) => (None, String::new()),
+    };
+    let hour = u8::try_from(time.0.div_euclid(3_600_000_000).rem_euclid(24)).unwrap_or(0);
+    let mut body = json!({
+        "message_id": m.message_id,
+        "properties": m.properties,
+        "context": {
+            "device_class": device_class(m.context.user_agent.as_deref()),
+            "location": {"country": m.context.country, "region": m.context.region},
+            "daypart": daypart(hour),
+            "referrer_class": referrer_class(m.context.referrer.as_deref(), host.as_deref()),
+        },
+    });
+    match &m.kind {
+        Kind::Track { event } => body["event"] = json!(event),
+        Kind::Page { name } => {
+            body["host"] = json!(host);
+            body["path"] = json!(path);
+            body["title"] = json!(m.context.page_title.clone().or_else(|| name.clone()));
+        }
+        Kind::Identify => {
+            body["traits"] = Value::Object(m.traits.clone());
+            // The anonymous id is linked as a pseudonym, never as itself.
+            body["linked_anonymous"] = json!(m.linked_anonymous.as_ref().map(|a| store.pseudonymize(a).to_hex()));
+        }
+    }
+    body
+}
+
+/// Records a GPC opt-out for a subject the first time its device sends the signal (R-GPC-1).
+fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> {
+    if state.book.history(&subject).current().gpc {
+        return Ok(());
+    }
+    let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
+    let legal_basis = state.policies.purpose(&sale_share).map_or("consent", |p| p.legal_basis().as_str()).to_owned();
+    let notice = state.policies.notices().next();
+    let record = ConsentRecord {
+        record_id: uuid::Uuid::new_v4(),
+        collected_at: UtcMicros::now(),
+        jurisdiction: "US-CA".into(),
+        method: ConsentMethod::Gpc,
+        notice: NoticeRef {
+            id: notice.map_or_else(String::new, |n| n.id().as_str().to_owned()),
+            version: notice.map_or(0, |n| n.version().get()),
+            content_hash: notice.map_or_else(String::new, |n| n.content_hash().to_owned()),
+        },
+        choices: vec![PurposeChoice { purpose: sale_share, granted: false, legal_basis }],
+        recipients: vec![],
+        locale: "und".into(),
+        gpc: true,
+        sdk_version: None,
+    };
+    append_consent(state, subject, record)?;
+    state.metrics.inc("lethe_consent_changes_total", "gpc");
+    Ok(())
+}
+
+/// Appends a consent record and, once durable, adds it to the consent book.
+pub(crate) fn append_consent(state: &CollectState, subject: Pseudonym, record: ConsentRecord) -> Result<u64, ApiError> {
+    let event = NewEvent {
+        event_type: EventType::parse(CONSENT_CHANGED).expect("valid"),
+        schema_version: SchemaVersion::new(CONSENT_SCHEMA_VERSION).expect("valid"),
+        purpose: Purpose::necessary(),
+        time: record.collected_at,
+        payload: serde_json::to_vec(&record).expect("records serialize"),
+    };
+    let appended = state.store.append(AppendRequest { subject, expected: ExpectedVersion::Any, events: vec![event] })?;
+    state.book.add_consent(subject, record);
+    Ok(appended.last_position.0)
+}
+
+/// Processes one message, synchronously (call from a blocking thread: it waits for an fsync).
+pub(crate) fn process(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now: UtcMicros) -> EventResult {
+    let message_id = raw.get("messageId").and_then(Value::as_str).map(str::to_owned);
+    let outcome = process_inner(state, raw, kind, gpc, now).unwrap_or_else(|e| reject(e.code, e.message));
+    let label = match &outcome {
+        Outcome::Stored { .. } => "stored",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Rejected { reason, .. } => reason,
+    };
+    state.metrics.inc("lethe_collect_events_total", label);
+    EventResult { message_id, outcome }
+}
+
+fn process_inner(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now: UtcMicros) -> Result<Outcome, ApiError> {
+    let size = serde_json::to_vec(raw).map_or(usize::MAX, |v| v.len());
+    if size > MAX_EVENT_BYTES {
+        return Ok(reject("event_too_large", format!("an event may hold at most {MAX_EVENT_BYTES} bytes")));
+    }
+    let m = match segment::parse(raw, kind) {
+        Ok(m) => m,
+        Err(r) => return Ok(reject(r.code, r.message)),
+    };
+    if m.context.user_agent.as_deref().is_some_and(is_bot) {
+        return Ok(reject("bot", "automated clients are not collected"));
+    }
+    let time = m.timestamp.unwrap_or(now);
+    if time.0 > now.0 + MAX_FUTURE_MICROS {
+        return Ok(reject("future_timestamp", "the timestamp is in the future"));
+    }
+    if time.0 < 946_684_800_000_000 {
+        return Ok(reject("implausible_timestamp", "the timestamp is before 2000"));
+    }
+    let event_type = match event_type_for(&m.kind) {
+        Ok(t) => t,
+        Err(r) => return Ok(reject(r.code, r.message)),
+    };
+    let Some(purpose) = state.policies.purpose_for(&event_type).cloned() else {
+        return Ok(reject("unknown_event", format!("`{event_type}` is not declared in the policies")));
+    };
+    if let Err(r) = plausibility(event_type.as_str(), &m) {
+        return Ok(reject(r.code, r.message));
+    }
+    let subject = state.store.pseudonymize(&m.subject);
+    if gpc {
+        record_gpc(state, subject)?;
+    }
+    if m.context.category_preferences.get(purpose.as_str()) == Some(&false) {
+        return Ok(reject("client_denied", format!("the site's consent manager denies `{purpose}`")));
+    }
+    let requires = state.policies.purpose(&purpose).is_none_or(|p| p.requires_consent());
+    let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
+    let verdict = state.book.history(&subject).verdict(&purpose, requires, &sale_share);
+    let why = match verdict {
+        Verdict::NotRequired | Verdict::Granted => None,
+        Verdict::NoConsent => Some("no_consent"),
+        Verdict::Denied => Some("consent_denied"),
+        Verdict::Withdrawn => Some("consent_withdrawn"),
+        Verdict::GpcOptOut => Some("gpc_opt_out"),
+    };
+    if let Some(code) = why {
+        return Ok(reject(code, format!("no consent for `{purpose}`: nothing was stored")));
+    }
+    let message_id = m.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if !state.book.claim_message(&subject, &message_id) {
+        return Ok(Outcome::Duplicate);
+    }
+    let version = state.policies.event(&event_type).map_or(1, |r| r.schema_version().get());
+    let event = NewEvent {
+        schema_version: SchemaVersion::new(version).expect("policy versions start at 1"),
+        event_type,
+        purpose,
+        time,
+        payload: serde_json::to_vec(&payload(&m, state.store.as_ref(), time)).expect("payload serializes"),
+    };
+    match state.store.append(AppendRequest { subject, expected: ExpectedVersion::Any, events: vec![event] }) {
+        Ok(a) => Ok(Outcome::Stored { position: a.last_position.0 }),
+        Err(e) => {
+            state.book.release_message(&subject, &message_id);
+            Err(e.into())
+        }
+    }
+}
+
+/// Roles that may send behavior: a site's write key, or an operator.
+const COLLECTORS: &[Role] = &[Role::Site, Role::Admin];
+
+async fn single(state: web::Data<CollectState>, req: HttpRequest, body: web::Bytes, kind: &'static str) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.auth, COLLECTORS)?;
+    let value = parse_body(&body, MAX_EVENT_BYTES)?;
+    let gpc = gpc_header(&req);
+    let state = state.into_inner();
+    let result = web::block(move || process(&state, &value, Some(kind), gpc, UtcMicros::now()))
+        .await
+        .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))?;
+    let status = match &result.outcome {
+        Outcome::Stored { .. } | Outcome::Duplicate => 200,
+        Outcome::Rejected { reason, .. } if reason.starts_with("no_consent") || reason.starts_with("consent") || *reason == "gpc_opt_out" || *reason == "client_denied" => 403,
+        Outcome::Rejected { reason, .. } if *reason == "event_too_large" => 413,
+        Outcome::Rejected { .. } => 400,
+    };
+    let mut body = json!({ "success": status == 200, "result": result });
+    if let Outcome::Rejected { reason, message } = &result.outcome {
+        body["code"] = json!(reason);
+        body["message"] = json!(message);
+    }
+    if gpc {
+        body["gpc"] = json!("honored");
+    }
+    Ok(HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status")).json(body))
+}
+
+pub(crate) async fn track(s: web::Data<CollectState>, r: HttpRequest, b: web::Bytes) -> Result<HttpResponse, ApiError> {
+    single(s, r, b, "track").await
+}
+
+pub(crate) async fn page(s: web::Data<CollectState>, r: HttpRequest, b: web::Bytes) -> Result<HttpResponse, ApiError> {
+    single(s, r, b, "page").await
+}
+
+pub(crate) async fn identify(s: web::Data<CollectState>, r: HttpRequest, b: web::Bytes) -> Result<HttpResponse, ApiError> {
+    single(s, r, b, "identify").await
+}
+
+/// `POST /v1/batch`: up to 2,500 messages and 500 KB; one result per message, in order.
+pub(crate) async fn batch(state: web::Data<CollectState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state.auth, COLLECTORS)?;
+    let value = parse_body(&body, MAX_BATCH_BYTES)?;
+    let items = match value.get("batch") {
+        Some(Value::Array(items)) => items.clone(),
+        _ => return Err(ApiError::bad_request("invalid_batch", "the body needs a `batch` array")),
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request("empty_batch", "the batch is empty"));
+    }
+    if items.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::new(413, "batch_too_large", format!("a batch holds at most {MAX_BATCH_EVENTS} events")));
+    }
+    let gpc = gpc_header(&req);
+    let state = state.into_inner();
+    let results = web::block(move || {
+        let now = UtcMicros::now();
+        items.iter().map(|item| process(&state, item, None, gpc, now)).collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))?;
+    let stored = results.iter().filter(|r| !matches!(r.outcome, Outcome::Rejected { .. })).count();
+    let mut body = json!({ "success": stored == results.len(), "accepted": stored, "rejected": results.len() - stored, "results": results });
+    if gpc {
+        body["gpc"] = json!("honored");
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A subject id from a path or body, parsed at the edge.
+pub(crate) fn subject_id(raw: &str) -> Result<SubjectId, ApiError> {
+    SubjectId::parse(raw).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_event_names_map_to_lethe_types() {
+        let t = |e: &str| event_type_for(&Kind::Track { event: e.into() }).map(|t| t.to_string());
+        assert_eq!(t("Order Completed").unwrap(), "purchase.completed");
+        assert_eq!(t("Scroll Depth").unwrap(), "scroll.depth");
+        assert_eq!(t("Newsletter Signup!").unwrap(), "newsletter.signup");
+        assert!(t("!!!").is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! Collection: where consent and behavior enter Lethe over HTTP. The consent ledger
+//! (`/v1/consent`), Segment-compatible ingestion (`/v1/track`, `/v1/page`, `/v1/identify`,
+//! `/v1/batch`), the edge's data minimization and quality checks, consent gating, and the counters
+//! behind `/metrics`. Runs inside `lethe serve`; [`configure`] mounts it on any actix `App`.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+mod book;
+mod consent_api;
+mod error;
+mod ingest;
+pub mod metrics;
+pub mod minimize;
+pub mod segment;
+
+use std::sync::Arc;
+
+use actix_web::web;
+use lethe_eventlog::EventStore;
+use lethe_policy::Policies;
+
+pub use book::ConsentBook;
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// Shared state of the collection handlers.
+#[derive(Debug, Clone)]
+pub struct CollectState {
+    pub store: Arc<dyn EventStore>,
+    pub policies: Arc<Policies>,
+    pub book: Arc<ConsentBook>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Arc<auth::Auth>,
+}
+
+impl CollectState {
+    /// Builds the state, replaying the log into the consent book and the duplicate index.
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub fn build(
+        store: Arc<dyn EventStore>,
+        policies: Arc<Policies>,
+        auth: Arc<auth::Auth>,
+    ) -> lethe_eventlog::Result<Self> {
+        let book = Arc::new(ConsentBook::replay(store.as_ref())?);
+        Ok(Self { store, policies, book, metrics: Arc::new(Metrics::default()), auth })
+    }
+}
+
+/// Largest accepted single event, as Segment's HTTP API (32 KB).
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// Largest accepted batch body, as Segment's HTTP API (500 KB).
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// Most events in one batch, as Segment's HTTP API.
+pub const MAX_BATCH_EVENTS: usize = 2_500;
+
+/// Mounts the collection routes. The caller adds authentication in front (see `lethe` service).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/consent", web::post().to(consent_api::record))
+        .route("/v1/consent/{id}", web::get().to(consent_api::state))
+        .route("/v1/track", web::post().to(ingest::track))
+        .route("/v1/page", web::post().to(ingest::page))
+        .route("/v1/identify", web::post().to(ingest::identify))
+        .route("/v1/batch", web::post().to(ingest::batch))
+        .route("/v1/import", web::post().to(ingest::batch));
+}

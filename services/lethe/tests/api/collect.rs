@@ -1,0 +1,173 @@
+//! Collection through real HTTP: consent gating (invariant 3, R-CONSENT-2/3, R-GPC-1), the Segment
+//! shapes, minimization (invariant 4), deduplication and data quality.
+
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[actix_web::test]
+async fn events_before_consent_are_not_stored_and_say_why() {
+    let app = spawn_app().await;
+    let (status, body) =
+        app.post("/v1/track", Some(&app.site()), &json!({"anonymousId": "v1", "event": "Clicked", "messageId": "m1"})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "no_consent");
+    assert_eq!(app.stored("v1"), 0);
+}
+
+#[actix_web::test]
+async fn grant_then_withdraw_gates_storage_at_once_r_consent_2() {
+    let app = spawn_app().await;
+    let site = app.site();
+    let (status, receipt) = app.consent("v2", &["analytics"], &["personalization"]).await;
+    assert_eq!(status, 201, "{receipt}");
+    assert_eq!(receipt["notice"]["content_hash"], app.notice()["contentHash"]);
+    assert!(receipt["receipt_id"].is_string() && receipt["subject"].as_str().unwrap().len() == 64);
+    let (status, body) = app
+        .post("/v1/page", Some(&site), &json!({"anonymousId": "v2", "messageId": "p1",
+            "context": {"page": {"url": "https://shop.example/tents?email=a@b.c"}}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["status"], "stored");
+    // Personalization was denied: an event of that purpose is refused.
+    let (status, body) =
+        app.post("/v1/track", Some(&site), &json!({"anonymousId": "v2", "event": "Product Liked", "messageId": "l1"})).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("consent_denied")));
+    // Withdrawal takes one call, as granting did; the next event is refused.
+    let (status, _) = app.consent("v2", &[], &["analytics"]).await;
+    assert_eq!(status, 201);
+    let (status, body) = app
+        .post("/v1/page", Some(&site), &json!({"anonymousId": "v2", "messageId": "p2", "context": {"page": {"url": "https://shop.example/"}}}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("consent_withdrawn")));
+    // Two consent records and one page view are in the log; the page view lost its query string.
+    let events = app.store.read_stream(&app.store.pseudonymize(&lethe_domain::SubjectId::parse("v2").unwrap())).unwrap();
+    assert_eq!(events.len(), 3);
+    let lethe_domain::EventBody::Plain(page) = &events[1].body else { panic!("readable") };
+    let page: serde_json::Value = serde_json::from_slice(page).unwrap();
+    assert_eq!((page["host"].as_str(), page["path"].as_str()), (Some("shop.example"), Some("/tents")));
+    assert!(!String::from_utf8_lossy(&serde_json::to_vec(&page).unwrap()).contains("a@b.c"));
+}
+
+#[actix_web::test]
+async fn consent_state_is_a_projection_and_answers_at_an_instant() {
+    let app = spawn_app().await;
+    app.consent("v3", &["analytics", "personalization"], &[]).await;
+    let before = time::OffsetDateTime::now_utc();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    app.consent("v3", &[], &["analytics"]).await;
+    let admin = app.token(lethe_auth::Role::Admin, None);
+    let (status, now) = app.get("/v1/consent/v3", Some(&admin)).await;
+    assert_eq!(status, 200, "{now}");
+    assert_eq!(now["purposes"]["analytics"]["state"], "withdrawn");
+    assert_eq!(now["purposes"]["personalization"]["state"], "granted");
+    assert_eq!(now["purposes"]["necessary"]["state"], "not_required");
+    assert_eq!(now["reprompt"], false);
+    let at = before.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let (_, then) = app.get(&format!("/v1/consent/v3?at={at}"), Some(&admin)).await;
+    assert_eq!(then["purposes"]["analytics"]["state"], "granted");
+}
+
+#[actix_web::test]
+async fn an_outdated_notice_or_a_purpose_it_did_not_show_is_refused_r_consent_3() {
+    let app = spawn_app().await;
+    let mut notice = app.notice();
+    notice["contentHash"] = json!("00".repeat(32));
+    let body = json!({"anonymousId": "v4", "notice": notice, "granted": ["analytics"], "method": "banner",
+        "jurisdiction": "EU", "locale": "en"});
+    let (status, err) = app.post("/v1/consent", Some(&app.site()), &body).await;
+    assert_eq!((status, err["code"].as_str()), (409, Some("notice_outdated")));
+    let body = json!({"anonymousId": "v4", "notice": app.notice(), "granted": ["necessary", "telepathy"],
+        "method": "banner", "jurisdiction": "EU", "locale": "en"});
+    let (status, err) = app.post("/v1/consent", Some(&app.site()), &body).await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(app.stored("v4"), 0);
+}
+
+#[actix_web::test]
+async fn sec_gpc_opts_out_of_sale_share_is_recorded_and_said_r_gpc_1() {
+    let app = spawn_app().await;
+    app.consent("v5", &["analytics"], &[]).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/track", app.address))
+        .bearer_auth(app.site())
+        .header("Sec-GPC", "1")
+        .json(&json!({"anonymousId": "v5", "event": "Clicked", "messageId": "g1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["gpc"], "honored");
+    let admin = app.token(lethe_auth::Role::Admin, None);
+    let (_, state) = app.get("/v1/consent/v5", Some(&admin)).await;
+    assert_eq!(state["gpc"], true);
+    assert_eq!(state["purposes"]["sale_share"]["state"], "gpc_opt_out");
+    assert_eq!(state["purposes"]["analytics"]["state"], "granted");
+    // consent, GPC record, the click
+    assert_eq!(app.stored("v5"), 3);
+}
+
+#[actix_web::test]
+async fn client_category_preferences_are_honored() {
+    let app = spawn_app().await;
+    app.consent("v6", &["analytics"], &[]).await;
+    let (status, body) = app
+        .post("/v1/track", Some(&app.site()), &json!({"anonymousId": "v6", "event": "Clicked", "messageId": "c1",
+            "context": {"consent": {"categoryPreferences": {"analytics": false}}}}))
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("client_denied")));
+    assert_eq!(app.stored("v6"), 1);
+}
+
+#[actix_web::test]
+async fn a_batch_answers_per_event_dedups_and_rejects_anomalies() {
+    let app = spawn_app().await;
+    app.consent("v7", &["analytics", "personalization"], &[]).await;
+    let future = (time::OffsetDateTime::now_utc() + time::Duration::days(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let batch = json!({"batch": [
+        {"type": "track", "anonymousId": "v7", "event": "Scroll Depth", "messageId": "b1", "properties": {"depth": 50}},
+        {"type": "track", "anonymousId": "v7", "event": "Scroll Depth", "messageId": "b1", "properties": {"depth": 50}},
+        {"type": "track", "anonymousId": "v7", "event": "Scroll Depth", "messageId": "b2", "properties": {"depth": 140}},
+        {"type": "track", "anonymousId": "v7", "event": "Time Spent", "messageId": "b3", "properties": {"seconds": -4}},
+        {"type": "page", "anonymousId": "v7", "messageId": "b4", "timestamp": future},
+        {"type": "page", "anonymousId": "v7", "messageId": "b5", "context": {"userAgent": "Googlebot/2.1"}},
+        {"type": "track", "anonymousId": "v7", "messageId": "b6"},
+        {"type": "track", "anonymousId": "v7", "event": "Order Completed", "messageId": "b7", "properties": {"revenue": 40}}
+    ]});
+    let (status, body) = app.post("/v1/batch", Some(&app.site()), &batch).await;
+    assert_eq!(status, 200, "{body}");
+    let statuses: Vec<_> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or(r["status"].as_str().unwrap()).to_owned())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["stored", "duplicate", "implausible_value", "implausible_value", "future_timestamp", "bot", "missing_event", "stored"]
+    );
+    assert_eq!(app.stored("v7"), 3, "consent + two stored events");
+    assert_eq!(app.state.metrics.get("lethe_collect_events_total", "implausible_value"), 2);
+}
+
+#[actix_web::test]
+async fn identify_links_the_anonymous_id_as_a_pseudonym_only() {
+    let app = spawn_app().await;
+    app.consent("user-8", &["analytics", "personalization"], &[]).await;
+    let (status, body) = app
+        .post("/v1/identify", Some(&app.site()), &json!({"userId": "user-8", "anonymousId": "anon-8", "messageId": "i1",
+            "traits": {"plan": "gold"}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let subject = app.store.pseudonymize(&lethe_domain::SubjectId::parse("user-8").unwrap());
+    let events = app.store.read_stream(&subject).unwrap();
+    let lethe_domain::EventBody::Plain(p) = &events.last().unwrap().body else { panic!("readable") };
+    let text = String::from_utf8_lossy(p).into_owned();
+    assert!(!text.contains("anon-8"), "{text}");
+    let anon = app.store.pseudonymize(&lethe_domain::SubjectId::parse("anon-8").unwrap()).to_hex();
+    assert!(text.contains(&anon), "{text}");
+}
