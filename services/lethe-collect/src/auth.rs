@@ -32,7 +32,8 @@ pub fn authorize(req: &HttpRequest, auth: &Auth, roles: &[Role]) -> Result<Princ
         .headers()
         .get("authorization")
         .ok_or_else(|| ApiError::new(401, "missing_credentials", "send a bearer token or a write key"))?;
-    let header = header.to_str().map_err(|_| ApiError::new(401, "malformed_credentials", "bad authorization header"))?;
+    let header =
+        header.to_str().map_err(|_| ApiError::new(401, "malformed_credentials", "bad authorization header"))?;
     let token = token_from_authorization(header)?;
     let keys = auth.keys.read().map_err(|_| ApiError::new(500, "internal", "key lock"))?;
     let principal = Verifier::authenticate(&keys, &auth.config, &token)?;

@@ -46,20 +46,28 @@ pub struct NoticeShown {
 
 fn short(s: &str, max: usize) -> Result<String, ApiError> {
     if s.is_empty() || s.len() > max || s.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("invalid_field", format!("a text field must be 1 to {max} printable characters")));
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("a text field must be 1 to {max} printable characters"),
+        ));
     }
     Ok(s.to_owned())
 }
 
 /// Decides a consent change: checks it against the policies and the notice, and builds the record.
-fn decide(state: &CollectState, req: ConsentRequest, gpc: bool) -> Result<(lethe_domain::SubjectId, ConsentRecord), ApiError> {
+fn decide(
+    state: &CollectState,
+    req: ConsentRequest,
+    gpc: bool,
+) -> Result<(lethe_domain::SubjectId, ConsentRecord), ApiError> {
     let id = req
         .user_id
         .as_deref()
         .or(req.anonymous_id.as_deref())
         .ok_or_else(|| ApiError::bad_request("missing_id", "a consent needs a `userId` or an `anonymousId`"))?;
     let subject = subject_id(id)?;
-    let notice_id = NoticeId::parse(&req.notice.id).map_err(|e| ApiError::bad_request("unknown_notice", e.to_string()))?;
+    let notice_id =
+        NoticeId::parse(&req.notice.id).map_err(|e| ApiError::bad_request("unknown_notice", e.to_string()))?;
     let notice = state
         .policies
         .notice(&notice_id)
@@ -86,22 +94,33 @@ fn decide(state: &CollectState, req: ConsentRequest, gpc: bool) -> Result<(lethe
                 .ok_or_else(|| ApiError::bad_request("unknown_purpose", format!("no purpose `{purpose}`")))?;
             // R-CONSENT-3: a choice covers only what the notice asked about.
             if !on_notice.contains(&purpose) {
-                return Err(ApiError::bad_request("purpose_not_on_notice", format!("the notice does not ask about `{purpose}`")));
+                return Err(ApiError::bad_request(
+                    "purpose_not_on_notice",
+                    format!("the notice does not ask about `{purpose}`"),
+                ));
             }
             if choices.iter().any(|c: &PurposeChoice| &c.purpose == purpose) {
-                return Err(ApiError::bad_request("contradictory_choice", format!("`{purpose}` is both granted and denied")));
+                return Err(ApiError::bad_request(
+                    "contradictory_choice",
+                    format!("`{purpose}` is both granted and denied"),
+                ));
             }
             if granted {
                 recipients.extend(def.recipients().iter().cloned());
             }
-            choices.push(PurposeChoice { purpose: purpose.clone(), granted, legal_basis: def.legal_basis().as_str().to_owned() });
+            choices.push(PurposeChoice {
+                purpose: purpose.clone(),
+                granted,
+                legal_basis: def.legal_basis().as_str().to_owned(),
+            });
         }
     }
     let gpc = gpc || req.gpc;
     let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
     if gpc && !choices.iter().any(|c| c.purpose == sale_share) {
         // R-GPC-1: the signal opts out of sale/share unless the subject explicitly chose otherwise.
-        let legal_basis = state.policies.purpose(&sale_share).map_or("consent", |p| p.legal_basis().as_str()).to_owned();
+        let legal_basis =
+            state.policies.purpose(&sale_share).map_or("consent", |p| p.legal_basis().as_str()).to_owned();
         choices.push(PurposeChoice { purpose: sale_share, granted: false, legal_basis });
     }
     if choices.is_empty() {
@@ -125,12 +144,17 @@ fn decide(state: &CollectState, req: ConsentRequest, gpc: bool) -> Result<(lethe
 }
 
 /// `POST /v1/consent`.
-pub(crate) async fn record(state: web::Data<CollectState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn record(
+    state: web::Data<CollectState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     if body.len() > crate::MAX_EVENT_BYTES {
         return Err(ApiError::new(413, "payload_too_large", "a consent body holds at most 32 KB"));
     }
     let principal = authorize(&req, &state.auth, &[Role::Site, Role::Subject, Role::Admin])?;
-    let parsed: ConsentRequest = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let parsed: ConsentRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     let gpc = gpc_header(&req);
     let state = state.into_inner();
     let (receipt, gpc) = web::block(move || -> Result<_, ApiError> {
@@ -189,7 +213,8 @@ pub(crate) async fn state(
     if principal.role() == Role::Subject && !principal.may_act_for(&id) {
         return Err(ApiError::new(403, "forbidden_subject", "this token is bound to another subject"));
     }
-    let at = query.at.as_deref().map(parse_timestamp).transpose().map_err(|r| ApiError::bad_request(r.code, r.message))?;
+    let at =
+        query.at.as_deref().map(parse_timestamp).transpose().map_err(|r| ApiError::bad_request(r.code, r.message))?;
     let subject = state.store.pseudonymize(&id);
     let history = state.book.history(&subject);
     let snapshot = match at {

@@ -4,7 +4,9 @@
 //! and why.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, Verdict, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION};
+use lethe_consent::{
+    ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, Verdict, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION,
+};
 use lethe_domain::{EventType, ExpectedVersion, NewEvent, Pseudonym, Purpose, SchemaVersion, SubjectId, UtcMicros};
 use lethe_eventlog::{AppendRequest, EventStore};
 use serde::Serialize;
@@ -89,7 +91,8 @@ pub fn event_type_for(kind: &Kind) -> Result<EventType, Rejection> {
         }
     }
     let normalized = normalized.trim_end_matches('.');
-    EventType::parse(normalized).map_err(|_| Rejection::new("unknown_event", "the event name cannot be a Lethe event type"))
+    EventType::parse(normalized)
+        .map_err(|_| Rejection::new("unknown_event", "the event name cannot be a Lethe event type"))
 }
 
 fn number(props: &serde_json::Map<String, Value>, keys: &[&str]) -> Option<f64> {
@@ -196,7 +199,8 @@ pub(crate) fn append_consent(state: &CollectState, subject: Pseudonym, record: C
         time: record.collected_at,
         payload: serde_json::to_vec(&record).expect("records serialize"),
     };
-    let appended = state.store.append(AppendRequest { subject, expected: ExpectedVersion::Any, events: vec![event] })?;
+    let appended =
+        state.store.append(AppendRequest { subject, expected: ExpectedVersion::Any, events: vec![event] })?;
     state.book.add_consent(subject, record);
     Ok(appended.last_position.0)
 }
@@ -214,7 +218,13 @@ pub(crate) fn process(state: &CollectState, raw: &Value, kind: Option<&str>, gpc
     EventResult { message_id, outcome }
 }
 
-fn process_inner(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now: UtcMicros) -> Result<Outcome, ApiError> {
+fn process_inner(
+    state: &CollectState,
+    raw: &Value,
+    kind: Option<&str>,
+    gpc: bool,
+    now: UtcMicros,
+) -> Result<Outcome, ApiError> {
     let size = serde_json::to_vec(raw).map_or(usize::MAX, |v| v.len());
     if size > MAX_EVENT_BYTES {
         return Ok(reject("event_too_large", format!("an event may hold at most {MAX_EVENT_BYTES} bytes")));
@@ -287,7 +297,12 @@ fn process_inner(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: boo
 /// Roles that may send behavior: a site's write key, or an operator.
 const COLLECTORS: &[Role] = &[Role::Site, Role::Admin];
 
-async fn single(state: web::Data<CollectState>, req: HttpRequest, body: web::Bytes, kind: &'static str) -> Result<HttpResponse, ApiError> {
+async fn single(
+    state: web::Data<CollectState>,
+    req: HttpRequest,
+    body: web::Bytes,
+    kind: &'static str,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.auth, COLLECTORS)?;
     let value = parse_body(&body, MAX_EVENT_BYTES)?;
     let gpc = gpc_header(&req);
@@ -297,7 +312,14 @@ async fn single(state: web::Data<CollectState>, req: HttpRequest, body: web::Byt
         .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))?;
     let status = match &result.outcome {
         Outcome::Stored { .. } | Outcome::Duplicate => 200,
-        Outcome::Rejected { reason, .. } if reason.starts_with("no_consent") || reason.starts_with("consent") || *reason == "gpc_opt_out" || *reason == "client_denied" => 403,
+        Outcome::Rejected { reason, .. }
+            if reason.starts_with("no_consent")
+                || reason.starts_with("consent")
+                || *reason == "gpc_opt_out"
+                || *reason == "client_denied" =>
+        {
+            403
+        }
         Outcome::Rejected { reason, .. } if *reason == "event_too_large" => 413,
         Outcome::Rejected { .. } => 400,
     };
@@ -320,12 +342,20 @@ pub(crate) async fn page(s: web::Data<CollectState>, r: HttpRequest, b: web::Byt
     single(s, r, b, "page").await
 }
 
-pub(crate) async fn identify(s: web::Data<CollectState>, r: HttpRequest, b: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn identify(
+    s: web::Data<CollectState>,
+    r: HttpRequest,
+    b: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     single(s, r, b, "identify").await
 }
 
 /// `POST /v1/batch`: up to 2,500 messages and 500 KB; one result per message, in order.
-pub(crate) async fn batch(state: web::Data<CollectState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn batch(
+    state: web::Data<CollectState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state.auth, COLLECTORS)?;
     let value = parse_body(&body, MAX_BATCH_BYTES)?;
     let items = match value.get("batch") {

@@ -68,11 +68,13 @@ fn str_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, Rejection> 
 fn id_field(v: &Value, key: &str) -> Result<Option<SubjectId>, Rejection> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => SubjectId::parse(s)
-            .map(Some)
-            .map_err(|e| Rejection::new("invalid_id", format!("`{key}`: {e}"))),
+        Some(Value::String(s)) => {
+            SubjectId::parse(s).map(Some).map_err(|e| Rejection::new("invalid_id", format!("`{key}`: {e}")))
+        }
         // Segment accepts numeric ids; they are ids like any other.
-        Some(Value::Number(n)) => SubjectId::parse(&n.to_string()).map(Some).map_err(|e| Rejection::new("invalid_id", e.to_string())),
+        Some(Value::Number(n)) => {
+            SubjectId::parse(&n.to_string()).map(Some).map_err(|e| Rejection::new("invalid_id", e.to_string()))
+        }
         Some(_) => Err(Rejection::new("invalid_id", format!("`{key}` must be a string"))),
     }
 }
@@ -147,7 +149,10 @@ pub fn parse(v: &Value, kind: Option<&str>) -> Result<Message, Rejection> {
         "page" | "screen" => Kind::Page { name: str_field(v, "name")?.map(str::to_owned) },
         "identify" => Kind::Identify,
         other => {
-            return Err(Rejection::new("unsupported_type", format!("type `{}` is not supported", other.chars().take(32).collect::<String>())))
+            return Err(Rejection::new(
+                "unsupported_type",
+                format!("type `{}` is not supported", other.chars().take(32).collect::<String>()),
+            ))
         }
     };
     let user = id_field(v, "userId")?;

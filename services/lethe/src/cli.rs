@@ -10,12 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use lethe_crypto::MasterSource;
-use lethe_domain::SubjectId;
-use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
 use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
 use lethe_collect::auth::Auth;
 use lethe_collect::CollectState;
+use lethe_crypto::MasterSource;
+use lethe_domain::SubjectId;
+use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
 use lethe_policy::Policies;
 
 use crate::app::{Application, Settings};

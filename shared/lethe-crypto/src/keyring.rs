@@ -433,7 +433,8 @@ impl Keyring {
     }
 
     fn blob_path(&self, name: &str) -> Result<PathBuf> {
-        let ok = (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok = (1..=32).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok {
             return Err(CryptoError::InvalidMasterSecret(format!("bad sealed file name `{name}`")));
         }

@@ -84,7 +84,9 @@ async fn missing_tampered_and_foreign_tokens_are_refused() {
     let none = format!(
         "{}.{}.",
         base64url(br#"{"alg":"none","typ":"JWT"}"#),
-        base64url(br#"{"iss":"lethe","aud":"lethe-api","sub":"x","role":"admin","exp":9999999999,"nbf":0,"iat":0,"jti":"j"}"#)
+        base64url(
+            br#"{"iss":"lethe","aud":"lethe-api","sub":"x","role":"admin","exp":9999999999,"nbf":0,"iat":0,"jti":"j"}"#
+        )
     );
     let (status, _) = app.post("/v1/track", Some(&none), &body).await;
     assert_eq!(status, 401);

@@ -8,8 +8,9 @@ use crate::helpers::spawn_app;
 #[actix_web::test]
 async fn events_before_consent_are_not_stored_and_say_why() {
     let app = spawn_app().await;
-    let (status, body) =
-        app.post("/v1/track", Some(&app.site()), &json!({"anonymousId": "v1", "event": "Clicked", "messageId": "m1"})).await;
+    let (status, body) = app
+        .post("/v1/track", Some(&app.site()), &json!({"anonymousId": "v1", "event": "Clicked", "messageId": "m1"}))
+        .await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["code"], "no_consent");
     assert_eq!(app.stored("v1"), 0);
@@ -24,24 +25,34 @@ async fn grant_then_withdraw_gates_storage_at_once_r_consent_2() {
     assert_eq!(receipt["notice"]["content_hash"], app.notice()["contentHash"]);
     assert!(receipt["receipt_id"].is_string() && receipt["subject"].as_str().unwrap().len() == 64);
     let (status, body) = app
-        .post("/v1/page", Some(&site), &json!({"anonymousId": "v2", "messageId": "p1",
-            "context": {"page": {"url": "https://shop.example/tents?email=a@b.c"}}}))
+        .post(
+            "/v1/page",
+            Some(&site),
+            &json!({"anonymousId": "v2", "messageId": "p1",
+            "context": {"page": {"url": "https://shop.example/tents?email=a@b.c"}}}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["status"], "stored");
     // Personalization was denied: an event of that purpose is refused.
-    let (status, body) =
-        app.post("/v1/track", Some(&site), &json!({"anonymousId": "v2", "event": "Product Liked", "messageId": "l1"})).await;
+    let (status, body) = app
+        .post("/v1/track", Some(&site), &json!({"anonymousId": "v2", "event": "Product Liked", "messageId": "l1"}))
+        .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("consent_denied")));
     // Withdrawal takes one call, as granting did; the next event is refused.
     let (status, _) = app.consent("v2", &[], &["analytics"]).await;
     assert_eq!(status, 201);
     let (status, body) = app
-        .post("/v1/page", Some(&site), &json!({"anonymousId": "v2", "messageId": "p2", "context": {"page": {"url": "https://shop.example/"}}}))
+        .post(
+            "/v1/page",
+            Some(&site),
+            &json!({"anonymousId": "v2", "messageId": "p2", "context": {"page": {"url": "https://shop.example/"}}}),
+        )
         .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("consent_withdrawn")));
     // Two consent records and one page view are in the log; the page view lost its query string.
-    let events = app.store.read_stream(&app.store.pseudonymize(&lethe_domain::SubjectId::parse("v2").unwrap())).unwrap();
+    let events =
+        app.store.read_stream(&app.store.pseudonymize(&lethe_domain::SubjectId::parse("v2").unwrap())).unwrap();
     assert_eq!(events.len(), 3);
     let lethe_domain::EventBody::Plain(page) = &events[1].body else { panic!("readable") };
     let page: serde_json::Value = serde_json::from_slice(page).unwrap();
@@ -114,8 +125,12 @@ async fn client_category_preferences_are_honored() {
     let app = spawn_app().await;
     app.consent("v6", &["analytics"], &[]).await;
     let (status, body) = app
-        .post("/v1/track", Some(&app.site()), &json!({"anonymousId": "v6", "event": "Clicked", "messageId": "c1",
-            "context": {"consent": {"categoryPreferences": {"analytics": false}}}}))
+        .post(
+            "/v1/track",
+            Some(&app.site()),
+            &json!({"anonymousId": "v6", "event": "Clicked", "messageId": "c1",
+            "context": {"consent": {"categoryPreferences": {"analytics": false}}}}),
+        )
         .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("client_denied")));
     assert_eq!(app.stored("v6"), 1);
@@ -148,7 +163,16 @@ async fn a_batch_answers_per_event_dedups_and_rejects_anomalies() {
         .collect();
     assert_eq!(
         statuses,
-        ["stored", "duplicate", "implausible_value", "implausible_value", "future_timestamp", "bot", "missing_event", "stored"]
+        [
+            "stored",
+            "duplicate",
+            "implausible_value",
+            "implausible_value",
+            "future_timestamp",
+            "bot",
+            "missing_event",
+            "stored"
+        ]
     );
     assert_eq!(app.stored("v7"), 3, "consent + two stored events");
     assert_eq!(app.state.metrics.get("lethe_collect_events_total", "implausible_value"), 2);
@@ -159,8 +183,12 @@ async fn identify_links_the_anonymous_id_as_a_pseudonym_only() {
     let app = spawn_app().await;
     app.consent("user-8", &["analytics", "personalization"], &[]).await;
     let (status, body) = app
-        .post("/v1/identify", Some(&app.site()), &json!({"userId": "user-8", "anonymousId": "anon-8", "messageId": "i1",
-            "traits": {"plan": "gold"}}))
+        .post(
+            "/v1/identify",
+            Some(&app.site()),
+            &json!({"userId": "user-8", "anonymousId": "anon-8", "messageId": "i1",
+            "traits": {"plan": "gold"}}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let subject = app.store.pseudonymize(&lethe_domain::SubjectId::parse("user-8").unwrap());

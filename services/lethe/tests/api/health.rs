@@ -29,7 +29,8 @@ async fn unknown_paths_get_a_typed_json_404() {
 async fn metrics_count_outcomes_per_reason() {
     let app = spawn_app().await;
     let site = app.site();
-    app.post("/v1/track", Some(&site), &serde_json::json!({"anonymousId": "m1", "event": "Clicked", "messageId": "x"})).await;
+    app.post("/v1/track", Some(&site), &serde_json::json!({"anonymousId": "m1", "event": "Clicked", "messageId": "x"}))
+        .await;
     let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("lethe_collect_events_total{reason=\"no_consent\"} 1"), "{text}");
     assert!(text.contains("lethe_log_head 0"), "{text}");

@@ -25,9 +25,12 @@ pub struct TestApp {
 pub async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let master = MasterSource::Hex(hex::encode(rand::random::<[u8; 32]>()));
-    let store: Arc<dyn EventStore> = Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master)).expect("open log"));
-    let policies = Policies::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")).expect("policies");
-    let auth = Arc::new(Auth { keys: RwLock::new(SigningKeys::generate().expect("keys")), config: AuthConfig::default() });
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master)).expect("open log"));
+    let policies =
+        Policies::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")).expect("policies");
+    let auth =
+        Arc::new(Auth { keys: RwLock::new(SigningKeys::generate().expect("keys")), config: AuthConfig::default() });
     let state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth).expect("state");
     let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1 };
     let app = Application::build(&settings, state.clone()).expect("build app");

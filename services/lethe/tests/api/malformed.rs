@@ -40,9 +40,13 @@ async fn the_malformed_input_matrix() {
     }
     // Nothing of any of it was stored, and the service still serves.
     assert_eq!(app.stored("mal"), 1, "only the consent record");
-    let ok = send("/v1/track", serde_json::to_vec(&json!({"anonymousId": "mal", "event": "Clicked", "messageId": "fine"})).unwrap(), "text/plain")
-        .await
-        .unwrap();
+    let ok = send(
+        "/v1/track",
+        serde_json::to_vec(&json!({"anonymousId": "mal", "event": "Clicked", "messageId": "fine"})).unwrap(),
+        "text/plain",
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.status(), 200, "sendBeacon's text/plain bodies are accepted");
     assert_eq!(app.stored("mal"), 2);
 }
