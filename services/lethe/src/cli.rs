@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
 use lethe_collect::auth::Auth;
 use lethe_collect::CollectState;
-use lethe_crypto::MasterSource;
+use lethe_crypto::{Keyring, MasterSource};
 use lethe_domain::SubjectId;
 use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
 use lethe_policy::Policies;
@@ -137,11 +137,7 @@ pub enum KeysCommand {
 }
 
 fn open_store(cli: &Cli) -> anyhow::Result<SledEventLog> {
-    let master = match &cli.master_key_file {
-        Some(path) => MasterSource::KeyFile(path.clone()),
-        None => MasterSource::from_env(),
-    };
-    let log = SledEventLog::open(LogConfig::new(&cli.data_dir, master))
+    let log = SledEventLog::open(LogConfig::new(&cli.data_dir, master_source(cli)))
         .with_context(|| format!("cannot open the data directory {}", cli.data_dir.display()))?;
     if log.dev_key_created() {
         tracing::warn!(
@@ -165,7 +161,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve { listen, workers } => {
             let settings = Settings { listen: listen.clone(), workers: *workers };
-            serve(store()?, policies()?, settings)
+            let store = store()?;
+            let keys = api_keys(&open_keyring(&cli)?)?;
+            serve(store, keys, policies()?, settings)
         }
         Command::Policies { command: PoliciesCommand::Check { dir } } => {
             let dir = dir.clone().or_else(|| cli.policies.clone()).unwrap_or_else(|| PathBuf::from("policies"));
@@ -187,7 +185,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay { json } => replay(&store()?, *json),
-        Command::Token { command } => token(&store()?, command),
+        Command::Token { command } => token(&open_keyring(&cli)?, command),
         Command::Erase { id, now } => {
             let id = SubjectId::parse(id)?;
             let store = store()?;
@@ -222,18 +220,31 @@ pub fn load_policies(dir: Option<&Path>) -> anyhow::Result<Policies> {
 /// Name of the sealed file holding the API signing keys.
 const API_KEYS: &str = "api-signing-keys";
 
-/// The API signing keys, created (and sealed in the key store) on first use.
+/// The API signing keys, created (and sealed in the key store) on first use. Only the key store is
+/// opened, not the log, so tokens can be issued while `lethe serve` holds the log.
 ///
 /// # Errors
 /// Key store errors.
-pub fn api_keys(store: &SledEventLog) -> anyhow::Result<SigningKeys> {
-    if let Some(json) = store.secret_blob(API_KEYS)? {
+pub fn api_keys(keyring: &Keyring) -> anyhow::Result<SigningKeys> {
+    if let Some(json) = keyring.blob(API_KEYS)? {
         let text = std::str::from_utf8(&json).context("signing keys are not UTF-8")?;
         return Ok(SigningKeys::from_json(text)?);
     }
     let keys = SigningKeys::generate()?;
-    store.put_secret_blob(API_KEYS, keys.to_json()?.as_bytes())?;
+    keyring.put_blob(API_KEYS, keys.to_json()?.as_bytes())?;
     Ok(keys)
+}
+
+fn master_source(cli: &Cli) -> MasterSource {
+    match &cli.master_key_file {
+        Some(path) => MasterSource::KeyFile(path.clone()),
+        None => MasterSource::from_env(),
+    }
+}
+
+fn open_keyring(cli: &Cli) -> anyhow::Result<Keyring> {
+    Keyring::open(&cli.data_dir, &master_source(cli))
+        .with_context(|| format!("cannot open the key store in {}", cli.data_dir.display()))
 }
 
 fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
@@ -249,8 +260,8 @@ fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
-fn token(store: &SledEventLog, command: &TokenCommand) -> anyhow::Result<ExitCode> {
-    let mut keys = api_keys(store)?;
+fn token(keyring: &Keyring, command: &TokenCommand) -> anyhow::Result<ExitCode> {
+    let mut keys = api_keys(keyring)?;
     match command {
         TokenCommand::Issue { role, subject, site, origins, ttl } => {
             let role: Role = serde_json::from_value(serde_json::Value::String(role.clone()))
@@ -269,21 +280,21 @@ fn token(store: &SledEventLog, command: &TokenCommand) -> anyhow::Result<ExitCod
         }
         TokenCommand::Rotate => {
             let kid = keys.rotate()?;
-            store.put_secret_blob(API_KEYS, keys.to_json()?.as_bytes())?;
-            println!("signing with key {kid}");
+            keyring.put_blob(API_KEYS, keys.to_json()?.as_bytes())?;
+            println!("signing with key {kid} (restart `lethe serve` to pick it up)");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(store: SledEventLog, policies: Policies, settings: Settings) -> anyhow::Result<ExitCode> {
+fn serve(store: SledEventLog, keys: SigningKeys, policies: Policies, settings: Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(
         purposes = policies.purposes().count(),
         event_types = policies.events().count(),
         notices = policies.notices().count(),
         "policies loaded"
     );
-    let auth = Arc::new(Auth { keys: RwLock::new(api_keys(&store)?), config: AuthConfig::default() });
+    let auth = Arc::new(Auth { keys: RwLock::new(keys), config: AuthConfig::default() });
     let store: Arc<dyn EventStore> = Arc::new(store);
     let collect = CollectState::build(store, Arc::new(policies), auth).context("cannot replay the log")?;
     actix_web::rt::System::new().block_on(async move {

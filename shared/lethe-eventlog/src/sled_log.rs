@@ -260,22 +260,6 @@ impl SledEventLog {
         self.shared.keyring.read().expect("keyring lock").dev_key_created()
     }
 
-    /// Stores a secret in the key store, sealed under the master secret (see `Keyring::put_blob`).
-    ///
-    /// # Errors
-    /// Key store errors.
-    pub fn put_secret_blob(&self, name: &str, data: &[u8]) -> Result<()> {
-        Ok(self.shared.keyring.read().expect("keyring lock").put_blob(name, data)?)
-    }
-
-    /// Reads a secret stored with [`Self::put_secret_blob`].
-    ///
-    /// # Errors
-    /// Key store errors.
-    pub fn secret_blob(&self, name: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
-        Ok(self.shared.keyring.read().expect("keyring lock").blob(name)?)
-    }
-
     /// The unwrapped data key of a subject, if it exists. For forensic tests only.
     #[doc(hidden)]
     pub fn forensic_data_key(&self, subject: &Pseudonym, key_id: KeyId) -> Option<SecretBytes> {
