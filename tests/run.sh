@@ -5,10 +5,17 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust 1.85 or newer) is required: https://rustup.rs" >&2; exit 1; }
+
+# Segment's official Node library, for the client-compatibility test.
+if [ ! -d tests/segment/node_modules/@segment/analytics-node ]; then
+  (cd tests/segment && npm ci --no-audit --no-fund)
+fi
 
 cargo test --workspace --no-fail-fast

@@ -129,20 +129,30 @@ fn plausibility(event_type: &str, m: &Message) -> Result<(), Rejection> {
 /// The payload stored (encrypted) for a message: minimized context, never the raw IP, user agent,
 /// query string or identifiers.
 fn payload(m: &Message, store: &dyn EventStore, time: UtcMicros) -> Value {
-    let (host, path) = match (&m.context.page_url, &m.context.page_path) {
+    // Server-side libraries put the page in `properties`, browsers in `context.page`.
+    let prop = |k: &str| m.properties.get(k).and_then(Value::as_str).map(str::to_owned);
+    let page_url = m.context.page_url.clone().or_else(|| prop("url"));
+    let page_path = m.context.page_path.clone().or_else(|| prop("path"));
+    let referrer = m.context.referrer.clone().or_else(|| prop("referrer"));
+    let (host, path) = match (&page_url, &page_path) {
         (Some(url), _) => split_url(url),
         (None, Some(path)) => (None, split_url(path).1),
         (None, None) => (None, String::new()),
     };
+    // Raw URLs carry query strings (and with them identifiers): only host and path are kept.
+    let mut properties = m.properties.clone();
+    for raw in ["url", "path", "referrer", "search"] {
+        properties.remove(raw);
+    }
     let hour = u8::try_from(time.0.div_euclid(3_600_000_000).rem_euclid(24)).unwrap_or(0);
     let mut body = json!({
         "message_id": m.message_id,
-        "properties": m.properties,
+        "properties": properties,
         "context": {
             "device_class": device_class(m.context.user_agent.as_deref()),
             "location": {"country": m.context.country, "region": m.context.region},
             "daypart": daypart(hour),
-            "referrer_class": referrer_class(m.context.referrer.as_deref(), host.as_deref()),
+            "referrer_class": referrer_class(referrer.as_deref(), host.as_deref()),
         },
     });
     match &m.kind {
