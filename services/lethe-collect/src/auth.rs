@@ -7,7 +7,8 @@ use std::sync::RwLock;
 use actix_web::HttpRequest;
 use lethe_auth::{token_from_authorization, AuthConfig, AuthError, Principal, Role, SigningKeys, Verifier};
 
-use crate::ApiError;
+use crate::ratelimit::RetryAfter;
+use crate::{ApiError, CollectState};
 
 /// The keys and settings tokens are checked against.
 #[derive(Debug)]
@@ -25,9 +26,14 @@ impl From<AuthError> for ApiError {
 /// Verifies the request's credentials and checks the role.
 ///
 /// # Errors
-/// 401 without valid credentials, 403 for a role not in `roles` or a site token used from an origin
-/// it does not list.
-pub fn authorize(req: &HttpRequest, auth: &Auth, roles: &[Role]) -> Result<Principal, ApiError> {
+/// 429 over a rate limit, 401 without valid credentials, 403 for a role not in `roles` or a site
+/// token used from an origin it does not list.
+pub fn authorize(req: &HttpRequest, state: &CollectState, roles: &[Role]) -> Result<Principal, ApiError> {
+    let limited = |r: RetryAfter| ApiError::new(429, "rate_limited", format!("too many requests; retry in {} s", r.0));
+    if let Some(addr) = req.peer_addr() {
+        state.limits.address(addr.ip()).map_err(limited)?;
+    }
+    let auth = &state.auth;
     let header = req
         .headers()
         .get("authorization")
@@ -37,6 +43,7 @@ pub fn authorize(req: &HttpRequest, auth: &Auth, roles: &[Role]) -> Result<Princ
     let token = token_from_authorization(header)?;
     let keys = auth.keys.read().map_err(|_| ApiError::new(500, "internal", "key lock"))?;
     let principal = Verifier::authenticate(&keys, &auth.config, &token)?;
+    state.limits.key(principal.site().unwrap_or(principal.jti())).map_err(limited)?;
     principal.require(roles)?;
     if principal.role() == Role::Site {
         if let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) {

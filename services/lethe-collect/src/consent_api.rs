@@ -152,7 +152,7 @@ pub(crate) async fn record(
     if body.len() > crate::MAX_EVENT_BYTES {
         return Err(ApiError::new(413, "payload_too_large", "a consent body holds at most 32 KB"));
     }
-    let principal = authorize(&req, &state.auth, &[Role::Site, Role::Subject, Role::Admin])?;
+    let principal = authorize(&req, &state, &[Role::Site, Role::Subject, Role::Admin])?;
     let parsed: ConsentRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     let gpc = gpc_header(&req);
@@ -208,7 +208,7 @@ pub(crate) async fn state(
     path: web::Path<String>,
     query: web::Query<AtQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authorize(&req, &state.auth, &[Role::Subject, Role::Dpo, Role::Admin])?;
+    let principal = authorize(&req, &state, &[Role::Subject, Role::Dpo, Role::Admin])?;
     let id = subject_id(&path.into_inner())?;
     if principal.role() == Role::Subject && !principal.may_act_for(&id) {
         return Err(ApiError::new(403, "forbidden_subject", "this token is bound to another subject"));

@@ -313,7 +313,7 @@ async fn single(
     body: web::Bytes,
     kind: &'static str,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.auth, COLLECTORS)?;
+    authorize(&req, &state, COLLECTORS)?;
     let value = parse_body(&body, MAX_EVENT_BYTES)?;
     let gpc = gpc_header(&req);
     let state = state.into_inner();
@@ -366,7 +366,7 @@ pub(crate) async fn batch(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state.auth, COLLECTORS)?;
+    authorize(&req, &state, COLLECTORS)?;
     let value = parse_body(&body, MAX_BATCH_BYTES)?;
     let items = match value.get("batch") {
         Some(Value::Array(items)) => items.clone(),

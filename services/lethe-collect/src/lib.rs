@@ -11,6 +11,7 @@ mod error;
 mod ingest;
 pub mod metrics;
 pub mod minimize;
+pub mod ratelimit;
 pub mod segment;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub struct CollectState {
     pub book: Arc<ConsentBook>,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<auth::Auth>,
+    pub limits: Arc<ratelimit::RateLimiter>,
 }
 
 impl CollectState {
@@ -44,7 +46,8 @@ impl CollectState {
         auth: Arc<auth::Auth>,
     ) -> lethe_eventlog::Result<Self> {
         let book = Arc::new(ConsentBook::replay(store.as_ref())?);
-        Ok(Self { store, policies, book, metrics: Arc::new(Metrics::default()), auth })
+        let limits = Arc::new(ratelimit::RateLimiter::new(ratelimit::Limits::default()));
+        Ok(Self { store, policies, book, metrics: Arc::new(Metrics::default()), auth, limits })
     }
 }
 

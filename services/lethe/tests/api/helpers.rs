@@ -23,6 +23,10 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(lethe_collect::ratelimit::Limits::default()).await
+}
+
+pub async fn spawn_app_with(limits: lethe_collect::ratelimit::Limits) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let master = MasterSource::Hex(hex::encode(rand::random::<[u8; 32]>()));
     let store: Arc<dyn EventStore> =
@@ -31,7 +35,8 @@ pub async fn spawn_app() -> TestApp {
         Policies::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")).expect("policies");
     let auth =
         Arc::new(Auth { keys: RwLock::new(SigningKeys::generate().expect("keys")), config: AuthConfig::default() });
-    let state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth).expect("state");
+    let mut state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth).expect("state");
+    state.limits = Arc::new(lethe_collect::ratelimit::RateLimiter::new(limits));
     let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1 };
     let app = Application::build(&settings, state.clone()).expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());

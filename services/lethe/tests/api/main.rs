@@ -4,4 +4,5 @@ mod authz;
 mod collect;
 mod health;
 mod helpers;
+mod limits;
 mod malformed;
