@@ -29,18 +29,35 @@ impl From<AuthError> for ApiError {
 /// 429 over a rate limit, 401 without valid credentials, 403 for a role not in `roles` or a site
 /// token used from an origin it does not list.
 pub fn authorize(req: &HttpRequest, state: &CollectState, roles: &[Role]) -> Result<Principal, ApiError> {
+    authorize_with(req, state, roles, None)
+}
+
+/// [`authorize`], with a write key taken from the body when the request has no `Authorization`
+/// header: `navigator.sendBeacon` cannot set headers, so Segment's browser library puts the write key
+/// in the body (`writeKey`).
+///
+/// # Errors
+/// As [`authorize`].
+pub fn authorize_with(
+    req: &HttpRequest,
+    state: &CollectState,
+    roles: &[Role],
+    body_key: Option<&str>,
+) -> Result<Principal, ApiError> {
     let limited = |r: RetryAfter| ApiError::new(429, "rate_limited", format!("too many requests; retry in {} s", r.0));
     if let Some(addr) = req.peer_addr() {
         state.limits.address(addr.ip()).map_err(limited)?;
     }
     let auth = &state.auth;
-    let header = req
-        .headers()
-        .get("authorization")
-        .ok_or_else(|| ApiError::new(401, "missing_credentials", "send a bearer token or a write key"))?;
-    let header =
-        header.to_str().map_err(|_| ApiError::new(401, "malformed_credentials", "bad authorization header"))?;
-    let token = token_from_authorization(header)?;
+    let token = match (req.headers().get("authorization"), body_key) {
+        (Some(header), _) => {
+            let header =
+                header.to_str().map_err(|_| ApiError::new(401, "malformed_credentials", "bad authorization header"))?;
+            token_from_authorization(header)?
+        }
+        (None, Some(key)) => key.to_owned(),
+        (None, None) => return Err(ApiError::new(401, "missing_credentials", "send a bearer token or a write key")),
+    };
     let keys = auth.keys.read().map_err(|_| ApiError::new(500, "internal", "key lock"))?;
     let principal = Verifier::authenticate(&keys, &auth.config, &token)?;
     state.limits.key(principal.site().unwrap_or(principal.jti())).map_err(limited)?;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use lethe_auth::Role;
 
-use crate::auth::authorize;
+use crate::auth::authorize_with;
 use crate::minimize::{daypart, device_class, is_bot, referrer_class, split_url};
 use crate::segment::{self, Kind, Message, Rejection};
 use crate::{ApiError, CollectState, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES};
@@ -313,8 +313,8 @@ async fn single(
     body: web::Bytes,
     kind: &'static str,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, COLLECTORS)?;
     let value = parse_body(&body, MAX_EVENT_BYTES)?;
+    authorize_with(&req, &state, COLLECTORS, value.get("writeKey").and_then(Value::as_str))?;
     let gpc = gpc_header(&req);
     let state = state.into_inner();
     let result = web::block(move || process(&state, &value, Some(kind), gpc, UtcMicros::now()))
@@ -366,8 +366,8 @@ pub(crate) async fn batch(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorize(&req, &state, COLLECTORS)?;
     let value = parse_body(&body, MAX_BATCH_BYTES)?;
+    authorize_with(&req, &state, COLLECTORS, value.get("writeKey").and_then(Value::as_str))?;
     let items = match value.get("batch") {
         Some(Value::Array(items)) => items.clone(),
         _ => return Err(ApiError::bad_request("invalid_batch", "the body needs a `batch` array")),

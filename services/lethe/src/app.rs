@@ -1,9 +1,13 @@
 //! The HTTP application: binds a listener (port 0 allowed), serves the routes, stops on demand.
 
+use std::future::Future;
 use std::net::TcpListener;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use lethe_collect::CollectState;
 use lethe_eventlog::EventStore;
@@ -55,6 +59,7 @@ impl Application {
         let collect = web::Data::new(collect);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap_fn(cors)
                 .app_data(state.clone())
                 .app_data(collect.clone())
                 // Bodies are read as bytes and checked by each endpoint against its own limit.
@@ -83,6 +88,42 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// CORS for browsers calling the API from a site. A preflight is answered for any origin: it carries
+/// no credentials and decides nothing. The actual request is authorized by its token, whose origin
+/// list it must match (a site token used from another origin gets 403); only an authorized answer
+/// carries `Access-Control-Allow-Origin`, so a page on another origin cannot read anything.
+fn cors<S>(req: ServiceRequest, srv: &S) -> Pin<Box<dyn Future<Output = Result<ServiceResponse, actix_web::Error>>>>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if let (true, Some(origin)) = (req.method() == Method::OPTIONS, &origin) {
+        let res = req.into_response(
+            HttpResponse::NoContent()
+                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()))
+                .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
+                .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "authorization, content-type, sec-gpc"))
+                .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+                .insert_header((header::VARY, "Origin"))
+                .finish(),
+        );
+        return Box::pin(async move { Ok(res) });
+    }
+    let fut = srv.call(req);
+    Box::pin(async move {
+        let mut res = fut.await?;
+        if let Some(origin) = origin {
+            let status = res.status();
+            if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+                res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                res.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+            }
+        }
+        Ok(res)
+    })
 }
 
 async fn healthz() -> HttpResponse {

@@ -120,3 +120,63 @@ fn base64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[actix_web::test]
+async fn cors_preflight_is_answered_and_only_authorized_answers_carry_the_origin() {
+    let app = spawn_app().await;
+    app.consent("c1", &["analytics"], &[]).await;
+    let pre = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/track", app.address))
+        .header("Origin", "https://shop.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "authorization, content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "https://shop.example");
+    assert!(pre.headers()["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+    let send = |origin: &'static str| {
+        app.client
+            .post(format!("{}/v1/track", app.address))
+            .bearer_auth(app.site())
+            .header("Origin", origin)
+            .json(&json!({"anonymousId": "c1", "event": "Clicked", "messageId": origin}))
+            .send()
+    };
+    let ok = send("https://shop.example").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://shop.example");
+    let refused = send("https://evil.example").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+}
+
+/// `navigator.sendBeacon` sends `text/plain` and cannot set headers: the write key rides in the body,
+/// as Segment's browser library does it.
+#[actix_web::test]
+async fn a_beacon_with_the_write_key_in_the_body_is_accepted() {
+    let app = spawn_app().await;
+    app.consent("beacon", &["analytics"], &[]).await;
+    let body = json!({"writeKey": app.site(), "batch": [{"type": "track", "anonymousId": "beacon", "event": "Clicked", "messageId": "b"}]});
+    let r = app
+        .client
+        .post(format!("{}/v1/batch", app.address))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.stored("beacon"), 2);
+    let forged = json!({"writeKey": "nope", "batch": [{"type": "track", "anonymousId": "beacon", "event": "Clicked"}]});
+    let r = app
+        .client
+        .post(format!("{}/v1/batch", app.address))
+        .body(serde_json::to_vec(&forged).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
