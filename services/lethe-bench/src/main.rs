@@ -1,6 +1,8 @@
 //! `lethe-bench`: measures the privacy core against raw sled in one run and prints the figures.
 //! Run it in release mode: `cargo run --release -p lethe-bench -- log`.
 
+mod http;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,18 @@ enum Suite {
         #[arg(long, value_delimiter = ',', default_value = "appends,replay,erasure,rotation")]
         only: Vec<String>,
     },
+    /// The collection API under HTTP load, beside a bare actix-web handler.
+    Http {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Server worker threads (both servers).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
 }
 
 const PAYLOAD: usize = 200;
@@ -70,6 +84,7 @@ fn main() -> anyhow::Result<()> {
                 sled_probe()?;
             }
         }
+        Suite::Http { seconds, concurrency, workers } => http::run(seconds, concurrency, workers)?,
     }
     Ok(())
 }

@@ -6,8 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
-use lethe_consent::{ConsentHistory, ConsentRecord, CONSENT_CHANGED};
-use lethe_domain::{EventBody, Position, Pseudonym};
+use lethe_consent::{ConsentHistory, ConsentRecord, Verdict, CONSENT_CHANGED};
+use lethe_domain::{EventBody, Position, Pseudonym, Purpose};
 use lethe_eventlog::EventStore;
 use sha2::{Digest, Sha256};
 
@@ -60,6 +60,25 @@ impl ConsentBook {
     /// A copy of the subject's history.
     pub fn history(&self, subject: &Pseudonym) -> ConsentHistory {
         self.consents.read().expect("book lock").get(subject).cloned().unwrap_or_default()
+    }
+
+    /// The verdict for a purpose, read in place (no copy of the history).
+    pub fn verdict(
+        &self,
+        subject: &Pseudonym,
+        purpose: &Purpose,
+        requires_consent: bool,
+        sale_share: &Purpose,
+    ) -> Verdict {
+        match self.consents.read().expect("book lock").get(subject) {
+            Some(h) => h.verdict(purpose, requires_consent, sale_share),
+            None => ConsentHistory::default().verdict(purpose, requires_consent, sale_share),
+        }
+    }
+
+    /// Whether a GPC signal is on record for the subject.
+    pub fn has_gpc(&self, subject: &Pseudonym) -> bool {
+        self.consents.read().expect("book lock").get(subject).is_some_and(|h| h.records().iter().any(|r| r.gpc))
     }
 
     /// Claims a message id before its append: false when it was stored (or is being stored) already.

@@ -30,6 +30,12 @@ impl ApiError {
 
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
+        Self::from(&e)
+    }
+}
+
+impl From<&LogError> for ApiError {
+    fn from(e: &LogError) -> Self {
         match e {
             LogError::Erased(_) => Self::new(410, "subject_erased", "the subject was erased; nothing more is stored"),
             LogError::Conflict { .. } => Self::new(409, "version_conflict", e.to_string()),

@@ -173,7 +173,7 @@ fn payload(m: &Message, store: &dyn EventStore, time: UtcMicros) -> Value {
 
 /// Records a GPC opt-out for a subject the first time its device sends the signal (R-GPC-1).
 fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> {
-    if state.book.history(&subject).current().gpc {
+    if state.book.has_gpc(&subject) {
         return Ok(());
     }
     let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
@@ -215,65 +215,140 @@ pub(crate) fn append_consent(state: &CollectState, subject: Pseudonym, record: C
     Ok(appended.last_position.0)
 }
 
-/// Processes one message, synchronously (call from a blocking thread: it waits for an fsync).
-pub(crate) fn process(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now: UtcMicros) -> EventResult {
-    let message_id = raw.get("messageId").and_then(Value::as_str).map(str::to_owned);
-    let outcome = process_inner(state, raw, kind, gpc, now).unwrap_or_else(|e| reject(e.code, e.message));
-    let label = match &outcome {
-        Outcome::Stored { .. } => "stored",
-        Outcome::Duplicate => "duplicate",
-        Outcome::Rejected { reason, .. } => reason,
-    };
-    state.metrics.inc("lethe_collect_events_total", label);
-    EventResult { message_id, outcome }
+/// The length of a value's JSON, counted without building it.
+fn serialized_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, v).map_or(usize::MAX, |()| c.0)
 }
 
-fn process_inner(
+/// A message that passed every check and holds its `messageId` claim, ready to append.
+struct Ready {
+    subject: Pseudonym,
+    message_id: String,
+    event: NewEvent,
+}
+
+enum Step {
+    Done(Outcome),
+    Ready(Box<Ready>),
+}
+
+/// Processes messages, synchronously (call from a blocking thread: it waits for an fsync). Every
+/// message that passes its checks is appended in one group commit; each gets its own outcome.
+pub(crate) fn process_all(
     state: &CollectState,
-    raw: &Value,
+    raws: &[Value],
     kind: Option<&str>,
     gpc: bool,
     now: UtcMicros,
-) -> Result<Outcome, ApiError> {
-    let size = serde_json::to_vec(raw).map_or(usize::MAX, |v| v.len());
-    if size > MAX_EVENT_BYTES {
-        return Ok(reject("event_too_large", format!("an event may hold at most {MAX_EVENT_BYTES} bytes")));
+) -> Vec<EventResult> {
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(raws.len());
+    let mut ready: Vec<(usize, Ready)> = Vec::new();
+    for (i, raw) in raws.iter().enumerate() {
+        match prepare(state, raw, kind, gpc, now) {
+            Ok(Step::Done(o)) => outcomes.push(Some(o)),
+            Ok(Step::Ready(r)) => {
+                outcomes.push(None);
+                ready.push((i, *r));
+            }
+            Err(e) => outcomes.push(Some(reject(e.code, e.message))),
+        }
+    }
+    if !ready.is_empty() {
+        // The events of one subject go in one request (one chunk in the log), in message order.
+        let mut by_subject: Vec<(Pseudonym, Vec<usize>)> = Vec::new();
+        for (k, (_, r)) in ready.iter().enumerate() {
+            match by_subject.iter_mut().find(|(s, _)| *s == r.subject) {
+                Some((_, ks)) => ks.push(k),
+                None => by_subject.push((r.subject, vec![k])),
+            }
+        }
+        let requests = by_subject
+            .iter()
+            .map(|(subject, ks)| AppendRequest {
+                subject: *subject,
+                expected: ExpectedVersion::Any,
+                events: ks.iter().map(|k| ready[*k].1.event.clone()).collect(),
+            })
+            .collect();
+        for ((_, ks), appended) in by_subject.iter().zip(state.store.append_batch(requests)) {
+            for (n, k) in ks.iter().enumerate() {
+                let (i, r) = &ready[*k];
+                outcomes[*i] = Some(match &appended {
+                    Ok(a) => Outcome::Stored { position: a.first_position.0 + n as u64 },
+                    Err(e) => {
+                        state.book.release_message(&r.subject, &r.message_id);
+                        let e = ApiError::from(e);
+                        reject(e.code, e.message)
+                    }
+                });
+            }
+        }
+    }
+    raws.iter()
+        .zip(outcomes)
+        .map(|(raw, outcome)| {
+            let outcome = outcome.unwrap_or_else(|| reject("internal", "no outcome"));
+            let label = match &outcome {
+                Outcome::Stored { .. } => "stored",
+                Outcome::Duplicate => "duplicate",
+                Outcome::Rejected { reason, .. } => reason,
+            };
+            state.metrics.inc("lethe_collect_events_total", label);
+            EventResult { message_id: raw.get("messageId").and_then(Value::as_str).map(str::to_owned), outcome }
+        })
+        .collect()
+}
+
+fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now: UtcMicros) -> Result<Step, ApiError> {
+    let done = |code, message: String| Ok(Step::Done(reject(code, message)));
+    if serialized_len(raw) > MAX_EVENT_BYTES {
+        return done("event_too_large", format!("an event may hold at most {MAX_EVENT_BYTES} bytes"));
     }
     let m = match segment::parse(raw, kind) {
         Ok(m) => m,
-        Err(r) => return Ok(reject(r.code, r.message)),
+        Err(r) => return done(r.code, r.message),
     };
     if m.context.user_agent.as_deref().is_some_and(is_bot) {
-        return Ok(reject("bot", "automated clients are not collected"));
+        return done("bot", "automated clients are not collected".into());
     }
     let time = m.timestamp.unwrap_or(now);
     if time.0 > now.0 + MAX_FUTURE_MICROS {
-        return Ok(reject("future_timestamp", "the timestamp is in the future"));
+        return done("future_timestamp", "the timestamp is in the future".into());
     }
     if time.0 < 946_684_800_000_000 {
-        return Ok(reject("implausible_timestamp", "the timestamp is before 2000"));
+        return done("implausible_timestamp", "the timestamp is before 2000".into());
     }
     let event_type = match event_type_for(&m.kind) {
         Ok(t) => t,
-        Err(r) => return Ok(reject(r.code, r.message)),
+        Err(r) => return done(r.code, r.message),
     };
     let Some(purpose) = state.policies.purpose_for(&event_type).cloned() else {
-        return Ok(reject("unknown_event", format!("`{event_type}` is not declared in the policies")));
+        return done("unknown_event", format!("`{event_type}` is not declared in the policies"));
     };
     if let Err(r) = plausibility(event_type.as_str(), &m) {
-        return Ok(reject(r.code, r.message));
+        return done(r.code, r.message);
     }
     let subject = state.store.pseudonymize(&m.subject);
     if gpc {
         record_gpc(state, subject)?;
     }
     if m.context.category_preferences.get(purpose.as_str()) == Some(&false) {
-        return Ok(reject("client_denied", format!("the site's consent manager denies `{purpose}`")));
+        return done("client_denied", format!("the site's consent manager denies `{purpose}`"));
     }
     let requires = state.policies.purpose(&purpose).is_none_or(|p| p.requires_consent());
     let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
-    let verdict = state.book.history(&subject).verdict(&purpose, requires, &sale_share);
-    let why = match verdict {
+    let why = match state.book.verdict(&subject, &purpose, requires, &sale_share) {
         Verdict::NotRequired | Verdict::Granted => None,
         Verdict::NoConsent => Some("no_consent"),
         Verdict::Denied => Some("consent_denied"),
@@ -281,11 +356,11 @@ fn process_inner(
         Verdict::GpcOptOut => Some("gpc_opt_out"),
     };
     if let Some(code) = why {
-        return Ok(reject(code, format!("no consent for `{purpose}`: nothing was stored")));
+        return done(code, format!("no consent for `{purpose}`: nothing was stored"));
     }
     let message_id = m.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     if !state.book.claim_message(&subject, &message_id) {
-        return Ok(Outcome::Duplicate);
+        return Ok(Step::Done(Outcome::Duplicate));
     }
     let version = state.policies.event(&event_type).map_or(1, |r| r.schema_version().get());
     let event = NewEvent {
@@ -295,13 +370,7 @@ fn process_inner(
         time,
         payload: serde_json::to_vec(&payload(&m, state.store.as_ref(), time)).expect("payload serializes"),
     };
-    match state.store.append(AppendRequest { subject, expected: ExpectedVersion::Any, events: vec![event] }) {
-        Ok(a) => Ok(Outcome::Stored { position: a.last_position.0 }),
-        Err(e) => {
-            state.book.release_message(&subject, &message_id);
-            Err(e.into())
-        }
-    }
+    Ok(Step::Ready(Box::new(Ready { subject, message_id, event })))
 }
 
 /// Roles that may send behavior: a site's write key, or an operator.
@@ -317,9 +386,12 @@ async fn single(
     authorize_with(&req, &state, COLLECTORS, value.get("writeKey").and_then(Value::as_str))?;
     let gpc = gpc_header(&req);
     let state = state.into_inner();
-    let result = web::block(move || process(&state, &value, Some(kind), gpc, UtcMicros::now()))
-        .await
-        .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))?;
+    let result =
+        web::block(move || process_all(&state, std::slice::from_ref(&value), Some(kind), gpc, UtcMicros::now()))
+            .await
+            .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))?
+            .pop()
+            .ok_or_else(|| ApiError::new(500, "internal", "no outcome"))?;
     let status = match &result.outcome {
         Outcome::Stored { .. } | Outcome::Duplicate => 200,
         Outcome::Rejected { reason, .. }
@@ -382,7 +454,7 @@ pub(crate) async fn batch(
     let state = state.into_inner();
     let results = web::block(move || {
         let now = UtcMicros::now();
-        items.iter().map(|item| process(&state, item, None, gpc, now)).collect::<Vec<_>>()
+        process_all(&state, &items, None, gpc, now)
     })
     .await
     .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))?;

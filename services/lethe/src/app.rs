@@ -81,6 +81,11 @@ impl Application {
         self.port
     }
 
+    /// The server, to be awaited by a caller that runs its own actix system.
+    pub fn into_server(self) -> Server {
+        self.server
+    }
+
     /// Runs until the server is stopped (Ctrl-C or SIGTERM).
     ///
     /// # Errors

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
 use lethe_collect::auth::Auth;
+use lethe_collect::ratelimit::{Limits, Rate, RateLimiter};
 use lethe_collect::CollectState;
 use lethe_crypto::{Keyring, MasterSource};
 use lethe_domain::SubjectId;
@@ -47,6 +48,12 @@ pub enum Command {
         /// HTTP worker threads.
         #[arg(long, env = "LETHE_WORKERS", default_value_t = 2)]
         workers: usize,
+        /// Requests per second allowed from one client address (burst: twice as many).
+        #[arg(long, env = "LETHE_RATE_PER_ADDRESS", default_value_t = 1_000.0)]
+        rate_per_address: f64,
+        /// Requests per second allowed with one key (burst: twice as many).
+        #[arg(long, env = "LETHE_RATE_PER_KEY", default_value_t = 20_000.0)]
+        rate_per_key: f64,
     },
     /// Inspects the event log.
     Log {
@@ -159,11 +166,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let policies = || load_policies(cli.policies.as_deref());
     let store = || open_store(&cli);
     match &cli.command {
-        Command::Serve { listen, workers } => {
+        Command::Serve { listen, workers, rate_per_address, rate_per_key } => {
             let settings = Settings { listen: listen.clone(), workers: *workers };
+            let rate = |r: f64| Rate { per_second: r.max(0.001), burst: (2.0 * r).max(1.0) };
+            let limits = Limits { per_address: rate(*rate_per_address), per_key: rate(*rate_per_key) };
             let store = store()?;
             let keys = api_keys(&open_keyring(&cli)?)?;
-            serve(store, keys, policies()?, settings)
+            serve(store, keys, policies()?, limits, settings)
         }
         Command::Policies { command: PoliciesCommand::Check { dir } } => {
             let dir = dir.clone().or_else(|| cli.policies.clone()).unwrap_or_else(|| PathBuf::from("policies"));
@@ -287,7 +296,13 @@ fn token(keyring: &Keyring, command: &TokenCommand) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(store: SledEventLog, keys: SigningKeys, policies: Policies, settings: Settings) -> anyhow::Result<ExitCode> {
+fn serve(
+    store: SledEventLog,
+    keys: SigningKeys,
+    policies: Policies,
+    limits: Limits,
+    settings: Settings,
+) -> anyhow::Result<ExitCode> {
     tracing::info!(
         purposes = policies.purposes().count(),
         event_types = policies.events().count(),
@@ -296,7 +311,8 @@ fn serve(store: SledEventLog, keys: SigningKeys, policies: Policies, settings: S
     );
     let auth = Arc::new(Auth { keys: RwLock::new(keys), config: AuthConfig::default() });
     let store: Arc<dyn EventStore> = Arc::new(store);
-    let collect = CollectState::build(store, Arc::new(policies), auth).context("cannot replay the log")?;
+    let mut collect = CollectState::build(store, Arc::new(policies), auth).context("cannot replay the log")?;
+    collect.limits = Arc::new(RateLimiter::new(limits));
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(&settings, collect)?;
         tracing::info!(port = app.port(), listen = %settings.listen, "lethe is serving");

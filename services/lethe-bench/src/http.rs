@@ -1,0 +1,199 @@
+//! `lethe-bench http`: an HTTP load run on loopback against the collection API of an in-process
+//! `lethe serve` (release build, real sled store, fsync per group), side by side in the same run with
+//! a bare actix-web handler that answers a constant. Prints requests/s, events/s and latency
+//! percentiles for batches of 100 events and for single events.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use lethe::app::{Application, Settings};
+use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
+use lethe_collect::auth::Auth;
+use lethe_collect::ratelimit::{Limits, Rate, RateLimiter};
+use lethe_collect::CollectState;
+use lethe_crypto::MasterSource;
+use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
+use lethe_policy::Policies;
+use serde_json::{json, Value};
+
+const SUBJECTS: usize = 1_000;
+
+/// Starts a server on its own thread and actix system; returns its port.
+fn start<F>(make: F) -> anyhow::Result<u16>
+where
+    F: FnOnce() -> anyhow::Result<(u16, actix_web::dev::Server)> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            match make() {
+                Ok((port, server)) => {
+                    let _ = tx.send(Ok(port));
+                    let _ = server.await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    rx.recv().context("server thread")?
+}
+
+async fn constant() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"success": true}))
+}
+
+struct Run {
+    requests: u64,
+    latencies: Vec<Duration>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+async fn load(url: String, token: String, bodies: Arc<Vec<Value>>, concurrency: usize, seconds: u64) -> Run {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let all = Arc::new(Mutex::new((Vec::new(), 0u64)));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let (client, url, token, bodies, stop, all) =
+            (client.clone(), url.clone(), token.clone(), Arc::clone(&bodies), Arc::clone(&stop), Arc::clone(&all));
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = t;
+            while !stop.load(Ordering::Relaxed) {
+                let body = &bodies[i % bodies.len()];
+                i += concurrency;
+                let sent = Instant::now();
+                match client.post(&url).bearer_auth(&token).json(body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(sent.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            let mut all = all.lock().expect("lock");
+            all.0.extend(lat);
+            all.1 += errors;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed();
+    let (mut latencies, errors) = std::mem::take(&mut *all.lock().expect("lock"));
+    latencies.sort();
+    Run { requests: latencies.len() as u64, latencies, errors, elapsed }
+}
+
+fn pct(l: &[Duration], p: f64) -> f64 {
+    if l.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((l.len() as f64 - 1.0) * p).round() as usize;
+    l[i].as_secs_f64() * 1e3
+}
+
+fn row(name: &str, run: &Run, events_per_request: u64, bare: Option<&Run>) {
+    let rps = run.requests as f64 / run.elapsed.as_secs_f64();
+    let ratio = bare
+        .map_or(String::new(), |b| format!("{:>6.0}%", 100.0 * rps / (b.requests as f64 / b.elapsed.as_secs_f64())));
+    println!(
+        "{name:<34} {rps:>10.0} req/s {:>10.0} events/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {:>3} {ratio}",
+        rps * events_per_request as f64,
+        pct(&run.latencies, 0.5),
+        pct(&run.latencies, 0.99),
+        run.errors
+    );
+}
+
+/// Runs the HTTP comparison.
+pub fn run(seconds: u64, concurrency: usize, workers: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledEventLog::open(LogConfig::new(dir.path(), MasterSource::Hex(hex::encode([9u8; 32]))))?);
+    let policies = Policies::builtin()?;
+    let keys = SigningKeys::generate()?;
+    let token = Issuer::issue(&keys, &AuthConfig::default(), Role::Admin, Duration::from_secs(3600), None, None, &[])?;
+    let notice = policies.notices().next().context("a notice")?;
+    let notice =
+        json!({"id": notice.id().as_str(), "version": notice.version().get(), "contentHash": notice.content_hash()});
+    let auth = Arc::new(Auth { keys: RwLock::new(keys), config: AuthConfig::default() });
+    let mut state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth)?;
+    let open = Rate { per_second: 1e9, burst: 1e9 };
+    state.limits = Arc::new(RateLimiter::new(Limits { per_address: open, per_key: open }));
+    let lethe_state = state.clone();
+    let lethe_port = start(move || {
+        let app = Application::build(&Settings { listen: "127.0.0.1:0".into(), workers }, lethe_state)?;
+        let port = app.port();
+        Ok((port, app.into_server()))
+    })?;
+    let bare_port = start(move || {
+        let server = HttpServer::new(|| {
+            App::new()
+                .app_data(web::PayloadConfig::new(4 << 20))
+                .route("/v1/batch", web::post().to(constant))
+                .route("/v1/track", web::post().to(constant))
+        })
+        .workers(workers)
+        .bind("127.0.0.1:0")?;
+        let port = server.addrs()[0].port();
+        Ok((port, server.run()))
+    })?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let client = reqwest::Client::new();
+        for s in 0..SUBJECTS {
+            let body = json!({"anonymousId": format!("bench-{s}"), "notice": notice, "granted": ["analytics"],
+                "method": "api", "jurisdiction": "EU", "locale": "en"});
+            let r = client.post(format!("http://127.0.0.1:{lethe_port}/v1/consent")).bearer_auth(&token).json(&body).send().await?;
+            anyhow::ensure!(r.status() == 201, "consent: {}", r.status());
+        }
+        let payload = json!({"product_id": "tent-2p", "category": "outdoor", "pad": "x".repeat(120)});
+        let singles: Vec<Value> = (0..10_000)
+            .map(|i| json!({"anonymousId": format!("bench-{}", i % SUBJECTS), "event": "Product Clicked", "messageId": format!("s-{i}"), "properties": payload}))
+            .collect();
+        let batches: Vec<Value> = (0..2_000)
+            .map(|b| {
+                let batch: Vec<Value> = (0..100)
+                    .map(|i| json!({"type": "track", "anonymousId": format!("bench-{}", (b * 7 + i) % SUBJECTS), "event": "Product Clicked", "messageId": format!("b-{b}-{i}"), "properties": payload}))
+                    .collect();
+                json!({"batch": batch})
+            })
+            .collect();
+        // A browser or app batches the events of one visitor.
+        let visitor_batches: Vec<Value> = (0..2_000)
+            .map(|b| {
+                let batch: Vec<Value> = (0..100)
+                    .map(|i| json!({"type": "track", "anonymousId": format!("bench-{}", b % SUBJECTS), "event": "Product Clicked", "messageId": format!("v-{b}-{i}"), "properties": payload}))
+                    .collect();
+                json!({"batch": batch})
+            })
+            .collect();
+        let (singles, batches, visitor_batches) = (Arc::new(singles), Arc::new(batches), Arc::new(visitor_batches));
+        println!("lethe-bench http: {seconds} s per cell, {concurrency} connections, {workers} server workers, 2 cores shared with the load generator");
+        let bare = load(format!("http://127.0.0.1:{bare_port}/v1/batch"), token.clone(), Arc::clone(&batches), concurrency, seconds).await;
+        row("bare actix, batch of 100", &bare, 100, None);
+        let lethe = load(format!("http://127.0.0.1:{lethe_port}/v1/batch"), token.clone(), Arc::clone(&batches), concurrency, seconds).await;
+        row("lethe /v1/batch, 100 subjects", &lethe, 100, Some(&bare));
+        let lethe = load(format!("http://127.0.0.1:{lethe_port}/v1/batch"), token.clone(), Arc::clone(&visitor_batches), concurrency, seconds).await;
+        row("lethe /v1/batch, 1 visitor", &lethe, 100, Some(&bare));
+        let bare = load(format!("http://127.0.0.1:{bare_port}/v1/track"), token.clone(), Arc::clone(&singles), concurrency, seconds).await;
+        row("bare actix, single event", &bare, 1, None);
+        let lethe = load(format!("http://127.0.0.1:{lethe_port}/v1/track"), token.clone(), Arc::clone(&singles), concurrency, seconds).await;
+        row("lethe /v1/track, single event", &lethe, 1, Some(&bare));
+        anyhow::Ok(())
+    })?;
+    println!("log head after the run: {} events (all durable)", store.head().0);
+    Ok(())
+}
