@@ -144,6 +144,10 @@ fn decide(
 }
 
 /// `POST /v1/consent`.
+#[utoipa::path(post, path = "/v1/consent", tag = "consent", summary = "Records a consent change and answers with a receipt",
+    request_body(content = Object, description = "anonymousId or userId, notice {id, version, contentHash}, granted, denied, method, jurisdiction, locale, gpc, sdkVersion", content_type = "application/json"),
+    responses((status = 201, description = "the consent receipt", body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, description = "the notice shown is not the current one", body = ApiError), (status = 429, body = ApiError)),
+    security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn record(
     state: web::Data<CollectState>,
     req: HttpRequest,
@@ -202,6 +206,10 @@ pub(crate) struct AtQuery {
 }
 
 /// `GET /v1/consent/{id}`: the state per purpose of every declared purpose.
+#[utoipa::path(get, path = "/v1/consent/{id}", tag = "consent", summary = "The consent state per purpose, now or at an instant",
+    params(("id" = String, Path, description = "the subject's anonymousId or userId"), ("at" = Option<String>, Query, description = "RFC 3339 instant")),
+    responses((status = 200, description = "state per purpose and whether to prompt again", body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)),
+    security(("bearer" = [])))]
 pub(crate) async fn state(
     state: web::Data<CollectState>,
     req: HttpRequest,

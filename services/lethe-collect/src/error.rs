@@ -7,7 +7,7 @@ use lethe_eventlog::LogError;
 use serde::Serialize;
 
 /// An API error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub code: &'static str,

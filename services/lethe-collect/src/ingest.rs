@@ -416,14 +416,29 @@ async fn single(
     Ok(HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status")).json(body))
 }
 
+#[utoipa::path(post, path = "/v1/track", tag = "collection", summary = "Records a track call",
+    request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
+    responses((status = 200, description = "stored or duplicate", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
+    security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn track(s: web::Data<CollectState>, r: HttpRequest, b: web::Bytes) -> Result<HttpResponse, ApiError> {
     single(s, r, b, "track").await
 }
 
+#[utoipa::path(post, path = "/v1/page", tag = "collection", summary = "Records a page view",
+    request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
+    responses((status = 200, description = "stored or duplicate", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
+    security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn page(s: web::Data<CollectState>, r: HttpRequest, b: web::Bytes) -> Result<HttpResponse, ApiError> {
     single(s, r, b, "page").await
 }
 
+#[utoipa::path(post, path = "/v1/identify", tag = "collection", summary = "Records an identify call",
+    request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
+    responses((status = 200, description = "stored or duplicate", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
+    security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn identify(
     s: web::Data<CollectState>,
     r: HttpRequest,
@@ -433,6 +448,11 @@ pub(crate) async fn identify(
 }
 
 /// `POST /v1/batch`: up to 2,500 messages and 500 KB; one result per message, in order.
+#[utoipa::path(post, path = "/v1/batch", tag = "collection", summary = "Records up to 2,500 messages",
+    request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
+    responses((status = 200, description = "one result per message, in order", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
+    security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn batch(
     state: web::Data<CollectState>,
     req: HttpRequest,
@@ -464,6 +484,20 @@ pub(crate) async fn batch(
         body["gpc"] = json!("honored");
     }
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// `POST /v1/import`: Segment's name for a batch.
+#[utoipa::path(post, path = "/v1/import", tag = "collection", summary = "Records up to 2,500 messages (Segment's import endpoint)",
+    request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
+    responses((status = 200, description = "one result per message, in order", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
+    security(("bearer" = []), ("write_key" = [])))]
+pub(crate) async fn import(
+    s: web::Data<CollectState>,
+    r: HttpRequest,
+    b: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    batch(s, r, b).await
 }
 
 /// A subject id from a path or body, parsed at the edge.

@@ -66,5 +66,38 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/page", web::post().to(ingest::page))
         .route("/v1/identify", web::post().to(ingest::identify))
         .route("/v1/batch", web::post().to(ingest::batch))
-        .route("/v1/import", web::post().to(ingest::batch));
+        .route("/v1/import", web::post().to(ingest::import));
+}
+
+/// The OpenAPI description of the collection endpoints, generated from the handlers' annotations.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(
+        consent_api::record,
+        consent_api::state,
+        ingest::track,
+        ingest::page,
+        ingest::identify,
+        ingest::batch,
+        ingest::import
+    ),
+    components(schemas(ApiError)),
+    modifiers(&SecuritySchemes),
+    tags((name = "consent", description = "The consent ledger"), (name = "collection", description = "Segment-compatible ingestion"))
+)]
+pub struct ApiDoc;
+
+/// Declares the two ways to authenticate: a bearer token, or a write key as the Basic user name.
+#[derive(Debug)]
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        components.add_security_scheme("write_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)));
+    }
 }

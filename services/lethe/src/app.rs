@@ -67,6 +67,7 @@ impl Application {
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics))
+                .route("/openapi.json", web::get().to(openapi_json))
                 .configure(lethe_collect::configure)
                 .default_service(web::to(not_found))
         })
@@ -131,10 +132,33 @@ where
     })
 }
 
+/// The service's own endpoints; [`openapi`] merges in those of every mounted part.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(title = "Lethe", description = "Privacy-first, event-sourced personalization"),
+    paths(healthz, readyz, metrics, openapi_json)
+)]
+struct ServiceDoc;
+
+/// The whole API description, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = ServiceDoc::openapi();
+    doc.merge(lethe_collect::ApiDoc::openapi());
+    doc
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "this document", body = Object)))]
+async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(openapi())
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "the process is up", body = Object)))]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "service", responses((status = 200, description = "the log takes writes", body = Object), (status = 503, description = "the log stopped taking writes", body = Object)))]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.store.writable() {
         HttpResponse::Ok().json(json!({ "status": "ready", "log_head": state.store.head().0 }))
@@ -145,6 +169,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut body = state.collect.metrics.render();
     body.push_str(&format!("# TYPE lethe_log_head gauge\nlethe_log_head {}\n", state.store.head().0));

@@ -35,3 +35,34 @@ async fn metrics_count_outcomes_per_reason() {
     assert!(text.contains("lethe_collect_events_total{reason=\"no_consent\"} 1"), "{text}");
     assert!(text.contains("lethe_log_head 0"), "{text}");
 }
+
+/// `/openapi.json` is generated from the handlers and describes every route the service mounts.
+#[actix_web::test]
+async fn openapi_describes_every_endpoint() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get("/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+        ("/v1/consent", "post"),
+        ("/v1/consent/{id}", "get"),
+        ("/v1/track", "post"),
+        ("/v1/page", "post"),
+        ("/v1/identify", "post"),
+        ("/v1/batch", "post"),
+        ("/v1/import", "post"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not described");
+        // And the route exists: anything but the JSON 404 of unknown paths.
+        let url = format!("{}{}", app.address, path.replace("{id}", "someone"));
+        let r = if method == "get" { app.client.get(url) } else { app.client.post(url) }.send().await.unwrap();
+        assert_ne!(r.status(), 404, "{method} {path} is described but not routed");
+    }
+    assert_eq!(paths.len(), 11, "a route was added without its description: {:?}", paths.keys().collect::<Vec<_>>());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["ApiError"].is_object());
+}
