@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use lethe_collect::CollectState;
 use lethe_eventlog::EventStore;
@@ -60,6 +61,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap_fn(cors)
+                .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .app_data(state.clone())
                 .app_data(collect.clone())
                 // Bodies are read as bytes and checked by each endpoint against its own limit.
@@ -130,6 +132,33 @@ where
         }
         Ok(res)
     })
+}
+
+/// Errors raised by actix itself (unknown method, body over the transport limit, …) get the same JSON
+/// shape, with a stable code, as the errors of the handlers.
+fn json_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        s if s >= 500 => "internal",
+        _ => "request_refused",
+    };
+    let (req, _) = res.into_parts();
+    let body = HttpResponse::build(status)
+        .json(json!({ "code": code, "message": status.canonical_reason().unwrap_or("error").to_lowercase() }));
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, body).map_into_right_body()))
 }
 
 /// The service's own endpoints; [`openapi`] merges in those of every mounted part.

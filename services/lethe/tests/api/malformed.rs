@@ -50,3 +50,27 @@ async fn the_malformed_input_matrix() {
     assert_eq!(ok.status(), 200, "sendBeacon's text/plain bodies are accepted");
     assert_eq!(app.stored("mal"), 2);
 }
+
+/// Errors raised by the HTTP layer itself are JSON with a stable code too.
+#[actix_web::test]
+async fn transport_level_errors_are_json_with_codes() {
+    let app = spawn_app().await;
+    // A method the path does not take falls through to the JSON not-found answer.
+    let r = app.client.get(format!("{}/v1/track", app.address)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    let r = app
+        .client
+        .post(format!("{}/v1/batch", app.address))
+        .bearer_auth(app.site())
+        .body(vec![b' '; 3 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "payload_too_large");
+    let (status, _) = app.get("/healthz", None).await;
+    assert_eq!(status, 200, "the service keeps serving");
+}
