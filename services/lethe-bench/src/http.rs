@@ -133,7 +133,10 @@ pub fn run(seconds: u64, concurrency: usize, workers: usize) -> anyhow::Result<(
     state.limits = Arc::new(RateLimiter::new(Limits { per_address: open, per_key: open }));
     let lethe_state = state.clone();
     let lethe_port = start(move || {
-        let app = Application::build(&Settings { listen: "127.0.0.1:0".into(), workers }, lethe_state)?;
+        let app = Application::build(
+            &Settings { listen: "127.0.0.1:0".into(), workers, ..Settings::default() },
+            lethe_state,
+        )?;
         let port = app.port();
         Ok((port, app.into_server()))
     })?;

@@ -20,11 +20,25 @@ pub struct Settings {
     /// `HOST:PORT`; port 0 picks a free port.
     pub listen: String,
     pub workers: usize,
+    /// The parts of Lethe this process serves (health, metrics and the API description always).
+    pub parts: Vec<Part>,
+}
+
+/// A part of the API that a process can serve on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The consent ledger and behavior ingestion.
+    Collect,
+}
+
+impl Part {
+    /// Every part.
+    pub const ALL: [Part; 1] = [Part::Collect];
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), workers: 2 }
+        Self { listen: "127.0.0.1:8080".into(), workers: 2, parts: Part::ALL.to_vec() }
     }
 }
 
@@ -33,6 +47,7 @@ impl Default for Settings {
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub collect: CollectState,
+    pub parts: Vec<Part>,
 }
 
 /// A bound, not yet running, HTTP application.
@@ -56,8 +71,13 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { store: Arc::clone(&collect.store), collect: collect.clone() });
+        let state = web::Data::new(AppState {
+            store: Arc::clone(&collect.store),
+            collect: collect.clone(),
+            parts: settings.parts.clone(),
+        });
         let collect = web::Data::new(collect);
+        let with_collect = settings.parts.contains(&Part::Collect);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap_fn(cors)
@@ -70,7 +90,11 @@ impl Application {
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics))
                 .route("/openapi.json", web::get().to(openapi_json))
-                .configure(lethe_collect::configure)
+                .configure(|cfg| {
+                    if with_collect {
+                        lethe_collect::configure(cfg);
+                    }
+                })
                 .default_service(web::to(not_found))
         })
         .workers(settings.workers.max(1))
@@ -169,17 +193,19 @@ fn json_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResp
 )]
 struct ServiceDoc;
 
-/// The whole API description, generated from the handlers.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The API description of a process serving `parts`, generated from the handlers.
+pub fn openapi(parts: &[Part]) -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut doc = ServiceDoc::openapi();
-    doc.merge(lethe_collect::ApiDoc::openapi());
+    if parts.contains(&Part::Collect) {
+        doc.merge(lethe_collect::ApiDoc::openapi());
+    }
     doc
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "this document", body = Object)))]
-async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(openapi())
+async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(openapi(&state.parts))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "the process is up", body = Object)))]

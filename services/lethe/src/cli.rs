@@ -19,7 +19,7 @@ use lethe_domain::SubjectId;
 use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
 use lethe_policy::Policies;
 
-use crate::app::{Application, Settings};
+use crate::app::{Application, Part, Settings};
 
 /// Lethe: privacy-first, event-sourced personalization.
 #[derive(Debug, Parser)]
@@ -48,6 +48,9 @@ pub enum Command {
         /// HTTP worker threads.
         #[arg(long, env = "LETHE_WORKERS", default_value_t = 2)]
         workers: usize,
+        /// The parts to serve (repeatable or comma-separated); all by default.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
+        parts: Vec<Part>,
         /// Requests per second allowed from one client address (burst: twice as many).
         #[arg(long, env = "LETHE_RATE_PER_ADDRESS", default_value_t = 1_000.0)]
         rate_per_address: f64,
@@ -166,8 +169,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let policies = || load_policies(cli.policies.as_deref());
     let store = || open_store(&cli);
     match &cli.command {
-        Command::Serve { listen, workers, rate_per_address, rate_per_key } => {
-            let settings = Settings { listen: listen.clone(), workers: *workers };
+        Command::Serve { listen, workers, parts, rate_per_address, rate_per_key } => {
+            let settings = Settings { listen: listen.clone(), workers: *workers, parts: parts.clone() };
             let rate = |r: f64| Rate { per_second: r.max(0.001), burst: (2.0 * r).max(1.0) };
             let limits = Limits { per_address: rate(*rate_per_address), per_key: rate(*rate_per_key) };
             let store = store()?;

@@ -66,3 +66,16 @@ async fn openapi_describes_every_endpoint() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ApiError"].is_object());
 }
+
+/// A process can serve only some parts: without `collect`, the collection routes and their
+/// description are absent, and health still answers.
+#[actix_web::test]
+async fn a_process_serves_only_the_parts_it_is_given() {
+    let app = crate::helpers::spawn_app_serving(lethe_collect::ratelimit::Limits::default(), vec![]).await;
+    assert_eq!(app.get("/healthz", None).await.0, 200);
+    let (status, body) = app.post("/v1/track", Some(&app.site()), &serde_json::json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    let (_, doc) = app.get("/openapi.json", None).await;
+    assert!(doc["paths"].get("/v1/track").is_none());
+    assert!(doc["paths"].get("/healthz").is_some());
+}

@@ -27,6 +27,10 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(limits: lethe_collect::ratelimit::Limits) -> TestApp {
+    spawn_app_serving(limits, lethe::app::Part::ALL.to_vec()).await
+}
+
+pub async fn spawn_app_serving(limits: lethe_collect::ratelimit::Limits, parts: Vec<lethe::app::Part>) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let master = MasterSource::Hex(hex::encode(rand::random::<[u8; 32]>()));
     let store: Arc<dyn EventStore> =
@@ -37,7 +41,7 @@ pub async fn spawn_app_with(limits: lethe_collect::ratelimit::Limits) -> TestApp
         Arc::new(Auth { keys: RwLock::new(SigningKeys::generate().expect("keys")), config: AuthConfig::default() });
     let mut state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth).expect("state");
     state.limits = Arc::new(lethe_collect::ratelimit::RateLimiter::new(limits));
-    let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1 };
+    let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1, parts };
     let app = Application::build(&settings, state.clone()).expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
