@@ -4,7 +4,7 @@
 //! percentiles for batches of 100 events and for single events.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -117,7 +117,7 @@ fn row(name: &str, run: &Run, events_per_request: u64, bare: Option<&Run>) {
 }
 
 /// Runs the HTTP comparison.
-pub fn run(seconds: u64, concurrency: usize, workers: usize) -> anyhow::Result<()> {
+pub fn run(seconds: u64, concurrency: usize, workers: usize, hold: Option<u64>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store: Arc<dyn EventStore> =
         Arc::new(SledEventLog::open(LogConfig::new(dir.path(), MasterSource::Hex(hex::encode([9u8; 32]))))?);
@@ -127,7 +127,7 @@ pub fn run(seconds: u64, concurrency: usize, workers: usize) -> anyhow::Result<(
     let notice = policies.notices().next().context("a notice")?;
     let notice =
         json!({"id": notice.id().as_str(), "version": notice.version().get(), "contentHash": notice.content_hash()});
-    let auth = Arc::new(Auth { keys: RwLock::new(keys), config: AuthConfig::default() });
+    let auth = Arc::new(Auth::new(keys, AuthConfig::default()));
     let mut state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth)?;
     let open = Rate { per_second: 1e9, burst: 1e9 };
     state.limits = Arc::new(RateLimiter::new(Limits { per_address: open, per_key: open }));
@@ -184,6 +184,12 @@ pub fn run(seconds: u64, concurrency: usize, workers: usize) -> anyhow::Result<(
             })
             .collect();
         let (singles, batches, visitor_batches) = (Arc::new(singles), Arc::new(batches), Arc::new(visitor_batches));
+        if let Some(hold) = hold {
+            println!("LETHE_PORT={lethe_port} BARE_PORT={bare_port} SUBJECTS={SUBJECTS}");
+            println!("TOKEN={token}");
+            tokio::time::sleep(Duration::from_secs(hold)).await;
+            return anyhow::Ok(());
+        }
         println!("lethe-bench http: {seconds} s per cell, {concurrency} connections, {workers} server workers, 2 cores shared with the load generator");
         let bare = load(format!("http://127.0.0.1:{bare_port}/v1/batch"), token.clone(), Arc::clone(&batches), concurrency, seconds).await;
         row("bare actix, batch of 100", &bare, 100, None);

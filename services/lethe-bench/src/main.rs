@@ -56,6 +56,10 @@ enum Suite {
         /// Server worker threads (both servers).
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Instead of generating load, print the ports and a token and keep both servers up this many
+        /// seconds, for an external load generator (see `tests/load/`).
+        #[arg(long)]
+        hold: Option<u64>,
     },
 }
 
@@ -84,7 +88,7 @@ fn main() -> anyhow::Result<()> {
                 sled_probe()?;
             }
         }
-        Suite::Http { seconds, concurrency, workers } => http::run(seconds, concurrency, workers)?,
+        Suite::Http { seconds, concurrency, workers, hold } => http::run(seconds, concurrency, workers, hold)?,
     }
     Ok(())
 }

@@ -2,19 +2,59 @@
 //! and turned into a [`Principal`]; each endpoint then states the roles it admits. A site token is
 //! also bound to its origins: a browser request from any other origin is refused.
 
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
 
 use actix_web::HttpRequest;
 use lethe_auth::{token_from_authorization, AuthConfig, AuthError, Principal, Role, SigningKeys, Verifier};
+use sha2::{Digest, Sha256};
 
 use crate::ratelimit::RetryAfter;
 use crate::{ApiError, CollectState};
 
-/// The keys and settings tokens are checked against.
+/// The keys and settings tokens are checked against, and a cache of tokens already verified.
 #[derive(Debug)]
 pub struct Auth {
     pub keys: RwLock<SigningKeys>,
     pub config: AuthConfig,
+    /// SHA-256 of a verified token → its principal and expiry (Unix seconds). A hit skips the
+    /// signature check, never the expiry check; the cache is emptied when full.
+    verified: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
+}
+
+/// Most tokens kept verified at once.
+const MAX_VERIFIED: usize = 10_000;
+
+impl Auth {
+    /// Checks tokens against `keys` and `config`.
+    pub fn new(keys: SigningKeys, config: AuthConfig) -> Self {
+        Self { keys: RwLock::new(keys), config, verified: Mutex::new(HashMap::new()) }
+    }
+
+    /// Verifies a token, from the cache when it was verified before and has not expired.
+    ///
+    /// # Errors
+    /// The token does not verify.
+    pub fn principal(&self, token: &str) -> Result<Principal, ApiError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if let Some((p, exp)) = self.verified.lock().ok().and_then(|c| c.get(&digest).cloned()) {
+            if now < exp {
+                return Ok(p);
+            }
+        }
+        let keys = self.keys.read().map_err(|_| ApiError::new(500, "internal", "key lock"))?;
+        let claims = Verifier::verify(&keys, &self.config, token)?;
+        let exp = claims.exp;
+        let principal = Principal::try_from(claims)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= MAX_VERIFIED {
+                cache.clear();
+            }
+            cache.insert(digest, (principal.clone(), exp));
+        }
+        Ok(principal)
+    }
 }
 
 impl From<AuthError> for ApiError {
@@ -48,7 +88,6 @@ pub fn authorize_with(
     if let Some(addr) = req.peer_addr() {
         state.limits.address(addr.ip()).map_err(limited)?;
     }
-    let auth = &state.auth;
     let token = match (req.headers().get("authorization"), body_key) {
         (Some(header), _) => {
             let header =
@@ -58,8 +97,7 @@ pub fn authorize_with(
         (None, Some(key)) => key.to_owned(),
         (None, None) => return Err(ApiError::new(401, "missing_credentials", "send a bearer token or a write key")),
     };
-    let keys = auth.keys.read().map_err(|_| ApiError::new(500, "internal", "key lock"))?;
-    let principal = Verifier::authenticate(&keys, &auth.config, &token)?;
+    let principal = state.auth.principal(&token)?;
     state.limits.key(principal.site().unwrap_or(principal.jti())).map_err(limited)?;
     principal.require(roles)?;
     if principal.role() == Role::Site {

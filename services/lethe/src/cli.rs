@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -312,7 +312,7 @@ fn serve(
         notices = policies.notices().count(),
         "policies loaded"
     );
-    let auth = Arc::new(Auth { keys: RwLock::new(keys), config: AuthConfig::default() });
+    let auth = Arc::new(Auth::new(keys, AuthConfig::default()));
     let store: Arc<dyn EventStore> = Arc::new(store);
     let mut collect = CollectState::build(store, Arc::new(policies), auth).context("cannot replay the log")?;
     collect.limits = Arc::new(RateLimiter::new(limits));

@@ -1,7 +1,7 @@
 //! `spawn_app()`: a running service on a free port, a fresh data directory, fresh keys, and typed
 //! helpers to mint tokens and call the API.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lethe::app::{Application, Settings};
@@ -37,8 +37,7 @@ pub async fn spawn_app_serving(limits: lethe_collect::ratelimit::Limits, parts: 
         Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master)).expect("open log"));
     let policies =
         Policies::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")).expect("policies");
-    let auth =
-        Arc::new(Auth { keys: RwLock::new(SigningKeys::generate().expect("keys")), config: AuthConfig::default() });
+    let auth = Arc::new(Auth::new(SigningKeys::generate().expect("keys"), AuthConfig::default()));
     let mut state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth).expect("state");
     state.limits = Arc::new(lethe_collect::ratelimit::RateLimiter::new(limits));
     let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1, parts };
