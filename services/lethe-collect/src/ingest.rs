@@ -21,6 +21,10 @@ use crate::{ApiError, CollectState, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT
 
 /// How far in the future a client timestamp may be (clock skew).
 const MAX_FUTURE_MICROS: i64 = 10 * 60 * 1_000_000;
+/// The reasons of a refusal for want of consent (answered 403 by the single-event endpoints).
+const CONSENT_REFUSALS: [&str; 5] =
+    ["no_consent", "consent_denied", "consent_withdrawn", "gpc_opt_out", "client_denied"];
+
 /// Purpose that a Global Privacy Control signal opts out of.
 pub(crate) const SALE_SHARE: &str = "sale_share";
 
@@ -394,14 +398,7 @@ async fn single(
             .ok_or_else(|| ApiError::new(500, "internal", "no outcome"))?;
     let status = match &result.outcome {
         Outcome::Stored { .. } | Outcome::Duplicate => 200,
-        Outcome::Rejected { reason, .. }
-            if reason.starts_with("no_consent")
-                || reason.starts_with("consent")
-                || *reason == "gpc_opt_out"
-                || *reason == "client_denied" =>
-        {
-            403
-        }
+        Outcome::Rejected { reason, .. } if CONSENT_REFUSALS.contains(reason) => 403,
         Outcome::Rejected { reason, .. } if *reason == "event_too_large" => 413,
         Outcome::Rejected { .. } => 400,
     };

@@ -1,5 +1,7 @@
 //! The `lethe` command as an operator uses it: real processes on a temporary data directory.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -11,7 +13,7 @@ fn lethe(dir: &Path, args: &[&str]) -> Output {
         .env_remove("LETHE_MASTER_KEY")
         .env_remove("LETHE_MASTER_KEY_FILE")
         .env_remove("LETHE_PASSPHRASE")
-        .env("LETHE_POLICIES", concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"))
+        .env("LETHE_POLICIES", common::POLICIES)
         .output()
         .expect("run lethe")
 }
@@ -118,52 +120,20 @@ fn serve_refuses_to_start_on_invalid_policies() {
 #[test]
 fn serve_and_token_issue_work_together() {
     let d = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _server = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_lethe"))
-            .args(["--data-dir", d.path().to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("LETHE_POLICIES", concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let server = common::serve(d.path(), &[]);
     let client = reqwest::blocking::Client::new();
-    let up = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        client.get(format!("{base}/healthz")).send().is_ok_and(|r| r.status() == 200)
-    });
-    {
-        assert!(up, "lethe serve did not come up");
-        let o = lethe(d.path(), &["token", "issue", "--role", "site", "--site", "shop", "--ttl", "10m"]);
-        assert!(o.status.success(), "{}", text(&o));
-        let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
-        assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
-        let policies =
-            lethe_policy::Policies::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies"))).unwrap();
-        let n = policies.notices().next().unwrap();
-        let consent = serde_json::json!({"anonymousId": "loop", "granted": ["analytics"], "method": "banner",
-            "jurisdiction": "EU", "locale": "en",
-            "notice": {"id": n.id().as_str(), "version": n.version().get(), "contentHash": n.content_hash()}});
-        let r = client.post(format!("{base}/v1/consent")).bearer_auth(&token).json(&consent).send().unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
-        let r = client
-            .post(format!("{base}/v1/track"))
-            .basic_auth(&token, Some(""))
-            .json(&serde_json::json!({"anonymousId": "loop", "event": "Clicked", "messageId": "m"}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
-    }
-}
-
-/// A child process that is killed when the test ends, pass or fail.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    let o = lethe(d.path(), &["token", "issue", "--role", "site", "--site", "shop", "--ttl", "10m"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let consent = common::banner_consent("loop", &["analytics"], &[]);
+    let r = client.post(format!("{}/v1/consent", server.base)).bearer_auth(&token).json(&consent).send().unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    let r = client
+        .post(format!("{}/v1/track", server.base))
+        .basic_auth(&token, Some(""))
+        .json(&serde_json::json!({"anonymousId": "loop", "event": "Clicked", "messageId": "m"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
 }

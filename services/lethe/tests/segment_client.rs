@@ -2,20 +2,14 @@
 //! `tests/segment` by `tests/run.sh`): a site changes only the host, and its events arrive in the
 //! log, minimized (invariant 4) and gated by consent (invariant 3).
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-const POLICIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies");
+use common::POLICIES;
+
 const CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/segment");
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn lethe(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_lethe"))
@@ -35,34 +29,16 @@ fn segments_node_library_sends_to_lethe_by_changing_the_host() {
         "@segment/analytics-node is not installed: run ./tests/run.sh (it runs npm ci in tests/segment)"
     );
     let d = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_lethe"))
-            .args(["--data-dir", d.path().to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("LETHE_POLICIES", POLICIES)
-            .env("LETHE_MASTER_KEY", "42".repeat(32))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{port}");
+    let master = "42".repeat(32);
+    let server = common::serve(d.path(), &[("LETHE_MASTER_KEY", &master)]);
+    let base = server.base.clone();
     let client = reqwest::blocking::Client::new();
-    let up = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        client.get(format!("{base}/healthz")).send().is_ok_and(|r| r.status() == 200)
-    });
-    assert!(up, "lethe serve did not come up");
     let o = lethe(d.path(), &["token", "issue", "--role", "site", "--site", "shop", "--ttl", "10m"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let write_key = String::from_utf8(o.stdout).unwrap().trim().to_owned();
 
     // The visitor consents to analytics only.
-    let policies = lethe_policy::Policies::load(Path::new(POLICIES)).unwrap();
-    let n = policies.notices().next().unwrap();
-    let consent = serde_json::json!({"anonymousId": "node-visitor", "granted": ["analytics"], "denied": ["personalization"],
-        "method": "banner", "jurisdiction": "EU", "locale": "en",
-        "notice": {"id": n.id().as_str(), "version": n.version().get(), "contentHash": n.content_hash()}});
+    let consent = common::banner_consent("node-visitor", &["analytics"], &["personalization"]);
     let r = client.post(format!("{base}/v1/consent")).bearer_auth(&write_key).json(&consent).send().unwrap();
     assert_eq!(r.status(), 201);
 
