@@ -209,8 +209,8 @@ fn a_layout_1_data_directory_is_upgraded_at_open() {
         assert_eq!(log.read_all(Position(1)).count(), 6);
     }
     let db = raw_log(dir.path());
-    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 3);
-    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&3u32.to_be_bytes()[..]));
+    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 4);
+    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&4u32.to_be_bytes()[..]));
     // The rebuilt index has one entry per event, pointing at its position.
     let mut expected: Vec<(Vec<u8>, Vec<u8>)> = positions
         .iter()

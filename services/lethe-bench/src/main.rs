@@ -115,6 +115,7 @@ fn event(payload: &[u8]) -> NewEvent {
         schema_version: SchemaVersion::new(2).expect("valid"),
         purpose: Purpose::parse("analytics").expect("valid"),
         time: UtcMicros::now(),
+        retention: lethe_domain::Retention::UntilErased,
         payload: payload.to_vec(),
     }
 }

@@ -18,7 +18,7 @@ type MessageKey = [u8; 16];
 #[derive(Debug, Default)]
 pub struct ConsentBook {
     consents: RwLock<HashMap<Pseudonym, ConsentHistory>>,
-    messages: RwLock<HashSet<MessageKey>>,
+    messages: RwLock<HashMap<Pseudonym, HashSet<MessageKey>>>,
 }
 
 fn message_key(subject: &Pseudonym, message_id: &str) -> MessageKey {
@@ -45,7 +45,12 @@ impl ConsentBook {
                 }
             } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
                 if let Some(id) = v.get("message_id").and_then(|m| m.as_str()) {
-                    book.messages.write().expect("book lock").insert(message_key(&subject, id));
+                    book.messages
+                        .write()
+                        .expect("book lock")
+                        .entry(subject)
+                        .or_default()
+                        .insert(message_key(&subject, id));
                 }
             }
         }
@@ -83,16 +88,34 @@ impl ConsentBook {
 
     /// Claims a message id before its append: false when it was stored (or is being stored) already.
     pub fn claim_message(&self, subject: &Pseudonym, message_id: &str) -> bool {
-        self.messages.write().expect("book lock").insert(message_key(subject, message_id))
+        self.messages.write().expect("book lock").entry(*subject).or_default().insert(message_key(subject, message_id))
     }
 
     /// Gives a claim back after a failed append.
     pub fn release_message(&self, subject: &Pseudonym, message_id: &str) {
-        self.messages.write().expect("book lock").remove(&message_key(subject, message_id));
+        if let Some(ids) = self.messages.write().expect("book lock").get_mut(subject) {
+            ids.remove(&message_key(subject, message_id));
+        }
     }
 
-    /// Forgets a subject (after an erasure).
-    pub fn forget(&self, subject: &Pseudonym) {
-        self.consents.write().expect("book lock").remove(subject);
+    /// Forgets a subject (after an erasure): its consent history and its stored message ids.
+    /// Returns whether the book held anything of it.
+    pub fn forget(&self, subject: &Pseudonym) -> bool {
+        let consents = self.consents.write().expect("book lock").remove(subject).is_some();
+        let messages = self.messages.write().expect("book lock").remove(subject).is_some();
+        consents || messages
+    }
+
+    /// Whether the book holds anything of the subject (R-ERASE-3 checks this after an erasure).
+    pub fn holds(&self, subject: &Pseudonym) -> bool {
+        self.consents.read().expect("book lock").contains_key(subject)
+            || self.messages.read().expect("book lock").contains_key(subject)
+    }
+
+    /// How many subjects the book holds anything of.
+    pub fn subjects(&self) -> usize {
+        let consents = self.consents.read().expect("book lock");
+        let messages = self.messages.read().expect("book lock");
+        consents.len() + messages.keys().filter(|s| !consents.contains_key(*s)).count()
     }
 }

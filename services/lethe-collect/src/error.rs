@@ -39,6 +39,7 @@ impl From<&LogError> for ApiError {
         match e {
             LogError::Erased(_) => Self::new(410, "subject_erased", "the subject was erased; nothing more is stored"),
             LogError::Conflict { .. } => Self::new(409, "version_conflict", e.to_string()),
+            LogError::PastRetention { .. } => Self::new(422, "past_retention", e.to_string()),
             other => {
                 tracing::error!(error = %other, code = other.code(), "event log failure");
                 Self::new(503, "store_unavailable", "the event store cannot take this request now")

@@ -7,7 +7,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use lethe_consent::{
     ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, Verdict, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION,
 };
-use lethe_domain::{EventType, ExpectedVersion, NewEvent, Pseudonym, Purpose, SchemaVersion, SubjectId, UtcMicros};
+use lethe_domain::{
+    EventType, ExpectedVersion, NewEvent, Pseudonym, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros,
+};
 use lethe_eventlog::{AppendRequest, EventStore};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -211,6 +213,8 @@ pub(crate) fn append_consent(state: &CollectState, subject: Pseudonym, record: C
         schema_version: SchemaVersion::new(CONSENT_SCHEMA_VERSION).expect("valid"),
         purpose: Purpose::necessary(),
         time: record.collected_at,
+        // Proof of consent is kept for as long as the subject's data exists (GDPR 7(1)).
+        retention: Retention::UntilErased,
         payload: serde_json::to_vec(&record).expect("records serialize"),
     };
     let appended =
@@ -367,11 +371,24 @@ fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now
         return Ok(Step::Done(Outcome::Duplicate));
     }
     let version = state.policies.event(&event_type).map_or(1, |r| r.schema_version().get());
+    // R-RETAIN-1: the event's key is the one of its retention period; retentions past what a key
+    // can name are clamped to the longest, which is still finite.
+    let retention = state.policies.retention_of_event(&event_type).map_or(Retention::UntilErased, |r| {
+        Retention::Days(u16::try_from(r.days()).unwrap_or(lethe_domain::KeyId::MAX_RETENTION_DAYS))
+    });
+    // Data already past its retention is not stored at all.
+    if retention.key_for(time).ok().and_then(lethe_domain::KeyId::expires_at).is_some_and(|at| at <= now) {
+        return done(
+            "past_retention",
+            "the event is older than its data categories may be kept: nothing was stored".into(),
+        );
+    }
     let event = NewEvent {
         schema_version: SchemaVersion::new(version).expect("policy versions start at 1"),
         event_type,
         purpose,
         time,
+        retention,
         payload: serde_json::to_vec(&payload(&m, state.store.as_ref(), time)).expect("payload serializes"),
     };
     Ok(Step::Ready(Box::new(Ready { subject, message_id, event })))

@@ -57,7 +57,7 @@ pub fn replay(store: &dyn EventStore, mut progress: impl FnMut(Position)) -> Res
                 hasher.update((payload.len() as u64).to_be_bytes());
                 hasher.update(payload);
             }
-            EventBody::Shredded => summary.tombstones += 1,
+            EventBody::Shredded | EventBody::Expired => summary.tombstones += 1,
             EventBody::Empty => summary.fences += 1,
         }
         progress(env.position);

@@ -11,6 +11,8 @@ pub enum DomainError {
     InvalidPurpose(String),
     #[error("pseudonym must be 64 hexadecimal characters")]
     InvalidPseudonym,
+    #[error("retention of {0} days cannot be keyed: it must be 1 to 32767 days, for a time from 1970 on")]
+    InvalidRetention(u16),
     #[error("schema version must be at least 1")]
     InvalidSchemaVersion,
     #[error("no upcaster from `{event_type}` version {from} to version {to}")]

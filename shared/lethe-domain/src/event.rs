@@ -78,6 +78,29 @@ impl ExpectedVersion {
     }
 }
 
+/// How long an event's data is kept, which decides the data key that seals it (R-RETAIN-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retention {
+    /// Kept until the subject is erased: sealed under the permanent key.
+    UntilErased,
+    /// Kept this many days after the event's time (at most one key period more), then shredded.
+    Days(u16),
+}
+
+impl Retention {
+    /// The data key of an event at `time` under this retention.
+    ///
+    /// # Errors
+    /// A retention a key id cannot express ([`KeyId::for_retention`]).
+    pub fn key_for(self, time: UtcMicros) -> Result<KeyId> {
+        match self {
+            Self::UntilErased => Ok(KeyId::PERMANENT),
+            Self::Days(d) => KeyId::for_retention(d, time),
+        }
+    }
+}
+
 /// An event as a caller hands it to the log: the payload is plaintext here and sealed by the log.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewEvent {
@@ -85,6 +108,8 @@ pub struct NewEvent {
     pub schema_version: SchemaVersion,
     pub purpose: Purpose,
     pub time: UtcMicros,
+    /// How long the payload is kept; decides the data key that seals it.
+    pub retention: Retention,
     /// Serialized payload (JSON by convention). Personal data: it is only ever stored encrypted.
     pub payload: Vec<u8>,
 }
@@ -96,6 +121,7 @@ impl fmt::Debug for NewEvent {
             .field("schema_version", &self.schema_version)
             .field("purpose", &self.purpose)
             .field("time", &self.time)
+            .field("retention", &self.retention)
             .field("payload", &format_args!("<{} bytes>", self.payload.len()))
             .finish()
     }
@@ -123,6 +149,8 @@ pub enum EventBody {
     Plain(Vec<u8>),
     /// The subject was erased: the key that sealed this payload is gone (R-ERASE-1 tombstone).
     Shredded,
+    /// The payload's retention period ended and its key was destroyed (R-RETAIN-1 tombstone).
+    Expired,
     /// A system record with no payload, such as an erasure fence.
     Empty,
 }
@@ -132,6 +160,7 @@ impl fmt::Debug for EventBody {
         match self {
             Self::Plain(p) => write!(f, "Plain(<{} bytes>)", p.len()),
             Self::Shredded => f.write_str("Shredded"),
+            Self::Expired => f.write_str("Expired"),
             Self::Empty => f.write_str("Empty"),
         }
     }

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::event::UtcMicros;
 use crate::{DomainError, Result};
 
 /// An identifier given by a site or CMS (a user id, an anonymous id). It crosses the collection
@@ -176,15 +177,127 @@ impl Purpose {
     }
 }
 
-/// Which generation of a subject's data key sealed a payload. Generation 0 is the subject's first
-/// key; later generations serve retention periods.
+/// Which of a subject's data keys sealed a payload.
+///
+/// Key 0 is the subject's permanent key: it lives until the subject is erased. Every other key id
+/// names a retention period (R-RETAIN-1): bit 31 is set, bits 30..16 hold the retention in days and
+/// bits 15..0 the period, counted in periods of [`KeyId::period_days`] since the Unix epoch. All
+/// events of a subject whose data is kept `d` days and whose time falls in one period share one
+/// key, and that key is destroyed when the period leaves the retention window, at
+/// [`KeyId::expires_at`]. Retention is enforced by destroying keys, never by scanning data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct KeyId(pub u32);
+
+const RETENTION_BIT: u32 = 1 << 31;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+impl KeyId {
+    /// The permanent key: destroyed only by the subject's erasure.
+    pub const PERMANENT: Self = Self(0);
+    /// Longest retention a key id can express, in days (about 89 years).
+    pub const MAX_RETENTION_DAYS: u16 = 0x7fff;
+
+    /// The key for an event at `time` whose data is kept `retention_days` (at least 1).
+    ///
+    /// # Errors
+    /// A retention of 0 days or above [`Self::MAX_RETENTION_DAYS`], or a time before 1970 or past
+    /// the last period a key id can name.
+    pub fn for_retention(retention_days: u16, time: UtcMicros) -> Result<Self> {
+        if retention_days == 0 || retention_days > Self::MAX_RETENTION_DAYS {
+            return Err(DomainError::InvalidRetention(retention_days));
+        }
+        let day = time.0.div_euclid(MICROS_PER_DAY);
+        // Negative days and periods past u16 fail the conversion.
+        let period = u16::try_from(day.div_euclid(i64::from(Self::period_days_for(retention_days))))
+            .map_err(|_| DomainError::InvalidRetention(retention_days))?;
+        Ok(Self(RETENTION_BIT | (u32::from(retention_days) << 16) | u32::from(period)))
+    }
+
+    /// The length of one key period for a retention: a tenth of the retention, between 1 and 30
+    /// days. Data is therefore kept at least its retention and at most one period longer.
+    pub const fn period_days_for(retention_days: u16) -> u16 {
+        let p = retention_days / 10;
+        if p == 0 {
+            1
+        } else if p > 30 {
+            30
+        } else {
+            p
+        }
+    }
+
+    /// The retention in days of a period key; `None` for the permanent key.
+    pub const fn retention_days(self) -> Option<u16> {
+        if self.0 & RETENTION_BIT == 0 {
+            None
+        } else {
+            Some(((self.0 >> 16) & 0x7fff) as u16)
+        }
+    }
+
+    /// The length of this key's period in days; `None` for the permanent key.
+    pub const fn period_days(self) -> Option<u16> {
+        match self.retention_days() {
+            Some(d) => Some(Self::period_days_for(d)),
+            None => None,
+        }
+    }
+
+    /// When this key must be destroyed: the end of its period plus the retention. `None` for the
+    /// permanent key.
+    pub fn expires_at(self) -> Option<UtcMicros> {
+        let days = self.retention_days()?;
+        let period = i64::from(self.0 & 0xffff);
+        let end_day = (period + 1) * i64::from(Self::period_days_for(days)) + i64::from(days);
+        Some(UtcMicros(end_day * MICROS_PER_DAY))
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const DAY: i64 = 86_400_000_000;
+
+    #[test]
+    fn retention_keys_name_their_period_and_expiry() {
+        // R-RETAIN-1: 2026-01-10 (day 20,463), kept 395 days in periods of 30 days.
+        let t = UtcMicros(20_463 * DAY + 5);
+        let k = KeyId::for_retention(395, t).unwrap();
+        assert_eq!(k.retention_days(), Some(395));
+        assert_eq!(k.period_days(), Some(30));
+        // Period 682 covers days 20,460..20,490; the key dies 395 days after its end.
+        assert_eq!(k.expires_at(), Some(UtcMicros((20_490 + 395) * DAY)));
+        // Every time of the same period shares the key; the next period has another one.
+        assert_eq!(KeyId::for_retention(395, UtcMicros(20_489 * DAY)).unwrap(), k);
+        assert_ne!(KeyId::for_retention(395, UtcMicros(20_490 * DAY)).unwrap(), k);
+        // Another retention never shares a key.
+        assert_ne!(KeyId::for_retention(730, t).unwrap(), k);
+        assert_eq!(KeyId::PERMANENT.expires_at(), None);
+        assert_eq!(KeyId::PERMANENT.retention_days(), None);
+    }
+
+    #[test]
+    fn unkeyable_retentions_are_refused() {
+        assert!(KeyId::for_retention(0, UtcMicros(0)).is_err());
+        assert!(KeyId::for_retention(KeyId::MAX_RETENTION_DAYS + 1, UtcMicros(0)).is_err());
+        assert!(KeyId::for_retention(30, UtcMicros(-DAY)).is_err());
+        // Periods of one day run out in the year 2149.
+        assert!(KeyId::for_retention(5, UtcMicros(70_000 * DAY)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn data_is_kept_its_retention_and_at_most_one_period_more(days in 1u16..4000, day in 0i64..40_000) {
+            let t = UtcMicros(day * DAY);
+            let k = KeyId::for_retention(days, t).unwrap();
+            let expiry = k.expires_at().unwrap().0;
+            let keep = expiry - t.0;
+            prop_assert!(keep > i64::from(days) * DAY);
+            prop_assert!(keep <= (i64::from(days) + i64::from(KeyId::period_days_for(days))) * DAY);
+        }
+    }
 
     #[test]
     fn subject_id_debug_is_redacted() {

@@ -9,6 +9,7 @@ pub mod schema;
 
 pub use error::{DomainError, Result};
 pub use event::{
-    EventBody, EventEnvelope, ExpectedVersion, NewEvent, Position, RecordedEvent, SchemaVersion, Seq, UtcMicros,
+    EventBody, EventEnvelope, ExpectedVersion, NewEvent, Position, RecordedEvent, Retention, SchemaVersion, Seq,
+    UtcMicros,
 };
 pub use ids::{EventType, KeyId, Pseudonym, Purpose, SubjectId};

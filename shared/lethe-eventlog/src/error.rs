@@ -10,6 +10,10 @@ pub enum LogError {
     Conflict { subject: Pseudonym, expected: ExpectedVersion, actual: Option<Seq> },
     #[error("subject {0:?} was erased; nothing more can be stored for it")]
     Erased(Pseudonym),
+    #[error("the event's retention cannot be keyed: {0}")]
+    Retention(String),
+    #[error("the event is older than its retention allows (its key {key_id:?} is already due for destruction); it was not stored")]
+    PastRetention { key_id: lethe_domain::KeyId },
     #[error("an append needs at least one event")]
     EmptyAppend,
     #[error("the data directory has layout version {found}, newer than the {supported} this version of Lethe understands; upgrade Lethe")]
@@ -20,6 +24,8 @@ pub enum LogError {
     KeyStoreBehind { key_store: u32, log: u32 },
     #[error("the key store in keys/ does not belong to this log (identity mismatch); restore the key store that belongs to this log")]
     KeyStoreMismatch,
+    #[error("unusable backup: {0}")]
+    BadBackup(String),
     #[error("corrupt log: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -41,8 +47,11 @@ impl LogError {
             Self::Conflict { .. } => "version_conflict",
             Self::Erased(_) => "subject_erased",
             Self::EmptyAppend => "empty_append",
+            Self::Retention(_) => "invalid_retention",
+            Self::PastRetention { .. } => "past_retention",
             Self::LayoutTooNew { .. } => "layout_too_new",
             Self::Corrupt(_) => "log_corrupt",
+            Self::BadBackup(_) => "bad_backup",
             Self::MissingKey { .. } => "missing_key",
             Self::KeyStoreBehind { .. } => "key_store_behind_log",
             Self::KeyStoreMismatch => "key_store_mismatch",

@@ -14,6 +14,10 @@
 //!   events `seq..seq+count` (layout 2 stored one entry per event, with no count)
 //! - `f/` pseudonym (32) → fence record: position and time of the subject's erasure
 //! - `k/` pseudonym (32) key id (u32 BE) → the subject's data key, wrapped under an epoch KEK
+//! - `r/` expiry (u64 BE, µs) pseudonym (32) key id (u32 BE) → empty: the retention index, so that
+//!   the keys whose period left the retention window are found without scanning (layout 4)
+//! - `m/retention_swept` → u64 BE (µs): every period key expiring at or before it is destroyed
+//! - `m/retention_pending` → present while a sweep destroyed keys that no rotation has finalized
 //!
 //! Everything lives in one tree so that one batch (events, index, a new subject's key, a fence and
 //! the removal of keys) is atomic, and one fsync makes a whole group durable.
@@ -24,7 +28,7 @@ use crate::codec;
 use crate::{LogError, Result};
 
 /// The layout this version writes.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 pub(crate) const META_LAYOUT: &[u8] = b"m/layout";
 pub(crate) const META_INCARNATION: &[u8] = b"m/incarnation";
@@ -35,6 +39,9 @@ pub(crate) const EVENTS: &[u8] = b"e/";
 pub(crate) const STREAMS: &[u8] = b"s/";
 pub(crate) const FENCES: &[u8] = b"f/";
 pub(crate) const KEYS: &[u8] = b"k/";
+pub(crate) const RETENTION: &[u8] = b"r/";
+pub(crate) const META_RETENTION_SWEPT: &[u8] = b"m/retention_swept";
+pub(crate) const META_RETENTION_PENDING: &[u8] = b"m/retention_pending";
 
 pub(crate) fn event_key(pos: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
@@ -96,6 +103,16 @@ pub(crate) fn dek_prefix(subject: &[u8; 32]) -> [u8; 34] {
     k
 }
 
+/// The retention index entry of a period key.
+pub(crate) fn retention_key(expires_at: u64, subject: &[u8; 32], key_id: u32) -> [u8; 46] {
+    let mut k = [0u8; 46];
+    k[..2].copy_from_slice(RETENTION);
+    k[2..10].copy_from_slice(&expires_at.to_be_bytes());
+    k[10..42].copy_from_slice(subject);
+    k[42..].copy_from_slice(&key_id.to_be_bytes());
+    k
+}
+
 pub(crate) fn be_u64(bytes: &[u8]) -> Result<u64> {
     bytes.try_into().map(u64::from_be_bytes).map_err(|_| LogError::Corrupt("expected 8 bytes".into()))
 }
@@ -127,6 +144,7 @@ pub(crate) fn check_and_upgrade(db: &Db) -> Result<u32> {
         match v {
             1 => upgrade_1_to_2(db)?,
             2 => stamp(db, 3)?,
+            3 => stamp(db, 4)?,
             other => return Err(LogError::Corrupt(format!("no upgrade step from layout {other}"))),
         }
         v += 1;
@@ -151,6 +169,9 @@ fn upgrade_1_to_2(db: &Db) -> Result<()> {
     Ok(())
 }
 
+/// Layout 4 adds period keys and their retention index `r/`; a layout-3 log has only permanent
+/// keys, so the index starts empty and the step only stamps the version.
+///
 /// Layout 3 stores the events of one append as one chunk under the position of its first event, and
 /// its stream index entries carry the chunk's event count. Layout-2 values (single records, 8-byte
 /// index entries) are read as chunks of one, so the step only stamps the version.

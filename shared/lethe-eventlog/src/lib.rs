@@ -3,14 +3,17 @@
 //! group commit, erasure fences and key-epoch rotation.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod codec;
 mod error;
 pub mod layout;
 mod sled_log;
 mod store;
 
+pub use backup::{restore, BackupFile, BackupHeader, BackupReport, RestoreReport};
 pub use error::{LogError, Result};
 pub use sled_log::{LogConfig, SledEventLog, LOG_DIR};
 pub use store::{
-    AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, SubjectVerify, VerifyReport,
+    AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState, SubjectVerify,
+    VerifyReport,
 };

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -19,13 +19,15 @@ use lethe_domain::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::backup::{self, BackupHeader, BackupReport};
 use crate::codec::{self, StoredRecord};
 use crate::layout::{
-    self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, parse_stream_value, stream_key, stream_prefix,
-    stream_value,
+    self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, parse_stream_value, retention_key, stream_key,
+    stream_prefix, stream_value,
 };
 use crate::store::{
-    AppendRequest, Appended, ErasureReceipt, EventStore, RotationReport, SubjectState, SubjectVerify, VerifyReport,
+    AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState, SubjectVerify,
+    VerifyReport,
 };
 use crate::{LogError, Result};
 
@@ -61,6 +63,8 @@ enum Command {
     Append(Vec<AppendRequest>, AppendReply),
     Erase(Pseudonym, Reply<Result<ErasureReceipt>>),
     Rotate(Reply<Result<RotationReport>>),
+    Expire(UtcMicros, Reply<Result<RetentionReport>>),
+    Backup(PathBuf, Reply<Result<BackupReport>>),
 }
 
 /// Applied groups waiting for the fsync that makes them durable.
@@ -78,6 +82,8 @@ struct Shared {
     incarnation: u32,
     rotation_pending: AtomicBool,
     poisoned: AtomicBool,
+    /// Every period key expiring at or before this instant (µs) is destroyed.
+    retention_swept: AtomicI64,
 }
 
 #[derive(Default)]
@@ -167,8 +173,10 @@ impl SledEventLog {
             None => 0,
         };
         let rotated_at = log.get(layout::META_ROTATED_AT)?.map(|v| be_u64(&v)).transpose()?.unwrap_or(0);
+        let retention_swept =
+            log.get(layout::META_RETENTION_SWEPT)?.map(|v| be_u64(&v)).transpose()?.unwrap_or(0).min(i64::MAX as u64);
         let mut cache = KeyCache::default();
-        let mut rotation_pending = false;
+        let mut rotation_pending = log.contains_key(layout::META_RETENTION_PENDING)?;
         for item in log.scan_prefix(layout::FENCES) {
             let (k, v) = item?;
             let subject = Pseudonym::from_bytes(k[2..].try_into().map_err(|_| LogError::Corrupt("fence key".into()))?);
@@ -207,6 +215,7 @@ impl SledEventLog {
             incarnation,
             rotation_pending: AtomicBool::new(rotation_pending),
             poisoned: AtomicBool::new(false),
+            retention_swept: AtomicI64::new(retention_swept as i64),
         });
 
         let (tx, rx) = mpsc::channel();
@@ -233,6 +242,15 @@ impl SledEventLog {
             .spawn(move || writer.run(&rx))
             .map_err(spawn_err)?;
         Ok(Self { shared, tx: Mutex::new(Some(tx)), threads: Mutex::new(vec![writer, flusher]) })
+    }
+
+    /// Writes a consistent backup of the log to `path` (see [`crate::backup`] for what it holds).
+    /// Appends wait while it runs.
+    ///
+    /// # Errors
+    /// Storage and I/O errors.
+    pub fn backup(&self, path: &Path) -> Result<BackupReport> {
+        self.send(|reply| Command::Backup(path.to_path_buf(), reply))?
     }
 
     /// The data directory.
@@ -301,6 +319,9 @@ impl Shared {
     /// The data key of `(subject, key_id)`, from the cache or unwrapped from the key store. `None`
     /// when it does not exist (never created, or destroyed by an erasure).
     fn key(&self, subject: &Pseudonym, key_id: KeyId) -> Result<Option<DataKey>> {
+        if self.expired(key_id) {
+            return Ok(None);
+        }
         {
             let cache = self.cache.read().expect("key cache lock");
             if let Some(k) = cache.keys.get(&(*subject, key_id)) {
@@ -317,7 +338,8 @@ impl Shared {
         let secret = self.keyring.read().expect("keyring lock").unwrap(subject, key_id, &wrapped)?;
         let key = DataKey::new(&secret);
         let mut cache = self.cache.write().expect("key cache lock");
-        if cache.erased.contains(subject) {
+        // An erasure or a retention sweep may have run while the key was unwrapped.
+        if cache.erased.contains(subject) || self.expired(key_id) {
             return Ok(None);
         }
         cache.keys.insert((*subject, key_id), key.clone());
@@ -333,6 +355,7 @@ impl Shared {
                 None if self.cache.read().expect("key cache lock").erased.contains(&rec.envelope.subject) => {
                     EventBody::Shredded
                 }
+                None if self.expired(rec.envelope.key_id) => EventBody::Expired,
                 // Fail closed: a key that is gone without an erasure is damage, not forgetting.
                 None => {
                     return Err(LogError::MissingKey { subject: rec.envelope.subject, key_id: rec.envelope.key_id })
@@ -340,6 +363,11 @@ impl Shared {
             }
         };
         Ok(RecordedEvent { envelope: rec.envelope, body })
+    }
+
+    /// Whether `key_id` is a period key that a retention sweep has destroyed.
+    fn expired(&self, key_id: KeyId) -> bool {
+        key_id.expires_at().is_some_and(|at| at.0 <= self.retention_swept.load(Ordering::Acquire))
     }
 
     fn fence(&self, subject: &Pseudonym) -> Result<Option<FenceRecord>> {
@@ -450,6 +478,13 @@ impl Writer {
                     let r = self.guarded(Writer::rotate);
                     let _ = reply.send(r);
                 }
+                Command::Expire(now, reply) => {
+                    let r = self.guarded(|w| w.expire(now));
+                    let _ = reply.send(r);
+                }
+                Command::Backup(path, reply) => {
+                    let _ = reply.send(self.backup(&path));
+                }
             }
         }
     }
@@ -483,7 +518,7 @@ impl Writer {
             return;
         }
         let mut batch = sled::Batch::default();
-        let mut new_keys: Vec<(Pseudonym, DataKey)> = Vec::new();
+        let mut new_keys: Vec<(Pseudonym, KeyId, DataKey)> = Vec::new();
         let mut staged: HashMap<Pseudonym, Seq> = HashMap::new();
         let mut pos = self.applied;
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
@@ -511,8 +546,8 @@ impl Writer {
         }
         if !new_keys.is_empty() {
             let mut cache = self.shared.cache.write().expect("key cache lock");
-            for (s, k) in new_keys {
-                cache.keys.insert((s, KeyId(0)), k);
+            for (s, id, k) in new_keys {
+                cache.keys.insert((s, id), k);
             }
         }
         let replies = group.into_iter().map(|(_, reply)| reply).zip(results).collect();
@@ -529,7 +564,7 @@ impl Writer {
         req: &AppendRequest,
         pos: &mut u64,
         staged: &mut HashMap<Pseudonym, Seq>,
-        new_keys: &mut Vec<(Pseudonym, DataKey)>,
+        new_keys: &mut Vec<(Pseudonym, KeyId, DataKey)>,
         batch: &mut sled::Batch,
     ) -> Result<Appended> {
         let subject = req.subject;
@@ -546,25 +581,51 @@ impl Writer {
         if !req.expected.admits(head) {
             return Err(LogError::Conflict { subject, expected: req.expected, actual: head });
         }
-        let key = match new_keys.iter().find(|(s, _)| *s == subject) {
-            Some((_, k)) => k.clone(),
-            None => match self.shared.key(&subject, KeyId(0))? {
-                Some(k) => k,
-                None => {
-                    let secret = SecretBytes::random();
-                    let wrapped = self.shared.keyring.read().expect("keyring lock").wrap(&subject, KeyId(0), &secret);
-                    batch.insert(&dek_key(subject.as_bytes(), 0)[..], &wrapped.to_bytes()[..]);
-                    let k = DataKey::new(&secret);
-                    new_keys.push((subject, k.clone()));
-                    k
-                }
-            },
-        };
+        // Every event's key first, so that a refused event leaves nothing staged.
+        let now = UtcMicros::now().0.max(self.shared.retention_swept.load(Ordering::Acquire));
+        let mut keys = Vec::with_capacity(req.events.len());
+        for ev in &req.events {
+            let key_id = ev.retention.key_for(ev.time).map_err(|e| LogError::Retention(e.to_string()))?;
+            if key_id.expires_at().is_some_and(|at| at.0 <= now) {
+                return Err(LogError::PastRetention { key_id });
+            }
+            keys.push(key_id);
+        }
+        let mut sealing: Vec<(KeyId, DataKey)> = Vec::new();
+        let mut fresh: Vec<(KeyId, SecretBytes)> = Vec::new();
+        for &key_id in &keys {
+            if sealing.iter().any(|(id, _)| *id == key_id) {
+                continue;
+            }
+            let key = match new_keys.iter().find(|(s, id, _)| *s == subject && *id == key_id) {
+                Some((_, _, k)) => k.clone(),
+                None => match self.shared.key(&subject, key_id)? {
+                    Some(k) => k,
+                    None => {
+                        let secret = SecretBytes::random();
+                        let k = DataKey::new(&secret);
+                        fresh.push((key_id, secret));
+                        k
+                    }
+                },
+            };
+            sealing.push((key_id, key));
+        }
+        for (key_id, secret) in fresh {
+            let wrapped = self.shared.keyring.read().expect("keyring lock").wrap(&subject, key_id, &secret);
+            batch.insert(&dek_key(subject.as_bytes(), key_id.0)[..], &wrapped.to_bytes()[..]);
+            if let Some(at) = key_id.expires_at() {
+                let at = u64::try_from(at.0).unwrap_or(0);
+                batch.insert(&retention_key(at, subject.as_bytes(), key_id.0)[..], &[][..]);
+            }
+            let k = sealing.iter().find(|(id, _)| *id == key_id).map(|(_, k)| k.clone()).expect("key staged above");
+            new_keys.push((subject, key_id, k));
+        }
         let first = *pos + 1;
         let first_seq = head.map_or(0, |s| s.0) + 1;
         let mut seq = first_seq - 1;
         let mut records = Vec::with_capacity(req.events.len());
-        for ev in &req.events {
+        for (ev, key_id) in req.events.iter().zip(keys) {
             seq += 1;
             *pos += 1;
             let envelope = EventEnvelope {
@@ -575,9 +636,10 @@ impl Writer {
                 schema_version: ev.schema_version,
                 purpose: ev.purpose.clone(),
                 time: ev.time,
-                key_id: KeyId(0),
+                key_id,
             };
-            records.push(StoredRecord::seal(envelope, &key, self.shared.incarnation, &ev.payload));
+            let key = &sealing.iter().find(|(id, _)| *id == key_id).expect("key staged above").1;
+            records.push(StoredRecord::seal(envelope, key, self.shared.incarnation, &ev.payload));
         }
         let count = u32::try_from(records.len()).map_err(|_| LogError::Corrupt("request too large".into()))?;
         batch.insert(&event_key(first)[..], codec::encode_chunk(&records));
@@ -628,7 +690,12 @@ impl Writer {
         let mut key_ids = Vec::new();
         for item in shared.log.scan_prefix(dek_prefix(subject.as_bytes())) {
             let (k, _) = item?;
-            key_ids.push(KeyId(be_u32(&k[34..])?));
+            let key_id = KeyId(be_u32(&k[34..])?);
+            if let Some(at) = key_id.expires_at() {
+                let at = u64::try_from(at.0).unwrap_or(0);
+                batch.remove(&retention_key(at, subject.as_bytes(), key_id.0)[..]);
+            }
+            key_ids.push(key_id);
             batch.remove(k);
         }
         {
@@ -656,6 +723,79 @@ impl Writer {
         })
     }
 
+    /// Destroys every period key whose retention window ended at or before `now` (R-RETAIN-1): a
+    /// range scan of the retention index, then one atomic batch that removes the keys and their
+    /// index entries and advances the sweep mark. Final for the data directory after the next
+    /// rotation, like an erasure.
+    fn expire(&mut self, now: UtcMicros) -> Result<RetentionReport> {
+        let shared = Arc::clone(&self.shared);
+        let through = now.0.max(shared.retention_swept.load(Ordering::Acquire)).max(0);
+        let upper = u64::try_from(through).unwrap_or(0);
+        let mut batch = sled::Batch::default();
+        let mut subjects = HashSet::new();
+        let mut destroyed = 0u64;
+        let range = retention_key(0, &[0; 32], 0)..=retention_key(upper, &[0xff; 32], u32::MAX);
+        for item in shared.log.range(range) {
+            let (k, _) = item?;
+            if k.len() != 46 {
+                return Err(LogError::Corrupt("malformed retention index entry".into()));
+            }
+            let subject = Pseudonym::from_bytes(k[10..42].try_into().expect("32 bytes"));
+            let key_id = be_u32(&k[42..])?;
+            batch.remove(&dek_key(subject.as_bytes(), key_id)[..]);
+            batch.remove(k);
+            subjects.insert(subject);
+            destroyed += 1;
+        }
+        batch.insert(layout::META_RETENTION_SWEPT, &upper.to_be_bytes()[..]);
+        if destroyed > 0 {
+            batch.insert(layout::META_RETENTION_PENDING, &[1u8][..]);
+        }
+        // Readers stop using the keys before the batch lands.
+        shared.retention_swept.fetch_max(through, Ordering::AcqRel);
+        shared
+            .cache
+            .write()
+            .expect("key cache lock")
+            .keys
+            .retain(|(_, id), _| !id.expires_at().is_some_and(|at| at.0 <= through));
+        shared.log.apply_batch(batch)?;
+        shared.log.flush()?;
+        shared.head.fetch_max(self.applied, Ordering::AcqRel);
+        if destroyed > 0 {
+            shared.rotation_pending.store(true, Ordering::Release);
+        }
+        Ok(RetentionReport {
+            swept_through: UtcMicros(through),
+            keys_destroyed: destroyed,
+            subjects: subjects.len() as u64,
+            rotation_pending: shared.rotation_pending.load(Ordering::Acquire),
+        })
+    }
+
+    /// Copies the whole database to `path` while no write runs: the writer holds every command
+    /// until the copy is done. Everything applied is made durable first, so the copy holds exactly
+    /// the durable log.
+    fn backup(&mut self, path: &Path) -> Result<BackupReport> {
+        let shared = Arc::clone(&self.shared);
+        shared.log.flush()?;
+        shared.head.fetch_max(self.applied, Ordering::AcqRel);
+        let (key_store, epoch) = {
+            let keyring = shared.keyring.read().expect("keyring lock");
+            (keyring.id().to_owned(), keyring.current_epoch().0)
+        };
+        let header = BackupHeader {
+            format: 1,
+            layout: layout::LAYOUT_VERSION,
+            created_at: UtcMicros::now(),
+            key_store,
+            epoch,
+            head: self.applied,
+            incarnation: shared.incarnation,
+        };
+        backup::write(&shared.log, &header, path)
+    }
+
     fn rotate(&mut self) -> Result<RotationReport> {
         let shared = Arc::clone(&self.shared);
         let mut keyring = shared.keyring.write().expect("keyring lock");
@@ -676,6 +816,7 @@ impl Writer {
             n += 1;
         }
         batch.insert(layout::META_EPOCH, &to.to_be_bytes()[..]);
+        batch.remove(layout::META_RETENTION_PENDING);
         shared.log.apply_batch(batch)?;
         shared.log.flush()?;
         shared.head.fetch_max(self.applied, Ordering::AcqRel);
@@ -781,10 +922,10 @@ impl EventStore for SledEventLog {
         for item in self.shared.log.scan_prefix(dek_prefix(subject.as_bytes())) {
             key_ids.push(KeyId(be_u32(&item?.0[34..])?));
         }
-        if key_ids.is_empty() {
+        let events = self.shared.stream_head(subject)?.map_or(0, |s| s.0);
+        if key_ids.is_empty() && events == 0 {
             return Ok(SubjectState::Unknown);
         }
-        let events = self.shared.stream_head(subject)?.map_or(0, |s| s.0);
         Ok(SubjectState::Active { events, key_ids })
     }
 
@@ -794,6 +935,10 @@ impl EventStore for SledEventLog {
 
     fn rotate_keys(&self) -> Result<RotationReport> {
         self.send(Command::Rotate)?
+    }
+
+    fn expire_keys(&self, now: UtcMicros) -> Result<RetentionReport> {
+        self.send(|reply| Command::Expire(now, reply))?
     }
 
     fn verify(&self) -> Result<VerifyReport> {
@@ -841,6 +986,7 @@ impl EventStore for SledEventLog {
                 match self.shared.open_record(rec) {
                     Ok(RecordedEvent { body: EventBody::Plain(_), .. }) => report.decrypted += 1,
                     Ok(RecordedEvent { body: EventBody::Shredded, .. }) => report.tombstones += 1,
+                    Ok(RecordedEvent { body: EventBody::Expired, .. }) => report.expired += 1,
                     Ok(RecordedEvent { body: EventBody::Empty, .. }) => {
                         report.fences += 1;
                         fenced_at.insert(env.subject, pos);

@@ -68,12 +68,26 @@ pub struct RotationReport {
     pub erasures_finalized: u64,
 }
 
+/// What a retention sweep did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetentionReport {
+    /// Every period key expiring at or before this instant is now destroyed.
+    pub swept_through: UtcMicros,
+    pub keys_destroyed: u64,
+    /// Subjects that lost at least one key.
+    pub subjects: u64,
+    /// True until a rotation makes the destruction final for the data directory.
+    pub rotation_pending: bool,
+}
+
 /// What `verify` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
     pub events: u64,
     pub decrypted: u64,
     pub tombstones: u64,
+    /// Events whose retention period ended and whose key was destroyed.
+    pub expired: u64,
     pub fences: u64,
     pub subjects: u64,
     pub erased_subjects: u64,
@@ -159,6 +173,14 @@ pub trait EventStore: Send + Sync + Debug {
     /// # Errors
     /// Storage or key store failure.
     fn rotate_keys(&self) -> Result<RotationReport>;
+
+    /// Destroys the data keys of every retention period that ended at or before `now`
+    /// (R-RETAIN-1); their events then read as [`lethe_domain::EventBody::Expired`]. Final for the
+    /// data directory after the next [`Self::rotate_keys`].
+    ///
+    /// # Errors
+    /// Storage failure.
+    fn expire_keys(&self, now: UtcMicros) -> Result<RetentionReport>;
 
     /// Reads and decrypts every event and checks the indexes.
     ///

@@ -173,6 +173,16 @@ impl Policies {
         }
     }
 
+    /// How long an event is kept: the shortest retention among the categories of its declared
+    /// fields (or of the `[custom]` category), so that no field outlives its own category
+    /// (R-RETAIN-1). `None` when the event is not accepted.
+    pub fn retention_of_event(&self, event_type: &EventType) -> Option<Retention> {
+        match self.events.get(event_type) {
+            Some(rule) => rule.fields().filter_map(|(_, c)| self.retention_for(c)).min(),
+            None => self.custom_for(event_type).and_then(|c| self.retention_for(c.category())),
+        }
+    }
+
     /// The payload fields of an event that have no data category (R-ROPA-1), in the order given.
     /// Every field of an event that is neither declared nor covered by `[custom]` is unclassified.
     pub fn fields_unclassified<I, S>(&self, event_type: &EventType, field_names: I) -> Vec<String>

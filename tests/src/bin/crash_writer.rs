@@ -111,6 +111,7 @@ fn worker(
                 schema_version: SchemaVersion::new(1).expect("valid version"),
                 purpose: purpose.clone(),
                 time: UtcMicros::now(),
+                retention: lethe_domain::Retention::UntilErased,
                 payload: BatchEvent { subject, batch, index, size }.encode(),
             })
             .collect();

@@ -64,6 +64,7 @@ pub fn event_at(payload: impl Into<Vec<u8>>, time: UtcMicros) -> NewEvent {
         schema_version: SchemaVersion::new(1).expect("valid version"),
         purpose: Purpose::parse("analytics").expect("valid purpose"),
         time,
+        retention: lethe_domain::Retention::UntilErased,
         payload: payload.into(),
     }
 }
@@ -166,4 +167,9 @@ pub fn random_hex(n: usize) -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
     (0..n).map(|_| char::from_digit(rng.gen_range(0..16), 16).expect("hex digit")).collect()
+}
+
+/// Every event body of the log, with unreadable events (missing keys) left out.
+pub fn read_all_lossy(log: &SledEventLog) -> Vec<lethe_domain::EventBody> {
+    log.read_all(lethe_domain::Position(1)).filter_map(Result::ok).map(|e| e.body).collect()
 }
