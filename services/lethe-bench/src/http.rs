@@ -136,6 +136,7 @@ pub fn run(seconds: u64, concurrency: usize, workers: usize, hold: Option<u64>) 
         let app = Application::build(
             &Settings { listen: "127.0.0.1:0".into(), workers, ..Settings::default() },
             lethe_state,
+            None,
         )?;
         let port = app.port();
         Ok((port, app.into_server()))

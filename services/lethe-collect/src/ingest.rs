@@ -28,7 +28,7 @@ const CONSENT_REFUSALS: [&str; 5] =
     ["no_consent", "consent_denied", "consent_withdrawn", "gpc_opt_out", "client_denied"];
 
 /// Purpose that a Global Privacy Control signal opts out of.
-pub(crate) const SALE_SHARE: &str = "sale_share";
+pub const SALE_SHARE: &str = "sale_share";
 
 /// The outcome of one message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,7 +49,7 @@ pub struct EventResult {
 }
 
 /// Whether the request carries `Sec-GPC: 1`.
-pub(crate) fn gpc_header(req: &HttpRequest) -> bool {
+pub fn gpc_header(req: &HttpRequest) -> bool {
     req.headers().get("sec-gpc").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1")
 }
 
@@ -207,7 +207,7 @@ fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> 
 }
 
 /// Appends a consent record and, once durable, adds it to the consent book.
-pub(crate) fn append_consent(state: &CollectState, subject: Pseudonym, record: ConsentRecord) -> Result<u64, ApiError> {
+pub fn append_consent(state: &CollectState, subject: Pseudonym, record: ConsentRecord) -> Result<u64, ApiError> {
     let event = NewEvent {
         event_type: EventType::parse(CONSENT_CHANGED).expect("valid"),
         schema_version: SchemaVersion::new(CONSENT_SCHEMA_VERSION).expect("valid"),
@@ -515,7 +515,7 @@ pub(crate) async fn import(
 }
 
 /// A subject id from a path or body, parsed at the edge.
-pub(crate) fn subject_id(raw: &str) -> Result<SubjectId, ApiError> {
+pub fn subject_id(raw: &str) -> Result<SubjectId, ApiError> {
     SubjectId::parse(raw).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))
 }
 

@@ -12,6 +12,7 @@ use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use lethe_collect::CollectState;
 use lethe_eventlog::EventStore;
+use lethe_privacy::Privacy;
 use serde_json::json;
 
 /// What the HTTP application needs to start.
@@ -29,11 +30,13 @@ pub struct Settings {
 pub enum Part {
     /// The consent ledger and behavior ingestion.
     Collect,
+    /// Subject rights, the request log and the DPO's audit trail.
+    Privacy,
 }
 
 impl Part {
     /// Every part.
-    pub const ALL: [Part; 1] = [Part::Collect];
+    pub const ALL: [Part; 2] = [Part::Collect, Part::Privacy];
 }
 
 impl Default for Settings {
@@ -47,6 +50,7 @@ impl Default for Settings {
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub collect: CollectState,
+    pub privacy: Option<Arc<Privacy>>,
     pub parts: Vec<Part>,
 }
 
@@ -63,27 +67,36 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Binds the listener and builds the server.
+    /// Binds the listener and builds the server. The privacy part is served when `privacy` is given
+    /// and the settings list it.
     ///
     /// # Errors
     /// The address does not parse or cannot be bound.
-    pub fn build(settings: &Settings, collect: CollectState) -> anyhow::Result<Self> {
+    pub fn build(settings: &Settings, collect: CollectState, privacy: Option<Arc<Privacy>>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             store: Arc::clone(&collect.store),
             collect: collect.clone(),
+            privacy: privacy.clone(),
             parts: settings.parts.clone(),
         });
         let collect = web::Data::new(collect);
         let with_collect = settings.parts.contains(&Part::Collect);
+        let privacy = privacy.filter(|_| settings.parts.contains(&Part::Privacy)).map(web::Data::from);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap_fn(cors)
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .app_data(state.clone())
                 .app_data(collect.clone())
+                .configure(|cfg| {
+                    if let Some(p) = &privacy {
+                        cfg.app_data(p.clone());
+                        lethe_privacy::configure(cfg);
+                    }
+                })
                 // Bodies are read as bytes and checked by each endpoint against its own limit.
                 .app_data(web::PayloadConfig::new(4 * lethe_collect::MAX_BATCH_BYTES))
                 .route("/healthz", web::get().to(healthz))
@@ -200,12 +213,17 @@ pub fn openapi(parts: &[Part]) -> utoipa::openapi::OpenApi {
     if parts.contains(&Part::Collect) {
         doc.merge(lethe_collect::ApiDoc::openapi());
     }
+    if parts.contains(&Part::Privacy) {
+        doc.merge(lethe_privacy::ApiDoc::openapi());
+    }
     doc
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "this document", body = Object)))]
 async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(openapi(&state.parts))
+    let parts: Vec<Part> =
+        state.parts.iter().copied().filter(|p| *p != Part::Privacy || state.privacy.is_some()).collect();
+    HttpResponse::Ok().json(openapi(&parts))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "the process is up", body = Object)))]
@@ -228,6 +246,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut body = state.collect.metrics.render();
     body.push_str(&format!("# TYPE lethe_log_head gauge\nlethe_log_head {}\n", state.store.head().0));
+    if let Some(p) = &state.privacy {
+        body.push_str(&lethe_privacy::schedule::metrics(p));
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }
 

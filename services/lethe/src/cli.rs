@@ -10,14 +10,20 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use lethe_audit::{AuditKind, AuditVerifier};
 use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
 use lethe_collect::auth::Auth;
 use lethe_collect::ratelimit::{Limits, Rate, RateLimiter};
 use lethe_collect::CollectState;
 use lethe_crypto::{Keyring, MasterSource};
-use lethe_domain::SubjectId;
+use lethe_domain::{SubjectId, UtcMicros};
+use lethe_dsr::{Channel, Law, ListFilter};
 use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
 use lethe_policy::Policies;
+use lethe_privacy::audit_api::Format;
+use lethe_privacy::controller::ControllerFile;
+use lethe_privacy::erasure::Asker;
+use lethe_privacy::{schedule, Privacy, PrivacyOptions};
 
 use crate::app::{Application, Part, Settings};
 
@@ -84,13 +90,93 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Crypto-shreds a subject by its external identifier.
+    /// Crypto-shreds a subject by its external identifier and prints the erasure certificate.
     Erase {
         /// The subject's external identifier (user id or anonymous id).
         id: String,
         /// Rotate the key epoch right away, which makes the erasure final for the data directory.
         #[arg(long)]
         now: bool,
+    },
+    /// Writes a consistent backup of the event log to a file (what it holds: ARCHITECTURE.md).
+    Backup {
+        /// The backup file to write.
+        file: PathBuf,
+    },
+    /// Restores a backup into the data directory; erasures the live log knows are re-applied.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Retention (R-RETAIN-1).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+    /// The DPO's audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Data-subject requests and their deadlines.
+    Requests {
+        #[command(subcommand)]
+        command: RequestsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Destroys the keys of every retention period that has ended, then rotates the key epoch.
+    Sweep {
+        /// Sweep as of this RFC 3339 instant instead of now (for a dry run on a copy, or tests).
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verifies the audit chain (or an exported chain file): hashes, sequence and signatures.
+    Verify {
+        /// A chain exported with `lethe audit chain` or `GET /v1/audit/chain`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Hex Ed25519 public key to trust (repeatable). Default: this data directory's audit key.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+    },
+    /// Writes the DPO's export: consent records, requests, certificates, recipients, records of
+    /// processing and audit entries.
+    Export {
+        /// RFC 3339 start of the window.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 end of the window.
+        #[arg(long)]
+        to: Option<String>,
+        /// jsonl or csv.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Writes the audit chain as signed JSONL, for `lethe audit verify --file`.
+    Chain {
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// Lists requests with their due dates and days left.
+    List {
+        /// Include completed and denied requests.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -174,8 +260,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rate = |r: f64| Rate { per_second: r.max(0.001), burst: (2.0 * r).max(1.0) };
             let limits = Limits { per_address: rate(*rate_per_address), per_key: rate(*rate_per_key) };
             let store = store()?;
-            let keys = api_keys(&open_keyring(&cli)?)?;
-            serve(store, keys, policies()?, limits, settings)
+            let keyring = open_keyring(&cli)?;
+            let keys = api_keys(&keyring)?;
+            let controller = load_controller(cli.policies.as_deref())?;
+            serve(Serve {
+                store,
+                keys,
+                policies: policies()?,
+                limits,
+                settings,
+                keyring,
+                controller,
+                data_dir: cli.data_dir.clone(),
+            })
         }
         Command::Policies { command: PoliciesCommand::Check { dir } } => {
             let dir = dir.clone().or_else(|| cli.policies.clone()).unwrap_or_else(|| PathBuf::from("policies"));
@@ -200,19 +297,186 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { command } => token(&open_keyring(&cli)?, command),
         Command::Erase { id, now } => {
             let id = SubjectId::parse(id)?;
-            let store = store()?;
-            let subject = store.pseudonymize(&id);
-            let receipt = store.erase(&subject).context("erasure failed")?;
-            println!("{}", serde_json::to_string_pretty(&receipt)?);
+            let privacy = open_privacy(&cli, store()?)?;
+            let subject = privacy.collect.store.pseudonymize(&id);
+            let asker = Asker { role: "cli", law: Law::Gdpr, channel: Channel::Api };
+            let certificate = lethe_privacy::erasure::erase(&privacy, &subject, asker).map_err(api_err)?;
+            println!("{}", serde_json::to_string_pretty(&certificate)?);
             if *now {
-                let report = store.rotate_keys().context("key rotation failed")?;
+                let report = schedule::finalize_if_due(&privacy, UtcMicros::now(), true).map_err(api_err)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                eprintln!("erased; final for this data directory after the next `lethe keys rotate`");
+                eprintln!("erased; final for this data directory after the next `lethe keys rotate` (lethe serve does it within its window)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { file } => {
+            let privacy = open_privacy(&cli, store()?)?;
+            let report = privacy.collect.store.backup(file).context("backup failed")?;
+            privacy
+                .audit(AuditKind::Backup, "cli", None, serde_json::json!({"records": report.records, "bytes": report.bytes, "digest": report.digest, "head": report.header.head, "epoch": report.header.epoch}))
+                .map_err(api_err)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { file } => {
+            let (log, report) = lethe_eventlog::restore(LogConfig::new(&cli.data_dir, master_source(&cli)), file)
+                .with_context(|| format!("cannot restore {}", file.display()))?;
+            let privacy = open_privacy(&cli, log)?;
+            privacy.audit(AuditKind::Restore, "cli", None, serde_json::to_value(&report)?).map_err(api_err)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retention { command: RetentionCommand::Sweep { at } } => {
+            let at = match at {
+                Some(t) => lethe_privacy::time::parse_rfc3339(t).map_err(anyhow::Error::msg)?,
+                None => UtcMicros::now(),
+            };
+            let privacy = open_privacy(&cli, store()?)?;
+            let report = schedule::sweep(&privacy, at).map_err(api_err)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            let rotation = schedule::finalize_if_due(&privacy, UtcMicros::now(), true).map_err(api_err)?;
+            println!("{}", serde_json::to_string_pretty(&rotation)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command } => audit(&cli, command),
+        Command::Requests { command: RequestsCommand::List { all } } => {
+            let privacy = open_privacy(&cli, store()?)?;
+            let filter = if *all { ListFilter::all() } else { ListFilter::all().open() };
+            let now = UtcMicros::now();
+            for r in privacy.requests.list(&filter)? {
+                println!("{}", serde_json::to_string(&lethe_privacy::requests_api::view(&r, now))?);
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn api_err(e: lethe_collect::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", e.code, e.message)
+}
+
+/// Opens the privacy service over an open log (the consent book is replayed from it).
+fn open_privacy(cli: &Cli, store: SledEventLog) -> anyhow::Result<Arc<Privacy>> {
+    let keyring = open_keyring(cli)?;
+    let keys = api_keys(&keyring)?;
+    let auth = Arc::new(Auth::new(keys, AuthConfig::default()));
+    let policies = load_policies(cli.policies.as_deref())?;
+    let controller = load_controller(cli.policies.as_deref())?;
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let collect = CollectState::build(store, Arc::new(policies), auth).context("cannot replay the log")?;
+    let options = PrivacyOptions::from_controller(&controller);
+    Privacy::open(&cli.data_dir, &keyring, collect, controller, options).context("cannot open the privacy database")
+}
+
+/// The controller file: in the policy folder when it has one, else the built-in copy.
+fn load_controller(dir: Option<&Path>) -> anyhow::Result<ControllerFile> {
+    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("policies"));
+    Ok(ControllerFile::load(&dir)?)
+}
+
+fn write_to(out: Option<&Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
+    Ok(match out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    })
+}
+
+fn audit(cli: &Cli, command: &AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { file, public_keys } => {
+            let mut verifier = AuditVerifier::new();
+            for k in public_keys {
+                let bytes: [u8; 32] = hex::decode(k)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| anyhow::anyhow!("a public key is 64 hex characters"))?;
+                let key = lethe_audit::VerifyingKey::from_bytes(&bytes).context("not an Ed25519 public key")?;
+                verifier.trust(lethe_audit::key_id_for(&key), key)?;
+            }
+            let result = match file {
+                Some(path) => {
+                    if verifier.is_empty() {
+                        verifier = local_verifier(cli)?;
+                    }
+                    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+                    lethe_audit::verify_jsonl(std::io::BufReader::new(f), &verifier)
+                }
+                None => {
+                    let store = open_store(cli)?;
+                    let privacy = open_privacy(cli, store)?;
+                    if !verifier.is_empty() {
+                        privacy.audit.verify_with(&verifier)
+                    } else {
+                        privacy.audit.verify()
+                    }
+                }
+            };
+            match result {
+                Ok(report) => {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("FAILED: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::Export { from, to, format, out } => {
+            let format = match format.as_str() {
+                "jsonl" => Format::Jsonl,
+                "csv" => Format::Csv,
+                other => anyhow::bail!("unknown format `{other}`: jsonl or csv"),
+            };
+            let parse = |t: &Option<String>, d| t.as_deref().map_or(Ok(d), lethe_privacy::time::parse_rfc3339);
+            let from = parse(from, UtcMicros(0)).map_err(anyhow::Error::msg)?;
+            let to = parse(to, UtcMicros(i64::MAX)).map_err(anyhow::Error::msg)?;
+            let privacy = open_privacy(cli, open_store(cli)?)?;
+            let bar = progress_bar(privacy.collect.store.head().0);
+            let counts =
+                lethe_privacy::audit_api::write_export(&privacy, from, to, format, write_to(out.as_deref())?, |p| {
+                    bar.set_position(p)
+                })
+                .map_err(api_err)?;
+            bar.finish_and_clear();
+            privacy
+                .audit(AuditKind::Export, "cli", None, serde_json::json!({"what": "audit export", "counts": counts}))
+                .map_err(api_err)?;
+            eprintln!("{}", serde_json::to_string(&counts)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Chain { out } => {
+            let privacy = open_privacy(cli, open_store(cli)?)?;
+            let w = write_to(out.as_deref())?;
+            let summary = if privacy.audit.head().0 > 0 {
+                privacy.audit.export_jsonl_signed(w, 1, UtcMicros::now().0)?
+            } else {
+                privacy.audit.export_jsonl(w, 1)?
+            };
+            eprintln!("{summary:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The verifier of this data directory's audit key, read from the key store only.
+fn local_verifier(cli: &Cli) -> anyhow::Result<AuditVerifier> {
+    let keyring = open_keyring(cli)?;
+    let secret = keyring
+        .blob("audit-signing-key")?
+        .ok_or_else(|| anyhow::anyhow!("this data directory has no audit key; pass --public-key"))?;
+    let secret: [u8; 32] = secret[..].try_into().map_err(|_| anyhow::anyhow!("the audit key is damaged"))?;
+    let public = lethe_audit::VerifyingKey::from(&ed25519_signing_key(&secret));
+    let mut v = AuditVerifier::new();
+    v.trust(lethe_audit::key_id_for(&public), public)?;
+    Ok(v)
+}
+
+fn ed25519_signing_key(secret: &[u8; 32]) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(secret)
 }
 
 /// Loads the policies: an explicit folder, else `./policies` when present, else the built-in copy.
@@ -299,13 +563,20 @@ fn token(keyring: &Keyring, command: &TokenCommand) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(
+/// What `lethe serve` runs with.
+struct Serve {
     store: SledEventLog,
     keys: SigningKeys,
     policies: Policies,
     limits: Limits,
     settings: Settings,
-) -> anyhow::Result<ExitCode> {
+    keyring: Keyring,
+    controller: ControllerFile,
+    data_dir: PathBuf,
+}
+
+fn serve(args: Serve) -> anyhow::Result<ExitCode> {
+    let Serve { store, keys, policies, limits, settings, keyring, controller, data_dir } = args;
     tracing::info!(
         purposes = policies.purposes().count(),
         event_types = policies.events().count(),
@@ -316,8 +587,17 @@ fn serve(
     let store: Arc<dyn EventStore> = Arc::new(store);
     let mut collect = CollectState::build(store, Arc::new(policies), auth).context("cannot replay the log")?;
     collect.limits = Arc::new(RateLimiter::new(limits));
+    let options = PrivacyOptions::from_controller(&controller);
+    let privacy = Privacy::open(&data_dir, &keyring, collect.clone(), controller, options)
+        .context("cannot open the privacy database")?;
+    drop(keyring);
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(&settings, collect)?;
+        let _background = settings
+            .parts
+            .contains(&Part::Privacy)
+            .then(|| schedule::start(Arc::clone(&privacy), Duration::from_secs(5)))
+            .transpose()?;
+        let app = Application::build(&settings, collect, Some(privacy))?;
         tracing::info!(port = app.port(), listen = %settings.listen, "lethe is serving");
         app.run_until_stopped().await?;
         anyhow::Ok(())

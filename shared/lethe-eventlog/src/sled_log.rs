@@ -244,15 +244,6 @@ impl SledEventLog {
         Ok(Self { shared, tx: Mutex::new(Some(tx)), threads: Mutex::new(vec![writer, flusher]) })
     }
 
-    /// Writes a consistent backup of the log to `path` (see [`crate::backup`] for what it holds).
-    /// Appends wait while it runs.
-    ///
-    /// # Errors
-    /// Storage and I/O errors.
-    pub fn backup(&self, path: &Path) -> Result<BackupReport> {
-        self.send(|reply| Command::Backup(path.to_path_buf(), reply))?
-    }
-
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.shared.data_dir
@@ -758,7 +749,7 @@ impl Writer {
             .write()
             .expect("key cache lock")
             .keys
-            .retain(|(_, id), _| !id.expires_at().is_some_and(|at| at.0 <= through));
+            .retain(|(_, id), _| id.expires_at().is_none_or(|at| at.0 > through));
         shared.log.apply_batch(batch)?;
         shared.log.flush()?;
         shared.head.fetch_max(self.applied, Ordering::AcqRel);
@@ -910,6 +901,10 @@ impl EventStore for SledEventLog {
         !self.shared.poisoned.load(Ordering::Acquire) && self.tx.lock().is_ok_and(|tx| tx.is_some())
     }
 
+    fn rotation_pending(&self) -> bool {
+        self.shared.rotation_pending.load(Ordering::Acquire)
+    }
+
     fn subject_state(&self, subject: &Pseudonym) -> Result<SubjectState> {
         if let Some(f) = self.shared.fence(subject)? {
             return Ok(SubjectState::Erased {
@@ -939,6 +934,10 @@ impl EventStore for SledEventLog {
 
     fn expire_keys(&self, now: UtcMicros) -> Result<RetentionReport> {
         self.send(|reply| Command::Expire(now, reply))?
+    }
+
+    fn backup(&self, path: &Path) -> Result<BackupReport> {
+        self.send(|reply| Command::Backup(path.to_path_buf(), reply))?
     }
 
     fn verify(&self) -> Result<VerifyReport> {

@@ -154,6 +154,9 @@ pub trait EventStore: Send + Sync + Debug {
     /// Whether appends can be accepted (false once a failed write stopped the writer).
     fn writable(&self) -> bool;
 
+    /// Whether an erasure or a retention sweep waits for [`Self::rotate_keys`] to become final.
+    fn rotation_pending(&self) -> bool;
+
     /// The erasure state of a subject.
     ///
     /// # Errors
@@ -181,6 +184,13 @@ pub trait EventStore: Send + Sync + Debug {
     /// # Errors
     /// Storage failure.
     fn expire_keys(&self, now: UtcMicros) -> Result<RetentionReport>;
+
+    /// Writes a consistent backup of the log to `path` (see [`crate::backup`] for what it holds and
+    /// when an erasure reaches it). Appends wait while it runs.
+    ///
+    /// # Errors
+    /// Storage and I/O errors.
+    fn backup(&self, path: &std::path::Path) -> Result<crate::BackupReport>;
 
     /// Reads and decrypts every event and checks the indexes.
     ///

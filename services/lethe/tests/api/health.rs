@@ -55,6 +55,17 @@ async fn openapi_describes_every_endpoint() {
         ("/v1/identify", "post"),
         ("/v1/batch", "post"),
         ("/v1/import", "post"),
+        ("/v1/me/erasure", "post"),
+        ("/v1/me/opt-out", "post"),
+        ("/v1/me/withdraw", "post"),
+        ("/v1/me/export", "get"),
+        ("/v1/schemas/export.json", "get"),
+        ("/v1/requests", "get"),
+        ("/v1/requests", "post"),
+        ("/v1/requests/{id}/actions", "post"),
+        ("/v1/audit/export", "get"),
+        ("/v1/audit/chain", "get"),
+        ("/v1/ropa", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not described");
         // And the route exists: anything but the JSON 404 of unknown paths.
@@ -62,7 +73,7 @@ async fn openapi_describes_every_endpoint() {
         let r = if method == "get" { app.client.get(url) } else { app.client.post(url) }.send().await.unwrap();
         assert_ne!(r.status(), 404, "{method} {path} is described but not routed");
     }
-    assert_eq!(paths.len(), 11, "a route was added without its description: {:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 21, "a route was added without its description: {:?}", paths.keys().collect::<Vec<_>>());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ApiError"].is_object());
 }

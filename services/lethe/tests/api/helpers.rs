@@ -8,18 +8,21 @@ use lethe::app::{Application, Settings};
 use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
 use lethe_collect::auth::Auth;
 use lethe_collect::CollectState;
-use lethe_crypto::MasterSource;
+use lethe_crypto::{Keyring, MasterSource};
 use lethe_domain::SubjectId;
 use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
 use lethe_policy::Policies;
+use lethe_privacy::controller::ControllerFile;
+use lethe_privacy::{Privacy, PrivacyOptions};
 use serde_json::{json, Value};
 
 pub struct TestApp {
     pub address: String,
     pub store: Arc<dyn EventStore>,
     pub state: CollectState,
+    pub privacy: Arc<Privacy>,
     pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -31,20 +34,40 @@ pub async fn spawn_app_with(limits: lethe_collect::ratelimit::Limits) -> TestApp
 }
 
 pub async fn spawn_app_serving(limits: lethe_collect::ratelimit::Limits, parts: Vec<lethe::app::Part>) -> TestApp {
+    spawn_app_configured(limits, parts, |_| {}).await
+}
+
+/// A service whose privacy part is set up by `configure` (controller file, options) before it starts.
+pub async fn spawn_app_configured(
+    limits: lethe_collect::ratelimit::Limits,
+    parts: Vec<lethe::app::Part>,
+    configure: impl FnOnce(&mut PrivacySetup),
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let master = MasterSource::Hex(hex::encode(rand::random::<[u8; 32]>()));
     let store: Arc<dyn EventStore> =
-        Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master)).expect("open log"));
+        Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master.clone())).expect("open log"));
     let policies =
         Policies::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")).expect("policies");
     let auth = Arc::new(Auth::new(SigningKeys::generate().expect("keys"), AuthConfig::default()));
     let mut state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth).expect("state");
     state.limits = Arc::new(lethe_collect::ratelimit::RateLimiter::new(limits));
+    let controller = ControllerFile::builtin().expect("controller file");
+    let mut setup = PrivacySetup { options: PrivacyOptions::from_controller(&controller), controller };
+    configure(&mut setup);
+    let keyring = Keyring::open(dir.path(), &master).expect("key store");
+    let privacy = Privacy::open(dir.path(), &keyring, state.clone(), setup.controller, setup.options).expect("privacy");
     let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1, parts };
-    let app = Application::build(&settings, state.clone()).expect("build app");
+    let app = Application::build(&settings, state.clone(), Some(Arc::clone(&privacy))).expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp { address, store, state, client: reqwest::Client::new(), _dir: dir }
+    TestApp { address, store, state, privacy, client: reqwest::Client::new(), dir }
+}
+
+/// What a test may change before the privacy part opens.
+pub struct PrivacySetup {
+    pub controller: ControllerFile,
+    pub options: PrivacyOptions,
 }
 
 impl TestApp {

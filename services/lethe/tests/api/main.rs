@@ -6,3 +6,4 @@ mod health;
 mod helpers;
 mod limits;
 mod malformed;
+mod privacy;

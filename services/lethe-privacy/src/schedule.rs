@@ -1,0 +1,125 @@
+//! The background work of `lethe serve`: the key rotation that makes erasures and retention sweeps
+//! final within the configured window (R-ERASE-4/5), the retention sweeps themselves (R-RETAIN-1),
+//! and the delivery of recipient notices (Art. 19).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lethe_audit::AuditKind;
+use lethe_collect::ApiError;
+use lethe_domain::UtcMicros;
+use lethe_eventlog::{RetentionReport, RotationReport};
+use lethe_outbox::{Deliverer, DeliveryConfig};
+use tokio::sync::watch;
+
+use crate::state::Privacy;
+
+/// Stops the background tasks when dropped.
+#[derive(Debug)]
+pub struct Background {
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Rotates the key epoch when an erasure or sweep is pending and its window is up (or `force`).
+/// Blocking.
+///
+/// # Errors
+/// The rotation or its audit entry failed; the rotation is retried on the next tick.
+pub fn finalize_if_due(privacy: &Privacy, now: UtcMicros, force: bool) -> Result<Option<RotationReport>, ApiError> {
+    if !privacy.collect.store.rotation_pending() {
+        *privacy.pending_since.lock().expect("pending lock") = None;
+        return Ok(None);
+    }
+    let due = privacy.finality_due().unwrap_or(now);
+    if !force && due > now {
+        return Ok(None);
+    }
+    let report = privacy.collect.store.rotate_keys().map_err(ApiError::from)?;
+    *privacy.pending_since.lock().expect("pending lock") = None;
+    privacy.audit(AuditKind::KeyRotation, "system", None, serde_json::to_value(&report).expect("serializes"))?;
+    tracing::info!(
+        from = report.from_epoch,
+        to = report.to_epoch,
+        erasures = report.erasures_finalized,
+        "key epoch rotated"
+    );
+    Ok(Some(report))
+}
+
+/// Destroys the keys of every retention period that ended by `now`. Blocking.
+///
+/// # Errors
+/// The sweep or its audit entry failed.
+pub fn sweep(privacy: &Privacy, now: UtcMicros) -> Result<RetentionReport, ApiError> {
+    let report = privacy.collect.store.expire_keys(now).map_err(ApiError::from)?;
+    if report.keys_destroyed > 0 {
+        privacy.rotation_needed(now);
+        privacy.audit(AuditKind::RetentionShred, "system", None, serde_json::to_value(&report).expect("serializes"))?;
+        tracing::info!(keys = report.keys_destroyed, subjects = report.subjects, "retention sweep destroyed keys");
+    }
+    Ok(report)
+}
+
+/// Starts the background tasks on the current actix/tokio runtime.
+///
+/// # Errors
+/// The delivery client cannot be built.
+pub fn start(privacy: Arc<Privacy>, tick: Duration) -> Result<Background, lethe_outbox::OutboxError> {
+    let (stop, rx) = watch::channel(false);
+    let deliverer = Deliverer::new(privacy.outbox.clone(), DeliveryConfig::default())?;
+    actix_web::rt::spawn(deliverer.run(rx.clone(), Duration::from_secs(30)));
+    let mut rx = rx;
+    actix_web::rt::spawn(async move {
+        let mut last_sweep: Option<std::time::Instant> = None;
+        loop {
+            let p = Arc::clone(&privacy);
+            let sweep_due = last_sweep.is_none_or(|t| t.elapsed() >= p.options.sweep_every);
+            if sweep_due {
+                last_sweep = Some(std::time::Instant::now());
+            }
+            let result = tokio::task::spawn_blocking(move || {
+                if sweep_due {
+                    sweep(&p, UtcMicros::now())?;
+                }
+                finalize_if_due(&p, UtcMicros::now(), false)
+            })
+            .await;
+            match result {
+                Ok(Err(e)) => tracing::error!(code = e.code, "background privacy work failed; retrying"),
+                Err(e) => tracing::error!(error = %e, "background privacy task panicked"),
+                Ok(Ok(_)) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = rx.changed() => return,
+            }
+            if *rx.borrow() {
+                return;
+            }
+        }
+    });
+    Ok(Background { stop })
+}
+
+/// What the scheduler reports on `/metrics`.
+pub fn metrics(privacy: &Privacy) -> String {
+    let stats = privacy.outbox.stats().ok();
+    let mut out = String::new();
+    out.push_str("# TYPE lethe_rotation_pending gauge\n");
+    out.push_str(&format!("lethe_rotation_pending {}\n", u8::from(privacy.collect.store.rotation_pending())));
+    if let Some(s) = stats {
+        out.push_str("# TYPE lethe_recipient_notices gauge\n");
+        out.push_str(&format!("lethe_recipient_notices{{state=\"pending\"}} {}\n", s.pending));
+        out.push_str(&format!("lethe_recipient_notices{{state=\"delivered\"}} {}\n", s.delivered));
+        out.push_str(&format!("lethe_recipient_notices{{state=\"dead_letter\"}} {}\n", s.dead_letter));
+    }
+    out.push_str("# TYPE lethe_audit_entries gauge\n");
+    out.push_str(&format!("lethe_audit_entries {}\n", privacy.audit.head().0));
+    out
+}

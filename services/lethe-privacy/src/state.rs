@@ -1,0 +1,286 @@
+//! The privacy service's state: its own sled database (`<data>/privacy`: the request log, the audit
+//! chain, erasure certificates and the recipient outbox — none of which holds an identifier or a
+//! pseudonym, only digests and per-recipient references), the clock that makes erasures final,
+//! and the hooks other parts register to forget a subject.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use lethe_audit::{AuditChain, AuditEntry, AuditKind, AuditRecord, AuditSigner, ChainConfig};
+use lethe_collect::{ApiError, CollectState};
+use lethe_crypto::Keyring;
+use lethe_domain::{Pseudonym, UtcMicros};
+use lethe_dsr::{DeadlinePolicy, RequestStore, SubjectDigest};
+use lethe_outbox::{Outbox, Recipient, RetryPolicy, WebhookSecret};
+use sha2::Sha256;
+
+use crate::controller::ControllerFile;
+
+/// Folder of the privacy database inside the data directory.
+pub const PRIVACY_DIR: &str = "privacy";
+/// Sealed blob holding the audit chain's signing key.
+const AUDIT_KEY_BLOB: &str = "audit-signing-key";
+/// Sealed blob holding the key of per-recipient subject references.
+const RECIPIENT_REF_BLOB: &str = "recipient-reference-key";
+
+/// Something outside the log that holds data of subjects and must forget one on erasure: a view, a
+/// cache, a model registry. Registered with [`Privacy::register`]; named in erasure certificates.
+pub trait ErasureHook: Send + Sync + std::fmt::Debug {
+    /// The store's name, as certificates list it.
+    fn name(&self) -> &str;
+    /// Removes everything of the subject. Returns whether the store held anything of it.
+    ///
+    /// # Errors
+    /// The store cannot be changed; the erasure then reports the failure and stays open.
+    fn forget(&self, subject: &Pseudonym) -> Result<bool, String>;
+    /// The subject's derived data, for the access export (GDPR Art. 15): `None` when none.
+    fn export(&self, subject: &Pseudonym) -> Option<serde_json::Value> {
+        let _ = subject;
+        None
+    }
+}
+
+/// Settings of the privacy service.
+#[derive(Debug, Clone)]
+pub struct PrivacyOptions {
+    /// An erasure is made final (key epoch rotated) at most this long after it.
+    pub finality: Duration,
+    /// How often retention sweeps run.
+    pub sweep_every: Duration,
+    /// Retries of recipient notices.
+    pub retry: RetryPolicy,
+}
+
+impl PrivacyOptions {
+    /// Defaults from the controller file.
+    pub fn from_controller(controller: &ControllerFile) -> Self {
+        Self {
+            finality: Duration::from_secs(u64::from(controller.requests.erasure_finality_minutes) * 60),
+            sweep_every: Duration::from_secs(3600),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Everything the privacy endpoints and background tasks share.
+pub struct Privacy {
+    pub collect: CollectState,
+    pub controller: Arc<ControllerFile>,
+    pub options: PrivacyOptions,
+    pub deadlines: DeadlinePolicy,
+    pub db: sled::Db,
+    pub requests: RequestStore,
+    pub audit: AuditChain,
+    pub outbox: Outbox,
+    pub certificates: sled::Tree,
+    signer: AuditSigner,
+    reference_key: [u8; 32],
+    hooks: RwLock<Vec<Arc<dyn ErasureHook>>>,
+    /// The earliest erasure or retention sweep that no rotation has made final yet.
+    pub(crate) pending_since: Mutex<Option<UtcMicros>>,
+}
+
+impl std::fmt::Debug for Privacy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Privacy").field("audit_key", &self.signer.key_id()).finish_non_exhaustive()
+    }
+}
+
+/// A failure opening the privacy service.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("privacy database: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("key store: {0}")]
+    Keys(#[from] lethe_crypto::CryptoError),
+    #[error("audit chain: {0}")]
+    Audit(#[from] lethe_audit::AuditError),
+    #[error("requests: {0}")]
+    Requests(#[from] lethe_dsr::DsrError),
+    #[error("recipients: {0}")]
+    Outbox(#[from] lethe_outbox::OutboxError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Privacy {
+    /// Opens the privacy database in `data_dir`, with the signing and reference keys sealed in
+    /// `keyring` (created on first use).
+    ///
+    /// # Errors
+    /// Storage, key store, or configuration errors.
+    pub fn open(
+        data_dir: &Path,
+        keyring: &Keyring,
+        collect: CollectState,
+        controller: ControllerFile,
+        options: PrivacyOptions,
+    ) -> Result<Arc<Self>, OpenError> {
+        let signer = match keyring.blob(AUDIT_KEY_BLOB)? {
+            Some(bytes) => {
+                let secret: [u8; 32] =
+                    bytes[..].try_into().map_err(|_| OpenError::Config("audit signing key is damaged".into()))?;
+                let public = ed25519_dalek::SigningKey::from_bytes(&secret).verifying_key();
+                AuditSigner::from_bytes(&secret, lethe_audit::key_id_for(&public))?
+            }
+            None => {
+                let signer = AuditSigner::generate()?;
+                keyring.put_blob(AUDIT_KEY_BLOB, &signer.to_bytes()[..])?;
+                signer
+            }
+        };
+        let reference_key = match keyring.blob(RECIPIENT_REF_BLOB)? {
+            Some(bytes) => {
+                bytes[..].try_into().map_err(|_| OpenError::Config("recipient reference key is damaged".into()))?
+            }
+            None => {
+                let key: [u8; 32] = rand_bytes();
+                keyring.put_blob(RECIPIENT_REF_BLOB, &key)?;
+                key
+            }
+        };
+        let holidays = controller
+            .requests
+            .holidays
+            .iter()
+            .map(|d| d.parse::<lethe_dsr::jiff::civil::Date>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| OpenError::Config(format!("controller.toml: bad holiday: {e}")))?;
+        let deadlines = DeadlinePolicy::new(&controller.requests.time_zone, holidays)?;
+        let db = sled::Config::new().path(data_dir.join(PRIVACY_DIR)).open()?;
+        let requests = RequestStore::new(db.open_tree("requests")?);
+        let audit = AuditChain::open(db.open_tree("audit")?, signer.clone(), ChainConfig::default())?;
+        let certificates = db.open_tree("certificates")?;
+        let recipients = controller
+            .recipients
+            .iter()
+            .filter_map(|r| {
+                let url = r.webhook.as_deref()?;
+                let secret = std::env::var(format!("LETHE_RECIPIENT_{}_SECRET", r.id.to_uppercase().replace('-', "_")))
+                    .ok()
+                    .and_then(|s| WebhookSecret::new(s).ok());
+                Some(Recipient::new(r.id.clone(), r.name.clone(), url, secret))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let outbox = Outbox::open(db.open_tree("outbox")?, recipients, options.retry.clone())?;
+        let pending = collect.store.rotation_pending().then(UtcMicros::now);
+        let policy_digest = policy_digest(&collect, &controller);
+        let meta = db.open_tree("meta")?;
+        let previous = meta.get(POLICY_DIGEST)?.map(|v| String::from_utf8_lossy(&v).into_owned());
+        if previous.as_deref() != Some(policy_digest.as_str()) {
+            // Invariant 7: a change of the policies is audited, with both digests.
+            let record = AuditRecord::new(UtcMicros::now().0, AuditKind::PolicyChange, "system")
+                .detail(serde_json::json!({"from": previous, "to": policy_digest}));
+            audit.append(record)?;
+            audit.flush()?;
+            meta.insert(POLICY_DIGEST, policy_digest.as_bytes())?;
+            meta.flush()?;
+        }
+        Ok(Arc::new(Self {
+            collect,
+            controller: Arc::new(controller),
+            options,
+            deadlines,
+            db,
+            requests,
+            audit,
+            outbox,
+            certificates,
+            signer,
+            reference_key,
+            hooks: RwLock::new(Vec::new()),
+            pending_since: Mutex::new(pending),
+        }))
+    }
+
+    /// Registers a store that must forget erased subjects.
+    pub fn register(&self, hook: Arc<dyn ErasureHook>) {
+        self.hooks.write().expect("hooks lock").push(hook);
+    }
+
+    pub(crate) fn hooks(&self) -> Vec<Arc<dyn ErasureHook>> {
+        self.hooks.read().expect("hooks lock").clone()
+    }
+
+    /// The signer of checkpoints and certificates.
+    pub fn signer(&self) -> &AuditSigner {
+        &self.signer
+    }
+
+    /// The reference under which `recipient` knows a subject: HMAC-SHA256 of the pseudonym under a
+    /// key of Lethe's own, per recipient, so that no two recipients can join their data on it and
+    /// the notice of an erasure carries no Lethe pseudonym.
+    pub fn recipient_reference(&self, recipient: &str, subject: &Pseudonym) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.reference_key).expect("any key length");
+        mac.update(recipient.as_bytes());
+        mac.update(&[0]);
+        mac.update(subject.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Appends an audit entry and makes it durable.
+    ///
+    /// # Errors
+    /// The audit chain cannot be written: the action must not be reported as done.
+    pub fn audit(
+        &self,
+        kind: AuditKind,
+        actor: &str,
+        subject: Option<&SubjectDigest>,
+        detail: serde_json::Value,
+    ) -> Result<AuditEntry, ApiError> {
+        let mut record = AuditRecord::new(UtcMicros::now().0, kind, actor).detail(detail);
+        if let Some(s) = subject {
+            record = record.subject(s.to_string());
+        }
+        let entry = self.audit.append(record).map_err(audit_error)?;
+        self.audit.flush().map_err(audit_error)?;
+        Ok(entry)
+    }
+
+    /// Notes that an erasure or sweep waits for a rotation to become final.
+    pub(crate) fn rotation_needed(&self, since: UtcMicros) {
+        let mut pending = self.pending_since.lock().expect("pending lock");
+        if pending.is_none() {
+            *pending = Some(since);
+        }
+    }
+
+    /// When the pending erasures must be final by, if any are pending.
+    pub fn finality_due(&self) -> Option<UtcMicros> {
+        let since = (*self.pending_since.lock().expect("pending lock"))?;
+        Some(UtcMicros(since.0.saturating_add(self.options.finality.as_micros().try_into().unwrap_or(i64::MAX))))
+    }
+}
+
+pub(crate) fn audit_error(e: lethe_audit::AuditError) -> ApiError {
+    tracing::error!(error = %e, code = e.code(), "audit chain failure");
+    ApiError::new(503, "audit_unavailable", "the audit chain cannot record this action now; nothing was done")
+}
+
+pub(crate) fn dsr_error(e: lethe_dsr::DsrError) -> ApiError {
+    let status = e.http_status();
+    if status >= 500 {
+        tracing::error!(error = %e, code = e.code(), "request log failure");
+        return ApiError::new(503, "requests_unavailable", "the request log cannot take this request now");
+    }
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+const POLICY_DIGEST: &[u8] = b"policy-digest";
+
+/// SHA-256 over the records of processing generated from the policies and the controller file:
+/// any change of purposes, categories, retention, events, notices or recipients changes it.
+fn policy_digest(collect: &CollectState, controller: &ControllerFile) -> String {
+    let ropa = crate::ropa::generate(&collect.policies, controller);
+    let bytes = serde_json::to_vec(&ropa).expect("records serialize");
+    hex::encode(<Sha256 as sha2::Digest>::digest(&bytes))
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut out);
+    out
+}

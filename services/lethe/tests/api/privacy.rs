@@ -1,0 +1,530 @@
+//! The privacy part over real HTTP: erasure with its certificate, recipient notices and finality
+//! (R-ERASE-1/3/4), opt-out and withdrawal (R-CONSENT-2, R-GPC-1), the access export against its
+//! published schema (R-DSR-2), the request log and its deadlines (R-DSR-1), the role matrix
+//! (R-DSR-4), and the DPO's audit export and chain (R-AUDIT-1, R-ROPA-1).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use lethe_auth::Role;
+use lethe_domain::{EventBody, Pseudonym, SubjectId};
+use lethe_privacy::ErasureHook;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_configured, TestApp};
+
+fn pseudonym(app: &TestApp, id: &str) -> Pseudonym {
+    app.store.pseudonymize(&SubjectId::parse(id).unwrap())
+}
+
+/// Consents to everything on the banner and sends events carrying canary values.
+async fn seed(app: &TestApp, id: &str, canary: &str) {
+    let (status, body) = app.consent(id, &["analytics", "personalization", "sale_share"], &[]).await;
+    assert_eq!(status, 201, "{body}");
+    let site = app.site();
+    let (status, body) = app
+        .post(
+            "/v1/track",
+            Some(&site),
+            &json!({"anonymousId": id, "event": "Product Viewed", "messageId": format!("{canary}-1"),
+                "properties": {"product_id": format!("{canary}-product"), "category": "tents"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/page",
+            Some(&site),
+            &json!({"anonymousId": id, "messageId": format!("{canary}-2"),
+                "context": {"page": {"url": format!("https://shop.example/{canary}-page")}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn erase(app: &TestApp, id: &str) -> (u16, Value) {
+    let token = app.token(Role::Subject, Some(id));
+    app.post("/v1/me/erasure", Some(&token), &json!({})).await
+}
+
+/// Every file under a folder, as one byte vector each.
+fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A store of derived data, registered like a feature view would be.
+#[derive(Debug, Default)]
+struct Features(Mutex<std::collections::HashMap<Pseudonym, Value>>);
+
+impl ErasureHook for Features {
+    fn name(&self) -> &str {
+        "test_features"
+    }
+    fn forget(&self, subject: &Pseudonym) -> Result<bool, String> {
+        Ok(self.0.lock().unwrap().remove(subject).is_some())
+    }
+    fn export(&self, subject: &Pseudonym) -> Option<Value> {
+        self.0.lock().unwrap().get(subject).cloned()
+    }
+}
+
+/// R-ERASE-1, R-ERASE-3, R-AUDIT-1: the erasure answers with a signed certificate that holds no
+/// personal data; every event reads as a tombstone; the consent book, the dedup index, registered
+/// stores and the privacy database hold nothing of the subject; the audit chain still verifies.
+#[actix_web::test]
+async fn r_erase_1_3_erasure_reaches_every_store_and_certifies_it() {
+    let app = spawn_app().await;
+    let features = Arc::new(Features::default());
+    app.privacy.register(features.clone());
+    seed(&app, "erase-me-7731", "canary9d2e").await;
+    seed(&app, "keep-me-1188", "canary44aa").await;
+    let subject = pseudonym(&app, "erase-me-7731");
+    features.0.lock().unwrap().insert(subject, json!({"affinity": "canary9d2e-tents"}));
+    assert!(app.state.book.holds(&subject));
+
+    let (status, cert) = erase(&app, "erase-me-7731").await;
+    assert_eq!(status, 200, "{cert}");
+    let text = cert.to_string();
+    assert!(!text.contains(&subject.to_hex()) && !text.contains("erase-me-7731"), "PII in the certificate: {text}");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(subject.as_bytes()));
+    assert_eq!(cert["subject_digest"], digest);
+    assert_eq!(cert["events_shredded"], 3);
+    assert!(cert["stores_touched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s.as_str().unwrap().starts_with("test_features")));
+    let parsed: lethe_privacy::ErasureCertificate = serde_json::from_value(cert.clone()).unwrap();
+    assert!(lethe_privacy::erasure::verify_certificate(&app.privacy, &parsed));
+    let mut forged = parsed.clone();
+    forged.events_shredded = 0;
+    assert!(!lethe_privacy::erasure::verify_certificate(&app.privacy, &forged), "a changed certificate verifies");
+
+    // R-ERASE-1: tombstones and a fence; the other subject is intact.
+    let bodies: Vec<EventBody> = app.store.read_stream(&subject).unwrap().into_iter().map(|e| e.body).collect();
+    assert_eq!(bodies, vec![EventBody::Shredded, EventBody::Shredded, EventBody::Shredded, EventBody::Empty]);
+    assert_eq!(app.stored("keep-me-1188"), 3);
+    // R-ERASE-3: no projection, cache or index holds the subject.
+    assert!(!app.state.book.holds(&subject));
+    assert!(features.export(&subject).is_none());
+    app.privacy.db.flush().unwrap();
+    let hex_pseudonym = subject.to_hex();
+    let needles: [&[u8]; 4] = [subject.as_bytes(), hex_pseudonym.as_bytes(), b"erase-me-7731", b"canary9d2e"];
+    for (path, bytes) in files(&app.dir.path().join(lethe_privacy::PRIVACY_DIR)) {
+        for n in &needles {
+            assert!(!contains(&bytes, n), "{} holds {:?}", path.display(), String::from_utf8_lossy(n));
+        }
+    }
+    // The subject can be re-identified by nobody, and nothing more is stored for it.
+    let (status, body) = app
+        .post(
+            "/v1/track",
+            Some(&app.site()),
+            &json!({"anonymousId": "erase-me-7731", "event": "Clicked", "messageId": "after"}),
+        )
+        .await;
+    assert_ne!(status, 200, "{body}");
+    // A second erasure repeats the first one's facts.
+    let (status, again) = erase(&app, "erase-me-7731").await;
+    assert_eq!((status, again["newly_erased"].as_bool()), (200, Some(false)));
+    // R-AUDIT-1: the chain verifies after the erasure and names the subject only by digest.
+    let report = app.privacy.audit.verify().expect("the chain verifies");
+    assert!(report.entries_checked >= 4, "{report:?}");
+    let (_, requests) = app.get("/v1/requests?status=all", Some(&app.token(Role::Dpo, None))).await;
+    let erasures: Vec<&Value> =
+        requests["requests"].as_array().unwrap().iter().filter(|r| r["kind"] == "erasure").collect();
+    assert_eq!(erasures.len(), 2);
+    assert!(erasures.iter().all(|r| r["status"] == "completed" && r["subject_digest"] == digest));
+}
+
+/// R-ERASE-4: `lethe serve`'s background work rotates the key epoch within the configured window
+/// after an erasure, which makes it final; the rotation is in the audit chain.
+#[actix_web::test]
+async fn r_erase_4_the_erasure_becomes_final_within_the_window() {
+    let app = spawn_app_configured(Default::default(), lethe::app::Part::ALL.to_vec(), |s| {
+        s.options.finality = Duration::from_millis(300);
+    })
+    .await;
+    let _bg = lethe_privacy::schedule::start(Arc::clone(&app.privacy), Duration::from_millis(50)).unwrap();
+    seed(&app, "final-1", "canaryf1").await;
+    let (status, cert) = erase(&app, "final-1").await;
+    assert_eq!(status, 200, "{cert}");
+    assert!(app.store.rotation_pending());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.store.rotation_pending() {
+        assert!(std::time::Instant::now() < deadline, "no rotation within 10 s");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rotations = app
+        .privacy
+        .audit
+        .entries(1)
+        .filter_map(Result::ok)
+        .filter(|e| e.kind == lethe_audit::AuditKind::KeyRotation)
+        .count();
+    assert_eq!(rotations, 1);
+    let (_, metrics) =
+        (0, app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap());
+    assert!(metrics.contains("lethe_rotation_pending 0"), "{metrics}");
+}
+
+/// GDPR Art. 19: every recipient of a purpose the subject granted gets a signed `subject.erased`
+/// notice naming the subject by a reference of its own; the acknowledgement is recorded and shows
+/// in the DPO's export.
+#[actix_web::test]
+async fn recipients_are_notified_of_an_erasure_and_their_acknowledgement_is_kept() {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = Arc::clone(&received);
+    let server = HttpServer::new(move || {
+        let sink = Arc::clone(&sink);
+        App::new().route(
+            "/erased",
+            web::post().to(move |body: web::Json<Value>| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    sink.lock().unwrap().push(body.into_inner());
+                    HttpResponse::Ok().json(json!({"acknowledged": true, "ticket": "R-42"}))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let port = server.addrs()[0].port();
+    actix_web::rt::spawn(server.run());
+    let app = spawn_app_configured(Default::default(), lethe::app::Part::ALL.to_vec(), |s| {
+        let ads = s.controller.recipients.iter_mut().find(|r| r.id == "ad-partners").unwrap();
+        ads.webhook = Some(format!("http://127.0.0.1:{port}/erased"));
+    })
+    .await;
+    seed(&app, "shared-with-ads", "canaryad").await;
+    let subject = pseudonym(&app, "shared-with-ads");
+    let (status, cert) = erase(&app, "shared-with-ads").await;
+    assert_eq!(status, 200, "{cert}");
+    assert_eq!(cert["recipients_notified"], json!(["ad-partners"]));
+
+    let deliverer =
+        lethe_outbox::Deliverer::new(app.privacy.outbox.clone(), lethe_outbox::DeliveryConfig::default()).unwrap();
+    let report = deliverer.deliver_due(lethe_domain::UtcMicros::now()).await.unwrap();
+    assert_eq!(report.delivered, 1, "{report:?}");
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let data = &got[0]["data"];
+    assert_eq!(data["certificate_id"], cert["certificate_id"]);
+    assert_eq!(data["subject_ref"], app.privacy.recipient_reference("ad-partners", &subject));
+    assert!(!got[0].to_string().contains(&subject.to_hex()), "the notice carries Lethe's pseudonym");
+
+    let (status, export) = app
+        .client
+        .get(format!("{}/v1/audit/export", app.address))
+        .bearer_auth(app.token(Role::Dpo, None))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(status, 200);
+    let text = export.text().await.unwrap();
+    let notice: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["record"] == "recipient_notice")
+        .expect("the notice is exported");
+    assert_eq!(notice["detail"]["delivery"]["state"], "delivered");
+    assert_eq!(notice["detail"]["delivery"]["acknowledgement"]["ticket"], "R-42");
+}
+
+/// R-DSR-4: the rights endpoints admit the subject for itself and an admin for anyone; site, cms
+/// and dpo tokens, and a subject token aimed at another subject, are refused; the DPO endpoints
+/// refuse everyone but the DPO and admins.
+#[actix_web::test]
+async fn r_dsr_4_role_matrix_of_the_privacy_endpoints() {
+    let app = spawn_app().await;
+    seed(&app, "alice-r", "canaryal").await;
+    let alice = app.token(Role::Subject, Some("alice-r"));
+    for (path, get) in [("/v1/me/erasure", false), ("/v1/me/export", true), ("/v1/me/withdraw", false)] {
+        for role in [Role::Site, Role::Cms, Role::Dpo] {
+            let token = if role == Role::Site { app.site() } else { app.token(role, None) };
+            let (status, body) = if get {
+                app.get(path, Some(&token)).await
+            } else {
+                app.post(path, Some(&token), &json!({"purposes": ["analytics"]})).await
+            };
+            assert_eq!(status, 403, "{role:?} on {path}: {body}");
+        }
+        let other = format!("{path}?subject=bob-r");
+        let (status, body) = if get {
+            app.get(&other, Some(&alice)).await
+        } else {
+            app.post(&other, Some(&alice), &json!({"purposes": ["analytics"]})).await
+        };
+        assert_eq!((status, body["code"].as_str()), (403, Some("forbidden_subject")), "{path}");
+        let (status, _) = if get { app.get(path, None).await } else { app.post(path, None, &json!({})).await };
+        assert_eq!(status, 401, "{path} without a token");
+    }
+    for path in ["/v1/requests", "/v1/audit/export", "/v1/audit/chain", "/v1/ropa"] {
+        for token in [app.site(), app.token(Role::Cms, None), alice.clone()] {
+            assert_eq!(app.get(path, Some(&token)).await.0, 403, "{path}");
+        }
+        assert_eq!(app.get(path, Some(&app.token(Role::Dpo, None))).await.0, 200, "{path}");
+    }
+    // An admin acts for a named subject; without one it is told to name it.
+    let admin = app.token(Role::Admin, None);
+    assert_eq!(app.get("/v1/me/export", Some(&admin)).await.1["code"], "missing_subject");
+    let r = app
+        .client
+        .get(format!("{}/v1/me/export?subject=alice-r", app.address))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Nothing of alice was touched by the refused calls.
+    assert_eq!(app.stored("alice-r"), 3);
+}
+
+/// CCPA opt-out with no verification, and R-GPC-1: the opt-out is recorded in the ledger, logged
+/// as a completed CCPA request, and honored at once.
+#[actix_web::test]
+async fn opt_out_needs_no_token_and_is_honored_at_once() {
+    let app = spawn_app().await;
+    seed(&app, "carol-o", "canaryco").await;
+    let r = app
+        .client
+        .post(format!("{}/v1/me/opt-out", app.address))
+        .header("Sec-GPC", "1")
+        .json(&json!({"anonymousId": "carol-o"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["honored"], true);
+    assert!(body["message"].as_str().unwrap().contains("Opt-out request honored"));
+    let (_, state) = app.get("/v1/consent/carol-o", Some(&app.token(Role::Dpo, None))).await;
+    assert_eq!(state["purposes"]["sale_share"]["allowed"], false, "{state}");
+    assert_eq!(state["purposes"]["analytics"]["allowed"], true, "{state}");
+    let (_, list) = app.get("/v1/requests?status=all&kind=opt_out_sale_share", Some(&app.token(Role::Dpo, None))).await;
+    let r = &list["requests"][0];
+    assert_eq!(
+        (r["law"].as_str(), r["status"].as_str(), r["channel"].as_str()),
+        (Some("ccpa"), Some("completed"), Some("gpc_signal"))
+    );
+    // Malformed bodies are refused with codes and record nothing.
+    let (status, body) = app.post("/v1/me/opt-out", None, &json!({"email": "x"})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_json")));
+    let (status, body) = app.post("/v1/me/opt-out", None, &json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("missing_id")));
+}
+
+/// R-CONSENT-2: one call withdraws, as one call granted; the next event of that purpose is refused.
+#[actix_web::test]
+async fn withdrawal_takes_one_call_and_stops_processing_at_once() {
+    let app = spawn_app().await;
+    seed(&app, "dave-w", "canarydw").await;
+    let token = app.token(Role::Subject, Some("dave-w"));
+    let (status, body) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": ["analytics"]})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/track",
+            Some(&app.site()),
+            &json!({"anonymousId": "dave-w", "event": "Clicked", "messageId": "w-after"}),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("consent_withdrawn")), "{body}");
+    let (status, body) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": ["telepathy"]})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("unknown_purpose")));
+    let (status, body) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": []})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("empty_choice")));
+}
+
+/// R-DSR-2: a subject seeded in every store — consent ledger, events, a request, a decision, a
+/// derived view — finds every seeded value in its export, which validates against the published
+/// JSON Schema.
+#[actix_web::test]
+async fn r_dsr_2_the_export_covers_every_store_and_matches_its_schema() {
+    let app = spawn_app().await;
+    let features = Arc::new(Features::default());
+    app.privacy.register(features.clone());
+    seed(&app, "erin-x", "canaryex").await;
+    let subject = pseudonym(&app, "erin-x");
+    features.0.lock().unwrap().insert(subject, json!({"segment": "canaryex-segment"}));
+    let decision = lethe_domain::NewEvent {
+        event_type: lethe_domain::EventType::parse("decision.served").unwrap(),
+        schema_version: lethe_domain::SchemaVersion::new(1).unwrap(),
+        purpose: lethe_domain::Purpose::parse("personalization").unwrap(),
+        time: lethe_domain::UtcMicros::now(),
+        retention: lethe_domain::Retention::Days(30),
+        payload: serde_json::to_vec(&json!({"slot": "home-hero", "variant": "canaryex-variant"})).unwrap(),
+    };
+    app.store
+        .append(lethe_eventlog::AppendRequest {
+            subject,
+            expected: lethe_domain::ExpectedVersion::Any,
+            events: vec![decision],
+        })
+        .unwrap();
+    let (status, _) = app.post("/v1/me/opt-out", None, &json!({"anonymousId": "erin-x"})).await;
+    assert_eq!(status, 200);
+
+    let token = app.token(Role::Subject, Some("erin-x"));
+    let r = app.client.get(format!("{}/v1/me/export", app.address)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let export: Value = serde_json::from_str(&text).expect("the export is one JSON document");
+    for canary in ["canaryex-product", "canaryex-page", "canaryex-segment", "canaryex-variant", "canaryex-1"] {
+        assert!(text.contains(canary), "{canary} missing from the export");
+    }
+    assert_eq!(export["subject"]["pseudonym"], subject.to_hex());
+    assert_eq!(export["decisions"].as_array().unwrap().len(), 1);
+    assert!(export["consent"]["history"].as_array().unwrap().len() >= 2);
+    assert!(export["requests"].as_array().unwrap().iter().any(|r| r["kind"] == "opt_out_sale_share"));
+    assert!(export["recipients"].as_array().unwrap().iter().any(|r| r["id"] == "ad-partners"));
+
+    let (status, schema) = app.get("/v1/schemas/export.json", None).await;
+    assert_eq!(status, 200);
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> =
+        validator.iter_errors(&export).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "the export breaks its schema: {errors:?}");
+    // The schema is strict enough to fail: an event without its state does not validate.
+    let mut broken = export.clone();
+    broken["events"][0].as_object_mut().unwrap().remove("state");
+    assert!(!validator.is_valid(&broken));
+    // The export itself is audited.
+    assert!(app.privacy.audit.entries(1).filter_map(Result::ok).any(|e| e.kind == lethe_audit::AuditKind::Export));
+}
+
+/// R-DSR-1 over the API: a request logged with its real receipt time gets the law's deadline in the
+/// controller's time zone, and moves through its lifecycle only by allowed steps; a legal hold
+/// stops an erasure.
+#[actix_web::test]
+async fn r_dsr_1_requests_carry_deadlines_and_a_lifecycle() {
+    let app = spawn_app().await;
+    let dpo = app.token(Role::Dpo, None);
+    let (status, r) = app
+        .post(
+            "/v1/requests",
+            Some(&dpo),
+            &json!({"kind": "access", "law": "gdpr", "channel": "email", "subject": "frank-d", "received_at": "2026-01-31T10:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    // One month from 31 January is the last day of February, end of day in Berlin (UTC+1).
+    assert_eq!(r["due"], "2026-02-28T22:59:59.999999Z");
+    assert!(r["overdue"].as_bool().unwrap() && r["days_left"].as_i64().unwrap() < -200);
+    let id = r["id"].as_str().unwrap().to_owned();
+    let act = |body: Value| {
+        let (app, dpo, id) = (&app, dpo.clone(), id.clone());
+        async move { app.post(&format!("/v1/requests/{id}/actions"), Some(&dpo), &body).await }
+    };
+    let (status, body) = act(json!({"action": "complete"})).await;
+    assert_eq!(status, 409, "an unverified access request cannot complete: {body}");
+    assert_eq!(act(json!({"action": "verify"})).await.0, 200);
+    assert_eq!(act(json!({"action": "deny"})).await.1["code"], "missing_reason");
+    assert_eq!(act(json!({"action": "fly"})).await.1["code"], "unknown_action");
+    let (status, body) =
+        act(json!({"action": "deny", "reason": "manifestly_unfounded", "note": "duplicate of an earlier request"}))
+            .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("denied")), "{body}");
+    assert_eq!(act(json!({"action": "start"})).await.0, 409, "a denied request is closed");
+
+    // CCPA: acknowledge within 10 business days, complete within 45 days.
+    let (_, c) = app
+        .post(
+            "/v1/requests",
+            Some(&dpo),
+            &json!({"kind": "erasure", "law": "ccpa", "channel": "web_form", "subject": "grace-h", "received_at": "2026-11-27T18:00:00Z"}),
+        )
+        .await;
+    assert!(c["deadlines"]["acknowledge_by"].is_string(), "{c}");
+    let cid = c["id"].as_str().unwrap();
+    let (status, held) = app
+        .post(&format!("/v1/requests/{cid}/actions"), Some(&dpo), &json!({"action": "hold", "reason": "legal_claims"}))
+        .await;
+    assert_eq!(status, 200, "{held}");
+    seed(&app, "grace-h", "canarygh").await;
+    let (status, body) = erase(&app, "grace-h").await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("legal_hold")), "{body}");
+    assert_eq!(app.stored("grace-h"), 3, "nothing was erased under the hold");
+    let (_, list) = app.get("/v1/requests?law=ccpa", Some(&dpo)).await;
+    assert_eq!(list["count"], 1);
+    assert_eq!(app.get("/v1/requests?status=bogus", Some(&dpo)).await.1["code"], "invalid_query");
+}
+
+/// R-AUDIT-1 and R-ROPA-1: the DPO's export holds the records of processing for every purpose,
+/// consent records with their notice hash, requests, certificates and audit entries, in JSONL and
+/// CSV; the chain export verifies, and one flipped character fails with its position.
+#[actix_web::test]
+async fn r_audit_1_the_dpo_export_and_the_chain() {
+    let app = spawn_app().await;
+    seed(&app, "henry-a", "canaryha").await;
+    seed(&app, "ivy-a", "canaryia").await;
+    assert_eq!(erase(&app, "ivy-a").await.0, 200);
+    let dpo = app.token(Role::Dpo, None);
+    let get = |path: String| {
+        let (app, dpo) = (&app, dpo.clone());
+        async move {
+            let r = app.client.get(format!("{}{path}", app.address)).bearer_auth(dpo).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, jsonl) = get("/v1/audit/export?format=jsonl".into()).await;
+    assert_eq!(status, 200);
+    let lines: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let count = |kind: &str| lines.iter().filter(|l| l["record"] == kind).count();
+    assert_eq!(count("header"), 1);
+    assert_eq!(count("processing_activity"), app.state.policies.purposes().count());
+    assert_eq!(count("erasure_certificate"), 1);
+    assert!(count("request") >= 1 && count("audit_entry") >= 4, "{} {}", count("request"), count("audit_entry"));
+    assert!(lines.iter().any(|l| l["record"] == "audit_entry" && l["detail"]["kind"] == "policy_change"));
+    let consents: Vec<&Value> = lines.iter().filter(|l| l["record"] == "consent").collect();
+    assert_eq!(consents.len(), 2, "one record each; the erased subject's reads as shredded");
+    let readable = consents.iter().find(|c| c["detail"]["notice"].is_object()).expect("henry's record");
+    assert_eq!(readable["detail"]["notice"]["content_hash"], app.notice()["contentHash"]);
+    assert!(consents.iter().any(|c| c["detail"]["state"].as_str().is_some_and(|s| s.starts_with("shredded"))));
+    assert!(!jsonl.contains("canaryia") && !jsonl.contains("ivy-a"));
+
+    let (status, csv_text) = get("/v1/audit/export?format=csv&from=2020-01-01T00:00:00Z".into()).await;
+    assert_eq!(status, 200);
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["record", "time", "id", "subject_digest", "detail"]
+    );
+    assert!(reader.records().map(Result::unwrap).any(|r| &r[0] == "erasure_certificate"));
+    assert_eq!(get("/v1/audit/export?from=yesterday".into()).await.0, 400);
+    assert_eq!(get("/v1/audit/export?from=2027-01-01T00:00:00Z&to=2026-01-01T00:00:00Z".into()).await.0, 400);
+    // An empty window holds only the header and the records of processing.
+    let (_, empty) = get("/v1/audit/export?from=2001-01-01T00:00:00Z&to=2001-01-02T00:00:00Z".into()).await;
+    assert!(empty.lines().all(|l| !l.contains("\"record\":\"consent\"")));
+
+    let (status, chain) = get("/v1/audit/chain".into()).await;
+    assert_eq!(status, 200);
+    let verifier = app.privacy.signer().verifier();
+    let report = lethe_audit::verify_jsonl(chain.as_bytes(), &verifier).expect("the exported chain verifies");
+    assert_eq!(report.unsigned_tail, 0);
+    let at = chain.find("\"erasure\"").expect("an erasure entry");
+    let mut tampered = chain.clone().into_bytes();
+    tampered[at + 1] = b'E';
+    let err = lethe_audit::verify_jsonl(&tampered[..], &verifier).unwrap_err();
+    assert!(matches!(err, lethe_audit::AuditError::Tampered { .. }), "{err}");
+}
