@@ -528,3 +528,59 @@ async fn r_audit_1_the_dpo_export_and_the_chain() {
     let err = lethe_audit::verify_jsonl(&tampered[..], &verifier).unwrap_err();
     assert!(matches!(err, lethe_audit::AuditError::Tampered { .. }), "{err}");
 }
+
+/// R-RETAIN-1 through collection: each collected event is sealed under the key of its retention
+/// period (the shortest retention of its fields' categories), consent proofs under the permanent
+/// key; a sweep at a simulated date past the retention destroys the period keys, the events read
+/// as expired in the export, the consent proof stays, and the sweep is audited.
+#[actix_web::test]
+async fn r_retain_1_collected_events_expire_with_their_period_keys() {
+    let app = spawn_app().await;
+    seed(&app, "kate-r", "canarykr").await;
+    let subject = pseudonym(&app, "kate-r");
+    let keys = match app.store.subject_state(&subject).unwrap() {
+        lethe_eventlog::SubjectState::Active { key_ids, .. } => key_ids,
+        other => panic!("{other:?}"),
+    };
+    assert!(keys.contains(&lethe_domain::KeyId::PERMANENT), "{keys:?}");
+    let period_keys: Vec<_> = keys.iter().filter(|k| k.retention_days().is_some()).collect();
+    assert!(!period_keys.is_empty(), "{keys:?}");
+    let shortest = app.state.policies.categories().map(|c| c.retention().days()).min().unwrap();
+    assert!(period_keys.iter().all(|k| u32::from(k.retention_days().unwrap()) >= shortest));
+
+    // Nothing is due today.
+    let now = lethe_domain::UtcMicros::now();
+    assert_eq!(lethe_privacy::schedule::sweep(&app.privacy, now).unwrap().keys_destroyed, 0);
+    // Three years on, every period key is gone; the consent proof is kept.
+    let later = lethe_domain::UtcMicros(now.0 + 3 * 365 * 86_400_000_000);
+    let report = lethe_privacy::schedule::sweep(&app.privacy, later).unwrap();
+    assert_eq!(report.keys_destroyed as usize, period_keys.len());
+    let bodies: Vec<EventBody> = app.store.read_stream(&subject).unwrap().into_iter().map(|e| e.body).collect();
+    assert!(matches!(bodies[0], EventBody::Plain(_)), "the consent record stays");
+    assert!(bodies[1..].iter().all(|b| *b == EventBody::Expired), "{bodies:?}");
+    let token = app.token(Role::Subject, Some("kate-r"));
+    let text = app
+        .client
+        .get(format!("{}/v1/me/export", app.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let export: Value = serde_json::from_str(&text).unwrap();
+    let states: Vec<&str> = export["events"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["plain", "expired", "expired"]);
+    assert!(!text.contains("canarykr-product"));
+    assert!(app
+        .privacy
+        .audit
+        .entries(1)
+        .filter_map(Result::ok)
+        .any(|e| e.kind == lethe_audit::AuditKind::RetentionShred));
+    // The destruction becomes final with the next rotation, as an erasure does.
+    assert!(app.store.rotation_pending());
+    lethe_privacy::schedule::finalize_if_due(&app.privacy, later, true).unwrap().expect("a rotation");
+    assert!(!app.store.rotation_pending());
+}
