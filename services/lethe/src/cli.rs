@@ -415,6 +415,15 @@ fn audit(cli: &Cli, command: &AuditCommand) -> anyhow::Result<ExitCode> {
                 }
             };
             match result {
+                // An exported chain must end on a signature: without one, its tail could be cut or
+                // rewritten by anyone, since entry hashes need no key.
+                Ok(report) if file.is_some() && !report.fully_signed() => {
+                    println!(
+                        "FAILED: {} entries after the last signed checkpoint are not signed",
+                        report.unsigned_tail
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
                 Ok(report) => {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                     Ok(ExitCode::SUCCESS)

@@ -301,6 +301,9 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
             }
             continue;
         }
+        if k.starts_with(layout::RETENTION) && k.get(10..42).is_some_and(|s| live.fences.iter().any(|f| f[..] == *s)) {
+            continue; // the retention index of a subject erased since the backup
+        }
         if k == layout::META_INCARNATION || k == layout::META_EPOCH || k == layout::META_ROTATED_AT {
             continue;
         }

@@ -733,10 +733,14 @@ impl Writer {
             }
             let subject = Pseudonym::from_bytes(k[10..42].try_into().expect("32 bytes"));
             let key_id = be_u32(&k[42..])?;
-            batch.remove(&dek_key(subject.as_bytes(), key_id)[..]);
+            let dek = dek_key(subject.as_bytes(), key_id);
             batch.remove(k);
-            subjects.insert(subject);
-            destroyed += 1;
+            // An index entry without its key (a restored copy's leftover) destroys nothing.
+            if shared.log.contains_key(dek)? {
+                batch.remove(&dek[..]);
+                subjects.insert(subject);
+                destroyed += 1;
+            }
         }
         batch.insert(layout::META_RETENTION_SWEPT, &upper.to_be_bytes()[..]);
         if destroyed > 0 {
