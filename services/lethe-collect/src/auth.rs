@@ -57,6 +57,21 @@ impl Auth {
     }
 }
 
+impl Auth {
+    /// Drops every cached verification of a token bound to `subject` (after its erasure, so that the
+    /// cache holds no identifier of an erased subject). The tokens still verify if presented again.
+    pub fn forget_subject(&self, subject: &lethe_domain::SubjectId) {
+        if let Ok(mut cache) = self.verified.lock() {
+            cache.retain(|_, (p, _)| p.subject() != Some(subject));
+        }
+    }
+
+    /// How many verified tokens are cached for `subject`.
+    pub fn cached_for(&self, subject: &lethe_domain::SubjectId) -> usize {
+        self.verified.lock().map_or(0, |c| c.values().filter(|(p, _)| p.subject() == Some(subject)).count())
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::new(e.http_status(), e.code(), e.to_string())

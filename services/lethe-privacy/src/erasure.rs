@@ -87,12 +87,14 @@ pub fn erase(privacy: &Privacy, subject: &Pseudonym, asker: Asker<'_>) -> Result
     request.start(Step::new(jiff_ts(now), actor.clone())).map_err(dsr_error)?;
     privacy.requests.insert(&request).map_err(dsr_error)?;
     let request_id = request.id().to_string();
-    privacy.audit(
+    // Write-ahead: the request and its audit entry are durable before anything is destroyed.
+    privacy.audit_later(
         AuditKind::RequestReceived,
         asker.role,
         Some(&digest),
         json!({"request_id": request_id, "kind": "erasure", "law": asker.law.as_str(), "channel": asker.channel.as_str()}),
     )?;
+    privacy.sync()?;
 
     // Recipients are those of every purpose the subject ever granted, read before the book forgets.
     let history = privacy.collect.book.history(subject);
@@ -185,7 +187,7 @@ pub fn erase(privacy: &Privacy, subject: &Pseudonym, asker: Asker<'_>) -> Result
         tracing::error!(error = %e, "cannot store an erasure certificate");
         ApiError::new(503, "store_unavailable", "the erasure is done but its certificate could not be stored; retry")
     })?;
-    privacy.audit(
+    privacy.audit_later(
         AuditKind::Erasure,
         asker.role,
         Some(&digest),
@@ -195,17 +197,14 @@ pub fn erase(privacy: &Privacy, subject: &Pseudonym, asker: Asker<'_>) -> Result
         .requests
         .update(request.id(), |r| r.complete(Step::new(jiff_ts(UtcMicros::now()), actor.clone())))
         .map_err(dsr_error)?;
-    privacy.requests.flush().map_err(dsr_error)?;
-    privacy.db.flush().map_err(|e| {
-        tracing::error!(error = %e, "cannot flush the privacy database");
-        ApiError::new(503, "store_unavailable", "the erasure is done but could not be made durable; retry")
-    })?;
-    privacy.audit(
+    privacy.audit_later(
         AuditKind::RequestUpdated,
         asker.role,
         Some(&digest),
         json!({"request_id": request_id, "status": "completed"}),
     )?;
+    // One fsync makes the certificate, the completed request and both audit entries durable.
+    privacy.sync()?;
     privacy.collect.metrics.inc("lethe_privacy_erasures_total", if receipt.newly_erased { "new" } else { "repeat" });
     Ok(certificate)
 }

@@ -78,7 +78,9 @@ pub async fn erase(
     let certificate: ErasureCertificate = web::block(move || {
         let subject = privacy.collect.store.pseudonymize(&id);
         let role = role_name(principal.role());
-        erasure::erase(&privacy, &subject, Asker { role, law, channel: Channel::Api })
+        let certificate = erasure::erase(&privacy, &subject, Asker { role, law, channel: Channel::Api })?;
+        privacy.collect.auth.forget_subject(&id);
+        Ok::<_, ApiError>(certificate)
     })
     .await
     .map_err(blocking_error)??;
@@ -313,36 +315,69 @@ pub async fn export(
     .map_err(blocking_error)??;
     let p = Arc::clone(&privacy);
     tokio::task::spawn_blocking(move || {
-        let send = |b: Vec<u8>| tx.blocking_send(Ok(Bytes::from(b))).is_ok();
-        if !send(head) {
-            return;
-        }
-        let mut buf = Vec::with_capacity(64 * 1024);
-        let mut decisions = Vec::new();
-        for (i, e) in events.iter().enumerate() {
-            if i > 0 {
-                buf.push(b',');
-            }
-            let item = event_json(e);
-            if e.envelope.event_type.as_str().starts_with("decision.") {
-                decisions.push(item.clone());
-            }
-            serde_json::to_writer(&mut buf, &item).expect("values serialize");
-            if buf.len() >= 60 * 1024 && !send(std::mem::take(&mut buf)) {
-                return;
-            }
-        }
-        buf.extend_from_slice(b"],\"decisions\":");
-        serde_json::to_writer(&mut buf, &decisions).expect("values serialize");
-        buf.extend_from_slice(b",\"derived\":");
-        let derived: serde_json::Map<String, Value> =
-            p.hooks().iter().filter_map(|h| h.export(&subject).map(|v| (h.name().to_owned(), v))).collect();
-        serde_json::to_writer(&mut buf, &derived).expect("values serialize");
-        buf.extend_from_slice(b"}");
-        send(buf);
+        write_body(&p, &subject, head, &events, |b| tx.blocking_send(Ok(Bytes::from(b))).is_ok());
     });
     let stream = tokio_stream(rx);
     Ok(HttpResponse::Ok().content_type("application/json").streaming(stream))
+}
+
+/// Writes the export document after its head: the events, decisions and derived data, in chunks of
+/// about 60 KB handed to `send`, which returns false to stop (the client went away).
+fn write_body(
+    privacy: &Privacy,
+    subject: &Pseudonym,
+    head: Vec<u8>,
+    events: &[lethe_domain::RecordedEvent],
+    mut send: impl FnMut(Vec<u8>) -> bool,
+) {
+    if !send(head) {
+        return;
+    }
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut decisions = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        let item = event_json(e);
+        if e.envelope.event_type.as_str().starts_with("decision.") {
+            decisions.push(item.clone());
+        }
+        serde_json::to_writer(&mut buf, &item).expect("values serialize");
+        if buf.len() >= 60 * 1024 && !send(std::mem::take(&mut buf)) {
+            return;
+        }
+    }
+    buf.extend_from_slice(b"],\"decisions\":");
+    serde_json::to_writer(&mut buf, &decisions).expect("values serialize");
+    buf.extend_from_slice(b",\"derived\":");
+    let derived: serde_json::Map<String, Value> =
+        privacy.hooks().iter().filter_map(|h| h.export(subject).map(|v| (h.name().to_owned(), v))).collect();
+    serde_json::to_writer(&mut buf, &derived).expect("values serialize");
+    buf.extend_from_slice(b"}");
+    send(buf);
+}
+
+/// The whole access export of a subject, as the HTTP endpoint streams it, into `out`: logs and
+/// closes an access request and audits the export. Blocking; for the CLI and benchmarks.
+///
+/// # Errors
+/// Storage failures.
+pub fn export_to(privacy: &Privacy, subject: &Pseudonym, role: &str, out: &mut Vec<u8>) -> Result<u64, ApiError> {
+    let request = close_at_once(privacy, *subject, RequestKind::Access, Law::Gdpr, Channel::Api, role)?;
+    let events = privacy.collect.store.read_stream(subject).map_err(ApiError::from)?;
+    privacy.audit(
+        AuditKind::Export,
+        role,
+        Some(&SubjectDigest::of_pseudonym(subject.as_bytes())),
+        json!({"request_id": request, "events": events.len()}),
+    )?;
+    let head = export_head(privacy, subject, &request)?;
+    write_body(privacy, subject, head, &events, |b| {
+        out.extend_from_slice(&b);
+        true
+    });
+    Ok(events.len() as u64)
 }
 
 fn tokio_stream(

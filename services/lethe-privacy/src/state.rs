@@ -231,13 +231,38 @@ impl Privacy {
         subject: Option<&SubjectDigest>,
         detail: serde_json::Value,
     ) -> Result<AuditEntry, ApiError> {
+        let entry = self.audit_later(kind, actor, subject, detail)?;
+        self.audit.flush().map_err(audit_error)?;
+        Ok(entry)
+    }
+
+    /// Appends an audit entry that the next [`Self::sync`] makes durable.
+    ///
+    /// # Errors
+    /// The audit chain cannot be written.
+    pub fn audit_later(
+        &self,
+        kind: AuditKind,
+        actor: &str,
+        subject: Option<&SubjectDigest>,
+        detail: serde_json::Value,
+    ) -> Result<AuditEntry, ApiError> {
         let mut record = AuditRecord::new(UtcMicros::now().0, kind, actor).detail(detail);
         if let Some(s) = subject {
             record = record.subject(s.to_string());
         }
-        let entry = self.audit.append(record).map_err(audit_error)?;
-        self.audit.flush().map_err(audit_error)?;
-        Ok(entry)
+        self.audit.append(record).map_err(audit_error)
+    }
+
+    /// Makes everything written to the privacy database durable (one fsync for every tree).
+    ///
+    /// # Errors
+    /// The database cannot be flushed.
+    pub fn sync(&self) -> Result<(), ApiError> {
+        self.db.flush().map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "cannot flush the privacy database");
+            ApiError::new(503, "store_unavailable", "the privacy database cannot be made durable now")
+        })
     }
 
     /// Notes that an erasure or sweep waits for a rotation to become final.

@@ -98,6 +98,9 @@ async fn r_erase_1_3_erasure_reaches_every_store_and_certifies_it() {
     let subject = pseudonym(&app, "erase-me-7731");
     features.0.lock().unwrap().insert(subject, json!({"affinity": "canary9d2e-tents"}));
     assert!(app.state.book.holds(&subject));
+    let own = app.token(Role::Subject, Some("erase-me-7731"));
+    assert_eq!(app.get("/v1/consent/erase-me-7731", Some(&own)).await.0, 200);
+    assert_eq!(app.state.auth.cached_for(&SubjectId::parse("erase-me-7731").unwrap()), 1);
 
     let (status, cert) = erase(&app, "erase-me-7731").await;
     assert_eq!(status, 200, "{cert}");
@@ -123,6 +126,7 @@ async fn r_erase_1_3_erasure_reaches_every_store_and_certifies_it() {
     assert_eq!(app.stored("keep-me-1188"), 3);
     // R-ERASE-3: no projection, cache or index holds the subject.
     assert!(!app.state.book.holds(&subject));
+    assert_eq!(app.state.auth.cached_for(&SubjectId::parse("erase-me-7731").unwrap()), 0, "token cache");
     assert!(features.export(&subject).is_none());
     app.privacy.db.flush().unwrap();
     let hex_pseudonym = subject.to_hex();
