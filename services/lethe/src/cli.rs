@@ -289,7 +289,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Log { command: LogCommand::Verify { subjects, json } } => verify(&store()?, *subjects, *json),
         Command::Keys { command: KeysCommand::Rotate } => {
-            let report = store()?.rotate_keys().context("key rotation failed")?;
+            let privacy = open_privacy(&cli, store()?)?;
+            let report = privacy.collect.store.rotate_keys().context("key rotation failed")?;
+            privacy.audit(AuditKind::KeyRotation, "cli", None, serde_json::to_value(&report)?).map_err(api_err)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
