@@ -1,7 +1,9 @@
 //! `lethe-bench`: measures the privacy core against raw sled in one run and prints the figures.
 //! Run it in release mode: `cargo run --release -p lethe-bench -- log`.
 
+mod audit;
 mod http;
+mod privacy;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +63,28 @@ enum Suite {
         #[arg(long)]
         hold: Option<u64>,
     },
+    /// Privacy operations: erasure to the certificate by subject size and in a burst, and the access
+    /// export, each beside its bare storage baseline.
+    Privacy {
+        /// Subject sizes (events) for erasure latency.
+        #[arg(long, value_delimiter = ',', default_value = "10,10000,100000")]
+        sizes: Vec<u64>,
+        /// Subjects per size and path.
+        #[arg(long, default_value_t = 5)]
+        per_size: u64,
+        /// Subjects in the erasure burst.
+        #[arg(long, default_value_t = 10_000)]
+        burst: u64,
+        /// Events of the exported subject.
+        #[arg(long, default_value_t = 10_000)]
+        export_events: u64,
+    },
+    /// The audit chain: append and verify rates, beside plain SHA-256 over the same bytes.
+    Audit {
+        /// Entries to append and verify.
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+    },
 }
 
 const PAYLOAD: usize = 200;
@@ -89,6 +113,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Suite::Http { seconds, concurrency, workers, hold } => http::run(seconds, concurrency, workers, hold)?,
+        Suite::Audit { entries } => audit::run(entries)?,
+        Suite::Privacy { sizes, per_size, burst, export_events } => {
+            privacy::run(&sizes, per_size, burst, export_events)?
+        }
     }
     Ok(())
 }

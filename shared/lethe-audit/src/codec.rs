@@ -11,7 +11,6 @@
 //!
 //! a/ seq u64      → 0x01 | prev_hash [32] | hash [32] | body
 //! c/ seq u64      → 0x01 | seq u64 | hash [32] | time_micros i64 | key_id str | signature [64]
-//! m/head          → 0x01 | seq u64 | hash [32]
 //! ```
 //!
 //! `kind` is the snake_case name of the [`AuditKind`](crate::AuditKind) and `detail` the canonical JSON
@@ -33,10 +32,8 @@ const VALUE_VERSION: u8 = 1;
 
 pub(crate) const ENTRY_PREFIX: &[u8; 2] = b"a/";
 pub(crate) const CHECKPOINT_PREFIX: &[u8; 2] = b"c/";
-pub(crate) const HEAD_KEY: &[u8] = b"m/head";
 
 const ENTRY_HEADER_LEN: usize = 1 + 32 + 32;
-const HEAD_LEN: usize = 1 + 8 + 32;
 const SIGNATURE_LEN: usize = 64;
 
 /// SHA-256 of `bytes`: what a caller puts in [`AuditRecord::content_digest`](crate::AuditRecord) (hex) for
@@ -296,24 +293,6 @@ pub(crate) struct Head {
 
 impl Head {
     pub(crate) const EMPTY: Self = Self { seq: 0, hash: GENESIS };
-
-    pub(crate) fn encode(&self) -> [u8; HEAD_LEN] {
-        let mut v = [0u8; HEAD_LEN];
-        v[0] = VALUE_VERSION;
-        v[1..9].copy_from_slice(&self.seq.to_be_bytes());
-        v[9..].copy_from_slice(&self.hash);
-        v
-    }
-
-    pub(crate) fn decode(value: &[u8]) -> Result<Self, &'static str> {
-        let mut r = Reader(value);
-        if r.u8()? != VALUE_VERSION {
-            return Err("unknown head format version");
-        }
-        let head = Self { seq: r.u64()?, hash: r.array()? };
-        r.end()?;
-        Ok(head)
-    }
 }
 
 #[cfg(test)]

@@ -28,11 +28,11 @@
 //! ```text
 //! a/ || seq u64 BE  →  0x01 || prev_hash || hash || body                 one per entry
 //! c/ || seq u64 BE  →  0x01 || seq || hash || time_micros || key_id || signature
-//! m/head            →  0x01 || seq u64 BE || hash                          last entry
 //! ```
 //!
-//! An append writes its entry, the new head and any automatic checkpoint in one atomic sled batch, without
-//! fsync; [`AuditChain::flush`] makes it durable. These layouts never change in place: a new layout gets a
+//! The head is the last entry (read once at open, then kept in memory). An append is one sled insert
+//! (entry and automatic checkpoint in one atomic batch), without fsync; [`AuditChain::flush`] makes it
+//! durable. These layouts never change in place: a new layout gets a
 //! new version byte and the reader keeps reading the old one.
 #![forbid(unsafe_code)]
 

@@ -69,10 +69,11 @@ fn r_audit_1_deleted_middle_entry_fails_at_its_seq() {
     assert_eq!(fails_at(&f), 6);
 }
 
-/// R-AUDIT-1: deleting the last entry fails there, and so does an entry moved to another position.
+/// R-AUDIT-1: deleting the last entry fails there (the live chain knows its head; offline, the checkpoint
+/// covering it does), and so do entries moved to other positions.
 #[test]
 fn r_audit_1_deleted_last_or_swapped_entries_fail() {
-    let f = chain(10, 0);
+    let f = chain(10, 5);
     let last = f.tree.remove(entry_key(10)).expect("remove").expect("stored");
     assert_eq!(fails_at(&f), 10);
     f.tree.insert(entry_key(10), last).expect("restore");
@@ -82,20 +83,13 @@ fn r_audit_1_deleted_last_or_swapped_entries_fail() {
     assert_eq!(fails_at(&f), 3);
 }
 
-/// R-AUDIT-1: a damaged stored head fails verification (at the head), as does an entry beyond it.
+/// R-AUDIT-1: an entry added after the end by someone else than the chain fails offline verification, and
+/// the live chain, which did not append it, does not vouch for it.
 #[test]
-fn r_audit_1_damaged_head_fails() {
+fn r_audit_1_entry_beyond_the_head_fails_offline() {
     let f = chain(5, 0);
-    let head = f.tree.get(b"m/head").expect("get").expect("stored");
-    for i in 0..head.len() {
-        let mut bad = head.to_vec();
-        bad[i] ^= 0x01;
-        f.tree.insert(b"m/head", bad).expect("insert");
-        assert_eq!(tampered_at(f.chain.verify()), 5, "byte {i}");
-        assert!(verify_tree(&f.tree, f.chain.verifier()).is_err(), "byte {i}");
-    }
-    f.tree.insert(b"m/head", head).expect("restore");
-    let extra = f.tree.get(entry_key(5)).expect("get").expect("stored");
-    f.tree.insert(entry_key(6), extra).expect("insert");
+    let copy = f.tree.get(entry_key(5)).expect("get").expect("stored");
+    f.tree.insert(entry_key(6), copy).expect("insert");
     assert_eq!(tampered_at(verify_tree(&f.tree, f.chain.verifier())), 6);
+    assert_eq!(f.chain.verify().expect("live chain verifies up to its head").last_seq, 5);
 }
