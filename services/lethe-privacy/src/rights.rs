@@ -57,6 +57,18 @@ fn law_of(query: &SubjectQuery) -> Result<Law, ApiError> {
     }
 }
 
+/// The caller, the subject it acts for and the law it asks under: the preamble of every rights
+/// endpoint that needs a token.
+fn caller(
+    privacy: &Privacy,
+    req: &HttpRequest,
+    query: &SubjectQuery,
+) -> Result<(&'static str, SubjectId, Law), ApiError> {
+    let principal = authorize(req, &privacy.collect, &[Role::Subject, Role::Admin])?;
+    let id = whom(&principal, query)?;
+    Ok((role_name(principal.role()), id, law_of(query)?))
+}
+
 fn blocking_error(_: actix_web::error::BlockingError) -> ApiError {
     ApiError::new(503, "overloaded", "no worker is free")
 }
@@ -71,13 +83,10 @@ pub async fn erase(
     req: HttpRequest,
     query: web::Query<SubjectQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authorize(&req, &privacy.collect, &[Role::Subject, Role::Admin])?;
-    let id = whom(&principal, &query)?;
-    let law = law_of(&query)?;
+    let (role, id, law) = caller(&privacy, &req, &query)?;
     let privacy = privacy.into_inner();
     let certificate: ErasureCertificate = web::block(move || {
         let subject = privacy.collect.store.pseudonymize(&id);
-        let role = role_name(principal.role());
         let certificate = erasure::erase(&privacy, &subject, Asker { role, law, channel: Channel::Api })?;
         privacy.collect.auth.forget_subject(&id);
         Ok::<_, ApiError>(certificate)
@@ -291,10 +300,7 @@ pub async fn export(
     req: HttpRequest,
     query: web::Query<SubjectQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = authorize(&req, &privacy.collect, &[Role::Subject, Role::Admin])?;
-    let id = whom(&principal, &query)?;
-    let law = law_of(&query)?;
-    let role = role_name(principal.role());
+    let (role, id, law) = caller(&privacy, &req, &query)?;
     let privacy = privacy.into_inner();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, ApiError>>(16);
     // The head of the document is built before answering, so that failures get a proper status.

@@ -6,20 +6,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn lethe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lethe"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("LETHE_MASTER_KEY")
-        .env_remove("LETHE_MASTER_KEY_FILE")
-        .env_remove("LETHE_PASSPHRASE")
-        .env("LETHE_POLICIES", common::POLICIES)
-        .output()
-        .expect("run lethe")
+    common::run_lethe(dir, None, args)
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    common::output_text(o)
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use lethe_domain::UtcMicros;
 use serde_json::{json, Value};
@@ -19,20 +19,11 @@ const MASTER_KEY: &str = "3c9a4f0e21d7b8856a0f4c3e9d1b7a2566e0f9c4d3b2a1908f7e6d
 const DAY_MICROS: i64 = 86_400_000_000;
 
 fn lethe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lethe"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("LETHE_MASTER_KEY", MASTER_KEY)
-        .env_remove("LETHE_MASTER_KEY_FILE")
-        .env_remove("LETHE_PASSPHRASE")
-        .env("LETHE_POLICIES", common::POLICIES)
-        .output()
-        .expect("run lethe")
+    common::run_lethe(dir, Some(MASTER_KEY), args)
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    common::output_text(o)
 }
 
 /// Runs a command that must succeed and returns its standard output.

@@ -52,3 +52,20 @@ pub fn banner_consent(anonymous_id: &str, granted: &[&str], denied: &[&str]) -> 
         "jurisdiction": "EU", "locale": "en",
         "notice": {"id": n.id().as_str(), "version": n.version().get(), "contentHash": n.content_hash()}})
 }
+
+/// Runs `lethe --data-dir DIR ARGS…` with the repository's policies and no master secret from the
+/// environment except `master_key` (64 hex characters) when given.
+pub fn run_lethe(dir: &Path, master_key: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"));
+    cmd.arg("--data-dir").arg(dir).args(args).env_remove("LETHE_MASTER_KEY_FILE").env_remove("LETHE_PASSPHRASE");
+    match master_key {
+        Some(k) => cmd.env("LETHE_MASTER_KEY", k),
+        None => cmd.env_remove("LETHE_MASTER_KEY"),
+    };
+    cmd.env("LETHE_POLICIES", POLICIES).output().expect("run lethe")
+}
+
+/// Standard output and error of a finished command, together.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
