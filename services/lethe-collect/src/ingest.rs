@@ -1,7 +1,8 @@
 //! Behavior ingestion: each message is parsed, checked for plausibility, minimized, gated by the
 //! subject's consent for the event's purpose, deduplicated by `messageId`, and appended to the log as
-//! one durable event. A message is either stored whole or not at all, and the caller is told which,
-//! and why.
+//! one durable event. A message is either stored or not at all, and the caller is told which, and
+//! why. A stored message keeps only the properties (and identify traits) that the policies classify
+//! (R-ROPA-1): the others are dropped before anything is written, and counted.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use lethe_consent::{
@@ -10,9 +11,10 @@ use lethe_consent::{
 use lethe_domain::{
     EventType, ExpectedVersion, NewEvent, Pseudonym, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros,
 };
-use lethe_eventlog::{AppendRequest, EventStore};
+use lethe_eventlog::AppendRequest;
+use lethe_policy::Policies;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use lethe_auth::Role;
 
@@ -30,13 +32,27 @@ const CONSENT_REFUSALS: [&str; 5] =
 /// Purpose that a Global Privacy Control signal opts out of.
 pub const SALE_SHARE: &str = "sale_share";
 
+/// The counter of properties and traits dropped because the policies do not classify them.
+pub const FIELDS_DROPPED: &str = "lethe_collect_fields_dropped_total";
+/// Raw fields that minimization removes from `properties` (query strings carry identifiers): they
+/// are never stored, whatever the policies say.
+const MINIMIZED_PROPERTIES: [&str; 4] = ["url", "path", "referrer", "search"];
+
 /// The outcome of one message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum Outcome {
-    Stored { position: u64 },
+    Stored {
+        position: u64,
+        /// Properties and traits left out because the policies do not classify them.
+        #[serde(skip_serializing_if = "is_zero")]
+        dropped_fields: usize,
+    },
     Duplicate,
-    Rejected { reason: &'static str, message: String },
+    Rejected {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// One line of a batch answer.
@@ -59,6 +75,10 @@ fn parse_body(body: &[u8], limit: usize) -> Result<Value, ApiError> {
     }
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("invalid_utf8", "the body is not UTF-8"))?;
     serde_json::from_str(text).map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not JSON: {e}")))
+}
+
+const fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn reject(code: &'static str, message: impl Into<String>) -> Outcome {
@@ -132,9 +152,19 @@ fn plausibility(event_type: &str, m: &Message) -> Result<(), Rejection> {
     }
 }
 
-/// The payload stored (encrypted) for a message: minimized context, never the raw IP, user agent,
-/// query string or identifiers.
-fn payload(m: &Message, store: &dyn EventStore, time: UtcMicros) -> Value {
+/// The payload stored (encrypted) for a message of `event_type`: minimized context, never the raw
+/// IP, user agent, query string or identifiers; and how many properties and traits were dropped
+/// because the policies do not classify them (R-ROPA-1). A declared event type keeps only the
+/// properties its rule classifies, and identify only the traits it classifies (none by default:
+/// traits are typically direct identifiers); an undeclared type keeps its properties, which the
+/// `[custom]` rule classifies whole. `pseudonymize` keys the linked anonymous id of an identify.
+fn payload(
+    m: &Message,
+    event_type: &EventType,
+    policies: &Policies,
+    pseudonymize: &dyn Fn(&SubjectId) -> Pseudonym,
+    time: UtcMicros,
+) -> (Value, usize) {
     // Server-side libraries put the page in `properties`, browsers in `context.page`.
     let prop = |k: &str| m.properties.get(k).and_then(Value::as_str).map(str::to_owned);
     let page_url = m.context.page_url.clone().or_else(|| prop("url"));
@@ -145,10 +175,20 @@ fn payload(m: &Message, store: &dyn EventStore, time: UtcMicros) -> Value {
         (None, Some(path)) => (None, split_url(path).1),
         (None, None) => (None, String::new()),
     };
+    let rule = policies.event(event_type);
+    let classified = |key: &str| rule.is_none_or(|r| r.category_of(key).is_some());
+    let mut dropped = 0;
     // Raw URLs carry query strings (and with them identifiers): only host and path are kept.
-    let mut properties = m.properties.clone();
-    for raw in ["url", "path", "referrer", "search"] {
-        properties.remove(raw);
+    let mut properties = Map::new();
+    for (key, value) in &m.properties {
+        if MINIMIZED_PROPERTIES.contains(&key.as_str()) {
+            continue;
+        }
+        if classified(key) {
+            properties.insert(key.clone(), value.clone());
+        } else {
+            dropped += 1;
+        }
     }
     let hour = u8::try_from(time.0.div_euclid(3_600_000_000).rem_euclid(24)).unwrap_or(0);
     let mut body = json!({
@@ -169,12 +209,21 @@ fn payload(m: &Message, store: &dyn EventStore, time: UtcMicros) -> Value {
             body["title"] = json!(m.context.page_title.clone().or_else(|| name.clone()));
         }
         Kind::Identify => {
-            body["traits"] = Value::Object(m.traits.clone());
+            // Only traits a rule classifies: without a rule for identify, none.
+            let mut traits = Map::new();
+            for (key, value) in &m.traits {
+                if rule.is_some_and(|r| r.category_of(key).is_some()) {
+                    traits.insert(key.clone(), value.clone());
+                } else {
+                    dropped += 1;
+                }
+            }
+            body["traits"] = Value::Object(traits);
             // The anonymous id is linked as a pseudonym, never as itself.
-            body["linked_anonymous"] = json!(m.linked_anonymous.as_ref().map(|a| store.pseudonymize(a).to_hex()));
+            body["linked_anonymous"] = json!(m.linked_anonymous.as_ref().map(|a| pseudonymize(a).to_hex()));
         }
     }
-    body
+    (body, dropped)
 }
 
 /// Records a GPC opt-out for a subject the first time its device sends the signal (R-GPC-1).
@@ -244,6 +293,8 @@ struct Ready {
     subject: Pseudonym,
     message_id: String,
     event: NewEvent,
+    /// Properties and traits dropped from the payload as unclassified.
+    dropped: usize,
 }
 
 enum Step {
@@ -293,7 +344,12 @@ pub(crate) fn process_all(
             for (n, k) in ks.iter().enumerate() {
                 let (i, r) = &ready[*k];
                 outcomes[*i] = Some(match &appended {
-                    Ok(a) => Outcome::Stored { position: a.first_position.0 + n as u64 },
+                    Ok(a) => {
+                        if r.dropped > 0 {
+                            state.metrics.add(FIELDS_DROPPED, "unclassified", r.dropped as u64);
+                        }
+                        Outcome::Stored { position: a.first_position.0 + n as u64, dropped_fields: r.dropped }
+                    }
                     Err(e) => {
                         state.book.release_message(&r.subject, &r.message_id);
                         let e = ApiError::from(e);
@@ -344,6 +400,11 @@ fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now
     let Some(purpose) = state.policies.purpose_for(&event_type).cloned() else {
         return done("unknown_event", format!("`{event_type}` is not declared in the policies"));
     };
+    // Records that need no consent (consent changes, identity links, erasure fences) are written by
+    // Lethe's own endpoints; a track call named like one would slip past consent gating.
+    if matches!(m.kind, Kind::Track { .. }) && purpose == Purpose::necessary() {
+        return done("reserved_event", format!("`{event_type}` is recorded by Lethe itself, not by a track call"));
+    }
     if let Err(r) = plausibility(event_type.as_str(), &m) {
         return done(r.code, r.message);
     }
@@ -383,15 +444,16 @@ fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now
             "the event is older than its data categories may be kept: nothing was stored".into(),
         );
     }
+    let (body, dropped) = payload(&m, &event_type, &state.policies, &|id| state.store.pseudonymize(id), time);
     let event = NewEvent {
         schema_version: SchemaVersion::new(version).expect("policy versions start at 1"),
         event_type,
         purpose,
         time,
         retention,
-        payload: serde_json::to_vec(&payload(&m, state.store.as_ref(), time)).expect("payload serializes"),
+        payload: serde_json::to_vec(&body).expect("payload serializes"),
     };
-    Ok(Step::Ready(Box::new(Ready { subject, message_id, event })))
+    Ok(Step::Ready(Box::new(Ready { subject, message_id, event, dropped })))
 }
 
 /// Roles that may send behavior: a site's write key, or an operator.
@@ -521,6 +583,17 @@ pub fn subject_id(raw: &str) -> Result<SubjectId, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    use lethe_domain::{Position, RecordedEvent, Seq};
+    use lethe_eventlog::{
+        Appended, BackupReport, ErasureReceipt, EventStore, LogError, RetentionReport, RotationReport, SubjectState,
+        VerifyReport,
+    };
+    use lethe_policy::{CategoryId, CustomEvents, EventRule};
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     #[test]
@@ -530,5 +603,260 @@ mod tests {
         assert_eq!(t("Scroll Depth").unwrap(), "scroll.depth");
         assert_eq!(t("Newsletter Signup!").unwrap(), "newsletter.signup");
         assert!(t("!!!").is_err());
+    }
+
+    /// The repository's `policies/`, as `lethe serve` reads them.
+    fn repo_policies() -> Policies {
+        Policies::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A property (and trait) no rule classifies, of the kind clients send.
+    const UNDECLARED: &str = "email";
+
+    /// A Segment message (batch form) of a declared event type carrying every property its rule
+    /// declares (identify: as traits too), one undeclared property, and a full browser context.
+    fn message_for(rule: &EventRule) -> Value {
+        let mut properties: Map<String, Value> =
+            rule.fields().map(|(field, _)| (field.to_owned(), json!(format!("{field}-value")))).collect();
+        properties.insert(UNDECLARED.into(), json!("someone@example.com"));
+        let mut m = json!({
+            "userId": "user-1", "anonymousId": "anon-1", "messageId": "m-1", "timestamp": "2026-11-29T10:00:00Z",
+            "properties": properties,
+            "context": {
+                "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 Safari/604.1",
+                "page": {"url": "https://shop.example/tents?utm=x", "title": "Tents", "referrer": "https://www.google.com/?q=x"},
+                "location": {"country": "DE", "region": "BE"},
+            },
+        });
+        match rule.event_type().as_str() {
+            "page.viewed" => m["type"] = json!("page"),
+            "identify" => {
+                m["type"] = json!("identify");
+                m["traits"] = m["properties"].clone();
+            }
+            other => {
+                m["type"] = json!("track");
+                m["event"] = json!(other);
+            }
+        }
+        m
+    }
+
+    /// Every key of a stored payload with where it is: `top`, `context`, `context.location`,
+    /// `properties` or `traits`.
+    fn stored_keys(body: &Value) -> Vec<(&'static str, String)> {
+        let mut keys = Vec::new();
+        for (key, value) in body.as_object().expect("a payload is an object") {
+            match (key.as_str(), value) {
+                ("properties", Value::Object(p)) => keys.extend(p.keys().map(|k| ("properties", k.clone()))),
+                ("traits", Value::Object(t)) => keys.extend(t.keys().map(|k| ("traits", k.clone()))),
+                ("context", Value::Object(c)) => {
+                    for (key, value) in c {
+                        match (key.as_str(), value) {
+                            ("location", Value::Object(l)) => {
+                                keys.extend(l.keys().map(|k| ("context.location", k.clone())));
+                            }
+                            _ => keys.push(("context", key.clone())),
+                        }
+                    }
+                }
+                _ => keys.push(("top", key.clone())),
+            }
+        }
+        keys
+    }
+
+    /// The data category of a stored key: context fields by `[context]`, properties and traits by
+    /// the event's rule (or `[custom]`), top-level fields by either.
+    fn category_of<'p>(policies: &'p Policies, t: &EventType, scope: &str, key: &str) -> Option<&'p CategoryId> {
+        match scope {
+            "context" | "context.location" => policies.category_of_context(key),
+            "top" => policies.category_of_context(key).or_else(|| policies.category_of(t, key)),
+            _ => policies.category_of(t, key),
+        }
+    }
+
+    fn assert_classified(policies: &Policies, t: &EventType, body: &Value) {
+        for (scope, key) in stored_keys(body) {
+            assert!(
+                category_of(policies, t, scope, &key).is_some(),
+                "`{t}` stores `{scope}.{key}`, which policies/events.toml does not classify (R-ROPA-1)"
+            );
+        }
+    }
+
+    fn pseudonymize(id: &SubjectId) -> Pseudonym {
+        Pseudonym::from_bytes(Sha256::digest(id.expose().as_bytes()).into())
+    }
+
+    /// R-ROPA-1, the CI check: for every event type the repository's policies declare, a message
+    /// carrying every declared property and an undeclared one is stored with every key classified
+    /// (by `[context]` or the event's rule), the undeclared property (and trait) gone and counted,
+    /// and every declared property kept.
+    #[test]
+    fn r_ropa_1_every_stored_field_of_every_declared_event_type_is_classified() {
+        let policies = repo_policies();
+        let time = segment::parse_timestamp("2026-11-29T10:00:00Z").unwrap();
+        let mut checked = Vec::new();
+        for rule in policies.events() {
+            let t = rule.event_type();
+            let m = segment::parse(&message_for(rule), None).unwrap_or_else(|r| panic!("{t}: {r:?}"));
+            if event_type_for(&m.kind).ok().as_ref() != Some(t) {
+                // Only Lethe's own types (the erasure fence) are out of a Segment message's reach.
+                assert!(t.as_str().starts_with(CustomEvents::RESERVED_PREFIX), "no Segment message maps to `{t}`");
+                continue;
+            }
+            let (body, dropped) = payload(&m, t, &policies, &pseudonymize, time);
+            assert_classified(&policies, t, &body);
+            assert!(body["properties"].get(UNDECLARED).is_none(), "{t}: {body}");
+            assert!(body.get("traits").and_then(|tr| tr.get(UNDECLARED)).is_none(), "{t}: {body}");
+            assert_eq!(dropped, if m.kind == Kind::Identify { 2 } else { 1 }, "{t}: {body}");
+            for (field, _) in rule.fields().filter(|(f, _)| !MINIMIZED_PROPERTIES.contains(f)) {
+                assert!(body["properties"].get(field).is_some(), "{t}: declared property `{field}` was dropped");
+            }
+            checked.push(t.as_str());
+        }
+        for t in ["page.viewed", "identify", "element.clicked", "purchase.completed", "item.rated"] {
+            assert!(checked.contains(&t), "{t} was not checked: {checked:?}");
+        }
+    }
+
+    /// Identify keeps the linked pseudonym and only the traits its rule classifies: none in the
+    /// repository's policies, as traits are typically direct identifiers.
+    #[test]
+    fn identify_stores_no_unclassified_trait() {
+        let policies = repo_policies();
+        let raw = json!({"type": "identify", "userId": "u-1", "anonymousId": "a-1",
+            "traits": {"email": "ann@example.com", "name": "Ann", "plan": "gold"}});
+        let m = segment::parse(&raw, None).unwrap();
+        let t = event_type_for(&m.kind).unwrap();
+        let (body, dropped) = payload(&m, &t, &policies, &pseudonymize, UtcMicros(1_800_000_000_000_000));
+        assert_eq!(dropped, 3, "{body}");
+        assert_eq!(body["traits"], json!({}));
+        let linked = pseudonymize(&SubjectId::parse("a-1").unwrap()).to_hex();
+        assert_eq!(body["linked_anonymous"], json!(linked));
+        assert!(!body.to_string().contains("ann@example.com"), "{body}");
+        assert_classified(&policies, &t, &body);
+    }
+
+    /// An undeclared (custom) event type keeps every property: `[custom]` classifies them all.
+    #[test]
+    fn custom_events_keep_their_properties() {
+        let policies = repo_policies();
+        let raw = json!({"type": "track", "anonymousId": "a-1", "event": "Wishlist Shared",
+            "properties": {"wishlist_id": "w-9", "items": 3, UNDECLARED: "x@example.com", "url": "https://s.example/?id=1"}});
+        let m = segment::parse(&raw, None).unwrap();
+        let t = event_type_for(&m.kind).unwrap();
+        assert!(policies.event(&t).is_none());
+        let (body, dropped) = payload(&m, &t, &policies, &pseudonymize, UtcMicros(1_800_000_000_000_000));
+        assert_eq!(dropped, 0);
+        assert_eq!(body["properties"], json!({"wishlist_id": "w-9", "items": 3, UNDECLARED: "x@example.com"}));
+        assert_classified(&policies, &t, &body);
+    }
+
+    /// An in-memory log, enough for the collection path.
+    #[derive(Debug, Default)]
+    struct MemoryStore {
+        events: Mutex<Vec<(Pseudonym, NewEvent)>>,
+    }
+
+    impl EventStore for MemoryStore {
+        fn pseudonymize(&self, id: &SubjectId) -> Pseudonym {
+            pseudonymize(id)
+        }
+        fn append_batch(&self, requests: Vec<AppendRequest>) -> Vec<lethe_eventlog::Result<Appended>> {
+            let mut events = self.events.lock().unwrap();
+            requests
+                .into_iter()
+                .map(|r| {
+                    let first = events.len() as u64 + 1;
+                    events.extend(r.events.into_iter().map(|e| (r.subject, e)));
+                    let last = events.len() as u64;
+                    Ok(Appended { first_position: Position(first), last_position: Position(last), last_seq: Seq(last) })
+                })
+                .collect()
+        }
+        fn read_stream(&self, _: &Pseudonym) -> lethe_eventlog::Result<Vec<RecordedEvent>> {
+            Ok(Vec::new())
+        }
+        fn read_all(&self, _: Position) -> Box<dyn Iterator<Item = lethe_eventlog::Result<RecordedEvent>> + Send + '_> {
+            Box::new(std::iter::empty())
+        }
+        fn head(&self) -> Position {
+            Position(self.events.lock().unwrap().len() as u64)
+        }
+        fn writable(&self) -> bool {
+            true
+        }
+        fn rotation_pending(&self) -> bool {
+            false
+        }
+        fn subject_state(&self, _: &Pseudonym) -> lethe_eventlog::Result<SubjectState> {
+            Ok(SubjectState::Unknown)
+        }
+        fn erase(&self, _: &Pseudonym) -> lethe_eventlog::Result<ErasureReceipt> {
+            Err(LogError::Closed)
+        }
+        fn rotate_keys(&self) -> lethe_eventlog::Result<RotationReport> {
+            Err(LogError::Closed)
+        }
+        fn expire_keys(&self, _: UtcMicros) -> lethe_eventlog::Result<RetentionReport> {
+            Err(LogError::Closed)
+        }
+        fn backup(&self, _: &Path) -> lethe_eventlog::Result<BackupReport> {
+            Err(LogError::Closed)
+        }
+        fn verify(&self) -> lethe_eventlog::Result<VerifyReport> {
+            Ok(VerifyReport::default())
+        }
+    }
+
+    /// Through the whole collection path: the unclassified properties of a declared event are left
+    /// out of what is appended, the event itself is stored (never rejected for them), the answer
+    /// says how many were dropped, and the counter counts them.
+    #[test]
+    fn unclassified_properties_are_dropped_counted_and_the_event_stored() {
+        let store = Arc::new(MemoryStore::default());
+        let keys = lethe_auth::SigningKeys::generate().unwrap();
+        let auth = Arc::new(crate::auth::Auth::new(keys, lethe_auth::AuthConfig::default()));
+        let state = CollectState::build(store.clone(), Arc::new(repo_policies()), auth).unwrap();
+        let subject = pseudonymize(&SubjectId::parse("v-1").unwrap());
+        let analytics = Purpose::parse("analytics").unwrap();
+        state.book.add_consent(
+            subject,
+            ConsentRecord {
+                record_id: uuid::Uuid::new_v4(),
+                collected_at: UtcMicros::now(),
+                jurisdiction: "EU".into(),
+                method: ConsentMethod::Api,
+                notice: NoticeRef { id: "banner".into(), version: 1, content_hash: String::new() },
+                choices: vec![PurposeChoice { purpose: analytics, granted: true, legal_basis: "consent".into() }],
+                recipients: vec![],
+                locale: "en".into(),
+                gpc: false,
+                sdk_version: None,
+            },
+        );
+        let raws = [
+            json!({"type": "track", "anonymousId": "v-1", "event": "Product Clicked", "messageId": "c-1",
+                "properties": {"product_id": "tent-2p", "category": "outdoor", "email": "v@example.com", "session_id": "s-77"}}),
+            json!({"type": "track", "anonymousId": "v-1", "event": "Scroll Depth", "messageId": "c-2",
+                "properties": {"depth": 75}}),
+        ];
+        let results = process_all(&state, &raws, None, false, UtcMicros::now());
+        assert_eq!(results[0].outcome, Outcome::Stored { position: 1, dropped_fields: 2 });
+        assert_eq!(results[1].outcome, Outcome::Stored { position: 2, dropped_fields: 0 });
+        let answer = serde_json::to_value(&results).unwrap();
+        assert_eq!(answer[0]["dropped_fields"], 2, "{answer}");
+        assert!(answer[1].get("dropped_fields").is_none(), "{answer}");
+        assert_eq!(state.metrics.get(FIELDS_DROPPED, "unclassified"), 2);
+        assert!(state.metrics.render().contains("lethe_collect_fields_dropped_total{reason=\"unclassified\"} 2"));
+
+        let events = store.events.lock().unwrap();
+        let stored: Value = serde_json::from_slice(&events[0].1.payload).unwrap();
+        assert_eq!(stored["properties"], json!({"product_id": "tent-2p", "category": "outdoor"}));
+        assert!(!String::from_utf8_lossy(&events[0].1.payload).contains("v@example.com"));
+        let stored: Value = serde_json::from_slice(&events[1].1.payload).unwrap();
+        assert_eq!(stored["properties"], json!({"depth": 75}));
     }
 }

@@ -14,8 +14,13 @@ pub struct Metrics {
 impl Metrics {
     /// Adds one to `name{reason="label"}`.
     pub fn inc(&self, name: &'static str, label: &'static str) {
+        self.add(name, label, 1);
+    }
+
+    /// Adds `n` to `name{reason="label"}`.
+    pub fn add(&self, name: &'static str, label: &'static str, n: u64) {
         if let Ok(mut c) = self.counters.lock() {
-            *c.entry((name, label)).or_default() += 1;
+            *c.entry((name, label)).or_default() += n;
         }
     }
 

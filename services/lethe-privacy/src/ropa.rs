@@ -62,10 +62,17 @@ pub fn generate(policies: &Policies, controller: &ControllerFile) -> RecordsOfPr
             entry.1.insert(category.as_str().to_owned());
         }
     }
+    // The context every collected event carries (device class, coarse location, …) belongs to every
+    // activity that collects events.
+    let context: Vec<String> = policies.context_fields().map(|(_, c)| c.as_str().to_owned()).collect();
+    for (_, categories) in by_purpose.values_mut() {
+        categories.extend(context.iter().cloned());
+    }
     if let Some(custom) = policies.custom() {
         let entry = by_purpose.entry(custom.purpose().as_str().to_owned()).or_default();
         entry.0.insert("custom events".to_owned());
         entry.1.insert(custom.category().as_str().to_owned());
+        entry.1.extend(context.iter().cloned());
     }
     let activities = policies
         .purposes()
@@ -135,6 +142,11 @@ mod tests {
             for (field, category) in rule.fields() {
                 let line = activity.data_categories.iter().find(|c| c.category == category.as_str());
                 assert!(line.is_some_and(|l| l.retention_days > 0), "{}.{field}", rule.event_type());
+            }
+        }
+        for (field, category) in policies.context_fields() {
+            for a in ropa.activities.iter().filter(|a| !a.event_types.is_empty()) {
+                assert!(a.data_categories.iter().any(|c| c.category == category.as_str()), "{field} in {}", a.purpose);
             }
         }
         let ads = ropa.activities.iter().find(|a| a.purpose == "sale_share").unwrap();

@@ -51,6 +51,7 @@ pub struct Policies {
     categories: BTreeMap<CategoryId, CategoryDef>,
     events: BTreeMap<EventType, EventRule>,
     custom: Option<CustomEvents>,
+    context: BTreeMap<String, CategoryId>,
     notices: BTreeMap<NoticeId, Notice>,
 }
 
@@ -107,6 +108,7 @@ impl Policies {
             categories: loaded.categories,
             events: loaded.events,
             custom: loaded.custom,
+            context: loaded.context,
             notices: loaded.notices,
         })
     }
@@ -151,6 +153,18 @@ impl Policies {
         self.custom.as_ref()
     }
 
+    /// The fields the collector writes into every event whatever its type (the `[context]` table
+    /// of `events.toml`: message id, event name, coarse device, location and visit context) and
+    /// their data categories, in field-name order. Empty when the file has no `[context]`.
+    pub fn context_fields(&self) -> impl Iterator<Item = (&str, &CategoryId)> {
+        self.context.iter().map(|(name, category)| (name.as_str(), category))
+    }
+
+    /// The data category of a context field, if `[context]` classifies it.
+    pub fn category_of_context(&self, field: &str) -> Option<&CategoryId> {
+        self.context.get(field)
+    }
+
     fn custom_for(&self, event_type: &EventType) -> Option<&CustomEvents> {
         self.custom.as_ref().filter(|c| !self.events.contains_key(event_type) && c.covers(event_type))
     }
@@ -176,11 +190,16 @@ impl Policies {
     /// How long an event is kept: the shortest retention among the categories of its declared
     /// fields (or of the `[custom]` category), so that no field outlives its own category
     /// (R-RETAIN-1). `None` when the event is not accepted.
+    ///
+    /// The `[context]` fields the collector stores with every event count too: an event is kept
+    /// no longer than its shortest-lived field, wherever that field sits.
     pub fn retention_of_event(&self, event_type: &EventType) -> Option<Retention> {
-        match self.events.get(event_type) {
+        let own = match self.events.get(event_type) {
             Some(rule) => rule.fields().filter_map(|(_, c)| self.retention_for(c)).min(),
             None => self.custom_for(event_type).and_then(|c| self.retention_for(c.category())),
-        }
+        }?;
+        let context = self.context.values().filter_map(|c| self.retention_for(c)).min();
+        Some(context.map_or(own, |c| own.min(c)))
     }
 
     /// The payload fields of an event that have no data category (R-ROPA-1), in the order given.

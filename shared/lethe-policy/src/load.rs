@@ -58,6 +58,7 @@ pub(crate) struct Loaded {
     pub(crate) categories: BTreeMap<CategoryId, CategoryDef>,
     pub(crate) events: BTreeMap<EventType, EventRule>,
     pub(crate) custom: Option<CustomEvents>,
+    pub(crate) context: Fields,
     pub(crate) notices: BTreeMap<NoticeId, Notice>,
 }
 
@@ -78,11 +79,12 @@ pub(crate) fn load(sources: &Sources) -> Result<Loaded, PolicyError> {
         }
     }
     match (purposes, categories, events) {
-        (Some(purposes), Some(categories), Some((events, custom))) if errors.is_empty() => Ok(Loaded {
+        (Some(purposes), Some(categories), Some(events)) if errors.is_empty() => Ok(Loaded {
             purposes,
             categories,
-            events,
-            custom,
+            events: events.rules,
+            custom: events.custom,
+            context: events.context,
             notices: notices.into_iter().map(|(id, (_, n))| (id, n)).collect(),
         }),
         _ => Err(PolicyError::from_all(errors)),
@@ -286,6 +288,7 @@ struct EventsFile {
     #[serde(rename = "format")]
     _format: IgnoredAny,
     custom: Option<RawCustom>,
+    context: Option<RawContext>,
     #[serde(default)]
     event: Vec<RawEvent>,
 }
@@ -296,6 +299,13 @@ struct RawCustom {
     allow_custom: bool,
     purpose: Spanned<String>,
     category: Spanned<String>,
+}
+
+/// The `[context]` table: the fields the collector writes into every event, whatever its type.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContext {
+    fields: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -314,16 +324,28 @@ fn is_field_name(s: &str) -> bool {
 
 type Purposes = BTreeMap<Purpose, PurposeDef>;
 type Categories = BTreeMap<CategoryId, CategoryDef>;
+/// Field names and their data categories.
+pub(crate) type Fields = BTreeMap<String, CategoryId>;
+
+/// The validated content of `events.toml`.
+struct Events {
+    rules: BTreeMap<EventType, EventRule>,
+    custom: Option<CustomEvents>,
+    context: Fields,
+}
 
 fn events(
     source: &Source,
     purposes: Option<&Purposes>,
     categories: Option<&Categories>,
     errors: &mut Vec<PolicyError>,
-) -> Option<(BTreeMap<EventType, EventRule>, Option<CustomEvents>)> {
+) -> Option<Events> {
     let file: EventsFile = parse(source, errors)?;
     let schemas = SchemaRegistry::builtin();
     let custom = file.custom.and_then(|raw| custom(source, raw, purposes, categories, errors));
+    let context = file
+        .context
+        .map_or_else(Fields::new, |raw| fields(source, raw.fields, "the [context] rule", categories, errors));
     let mut out = BTreeMap::new();
     let mut seen = BTreeMap::<EventType, Location>::new();
     for raw in file.event {
@@ -362,28 +384,39 @@ fn events(
                 });
             }
         }
-        let mut fields = BTreeMap::new();
-        for (name, category) in raw.fields {
-            if !is_field_name(&name) {
-                let shown: String = name.chars().take(80).collect();
-                errors.push(PolicyError::InvalidName {
-                    at: source.at_value(&category),
-                    reason: format!(
-                        "field `{shown}` of event `{event_type}` must be 1 to 64 characters of a-z, 0-9 or `_`"
-                    ),
-                });
-                continue;
-            }
-            let owner = format!("field `{name}` of event `{event_type}`");
-            if let Some(category) = category_ref(source, &category, &owner, categories, errors) {
-                fields.insert(name, category);
-            }
-        }
+        let fields = fields(source, raw.fields, &owner, categories, errors);
         if let (Some(purpose), Some(schema_version)) = (purpose, schema_version) {
             out.insert(event_type.clone(), EventRule { event_type, purpose, schema_version, fields });
         }
     }
-    Some((out, custom))
+    Some(Events { rules: out, custom, context })
+}
+
+/// Checks the names and categories of a `fields` table; `owner` names the rule in errors. Fields
+/// with a bad name or an unknown category are reported and left out.
+fn fields(
+    source: &Source,
+    raw: BTreeMap<String, Spanned<String>>,
+    owner: &str,
+    categories: Option<&Categories>,
+    errors: &mut Vec<PolicyError>,
+) -> Fields {
+    let mut fields = Fields::new();
+    for (name, category) in raw {
+        if !is_field_name(&name) {
+            let shown: String = name.chars().take(80).collect();
+            errors.push(PolicyError::InvalidName {
+                at: source.at_value(&category),
+                reason: format!("field `{shown}` of {owner} must be 1 to 64 characters of a-z, 0-9 or `_`"),
+            });
+            continue;
+        }
+        let owner = format!("field `{name}` of {owner}");
+        if let Some(category) = category_ref(source, &category, &owner, categories, errors) {
+            fields.insert(name, category);
+        }
+    }
+    fields
 }
 
 fn custom(

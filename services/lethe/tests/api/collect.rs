@@ -199,3 +199,22 @@ async fn identify_links_the_anonymous_id_as_a_pseudonym_only() {
     let anon = app.store.pseudonymize(&lethe_domain::SubjectId::parse("anon-8").unwrap()).to_hex();
     assert!(text.contains(&anon), "{text}");
 }
+
+/// Invariant 3: a track call named like a record that needs no consent (a consent change, an
+/// identity link, an erasure fence) is refused, so it cannot slip data past consent gating.
+#[actix_web::test]
+async fn track_calls_named_like_lethe_records_are_refused() {
+    let app = spawn_app().await;
+    for name in ["Consent Changed", "identify", "lethe erasure_fence"] {
+        let (status, body) = app
+            .post(
+                "/v1/track",
+                Some(&app.site()),
+                &json!({"anonymousId": "sneaky", "event": name, "messageId": name, "properties": {"email": "a@b.c"}}),
+            )
+            .await;
+        assert_ne!(status, 200, "{name}: {body}");
+        assert!(["reserved_event", "unknown_event"].contains(&body["code"].as_str().unwrap_or("")), "{name}: {body}");
+    }
+    assert_eq!(app.stored("sneaky"), 0);
+}

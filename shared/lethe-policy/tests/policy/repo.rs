@@ -62,6 +62,29 @@ fn repo_declares_every_event_type_of_the_product() {
     assert_eq!(policies.fields_unclassified(&t("page.viewed"), fields), ["email"]);
 }
 
+/// R-ROPA-1: the fields the collector writes into every event are classified by `[context]`.
+#[test]
+fn repo_classifies_the_collectors_context_fields() {
+    let policies = Policies::load(&repo_policies()).unwrap();
+    let fields: Vec<_> = policies.context_fields().map(|(name, category)| (name, category.as_str())).collect();
+    assert_eq!(
+        fields,
+        [
+            ("country", "location_coarse"),
+            ("daypart", "device_context"),
+            ("device_class", "device_context"),
+            ("event", "behavior"),
+            ("message_id", "behavior"),
+            ("referrer_class", "device_context"),
+            ("region", "location_coarse"),
+        ]
+    );
+    // Identify keeps the linked pseudonym and classifies no trait such as an e-mail address.
+    let identify = t("identify");
+    assert!(policies.fields_unclassified(&identify, ["linked_anonymous"]).is_empty());
+    assert_eq!(policies.fields_unclassified(&identify, ["email", "name"]), ["email", "name"]);
+}
+
 #[test]
 fn every_data_category_is_used_by_some_event() {
     let policies = Policies::load(&repo_policies()).unwrap();

@@ -75,6 +75,61 @@ fn field_on_its_own_line_is_located() {
     f.error_at("events.toml", 14, "policy_unknown_category");
 }
 
+/// The fixture with a `[context]` table appended after its last event; returns the line of its
+/// first field.
+fn with_context(f: &Fixture, fields: &str) -> usize {
+    f.write("events.toml", &format!("{EVENTS}\n[context.fields]\n{fields}"));
+    EVENTS.lines().count() + 3
+}
+
+#[test]
+fn context_fields_are_classified() {
+    let f = Fixture::new();
+    assert_eq!(f.load().unwrap().context_fields().count(), 0, "[context] is optional");
+    with_context(&f, "message_id = \"behavior\"\ndevice_class = \"device_context\"\n");
+    let policies = f.load().unwrap_or_else(|e| panic!("{e}"));
+    let fields: Vec<_> = policies.context_fields().map(|(name, c)| (name, c.as_str())).collect();
+    assert_eq!(fields, [("device_class", "device_context"), ("message_id", "behavior")]);
+    assert_eq!(policies.category_of_context("message_id").map(|c| c.as_str()), Some("behavior"));
+    assert_eq!(policies.category_of_context("email"), None);
+    // Context fields classify the collector's fields, not an event's payload.
+    let page = lethe_domain::EventType::parse("page.viewed").unwrap();
+    assert_eq!(policies.fields_unclassified(&page, ["message_id"]), ["message_id"]);
+}
+
+#[test]
+fn context_field_has_unknown_data_category() {
+    let f = Fixture::new();
+    let line = with_context(&f, "message_id = \"behavior\"\ndevice_class = \"device\"\n");
+    let message = f.error_at("events.toml", line + 1, "policy_unknown_category");
+    let expected = format!(
+        "{}:{}: field `device_class` of the [context] rule has unknown data category `device`",
+        f.file("events.toml").display(),
+        line + 1
+    );
+    assert_eq!(message, expected);
+    // The inline form is located too.
+    let f = Fixture::new();
+    f.write("events.toml", &format!("{EVENTS}\n[context]\nfields = {{ daypart = \"behaviour\" }}\n"));
+    f.error_at("events.toml", EVENTS.lines().count() + 3, "policy_unknown_category");
+}
+
+#[test]
+fn context_field_name_that_does_not_parse() {
+    let f = Fixture::new();
+    let line = with_context(&f, "\"Device Class\" = \"device_context\"\n");
+    let message = f.error_at("events.toml", line, "policy_invalid_name");
+    assert!(message.contains("field `Device Class` of the [context] rule must be"), "{message}");
+}
+
+#[test]
+fn context_table_with_an_unknown_key() {
+    let f = Fixture::new();
+    f.write("events.toml", &format!("{EVENTS}\n[context]\nfield = {{ daypart = \"behavior\" }}\n"));
+    let message = f.error_at("events.toml", EVENTS.lines().count() + 3, "policy_syntax");
+    assert!(message.contains("field"), "{message}");
+}
+
 #[test]
 fn custom_rule_has_unknown_data_category() {
     let f = Fixture::new();
