@@ -210,6 +210,16 @@ pub async fn withdraw(
     let out = web::block(move || {
         let subject = privacy.collect.store.pseudonymize(&id);
         let position = record_choice(&privacy, subject, &parsed.purposes, ConsentMethod::Api, "EU", false)?;
+        for hook in privacy.hooks() {
+            hook.withdrawn(&subject, &parsed.purposes).map_err(|e| {
+                tracing::error!(store = hook.name(), error = %e, "a store failed to take a withdrawal");
+                ApiError::new(
+                    503,
+                    "withdrawal_incomplete",
+                    format!("{} could not take the withdrawal; retry", hook.name()),
+                )
+            })?;
+        }
         let request = close_at_once(&privacy, subject, RequestKind::WithdrawConsent, Law::Gdpr, Channel::Api, role)?;
         let names: Vec<&str> = parsed.purposes.iter().map(Purpose::as_str).collect();
         privacy.audit(

@@ -35,6 +35,15 @@ pub trait ErasureHook: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The store cannot be changed; the erasure then reports the failure and stays open.
     fn forget(&self, subject: &Pseudonym) -> Result<bool, String>;
+    /// The subject withdrew consent for `purposes`: stop using its data for them (a model trained
+    /// on it is retrained without it, R-ERASE-7).
+    ///
+    /// # Errors
+    /// The store cannot record it; the withdrawal then reports the failure.
+    fn withdrawn(&self, subject: &Pseudonym, purposes: &[lethe_domain::Purpose]) -> Result<(), String> {
+        let _ = (subject, purposes);
+        Ok(())
+    }
     /// The subject's derived data, for the access export (GDPR Art. 15): `None` when none.
     fn export(&self, subject: &Pseudonym) -> Option<serde_json::Value> {
         let _ = subject;
