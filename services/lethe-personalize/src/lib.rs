@@ -281,9 +281,9 @@ impl Personalizer {
             let kek = self.kek.lock().expect("kek lock");
             self.registry.register(new, &blob, &kek, now)?
         };
-        let previous = self.registry.live(&name())?;
-        let live = self.registry.set_status(version.id, Status::Live, now)?;
-        let mut retired: Vec<String> = previous.iter().map(|p| p.id.to_string()).collect();
+        // Versions trained on a subject that left are retired for unlearning first (their bytes and
+        // keys destroyed), so that the record says why; any other live version is superseded.
+        let mut retired = Vec::new();
         for id in replaces {
             if let Some(v) = self.registry.get(*id)? {
                 if !matches!(v.status, Status::Retired { .. }) {
@@ -292,6 +292,9 @@ impl Personalizer {
                 retired.push(id.to_string());
             }
         }
+        let previous = self.registry.live(&name())?;
+        let live = self.registry.set_status(version.id, Status::Live, now)?;
+        retired.extend(previous.iter().map(|p| p.id.to_string()));
         let report = TrainReport {
             model_id: live.id.to_string(),
             version: live.version,

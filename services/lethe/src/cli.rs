@@ -19,6 +19,7 @@ use lethe_crypto::{Keyring, MasterSource};
 use lethe_domain::{SubjectId, UtcMicros};
 use lethe_dsr::{Channel, Law, ListFilter};
 use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
+use lethe_personalize::{Personalizer, TrainConfig};
 use lethe_policy::Policies;
 use lethe_privacy::audit_api::Format;
 use lethe_privacy::controller::ControllerFile;
@@ -63,6 +64,9 @@ pub enum Command {
         /// Requests per second allowed with one key (burst: twice as many).
         #[arg(long, env = "LETHE_RATE_PER_KEY", default_value_t = 20_000.0)]
         rate_per_key: f64,
+        /// Retrain the recommenders this often (`0` never), like `24h`.
+        #[arg(long, env = "LETHE_TRAIN_EVERY", default_value = "24h")]
+        train_every: String,
     },
     /// Inspects the event log.
     Log {
@@ -122,6 +126,25 @@ pub enum Command {
     Requests {
         #[command(subcommand)]
         command: RequestsCommand,
+    },
+    /// Trains the recommenders on the subjects whose consent holds now (R-TRAIN-1) and makes the
+    /// result live.
+    Train,
+    /// The model registry.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Every model version with its status, metrics and manifest summary.
+    List,
+    /// Whether a subject was in the training data of each non-retired model.
+    TrainedOn {
+        /// The subject's external identifier.
+        id: String,
     },
 }
 
@@ -255,7 +278,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let policies = || load_policies(cli.policies.as_deref());
     let store = || open_store(&cli);
     match &cli.command {
-        Command::Serve { listen, workers, parts, rate_per_address, rate_per_key } => {
+        Command::Serve { listen, workers, parts, rate_per_address, rate_per_key, train_every } => {
             let settings = Settings { listen: listen.clone(), workers: *workers, parts: parts.clone() };
             let rate = |r: f64| Rate { per_second: r.max(0.001), burst: (2.0 * r).max(1.0) };
             let limits = Limits { per_address: rate(*rate_per_address), per_key: rate(*rate_per_key) };
@@ -272,6 +295,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 keyring,
                 controller,
                 data_dir: cli.data_dir.clone(),
+                master: master_source(&cli),
+                train_every: parse_ttl(train_every)?,
             })
         }
         Command::Policies { command: PoliciesCommand::Check { dir } } => {
@@ -300,6 +325,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Erase { id, now } => {
             let id = SubjectId::parse(id)?;
             let privacy = open_privacy(&cli, store()?)?;
+            let personalizer = open_personalizer(&cli, Arc::clone(&privacy))?;
             let subject = privacy.collect.store.pseudonymize(&id);
             let asker = Asker { role: "cli", law: Law::Gdpr, channel: Channel::Api };
             let certificate = lethe_privacy::erasure::erase(&privacy, &subject, asker).map_err(api_err)?;
@@ -307,6 +333,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if *now {
                 let report = schedule::finalize_if_due(&privacy, UtcMicros::now(), true).map_err(api_err)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
+                // R-ERASE-7: models trained on the subject are retrained without it and retired.
+                match personalizer.unlearn_pending() {
+                    Ok(Some(r)) => eprintln!("models retrained without the subject: {}", serde_json::to_string(&r)?),
+                    Ok(None) | Err(lethe_personalize::TrainError::NothingToTrain) => {}
+                    Err(e) => anyhow::bail!("unlearning failed ({}): {e}", e.code()),
+                }
             } else {
                 eprintln!("erased; final for this data directory after the next `lethe keys rotate` (lethe serve does it within its window)");
             }
@@ -342,6 +374,44 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit(&cli, command),
+        Command::Train => {
+            let personalizer = open_personalizer(&cli, open_privacy(&cli, store()?)?)?;
+            match personalizer.train("cli") {
+                Ok(report) => {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => anyhow::bail!("training failed ({}): {e}", e.code()),
+            }
+        }
+        Command::Models { command } => {
+            let privacy = open_privacy(&cli, store()?)?;
+            let personalizer = open_personalizer(&cli, Arc::clone(&privacy))?;
+            match command {
+                ModelsCommand::List => {
+                    for v in personalizer.registry().all()? {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "id": v.id.to_string(), "name": v.name.as_str(), "version": v.version,
+                                "algorithm": v.algorithm, "status": format!("{:?}", v.status),
+                                "subjects": v.manifest.subjects, "log_position": v.manifest.log_position,
+                                "metrics": v.metrics,
+                            })
+                        );
+                    }
+                }
+                ModelsCommand::TrainedOn { id } => {
+                    let subject = privacy.collect.store.pseudonymize(&SubjectId::parse(id)?);
+                    let ids = personalizer.registry().containing(&subject)?;
+                    println!(
+                        "{}",
+                        serde_json::json!({"models": ids.iter().map(ToString::to_string).collect::<Vec<_>>()})
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Requests { command: RequestsCommand::List { all } } => {
             let privacy = open_privacy(&cli, store()?)?;
             let filter = if *all { ListFilter::all() } else { ListFilter::all().open() };
@@ -369,6 +439,15 @@ fn open_privacy(cli: &Cli, store: SledEventLog) -> anyhow::Result<Arc<Privacy>> 
     let collect = CollectState::build(store, Arc::new(policies), auth).context("cannot replay the log")?;
     let options = PrivacyOptions::from_controller(&controller);
     Privacy::open(&cli.data_dir, &keyring, collect, controller, options).context("cannot open the privacy database")
+}
+
+/// The trainer and model registry over an open privacy service; it forgets with every erasure.
+fn open_personalizer(cli: &Cli, privacy: Arc<Privacy>) -> anyhow::Result<Arc<Personalizer>> {
+    let personalizer =
+        Personalizer::open(&cli.data_dir, &master_source(cli), Arc::clone(&privacy), TrainConfig::default())
+            .context("cannot open the model registry")?;
+    privacy.register(personalizer.clone());
+    Ok(personalizer)
 }
 
 /// The controller file: in the policy folder when it has one, else the built-in copy.
@@ -584,10 +663,12 @@ struct Serve {
     keyring: Keyring,
     controller: ControllerFile,
     data_dir: PathBuf,
+    master: MasterSource,
+    train_every: Duration,
 }
 
 fn serve(args: Serve) -> anyhow::Result<ExitCode> {
-    let Serve { store, keys, policies, limits, settings, keyring, controller, data_dir } = args;
+    let Serve { store, keys, policies, limits, settings, keyring, controller, data_dir, master, train_every } = args;
     tracing::info!(
         purposes = policies.purposes().count(),
         event_types = policies.events().count(),
@@ -602,18 +683,49 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     let privacy = Privacy::open(&data_dir, &keyring, collect.clone(), controller, options)
         .context("cannot open the privacy database")?;
     drop(keyring);
+    let personalizer = Personalizer::open(&data_dir, &master, Arc::clone(&privacy), TrainConfig::default())
+        .context("cannot open the model registry")?;
+    privacy.register(personalizer.clone());
     actix_web::rt::System::new().block_on(async move {
         let _background = settings
             .parts
             .contains(&Part::Privacy)
             .then(|| schedule::start(Arc::clone(&privacy), Duration::from_secs(5)))
             .transpose()?;
+        if settings.parts.contains(&Part::Privacy) {
+            actix_web::rt::spawn(models_loop(personalizer, privacy.options.finality, train_every));
+        }
         let app = Application::build(&settings, collect, Some(privacy))?;
         tracing::info!(port = app.port(), listen = %settings.listen, "lethe is serving");
         app.run_until_stopped().await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Unlearning within the finality window (R-ERASE-7) and regular retraining on fresh data.
+async fn models_loop(personalizer: Arc<Personalizer>, window: Duration, train_every: Duration) {
+    let mut last_train = std::time::Instant::now();
+    loop {
+        actix_web::rt::time::sleep(Duration::from_secs(5).min(window.max(Duration::from_millis(200)))).await;
+        let due = personalizer.pending().ok().and_then(|p| p.iter().map(|(_, at)| *at).min()).is_some_and(|oldest| {
+            let window = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+            oldest.0.saturating_add(window / 2) <= UtcMicros::now().0
+        });
+        let retrain = !train_every.is_zero() && last_train.elapsed() >= train_every;
+        if !due && !retrain {
+            continue;
+        }
+        let p = Arc::clone(&personalizer);
+        let result =
+            tokio::task::spawn_blocking(move || if due { p.unlearn_pending() } else { p.train("system").map(Some) })
+                .await;
+        match result {
+            Ok(Ok(_) | Err(lethe_personalize::TrainError::NothingToTrain)) => last_train = std::time::Instant::now(),
+            Ok(Err(e)) => tracing::error!(code = e.code(), error = %e, "model work failed; retrying"),
+            Err(e) => tracing::error!(error = %e, "model task panicked"),
+        }
+    }
 }
 
 fn progress_bar(len: u64) -> ProgressBar {

@@ -430,3 +430,47 @@ fn requests_list_shows_the_completed_erasure() {
 
     assert_eq!(ok(d.path(), &["requests", "list"]).trim(), "", "a completed request is not open");
 }
+
+/// R-TRAIN-1 and R-ERASE-7 through the binary: `lethe train` trains on the consenting subject,
+/// `lethe models trained-on` finds it in the live model, and `lethe erase --now` retrains without it.
+#[test]
+fn r_erase_7_train_then_erase_retrains_without_the_subject() {
+    let d = tempfile::tempdir().unwrap();
+    seed_likes(d.path(), &["pat-41", "quinn-42"]);
+    let report: Value = serde_json::from_str(&ok(d.path(), &["train"])).unwrap();
+    assert_eq!(report["subjects"], 2, "{report}");
+    let models: Value = serde_json::from_str(&ok(d.path(), &["models", "trained-on", "pat-41"])).unwrap();
+    assert_eq!(models["models"].as_array().unwrap().len(), 1);
+    let o = lethe(d.path(), &["erase", "pat-41", "--now"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("models retrained without the subject"), "{}", text(&o));
+    let models: Value = serde_json::from_str(&ok(d.path(), &["models", "trained-on", "pat-41"])).unwrap();
+    assert_eq!(models["models"], json!([]), "the erased subject is in no model any more");
+    let list = ok(d.path(), &["models", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(list.lines().any(|l| l.contains("Unlearning")), "{list}");
+}
+
+/// Subjects who grant personalization and like two products each, through `lethe serve`.
+fn seed_likes(dir: &Path, ids: &[&str]) {
+    let server = common::serve(dir, &[("LETHE_MASTER_KEY", MASTER_KEY)]);
+    let site = ok(dir, &["token", "issue", "--role", "site", "--site", "shop", "--origin", "https://shop.example"]);
+    let site = site.trim();
+    let client = reqwest::blocking::Client::new();
+    for id in ids {
+        let consent = common::banner_consent(id, &["analytics", "personalization"], &[]);
+        let r = client.post(format!("{}/v1/consent", server.base)).bearer_auth(site).json(&consent).send().unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+        for (n, product) in ["tent-1", "stove-2"].iter().enumerate() {
+            let r = client
+                .post(format!("{}/v1/track", server.base))
+                .basic_auth(site, Some(""))
+                .json(&json!({"anonymousId": id, "event": "Product Liked", "messageId": format!("{id}-like-{n}"),
+                    "properties": {"product_id": product}}))
+                .send()
+                .unwrap();
+            let body: Value = r.json().unwrap();
+            assert_eq!(body["result"]["status"], "stored", "{body}");
+        }
+    }
+}
