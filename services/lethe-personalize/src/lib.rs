@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod select;
+pub mod views;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,6 +32,7 @@ use serde::Serialize;
 use serde_json::json;
 
 pub use select::{select, Excluded, TrainingSet, PERSONALIZATION};
+pub use views::Views;
 
 /// Folder of the model registry inside the data directory.
 pub const MODELS_DIR: &str = "models";

@@ -217,3 +217,35 @@ fn r_erase_7_erasure_and_withdrawal_retrain_without_the_subject() {
         .unwrap();
     assert!(w.personalizer.pending().unwrap().is_empty());
 }
+
+/// R-ERASE-3 for feature views: the views follow the log, an analytics-only subject builds no
+/// personalization features, the export carries a member's features, and an erasure removes the
+/// subject from every view at once.
+#[test]
+fn r_erase_3_feature_views_follow_the_log_and_forget_at_once() {
+    let w = world();
+    seed_consenting(&w);
+    consent(&w, "analytics-only", &[("analytics", true), ("personalization", false)]);
+    interact(&w, "analytics-only", &TENTS);
+    let views = Arc::new(
+        lethe_personalize::Views::replay(Arc::clone(&w.privacy.collect.store), &w.privacy.collect.policies).unwrap(),
+    );
+    w.privacy.register(views.clone());
+    let member = subject(&w, "member-0");
+    assert!(views.holds(&member));
+    assert!(!views.holds(&subject(&w, "analytics-only")), "no personalization features without that consent");
+    interact(&w, "member-2", &["lamp-9"]);
+    views.catch_up().unwrap();
+    assert!(ErasureHook::export(views.as_ref(), &member).is_some());
+    let cert = erasure::erase(
+        &w.privacy,
+        &member,
+        Asker { role: "subject", law: lethe_dsr::Law::Gdpr, channel: lethe_dsr::Channel::Api },
+    )
+    .unwrap();
+    assert!(cert.stores_touched.iter().any(|s| s.starts_with("feature_views")), "{:?}", cert.stores_touched);
+    assert!(!views.holds(&member));
+    views.catch_up().unwrap();
+    assert!(!views.holds(&member), "the fence does not bring it back");
+    assert_eq!(views.subjects(), 5);
+}

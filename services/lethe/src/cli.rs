@@ -686,6 +686,13 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     let personalizer = Personalizer::open(&data_dir, &master, Arc::clone(&privacy), TrainConfig::default())
         .context("cannot open the model registry")?;
     privacy.register(personalizer.clone());
+    // Feature views live in memory only; they are rebuilt from the log at every start.
+    let views = Arc::new(
+        lethe_personalize::Views::replay(Arc::clone(&privacy.collect.store), &privacy.collect.policies)
+            .context("cannot build the feature views")?,
+    );
+    privacy.register(views.clone());
+    tracing::info!(subjects = views.subjects(), "feature views built");
     actix_web::rt::System::new().block_on(async move {
         let _background = settings
             .parts
@@ -695,6 +702,15 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         if settings.parts.contains(&Part::Privacy) {
             actix_web::rt::spawn(models_loop(personalizer, privacy.options.finality, train_every));
         }
+        actix_web::rt::spawn(async move {
+            loop {
+                actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+                let v = Arc::clone(&views);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || v.catch_up()).await {
+                    tracing::error!(code = e.code(), "feature views cannot follow the log");
+                }
+            }
+        });
         let app = Application::build(&settings, collect, Some(privacy))?;
         tracing::info!(port = app.port(), listen = %settings.listen, "lethe is serving");
         app.run_until_stopped().await?;
