@@ -3,6 +3,7 @@
 
 mod audit;
 mod http;
+mod ml;
 mod privacy;
 
 use std::sync::Arc;
@@ -85,6 +86,12 @@ enum Suite {
         #[arg(long, default_value_t = 1_000_000)]
         entries: u64,
     },
+    /// Lethe's engagement models and recommenders on synthetic data and the Open Bandit Dataset sample,
+    /// written as CSV for the LightGBM / implicit comparison in `tests/ml/`.
+    Ml {
+        #[command(flatten)]
+        args: ml::MlArgs,
+    },
 }
 
 const PAYLOAD: usize = 200;
@@ -114,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         }
         Suite::Http { seconds, concurrency, workers, hold } => http::run(seconds, concurrency, workers, hold)?,
         Suite::Audit { entries } => audit::run(entries)?,
+        Suite::Ml { args } => ml::run(&args)?,
         Suite::Privacy { sizes, per_size, burst, export_events } => {
             privacy::run(&sizes, per_size, burst, export_events)?
         }
