@@ -102,7 +102,7 @@ fn r_audit_1_reopening_keeps_the_chain() {
         chain.flush().expect("flush");
         chain.head()
     };
-    let db = sled::open(dir.path()).expect("reopen sled");
+    let db = sled_open_retrying(dir.path());
     let chain = AuditChain::open(db.open_tree("audit").expect("tree"), s, config(4)).expect("reopen");
     assert_eq!(chain.head(), head);
     let next = chain.append(record(11)).expect("append after reopen");
@@ -183,4 +183,19 @@ fn r_audit_1_open_continues_from_the_last_entry() {
     let err = AuditChain::open(f.tree.clone(), f.signer.clone(), config(0)).expect_err("refused");
     assert_eq!(err.tampered_seq(), Some(6));
     assert_eq!(crate::tampered_at(verify_tree(&f.tree, f.chain.verifier())), 6);
+}
+
+/// Opens a sled database, waiting for a just-dropped handle's background threads to release the
+/// file lock (they let go a moment after the drop).
+fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open sled at {}: {e}", path.display()),
+        }
+    }
 }

@@ -116,7 +116,17 @@ fn r_dsr_1_reopened_database_keeps_requests() {
         store.insert(&r).unwrap();
         store.flush().unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    // sled lets go of its file lock a moment after the drop, from a background thread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let db = loop {
+        match sled::open(dir.path()) {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("reopen: {e}"),
+        }
+    };
     let store = RequestStore::new(db.open_tree("dsr").unwrap());
     assert_eq!(store.get(r.id()).unwrap(), Some(r.clone()));
     assert_eq!(store.by_subject(r.subject_digest()).unwrap(), vec![r]);

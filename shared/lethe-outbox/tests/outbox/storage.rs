@@ -16,7 +16,7 @@ async fn pending_messages_survive_a_restart_and_are_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = server.url("/h");
     let open = |path: &std::path::Path| {
-        let db = sled::open(path).unwrap();
+        let db = sled_open_retrying(path);
         let outbox =
             Outbox::open(db.open_tree("outbox").unwrap(), vec![recipient("crm", &endpoint)], policy()).unwrap();
         (db, outbox)
@@ -137,4 +137,19 @@ fn list_filters_by_state_and_prune_removes_only_old_finished_messages() {
     assert_eq!(outbox.prune_finished(UtcMicros(i64::MAX)).unwrap(), 1);
     assert_eq!(outbox.stats().unwrap(), Stats { pending: 1, delivered: 0, dead_letter: 0 });
     assert_eq!(outbox.list(None).unwrap().len(), 1);
+}
+
+/// Opens a sled database, waiting for a just-dropped handle's background threads to release the
+/// file lock (they let go a moment after the drop).
+fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open sled at {}: {e}", path.display()),
+        }
+    }
 }

@@ -24,7 +24,7 @@ impl Env {
     }
 
     fn at(dir: tempfile::TempDir) -> Self {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = sled_open_retrying(&dir.path().join("db"));
         let tree = db.open_tree(TREE).unwrap();
         let reg = Registry::open(tree.clone()).unwrap();
         Self { reg, tree, db, dir }
@@ -169,4 +169,19 @@ pub fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         }
     }
     out
+}
+
+/// Opens a sled database, waiting for a just-dropped handle's background threads to release the
+/// file lock (they let go a moment after the drop).
+pub fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open sled at {}: {e}", path.display()),
+        }
+    }
 }

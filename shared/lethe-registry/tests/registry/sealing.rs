@@ -151,7 +151,7 @@ fn retired_model_bytes_and_key_are_unrecoverable_after_rotation() {
     eprintln!("copies of the retired key record left in sled's files, under the destroyed KEK only: {residue_a}");
 
     // Reopened, the registry still serves the surviving model under the current KEK.
-    let db = sled::open(dir.join("db")).unwrap();
+    let db = crate::helpers::sled_open_retrying(&dir.join("db"));
     let reg = lethe_registry::Registry::open(db.open_tree(crate::helpers::TREE).unwrap()).unwrap();
     assert_eq!(reg.load_blob(b, &kek(2)).unwrap(), model_bytes(CANARY_B, 20_000));
     assert_eq!(reg.load_blob(a, &kek(2)).unwrap_err().code(), "model_retired");
