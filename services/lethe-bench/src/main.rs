@@ -2,8 +2,10 @@
 //! Run it in release mode: `cargo run --release -p lethe-bench -- log`.
 
 mod audit;
+mod decide;
 mod http;
 mod ml;
+mod obd;
 mod privacy;
 
 use std::sync::Arc;
@@ -47,6 +49,40 @@ enum Suite {
         /// Which measurements to run.
         #[arg(long, value_delimiter = ',', default_value = "appends,replay,erasure,rotation")]
         only: Vec<String>,
+    },
+    /// The decision API under HTTP load with feature views and a trained model, beside a bare
+    /// actix-web handler: the most requests/s, and latency at a fixed rate.
+    Decide {
+        /// Subjects with feature views.
+        #[arg(long, default_value_t = 100_000)]
+        subjects: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Server worker threads (both servers).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Requests per second of the paced run.
+        #[arg(long, default_value_t = 5_000.0)]
+        rate: f64,
+        /// Instead of generating load, print the ports and a token and keep both servers up this many
+        /// seconds, for `wrk` (see `tests/load/decide.sh`).
+        #[arg(long)]
+        hold: Option<u64>,
+    },
+    /// The Open Bandit Dataset sample replayed through Lethe, and Lethe's policy evaluated off-policy
+    /// beside the logged random and Bernoulli Thompson Sampling policies.
+    Obd {
+        /// Folder with `random/all/all.csv`, `bts/all/all.csv` and `item_context.csv` (written by
+        /// `tests/ml/run.sh`).
+        #[arg(long, default_value = "target/ml-data/obd")]
+        data: std::path::PathBuf,
+        /// Exploration share of Lethe's policy.
+        #[arg(long, default_value_t = 0.05)]
+        epsilon: f64,
     },
     /// The collection API under HTTP load, beside a bare actix-web handler.
     Http {
@@ -119,6 +155,10 @@ fn main() -> anyhow::Result<()> {
                 sled_probe()?;
             }
         }
+        Suite::Decide { subjects, seconds, concurrency, workers, rate, hold } => {
+            decide::run(subjects, seconds, concurrency, workers, rate, hold)?;
+        }
+        Suite::Obd { data, epsilon } => obd::run(&data, epsilon)?,
         Suite::Http { seconds, concurrency, workers, hold } => http::run(seconds, concurrency, workers, hold)?,
         Suite::Audit { entries } => audit::run(entries)?,
         Suite::Ml { args } => ml::run(&args)?,

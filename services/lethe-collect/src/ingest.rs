@@ -255,6 +255,10 @@ fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// Event types only Lethe writes, whatever purpose they fall under: decision receipts and their
+/// outcomes prove the lawful basis of a decision, so a site cannot forge them with a track call.
+pub const LETHE_RECORDED: [&str; 2] = ["decision.served", "outcome.recorded"];
+
 /// Appends a consent record and, once durable, adds it to the consent book.
 pub fn append_consent(state: &CollectState, subject: Pseudonym, record: ConsentRecord) -> Result<u64, ApiError> {
     let event = NewEvent {
@@ -402,7 +406,9 @@ fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now
     };
     // Records that need no consent (consent changes, identity links, erasure fences) are written by
     // Lethe's own endpoints; a track call named like one would slip past consent gating.
-    if matches!(m.kind, Kind::Track { .. }) && purpose == Purpose::necessary() {
+    if matches!(m.kind, Kind::Track { .. })
+        && (purpose == Purpose::necessary() || LETHE_RECORDED.contains(&event_type.as_str()))
+    {
         return done("reserved_event", format!("`{event_type}` is recorded by Lethe itself, not by a track call"));
     }
     if let Err(r) = plausibility(event_type.as_str(), &m) {

@@ -187,6 +187,23 @@ impl Personalizer {
         &self.registry
     }
 
+    /// Registers a model version whose bytes are sealed under the registry KEK (the decision
+    /// service registers its policy versions this way).
+    ///
+    /// # Errors
+    /// Registry errors (an invalid manifest, storage).
+    pub fn register_model(&self, new: NewModel, blob: &[u8]) -> Result<ModelVersion, TrainError> {
+        Ok(self.registry.register(new, blob, &self.kek.lock().expect("kek lock"), UtcMicros::now())?)
+    }
+
+    /// The bytes of a model version, opened.
+    ///
+    /// # Errors
+    /// Registry errors (unknown or retired version).
+    pub fn load_model(&self, id: ModelId) -> Result<Vec<u8>, TrainError> {
+        Ok(self.registry.load_blob(id, &self.kek.lock().expect("kek lock"))?)
+    }
+
     /// The live recommender's bytes, opened.
     ///
     /// # Errors

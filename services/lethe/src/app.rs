@@ -11,6 +11,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use lethe_collect::CollectState;
+use lethe_decide::{DecideState, EventIds};
 use lethe_eventlog::EventStore;
 use lethe_privacy::Privacy;
 use serde_json::json;
@@ -23,6 +24,8 @@ pub struct Settings {
     pub workers: usize,
     /// The parts of Lethe this process serves (health, metrics and the API description always).
     pub parts: Vec<Part>,
+    /// The consent SDK's settings (always served) and whether the demo shop is.
+    pub web: lethe_web::WebOptions,
 }
 
 /// A part of the API that a process can serve on its own.
@@ -32,16 +35,23 @@ pub enum Part {
     Collect,
     /// Subject rights, the request log and the DPO's audit trail.
     Privacy,
+    /// Decisions for the CMS, outcomes, recommendations and the Personalizer-compatible API.
+    Decide,
 }
 
 impl Part {
     /// Every part.
-    pub const ALL: [Part; 2] = [Part::Collect, Part::Privacy];
+    pub const ALL: [Part; 3] = [Part::Collect, Part::Privacy, Part::Decide];
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8080".into(), workers: 2, parts: Part::ALL.to_vec() }
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            workers: 2,
+            parts: Part::ALL.to_vec(),
+            web: lethe_web::WebOptions::default(),
+        }
     }
 }
 
@@ -51,6 +61,7 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub collect: CollectState,
     pub privacy: Option<Arc<Privacy>>,
+    pub decide: Option<Arc<DecideState>>,
     pub parts: Vec<Part>,
 }
 
@@ -73,6 +84,33 @@ impl Application {
     /// # Errors
     /// The address does not parse or cannot be bound.
     pub fn build(settings: &Settings, collect: CollectState, privacy: Option<Arc<Privacy>>) -> anyhow::Result<Self> {
+        Self::build_with_decisions(settings, collect, privacy, None)
+    }
+
+    /// [`Application::build`], also serving decisions when `decide` is given and the settings list
+    /// [`Part::Decide`].
+    ///
+    /// # Errors
+    /// The address does not parse or cannot be bound.
+    pub fn build_with_decisions(
+        settings: &Settings,
+        collect: CollectState,
+        privacy: Option<Arc<Privacy>>,
+        decide: Option<Arc<DecideState>>,
+    ) -> anyhow::Result<Self> {
+        let decide = decide.filter(|_| settings.parts.contains(&Part::Decide));
+        // The SDK waits for a slot as long as the mounted decision service may take, and no more.
+        let slots: Vec<lethe_web::SlotTiming> = decide
+            .iter()
+            .flat_map(|d| d.engine.slots.all())
+            .map(|s| lethe_web::SlotTiming {
+                id: s.id.clone(),
+                deadline: s.deadline,
+                default_variant: s.default_variant().id.clone(),
+            })
+            .collect();
+        let web_state = web::Data::new(lethe_web::WebState::new(&collect, &settings.web, &slots)?);
+        let demo = settings.web.demo;
         let listener = TcpListener::bind(&settings.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
         let port = listener.local_addr()?.port();
@@ -80,8 +118,11 @@ impl Application {
             store: Arc::clone(&collect.store),
             collect: collect.clone(),
             privacy: privacy.clone(),
+            decide: decide.clone(),
             parts: settings.parts.clone(),
         });
+        let event_ids = web::Data::new(EventIds::default());
+        let decide = decide.map(web::Data::from);
         let collect = web::Data::new(collect);
         let with_collect = settings.parts.contains(&Part::Collect);
         let privacy = privacy.filter(|_| settings.parts.contains(&Part::Privacy)).map(web::Data::from);
@@ -97,12 +138,25 @@ impl Application {
                         lethe_privacy::configure(cfg);
                     }
                 })
+                .configure(|cfg| {
+                    if let Some(d) = &decide {
+                        cfg.app_data(d.clone()).app_data(event_ids.clone());
+                        lethe_decide::configure(cfg);
+                    }
+                })
                 // Bodies are read as bytes and checked by each endpoint against its own limit.
                 .app_data(web::PayloadConfig::new(4 * lethe_collect::MAX_BATCH_BYTES))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics))
                 .route("/openapi.json", web::get().to(openapi_json))
+                .app_data(web_state.clone())
+                .configure(lethe_web::configure)
+                .configure(|cfg| {
+                    if demo {
+                        lethe_web::configure_demo(cfg);
+                    }
+                })
                 .configure(|cfg| {
                     if with_collect {
                         lethe_collect::configure(cfg);
@@ -210,19 +264,27 @@ struct ServiceDoc;
 pub fn openapi(parts: &[Part]) -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     let mut doc = ServiceDoc::openapi();
+    doc.merge(lethe_web::ApiDoc::openapi());
     if parts.contains(&Part::Collect) {
         doc.merge(lethe_collect::ApiDoc::openapi());
     }
     if parts.contains(&Part::Privacy) {
         doc.merge(lethe_privacy::ApiDoc::openapi());
     }
+    if parts.contains(&Part::Decide) {
+        doc.merge(lethe_decide::ApiDoc::openapi());
+    }
     doc
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "this document", body = Object)))]
 async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
-    let parts: Vec<Part> =
-        state.parts.iter().copied().filter(|p| *p != Part::Privacy || state.privacy.is_some()).collect();
+    let parts: Vec<Part> = state
+        .parts
+        .iter()
+        .copied()
+        .filter(|p| (*p != Part::Privacy || state.privacy.is_some()) && (*p != Part::Decide || state.decide.is_some()))
+        .collect();
     HttpResponse::Ok().json(openapi(&parts))
 }
 
@@ -248,6 +310,9 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     body.push_str(&format!("# TYPE lethe_log_head gauge\nlethe_log_head {}\n", state.store.head().0));
     if let Some(p) = &state.privacy {
         body.push_str(&lethe_privacy::schedule::metrics(p));
+    }
+    if let Some(d) = &state.decide {
+        body.push_str(&d.engine.metrics());
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }

@@ -67,6 +67,11 @@ pub enum Command {
         /// Retrain the recommenders this often (`0` never), like `24h`.
         #[arg(long, env = "LETHE_TRAIN_EVERY", default_value = "24h")]
         train_every: String,
+        /// Also serve the demo shop (/demo, /demo/privacy). Off by default, and for trying Lethe out
+        /// only: the demo mints write keys for any origin it is served on and subject tokens for any
+        /// anonymous id.
+        #[arg(long)]
+        demo: bool,
     },
     /// Inspects the event log.
     Log {
@@ -278,8 +283,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let policies = || load_policies(cli.policies.as_deref());
     let store = || open_store(&cli);
     match &cli.command {
-        Command::Serve { listen, workers, parts, rate_per_address, rate_per_key, train_every } => {
-            let settings = Settings { listen: listen.clone(), workers: *workers, parts: parts.clone() };
+        Command::Serve { listen, workers, parts, rate_per_address, rate_per_key, train_every, demo } => {
+            let sdk = lethe_web::SdkPolicy::find(cli.policies.as_deref())?;
+            let web = lethe_web::WebOptions { sdk, demo: *demo };
+            let settings = Settings { listen: listen.clone(), workers: *workers, parts: parts.clone(), web };
             let rate = |r: f64| Rate { per_second: r.max(0.001), burst: (2.0 * r).max(1.0) };
             let limits = Limits { per_address: rate(*rate_per_address), per_key: rate(*rate_per_key) };
             let store = store()?;
@@ -297,6 +304,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_dir: cli.data_dir.clone(),
                 master: master_source(&cli),
                 train_every: parse_ttl(train_every)?,
+                policies_dir: cli.policies.clone(),
             })
         }
         Command::Policies { command: PoliciesCommand::Check { dir } } => {
@@ -583,6 +591,21 @@ pub fn load_policies(dir: Option<&Path>) -> anyhow::Result<Policies> {
     Ok(policies)
 }
 
+/// Loads the decision slots: `slots.toml` in the policy folder (explicit, else `./policies`), else
+/// the built-in copy.
+///
+/// # Errors
+/// An invalid slot file.
+pub fn load_slots(dir: Option<&Path>, policies: &Policies) -> anyhow::Result<lethe_decide::Slots> {
+    let local = Path::new("policies");
+    let slots = match dir {
+        Some(dir) => lethe_decide::Slots::load(dir, policies)?,
+        None if local.join("slots.toml").exists() => lethe_decide::Slots::load(local, policies)?,
+        None => lethe_decide::Slots::builtin(policies)?,
+    };
+    Ok(slots)
+}
+
 /// Name of the sealed file holding the API signing keys.
 const API_KEYS: &str = "api-signing-keys";
 
@@ -665,10 +688,24 @@ struct Serve {
     data_dir: PathBuf,
     master: MasterSource,
     train_every: Duration,
+    policies_dir: Option<PathBuf>,
 }
 
 fn serve(args: Serve) -> anyhow::Result<ExitCode> {
-    let Serve { store, keys, policies, limits, settings, keyring, controller, data_dir, master, train_every } = args;
+    let Serve {
+        store,
+        keys,
+        policies,
+        limits,
+        settings,
+        keyring,
+        controller,
+        data_dir,
+        master,
+        train_every,
+        policies_dir,
+    } = args;
+    let slots = load_slots(policies_dir.as_deref(), &policies)?;
     tracing::info!(
         purposes = policies.purposes().count(),
         event_types = policies.events().count(),
@@ -693,6 +730,16 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     );
     privacy.register(views.clone());
     tracing::info!(subjects = views.subjects(), "feature views built");
+    let engine = lethe_decide::Engine::open(
+        slots,
+        privacy.collect.clone(),
+        Arc::clone(&views),
+        Arc::clone(&personalizer),
+        Arc::clone(&privacy),
+    )
+    .context("cannot open the decision engine")?;
+    privacy.register(engine.clone());
+    let decide = Arc::new(lethe_decide::DecideState { engine: Arc::clone(&engine), recommenders: Default::default() });
     actix_web::rt::System::new().block_on(async move {
         let _background = settings
             .parts
@@ -711,7 +758,13 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
                 }
             }
         });
-        let app = Application::build(&settings, collect, Some(privacy))?;
+        actix_web::rt::spawn(async move {
+            loop {
+                actix_web::rt::time::sleep(Duration::from_secs(60)).await;
+                engine.expire(UtcMicros::now());
+            }
+        });
+        let app = Application::build_with_decisions(&settings, collect, Some(privacy), Some(decide))?;
         tracing::info!(port = app.port(), listen = %settings.listen, "lethe is serving");
         app.run_until_stopped().await?;
         anyhow::Ok(())

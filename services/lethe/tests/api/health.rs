@@ -66,14 +66,31 @@ async fn openapi_describes_every_endpoint() {
         ("/v1/audit/export", "get"),
         ("/v1/audit/chain", "get"),
         ("/v1/ropa", "get"),
+        ("/sdk.js", "get"),
+        ("/sdk/config.json", "get"),
+        ("/v1/decide", "post"),
+        ("/v1/outcomes", "post"),
+        ("/v1/recommendations", "get"),
+        ("/v1/decide/stats", "get"),
+        ("/v1/decide/slots/{slot}/versions", "get"),
+        ("/v1/decide/slots/{slot}/canary", "post"),
+        ("/v1/decide/slots/{slot}/{action}", "post"),
+        ("/v1/decide/slots/{slot}/evaluate", "post"),
+        ("/personalizer/v1.0/rank", "post"),
+        ("/personalizer/v1.0/events/{eventId}/{action}", "post"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not described");
         // And the route exists: anything but the JSON 404 of unknown paths.
-        let url = format!("{}{}", app.address, path.replace("{id}", "someone"));
+        let concrete = path
+            .replace("{id}", "someone")
+            .replace("{slot}", "home-hero")
+            .replace("{action}", "promote")
+            .replace("{eventId}", "some-event");
+        let url = format!("{}{concrete}", app.address);
         let r = if method == "get" { app.client.get(url) } else { app.client.post(url) }.send().await.unwrap();
         assert_ne!(r.status(), 404, "{method} {path} is described but not routed");
     }
-    assert_eq!(paths.len(), 21, "a route was added without its description: {:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 33, "a route was added without its description: {:?}", paths.keys().collect::<Vec<_>>());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ApiError"].is_object());
 }

@@ -21,6 +21,8 @@ pub struct TestApp {
     pub store: Arc<dyn EventStore>,
     pub state: CollectState,
     pub privacy: Arc<Privacy>,
+    pub engine: Arc<lethe_decide::Engine>,
+    pub views: Arc<lethe_personalize::Views>,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
 }
@@ -57,11 +59,28 @@ pub async fn spawn_app_configured(
     configure(&mut setup);
     let keyring = Keyring::open(dir.path(), &master).expect("key store");
     let privacy = Privacy::open(dir.path(), &keyring, state.clone(), setup.controller, setup.options).expect("privacy");
-    let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1, parts };
-    let app = Application::build(&settings, state.clone(), Some(Arc::clone(&privacy))).expect("build app");
+    let personalizer = lethe_personalize::Personalizer::open(
+        dir.path(),
+        &master,
+        Arc::clone(&privacy),
+        lethe_personalize::TrainConfig::default(),
+    )
+    .expect("model registry");
+    privacy.register(personalizer.clone());
+    let views = Arc::new(lethe_personalize::Views::replay(Arc::clone(&store), &state.policies).expect("views"));
+    privacy.register(views.clone());
+    let slots = lethe_decide::Slots::builtin(&state.policies).expect("slots");
+    let engine =
+        lethe_decide::Engine::open(slots, state.clone(), Arc::clone(&views), personalizer, Arc::clone(&privacy))
+            .expect("decision engine");
+    privacy.register(engine.clone());
+    let decide = Arc::new(lethe_decide::DecideState { engine: Arc::clone(&engine), recommenders: Default::default() });
+    let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1, parts, ..Settings::default() };
+    let app = Application::build_with_decisions(&settings, state.clone(), Some(Arc::clone(&privacy)), Some(decide))
+        .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp { address, store, state, privacy, client: reqwest::Client::new(), dir }
+    TestApp { address, store, state, privacy, engine, views, client: reqwest::Client::new(), dir }
 }
 
 /// What a test may change before the privacy part opens.

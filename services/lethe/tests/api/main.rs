@@ -2,6 +2,7 @@
 
 mod authz;
 mod collect;
+mod decide;
 mod health;
 mod helpers;
 mod limits;

@@ -25,9 +25,15 @@ impl Drop for Server {
 /// Starts `lethe serve` on a free port over `dir` with the repository's policies and `env`, and
 /// waits until `/healthz` answers.
 pub fn serve(dir: &Path, env: &[(&str, &str)]) -> Server {
+    serve_with(dir, env, &[])
+}
+
+/// [`serve`], with more arguments for `lethe serve` (such as `--demo`).
+pub fn serve_with(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(env!("CARGO_BIN_EXE_lethe"))
         .args(["--data-dir", dir.to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
         .env("LETHE_POLICIES", POLICIES)
         .envs(env.iter().copied())
         .stdout(Stdio::null())

@@ -1,0 +1,329 @@
+//! `lethe-bench decide`: the decision API under HTTP load on loopback, beside a bare actix-web
+//! handler answering a constant, in the same run. The store holds `subjects` consenting subjects
+//! with feature views (page views in ten categories), a slot has 50 candidates, and the slot's
+//! engagement model has learned from outcomes before the run. Prints, for each server: the most
+//! requests/s at a fixed concurrency (and the ratio to the bare handler), then the latency
+//! percentiles of a paced run at `rate` requests/s (latency measured from the scheduled send
+//! time, so a stall counts against every request it delays).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use lethe::app::{Application, Settings};
+use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
+use lethe_collect::auth::Auth;
+use lethe_collect::ratelimit::{Limits, Rate, RateLimiter};
+use lethe_collect::CollectState;
+use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice};
+use lethe_crypto::{Keyring, MasterSource};
+use lethe_domain::{EventType, ExpectedVersion, NewEvent, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros};
+use lethe_eventlog::{AppendRequest, EventStore, LogConfig, SledEventLog};
+use lethe_policy::Policies;
+use lethe_privacy::controller::ControllerFile;
+use lethe_privacy::{Privacy, PrivacyOptions};
+use serde_json::{json, Value};
+
+const CATEGORIES: usize = 10;
+const CANDIDATES: usize = 50;
+
+/// The benchmark slot: 50 candidates over ten categories.
+fn slots_toml() -> String {
+    let mut s = String::from(
+        "format = 1\n[[slot]]\nid = \"bench\"\nkind = \"recommendations\"\npurpose = \"personalization\"\ndeadline_ms = 50\ndefault = \"c0\"\nepsilon = 0.05\n",
+    );
+    for c in 0..CANDIDATES {
+        s.push_str(&format!(
+            "[[slot.variant]]\nid = \"c{c}\"\ncategory = \"cat-{}\"\ntitle = \"Candidate {c}\"\n",
+            c % CATEGORIES
+        ));
+    }
+    s
+}
+
+fn consent(policies: &Policies) -> anyhow::Result<NewEvent> {
+    let notice = policies.notices().next().context("a notice")?;
+    let record = ConsentRecord {
+        record_id: uuid::Uuid::new_v4(),
+        collected_at: UtcMicros::now(),
+        jurisdiction: "EU".into(),
+        method: ConsentMethod::Banner,
+        notice: NoticeRef {
+            id: notice.id().as_str().to_owned(),
+            version: notice.version().get(),
+            content_hash: notice.content_hash().to_owned(),
+        },
+        choices: ["analytics", "personalization"]
+            .iter()
+            .map(|p| PurposeChoice {
+                purpose: Purpose::parse(p).expect("valid"),
+                granted: true,
+                legal_basis: "consent".into(),
+            })
+            .collect(),
+        recipients: vec![],
+        locale: "en".into(),
+        gpc: false,
+        sdk_version: None,
+    };
+    Ok(NewEvent {
+        event_type: EventType::parse("consent.changed")?,
+        schema_version: SchemaVersion::new(1)?,
+        purpose: Purpose::necessary(),
+        time: record.collected_at,
+        retention: Retention::UntilErased,
+        payload: serde_json::to_vec(&record)?,
+    })
+}
+
+fn page_view(subject: usize, i: usize) -> anyhow::Result<NewEvent> {
+    let category = format!("cat-{}", (subject + i * (subject % 3)) % CATEGORIES);
+    let payload = json!({
+        "message_id": format!("p-{subject}-{i}"), "properties": {"category": category},
+        "host": "shop.example", "path": format!("/c/{category}"), "title": category,
+        "context": {"device_class": "mobile", "daypart": "evening", "referrer_class": "search"},
+    });
+    Ok(NewEvent {
+        event_type: EventType::parse("page.viewed")?,
+        schema_version: SchemaVersion::new(2)?,
+        purpose: Purpose::parse("analytics")?,
+        time: UtcMicros::now(),
+        retention: Retention::Days(395),
+        payload: serde_json::to_vec(&payload)?,
+    })
+}
+
+struct Run {
+    latencies: Vec<Duration>,
+    errors: u64,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `rate`: None for as fast as possible (closed loop), else requests/s in total (open loop, latency
+/// from the scheduled time).
+async fn load(
+    url: String,
+    token: String,
+    bodies: Arc<Vec<Value>>,
+    concurrency: usize,
+    seconds: u64,
+    rate: Option<f64>,
+) -> Run {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let all = Arc::new(Mutex::new((Vec::new(), 0u64)));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let (client, url, token, bodies, stop, all) =
+            (client.clone(), url.clone(), token.clone(), Arc::clone(&bodies), Arc::clone(&stop), Arc::clone(&all));
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = t;
+            let period = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
+            let mut next = Instant::now() + period.map_or(Duration::ZERO, |p| p.mul_f64(t as f64 / concurrency as f64));
+            while !stop.load(Ordering::Relaxed) {
+                if period.is_some() {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+                }
+                let body = &bodies[i % bodies.len()];
+                i += concurrency;
+                let scheduled = if period.is_some() { next } else { Instant::now() };
+                match client.post(&url).bearer_auth(&token).json(body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(scheduled.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+                if let Some(p) = period {
+                    next += p;
+                }
+            }
+            let mut all = all.lock().expect("lock");
+            all.0.extend(lat);
+            all.1 += errors;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed();
+    let (mut latencies, errors) = std::mem::take(&mut *all.lock().expect("lock"));
+    latencies.sort();
+    Run { latencies, errors, elapsed }
+}
+
+fn pct(l: &[Duration], p: f64) -> f64 {
+    if l.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((l.len() as f64 - 1.0) * p).round() as usize;
+    l[i].as_secs_f64() * 1e3
+}
+
+fn row(name: &str, run: &Run, bare: Option<&Run>) {
+    let ratio = bare.map_or(String::new(), |b| format!("{:>5.0}% of bare", 100.0 * run.rps() / b.rps()));
+    println!(
+        "{name:<42} {:>8.0} req/s  p50 {:>6.3} ms  p99 {:>6.3} ms  p99.9 {:>6.3} ms  errors {:>3}  {ratio}",
+        run.rps(),
+        pct(&run.latencies, 0.5),
+        pct(&run.latencies, 0.99),
+        pct(&run.latencies, 0.999),
+        run.errors
+    );
+}
+
+fn start<F>(make: F) -> anyhow::Result<u16>
+where
+    F: FnOnce() -> anyhow::Result<(u16, actix_web::dev::Server)> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            match make() {
+                Ok((port, server)) => {
+                    let _ = tx.send(Ok(port));
+                    let _ = server.await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    rx.recv().context("server thread")?
+}
+
+async fn constant() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"decisionId": "00000000-0000-0000-0000-000000000000", "variants": [{"id": "c0"}]}))
+}
+
+/// Runs the decision benchmark.
+pub fn run(
+    subjects: usize,
+    seconds: u64,
+    concurrency: usize,
+    workers: usize,
+    rate: f64,
+    hold: Option<u64>,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let master = MasterSource::Hex(hex::encode([9u8; 32]));
+    let store: Arc<dyn EventStore> = Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master.clone()))?);
+    let policies = Policies::builtin()?;
+    let setup = Instant::now();
+    let mut requests = Vec::with_capacity(1000);
+    for s in 0..subjects {
+        let subject = store.pseudonymize(&SubjectId::parse(&format!("bench-{s}"))?);
+        let mut events = vec![consent(&policies)?];
+        for i in 0..3 {
+            events.push(page_view(s, i)?);
+        }
+        requests.push(AppendRequest { subject, expected: ExpectedVersion::Any, events });
+        if requests.len() == 1000 || s + 1 == subjects {
+            for r in store.append_batch(std::mem::take(&mut requests)) {
+                r?;
+            }
+        }
+    }
+    let keys = SigningKeys::generate()?;
+    let token = Issuer::issue(&keys, &AuthConfig::default(), Role::Cms, Duration::from_secs(3600), None, None, &[])?;
+    let auth = Arc::new(Auth::new(keys, AuthConfig::default()));
+    let mut collect = CollectState::build(Arc::clone(&store), Arc::new(policies), auth)?;
+    let open = Rate { per_second: 1e9, burst: 1e9 };
+    collect.limits = Arc::new(RateLimiter::new(Limits { per_address: open, per_key: open }));
+    let keyring = Keyring::open(dir.path(), &master)?;
+    let controller = ControllerFile::builtin()?;
+    let options = PrivacyOptions::from_controller(&controller);
+    let privacy = Privacy::open(dir.path(), &keyring, collect.clone(), controller, options)?;
+    let personalizer = lethe_personalize::Personalizer::open(
+        dir.path(),
+        &master,
+        Arc::clone(&privacy),
+        lethe_personalize::TrainConfig::default(),
+    )?;
+    let views = Arc::new(lethe_personalize::Views::replay(Arc::clone(&store), &collect.policies)?);
+    let slots = lethe_decide::Slots::parse("bench-slots.toml", &slots_toml(), &collect.policies)?;
+    let engine =
+        lethe_decide::Engine::open(slots, collect.clone(), Arc::clone(&views), personalizer, Arc::clone(&privacy))?;
+    privacy.register(engine.clone());
+    println!(
+        "lethe-bench decide: {subjects} subjects with feature views ({} in the views), {CANDIDATES} candidates, set up in {:.1} s",
+        views.subjects(),
+        setup.elapsed().as_secs_f64()
+    );
+    let decide = Arc::new(lethe_decide::DecideState { engine: Arc::clone(&engine), recommenders: Default::default() });
+    let lethe_port = start(move || {
+        let app = Application::build_with_decisions(
+            &Settings { listen: "127.0.0.1:0".into(), workers, ..Settings::default() },
+            collect,
+            Some(privacy),
+            Some(decide),
+        )?;
+        let port = app.port();
+        Ok((port, app.into_server()))
+    })?;
+    let bare_port = start(move || {
+        let server = HttpServer::new(|| App::new().route("/v1/decide", web::post().to(constant)))
+            .workers(workers)
+            .bind("127.0.0.1:0")?;
+        let port = server.addrs()[0].port();
+        Ok((port, server.run()))
+    })?;
+    let bodies: Arc<Vec<Value>> = Arc::new(
+        (0..subjects.min(100_000))
+            .map(|s| json!({"anonymousId": format!("bench-{s}"), "slot": "bench", "context": {"device": "mobile"}, "count": 5}))
+            .collect(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        // Train the engagement model: decisions and their outcomes (a click when the candidate's
+        // category is the subject's first one).
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{lethe_port}/v1/decide");
+        let trained = Instant::now();
+        let mut outcomes = 0;
+        for s in 0..2_000usize {
+            let r: Value = client.post(&url).bearer_auth(&token).json(&bodies[s % bodies.len()]).send().await?.json().await?;
+            let Some(id) = r["decisionId"].as_str().and_then(|d| uuid::Uuid::parse_str(d).ok()) else { continue };
+            let chosen: usize = r["variants"][0]["id"].as_str().and_then(|v| v[1..].parse().ok()).unwrap_or(0);
+            let kind = if chosen % CATEGORIES == s % CATEGORIES {
+                lethe_decide::engine::OutcomeKind::Click
+            } else {
+                lethe_decide::engine::OutcomeKind::Impression
+            };
+            if engine.outcome(id, kind, None).is_ok() {
+                outcomes += 1;
+            }
+        }
+        println!("engagement model trained online on {outcomes} outcomes in {:.1} s", trained.elapsed().as_secs_f64());
+        if let Some(hold) = hold {
+            println!("LETHE_PORT={lethe_port} BARE_PORT={bare_port} SUBJECTS={}", bodies.len());
+            println!("TOKEN={token}");
+            tokio::time::sleep(Duration::from_secs(hold)).await;
+            return anyhow::Ok(());
+        }
+        println!("{seconds} s per cell, {concurrency} connections, {workers} server workers, 2 cores shared with the load generator");
+        let bare = load(format!("http://127.0.0.1:{bare_port}/v1/decide"), token.clone(), Arc::clone(&bodies), concurrency, seconds, None).await;
+        row("bare actix, constant (max)", &bare, None);
+        let lethe = load(url.clone(), token.clone(), Arc::clone(&bodies), concurrency, seconds, None).await;
+        row("lethe /v1/decide, 50 candidates (max)", &lethe, Some(&bare));
+        let bare = load(format!("http://127.0.0.1:{bare_port}/v1/decide"), token.clone(), Arc::clone(&bodies), concurrency, seconds, Some(rate)).await;
+        row(&format!("bare actix, constant @ {rate:.0}/s"), &bare, None);
+        let lethe = load(url, token, Arc::clone(&bodies), concurrency, seconds, Some(rate)).await;
+        row(&format!("lethe /v1/decide @ {rate:.0}/s"), &lethe, Some(&bare));
+        anyhow::Ok(())
+    })
+}

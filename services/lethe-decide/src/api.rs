@@ -1,0 +1,567 @@
+//! The HTTP endpoints of the decision service: decisions, outcomes, recommendations, the policy
+//! versions of each slot (canary, promote, rollback, evaluation) and the Personalizer-compatible
+//! Rank and Reward API.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use lethe_auth::Role;
+use lethe_collect::auth::authorize;
+use lethe_collect::{subject_id, ApiError};
+use lethe_domain::{SubjectId, UtcMicros};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::engine::{Candidate, DecideError, DecideRequest, Decision, Engine, Gate, OutcomeKind, PolicyParams, Reason};
+use crate::features::Context;
+use crate::recommend::{Exclude, Recommenders};
+use crate::slots::CanarySettings;
+
+/// Largest body a decision endpoint reads.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Most variants or items one answer holds.
+pub const MAX_COUNT: usize = 100;
+
+/// The state of the decision endpoints.
+#[derive(Debug)]
+pub struct DecideState {
+    pub engine: Arc<Engine>,
+    pub recommenders: Recommenders,
+}
+
+impl From<DecideError> for ApiError {
+    fn from(e: DecideError) -> Self {
+        ApiError::new(e.status(), e.code(), e.to_string())
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.len() > MAX_BODY {
+        return Err(ApiError::new(413, "payload_too_large", format!("a body is at most {MAX_BODY} bytes")));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+}
+
+/// The subject of a request: `userId` (not for a public site key) or `anonymousId`.
+fn subject_of(role: Role, anonymous: Option<&str>, user: Option<&str>) -> Result<SubjectId, ApiError> {
+    match (user, anonymous) {
+        (Some(_), _) if role == Role::Site => Err(ApiError::new(
+            403,
+            "user_id_not_allowed",
+            "a site key may decide for an anonymousId only; send userId with a cms token",
+        )),
+        (Some(u), _) => subject_id(u),
+        (None, Some(a)) => subject_id(a),
+        (None, None) => Err(ApiError::bad_request("missing_id", "send anonymousId or userId")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DecideBody {
+    anonymous_id: Option<String>,
+    user_id: Option<String>,
+    slot: String,
+    #[serde(default)]
+    context: ContextBody,
+    candidates: Option<Vec<CandidateBody>>,
+    count: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContextBody {
+    device: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    page: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    referrer: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    location: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CandidateBody {
+    Id(String),
+    Full(Candidate),
+}
+
+impl CandidateBody {
+    fn into_candidate(self) -> Candidate {
+        match self {
+            Self::Id(id) => Candidate { id, category: None, content: crate::slots::Content::default() },
+            Self::Full(c) => c,
+        }
+    }
+}
+
+/// Makes one decision: the consent gate, then (when allowed) the model under the slot's deadline,
+/// off the request thread; the slot's default on any failure. Never an error for a failing model.
+pub async fn decide_one(engine: &Arc<Engine>, req: DecideRequest) -> Result<Decision, ApiError> {
+    let started = Instant::now();
+    let slot_index = engine.slots.index_of(&req.slot).ok_or_else(|| DecideError::UnknownSlot(req.slot.clone()))?;
+    let slot = &engine.slots.all()[slot_index];
+    let (candidates, default) = engine.candidates(slot, &req)?;
+    let count = req.count.clamp(1, MAX_COUNT.min(candidates.len()));
+    let now = UtcMicros::now();
+    let ctx = Context::new(req.device.as_deref(), now);
+    let (subject, gate) = engine.gate(&req, slot);
+    let fallback = (candidates.clone(), default, count);
+    let Gate::Personalize { .. } = gate else {
+        return Ok(engine.finish(subject, &gate, None, Err(Reason::NoConsent), &ctx, fallback, slot_index));
+    };
+    let scoring = engine.prepare(slot_index, &subject, candidates, default, &ctx, count);
+    let deadline = slot.deadline.saturating_sub(started.elapsed());
+    let seed = rand::random::<u64>();
+    if engine.scores_inline() {
+        // The built-in model: bounded arithmetic, on this thread; the deadline still holds.
+        let result = engine.score(&scoring, seed);
+        let result = match result {
+            Ok(_) if started.elapsed() > slot.deadline => Err(Reason::Deadline),
+            Ok(scored) => Ok(scored),
+            Err(e) => {
+                tracing::warn!(error = %e, slot = %slot.id, "the model failed; serving the fallback");
+                Err(Reason::ModelError)
+            }
+        };
+        return Ok(engine.finish(subject, &gate, Some(scoring), result, &ctx, fallback, slot_index));
+    }
+    let worker = Arc::clone(engine);
+    let (scoring, result) = match actix_web::rt::time::timeout(
+        deadline,
+        actix_web::rt::task::spawn_blocking(move || {
+            let r = worker.score(&scoring, seed);
+            (scoring, r)
+        }),
+    )
+    .await
+    {
+        Ok(Ok((s, Ok(scored)))) => (Some(s), Ok(scored)),
+        Ok(Ok((s, Err(e)))) => {
+            tracing::warn!(error = %e, slot = %slot.id, "the model failed; serving the fallback");
+            (Some(s), Err(Reason::ModelError))
+        }
+        Ok(Err(_)) => (None, Err(Reason::ModelError)),
+        Err(_) => (None, Err(Reason::Deadline)),
+    };
+    Ok(engine.finish(subject, &gate, scoring, result, &ctx, fallback, slot_index))
+}
+
+fn gpc(req: &HttpRequest) -> bool {
+    req.headers().get("sec-gpc").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1")
+}
+
+/// `POST /v1/decide`.
+#[utoipa::path(post, path = "/v1/decide", tag = "decisions", summary = "Decides what a slot shows a visitor",
+    request_body(content = Object, description = "{anonymousId | userId, slot, context: {device, page, referrer}, candidates?, count?}", content_type = "application/json"),
+    responses((status = 200, description = "the decision: variants with score and propensity, mode and reason, model version", body = Object),
+        (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, description = "unknown slot", body = ApiError)),
+    security(("bearer" = [])))]
+pub async fn decide(
+    state: web::Data<DecideState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let engine = &state.engine;
+    let principal = authorize(&req, engine.collect(), &[Role::Site, Role::Cms, Role::Admin])?;
+    let b: DecideBody = parse(&body)?;
+    let subject = subject_of(principal.role(), b.anonymous_id.as_deref(), b.user_id.as_deref())?;
+    let request = DecideRequest {
+        subject,
+        slot: b.slot,
+        device: b.context.device,
+        gpc: gpc(&req),
+        candidates: b.candidates.map(|c| c.into_iter().map(CandidateBody::into_candidate).collect()),
+        count: b.count.unwrap_or(1),
+    };
+    let d = decide_one(engine, request).await?;
+    Ok(HttpResponse::Ok().json(decision_json(&d)))
+}
+
+fn decision_json(d: &Decision) -> Value {
+    json!({
+        "decisionId": d.decision_id,
+        "slot": d.slot,
+        "mode": d.mode,
+        "reason": d.reason,
+        "modelVersion": d.model_version,
+        "explored": d.explored,
+        "consentRecord": d.consent_record,
+        "variants": d.variants,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OutcomeBody {
+    decision_id: Uuid,
+    #[serde(rename = "type")]
+    kind: OutcomeKind,
+    #[serde(default)]
+    #[allow(dead_code)]
+    variant: Option<String>,
+    value: Option<f64>,
+}
+
+/// `POST /v1/outcomes`.
+#[utoipa::path(post, path = "/v1/outcomes", tag = "decisions", summary = "Reports an impression, click or conversion of a decision",
+    request_body(content = Object, description = "{decisionId, type: impression | click | conversion, value?}", content_type = "application/json"),
+    responses((status = 202, description = "recorded", body = Object), (status = 400, body = ApiError), (status = 404, description = "unknown decision", body = ApiError)),
+    security(("bearer" = [])))]
+pub async fn outcomes(
+    state: web::Data<DecideState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    authorize(&req, engine.collect(), &[Role::Site, Role::Cms, Role::Admin])?;
+    let b: OutcomeBody = parse(&body)?;
+    if b.value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+        return Err(ApiError::bad_request("invalid_value", "value is a finite, non-negative number"));
+    }
+    let receipt = web::block(move || engine.outcome(b.decision_id, b.kind, b.value))
+        .await
+        .map_err(|_| ApiError::new(500, "internal", "outcome task failed"))??;
+    Ok(HttpResponse::Accepted().json(receipt))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecsQuery {
+    anonymous_id: Option<String>,
+    user_id: Option<String>,
+    item: Option<String>,
+    count: Option<usize>,
+    /// `seen`, `bought`, `seen,bought` or `none`.
+    exclude: Option<String>,
+    slot: Option<String>,
+}
+
+/// `GET /v1/recommendations`.
+#[utoipa::path(get, path = "/v1/recommendations", tag = "decisions", summary = "Recommended items for a subject, or items related to an item",
+    params(("anonymousId" = Option<String>, Query), ("userId" = Option<String>, Query), ("item" = Option<String>, Query, description = "related items instead"),
+        ("count" = Option<usize>, Query), ("exclude" = Option<String>, Query, description = "seen, bought")),
+    responses((status = 200, description = "items, mode and reason", body = Object), (status = 400, body = ApiError)),
+    security(("bearer" = [])))]
+pub async fn recommendations(
+    state: web::Data<DecideState>,
+    req: HttpRequest,
+    query: web::Query<RecsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = &state.engine;
+    let principal = authorize(&req, engine.collect(), &[Role::Site, Role::Cms, Role::Admin])?;
+    let q = query.into_inner();
+    let count = q.count.unwrap_or(10).clamp(1, MAX_COUNT);
+    let mut exclude = Exclude::default();
+    for part in q.exclude.as_deref().unwrap_or("").split(',').filter(|s| !s.is_empty()) {
+        match part {
+            "seen" => exclude.seen = true,
+            "bought" => exclude.bought = true,
+            "none" => {}
+            other => {
+                return Err(ApiError::bad_request("invalid_exclude", format!("`{other}`: use seen, bought or none")))
+            }
+        }
+    }
+    let personalizer = engine.personalizer();
+    let views = engine.views();
+    let answer = if let Some(item) = &q.item {
+        state.recommenders.related(personalizer, views, item, count)
+    } else {
+        let subject = subject_of(principal.role(), q.anonymous_id.as_deref(), q.user_id.as_deref())?;
+        let slot_id = q.slot.unwrap_or_else(|| {
+            engine
+                .slots
+                .all()
+                .iter()
+                .find(|s| s.kind == crate::slots::SlotKind::Recommendations)
+                .map_or_else(|| "home-recs".to_owned(), |s| s.id.clone())
+        });
+        let slot = engine.slots.get(&slot_id).ok_or_else(|| DecideError::UnknownSlot(slot_id.clone()))?;
+        let request =
+            DecideRequest { subject, slot: slot_id.clone(), device: None, gpc: gpc(&req), candidates: None, count };
+        let (pseudonym, gate) = engine.gate(&request, slot);
+        match gate {
+            Gate::Personalize { .. } => {
+                state.recommenders.for_subject(personalizer, views, Some(&pseudonym), None, count, exclude)
+            }
+            Gate::NonPersonalized(r) => {
+                state.recommenders.for_subject(personalizer, views, None, Some(r), count, exclude)
+            }
+        }
+    };
+    let mode = if answer.personalized { "personalized" } else { "non_personalized" };
+    Ok(HttpResponse::Ok().json(json!({
+        "items": answer.items, "mode": mode, "reason": answer.reason, "modelVersion": answer.model_version,
+    })))
+}
+
+fn slot_index(engine: &Engine, slot: &str) -> Result<usize, ApiError> {
+    engine.slots.index_of(slot).ok_or_else(|| DecideError::UnknownSlot(slot.to_owned()).into())
+}
+
+/// `GET /v1/decide/stats`.
+#[utoipa::path(get, path = "/v1/decide/stats", tag = "decisions", summary = "CTR and conversion rate per slot, variant, model version and mode",
+    responses((status = 200, body = Object), (status = 401, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
+pub async fn stats(state: web::Data<DecideState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authorize(&req, state.engine.collect(), &[Role::Cms, Role::Dpo, Role::Admin])?;
+    Ok(HttpResponse::Ok().json(json!({ "stats": state.engine.stats() })))
+}
+
+/// `GET /v1/decide/slots/{slot}/versions`.
+#[utoipa::path(get, path = "/v1/decide/slots/{slot}/versions", tag = "decisions", summary = "The live and canary policy versions of a slot with their figures",
+    params(("slot" = String, Path)), responses((status = 200, body = Object), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn versions(
+    state: web::Data<DecideState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, state.engine.collect(), &[Role::Cms, Role::Dpo, Role::Admin])?;
+    let i = slot_index(&state.engine, &path)?;
+    Ok(HttpResponse::Ok().json(state.engine.versions(i)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryBody {
+    #[serde(default)]
+    params: Option<PolicyParams>,
+    share_permille: u16,
+    #[serde(default)]
+    rule: Option<CanarySettings>,
+}
+
+/// `POST /v1/decide/slots/{slot}/canary`.
+#[utoipa::path(post, path = "/v1/decide/slots/{slot}/canary", tag = "decisions", summary = "Registers a new policy version and serves it to a share of the subjects",
+    params(("slot" = String, Path)), request_body(content = Object, description = "{params?: {alpha, lambda, epsilon?, prior}, share_permille, rule?: {min_impressions, max_relative_drop, z}}", content_type = "application/json"),
+    responses((status = 201, body = Object), (status = 400, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
+pub async fn canary(
+    state: web::Data<DecideState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, state.engine.collect(), &[Role::Admin])?;
+    let i = slot_index(&state.engine, &path)?;
+    let b: CanaryBody = parse(&body)?;
+    if let Some(rule) = &b.rule {
+        if !(rule.max_relative_drop.is_finite() && (0.0..1.0).contains(&rule.max_relative_drop) && rule.z > 0.0) {
+            return Err(ApiError::bad_request("invalid_rule", "max_relative_drop in [0, 1), z > 0"));
+        }
+        state.engine.set_canary_rule(rule);
+    }
+    let engine = Arc::clone(&state.engine);
+    let detail = web::block(move || engine.start_canary(i, b.params.unwrap_or_default(), b.share_permille, "admin"))
+        .await
+        .map_err(|_| ApiError::new(500, "internal", "canary task failed"))??;
+    Ok(HttpResponse::Created().json(detail))
+}
+
+/// `POST /v1/decide/slots/{slot}/promote` and `/rollback`.
+#[utoipa::path(post, path = "/v1/decide/slots/{slot}/{action}", tag = "decisions", summary = "Promotes or rolls back the canary by hand (audited)",
+    params(("slot" = String, Path), ("action" = String, Path, description = "promote or rollback")),
+    responses((status = 200, body = Object), (status = 409, description = "no canary", body = ApiError)), security(("bearer" = [])))]
+pub async fn act(
+    state: web::Data<DecideState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, state.engine.collect(), &[Role::Admin])?;
+    let (slot, action) = path.into_inner();
+    let i = slot_index(&state.engine, &slot)?;
+    let engine = Arc::clone(&state.engine);
+    let detail = match action.as_str() {
+        "promote" => web::block(move || engine.promote(i, "admin", None)).await,
+        "rollback" => web::block(move || engine.rollback(i, "admin", None)).await,
+        _ => return Err(ApiError::new(404, "not_found", "actions: promote, rollback")),
+    }
+    .map_err(|_| ApiError::new(500, "internal", "task failed"))??;
+    Ok(HttpResponse::Ok().json(detail))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluateBody {
+    params: PolicyParams,
+    #[serde(default)]
+    max_weight: Option<f64>,
+}
+
+/// `POST /v1/decide/slots/{slot}/evaluate`: off-policy evaluation of a candidate policy.
+#[utoipa::path(post, path = "/v1/decide/slots/{slot}/evaluate", tag = "decisions", summary = "Estimates a candidate policy's CTR from the logged decisions (IPS, SNIPS, DR)",
+    params(("slot" = String, Path)), request_body(content = Object, description = "{params: {alpha, lambda, epsilon?, prior}, max_weight?}", content_type = "application/json"),
+    responses((status = 200, body = Object), (status = 400, body = ApiError), (status = 409, description = "nothing logged yet", body = ApiError)), security(("bearer" = [])))]
+pub async fn evaluate(
+    state: web::Data<DecideState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, state.engine.collect(), &[Role::Cms, Role::Dpo, Role::Admin])?;
+    let i = slot_index(&state.engine, &path)?;
+    let b: EvaluateBody = parse(&body)?;
+    let engine = Arc::clone(&state.engine);
+    let report = web::block(move || crate::ope::evaluate_slot(&engine, i, &b.params, b.max_weight))
+        .await
+        .map_err(|_| ApiError::new(500, "internal", "evaluation task failed"))??;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+// --- the Personalizer API (Rank and Reward) --------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RankBody {
+    #[serde(default)]
+    context_features: Vec<Value>,
+    actions: Vec<RankAction>,
+    #[serde(default)]
+    excluded_actions: Vec<String>,
+    event_id: Option<String>,
+    #[serde(default)]
+    defer_activation: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RankAction {
+    id: String,
+    #[serde(default)]
+    features: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RankQuery {
+    slot: Option<String>,
+}
+
+/// Event ids of the Personalizer API → decisions.
+#[derive(Debug, Default)]
+pub struct EventIds(std::sync::Mutex<std::collections::HashMap<String, Uuid>>);
+
+/// `POST /personalizer/v1.0/rank`: Azure Personalizer's Rank over the same engine. The subject is
+/// the `anonymousId` or `userId` found in `contextFeatures`; without one the answer is the
+/// baseline (the first action). `?slot=` names an open slot (default `personalizer`).
+#[utoipa::path(post, path = "/personalizer/v1.0/rank", tag = "personalizer", summary = "Azure Personalizer's Rank, served by Lethe's decision engine",
+    request_body(content = Object, description = "{contextFeatures, actions: [{id, features}], excludedActions, eventId, deferActivation}", content_type = "application/json"),
+    responses((status = 201, description = "{ranking: [{id, probability}], eventId, rewardActionId}", body = Object), (status = 400, body = ApiError)), security(("bearer" = [])))]
+pub async fn rank(
+    state: web::Data<DecideState>,
+    ids: web::Data<EventIds>,
+    req: HttpRequest,
+    query: web::Query<RankQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let engine = &state.engine;
+    let principal = authorize(&req, engine.collect(), &[Role::Cms, Role::Admin])?;
+    let b: RankBody = parse(&body)?;
+    let find =
+        |key: &str| b.context_features.iter().find_map(|f| f.get(key).and_then(Value::as_str).map(str::to_owned));
+    let device = find("device").or_else(|| find("deviceType"));
+    let subject = match (find("userId"), find("anonymousId")) {
+        (None, None) => SubjectId::parse("personalizer-anonymous")
+            .map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?,
+        (u, a) => subject_of(principal.role(), a.as_deref(), u.as_deref())?,
+    };
+    let candidates: Vec<Candidate> = b
+        .actions
+        .iter()
+        .filter(|a| !b.excluded_actions.contains(&a.id))
+        .map(|a| Candidate {
+            id: a.id.clone(),
+            category: a.features.iter().find_map(|f| f.get("category").and_then(Value::as_str).map(str::to_owned)),
+            content: crate::slots::Content::default(),
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Err(ApiError::bad_request("invalid_candidates", "send at least one action that is not excluded"));
+    }
+    let count = candidates.len();
+    let request = DecideRequest {
+        subject,
+        slot: query.into_inner().slot.unwrap_or_else(|| "personalizer".into()),
+        device,
+        gpc: gpc(&req),
+        candidates: Some(candidates),
+        count,
+    };
+    let d = decide_one(engine, request).await?;
+    let event_id =
+        b.event_id.filter(|e| !e.is_empty() && e.len() <= 256).unwrap_or_else(|| d.decision_id.simple().to_string());
+    {
+        let mut map = ids.0.lock().expect("event ids lock");
+        if map.len() > 1_000_000 {
+            map.clear();
+        }
+        map.insert(event_id.clone(), d.decision_id);
+    }
+    if !b.defer_activation {
+        let engine = Arc::clone(engine);
+        let id = d.decision_id;
+        let _ = web::block(move || engine.outcome(id, OutcomeKind::Impression, None)).await;
+    }
+    let mut ranking: Vec<Value> = d.variants.iter().map(|v| json!({"id": v.id, "probability": v.propensity})).collect();
+    for a in &b.excluded_actions {
+        ranking.push(json!({"id": a, "probability": 0.0}));
+    }
+    Ok(HttpResponse::Created().json(json!({
+        "ranking": ranking,
+        "eventId": event_id,
+        "rewardActionId": d.variants.first().map(|v| v.id.clone()),
+        "lethe": {"decisionId": d.decision_id, "mode": d.mode, "reason": d.reason, "modelVersion": d.model_version},
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+struct RewardBody {
+    value: f64,
+}
+
+/// `POST /personalizer/v1.0/events/{eventId}/reward` and `/activate`.
+#[utoipa::path(post, path = "/personalizer/v1.0/events/{eventId}/{action}", tag = "personalizer", summary = "Azure Personalizer's Reward (value > 0 counts as a click) and Activate",
+    params(("eventId" = String, Path), ("action" = String, Path, description = "reward or activate")),
+    request_body(content = Object, description = "{value} for reward", content_type = "application/json"),
+    responses((status = 204, description = "recorded"), (status = 404, body = ApiError)), security(("bearer" = [])))]
+pub async fn event(
+    state: web::Data<DecideState>,
+    ids: web::Data<EventIds>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, state.engine.collect(), &[Role::Cms, Role::Admin])?;
+    let (event_id, action) = path.into_inner();
+    let decision = ids
+        .0
+        .lock()
+        .expect("event ids lock")
+        .get(&event_id)
+        .copied()
+        .ok_or_else(|| ApiError::new(404, "unknown_event", "no rank call has this eventId"))?;
+    let (kind, value) = match action.as_str() {
+        "reward" => {
+            let b: RewardBody = parse(&body)?;
+            if !b.value.is_finite() {
+                return Err(ApiError::bad_request("invalid_value", "value is a finite number"));
+            }
+            (if b.value > 0.0 { OutcomeKind::Click } else { OutcomeKind::Impression }, Some(b.value))
+        }
+        "activate" => (OutcomeKind::Impression, None),
+        _ => return Err(ApiError::new(404, "not_found", "actions: reward, activate")),
+    };
+    let engine = Arc::clone(&state.engine);
+    web::block(move || engine.outcome(decision, kind, value))
+        .await
+        .map_err(|_| ApiError::new(500, "internal", "task failed"))??;
+    Ok(HttpResponse::NoContent().finish())
+}

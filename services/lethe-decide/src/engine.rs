@@ -1,0 +1,1429 @@
+//! The decision engine: consent gate, scoring under the slot's deadline, exploration with logged
+//! propensities, receipts, outcomes, online learning with exact unlearning, and canaries.
+//!
+//! The hot path (`gate`, `score`, `record`) reads memory only: consent from the collector's book,
+//! features from the views, the policy's linear model from its slot state. Receipts go to the log
+//! through a background writer, so a decision never waits for a disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use lethe_audit::AuditKind;
+use lethe_bandit::{CanaryRule, EpsilonGreedy, Exploration, LinUcb};
+use lethe_collect::CollectState;
+use lethe_consent::Verdict;
+use lethe_domain::{EventType, NewEvent, Pseudonym, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros};
+use lethe_eventlog::{AppendRequest, EventStore};
+use lethe_personalize::{Personalizer, Views};
+use lethe_privacy::{ErasureHook, Privacy};
+use lethe_registry::{Manifest, Membership, ModelId, ModelName, NewModel, RetireReason, Status};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::features::{self, Context, D};
+use crate::slots::{CanarySettings, Content, Slot, SlotKind, Slots, Variant};
+
+/// The receipt of a decision in the subject's stream.
+pub const DECISION_SERVED: &str = "decision.served";
+/// The receipt of an outcome in the subject's stream.
+pub const OUTCOME_RECORDED: &str = "outcome.recorded";
+/// How long a decision can receive outcomes.
+pub const ATTRIBUTION_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// How a decision was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Scored for this subject by the slot's model, with consent.
+    Personalized,
+    /// The same answer anyone gets: no consent, an opt-out, or nothing known of the subject.
+    NonPersonalized,
+    /// Personalization was allowed but the model was late or failed: the slot's default.
+    Fallback,
+}
+
+/// Why a decision was not personalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The subject never answered for the slot's purpose.
+    NoConsent,
+    /// The subject refused the slot's purpose.
+    ConsentDenied,
+    /// The subject withdrew the slot's purpose.
+    ConsentWithdrawn,
+    /// The subject opted out of sale/share.
+    OptedOut,
+    /// A Global Privacy Control signal (on this request or on record).
+    Gpc,
+    /// Nothing known of the subject yet.
+    ColdStart,
+    /// The model did not answer within the slot's deadline.
+    Deadline,
+    /// The model failed.
+    ModelError,
+}
+
+/// A candidate as the caller may send it (open slots) or as declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(flatten)]
+    pub content: Content,
+}
+
+impl From<&Variant> for Candidate {
+    fn from(v: &Variant) -> Self {
+        Self { id: v.id.clone(), category: v.category.clone(), content: v.content.clone() }
+    }
+}
+
+/// One chosen variant in an answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chosen {
+    pub id: String,
+    pub score: f64,
+    /// The probability the policy had of choosing it first (1 for deterministic answers).
+    pub propensity: f64,
+    pub content: Content,
+}
+
+/// What the engine answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub decision_id: Uuid,
+    pub slot: String,
+    pub mode: Mode,
+    pub reason: Option<Reason>,
+    /// The policy version that decided (`None` for non-personalized answers).
+    pub model_version: Option<String>,
+    /// Whether the first variant was an exploration draw rather than the best score.
+    pub explored: bool,
+    /// The consent record that allowed a personalized decision.
+    pub consent_record: Option<Uuid>,
+    pub variants: Vec<Chosen>,
+}
+
+/// A decision request, parsed.
+#[derive(Debug, Clone)]
+pub struct DecideRequest {
+    pub subject: SubjectId,
+    pub slot: String,
+    pub device: Option<String>,
+    /// `Sec-GPC: 1` on the request.
+    pub gpc: bool,
+    /// Candidates a caller sends (open slots), or ids restricting the declared variants.
+    pub candidates: Option<Vec<Candidate>>,
+    pub count: usize,
+}
+
+/// A refusal of the engine (the HTTP layer maps codes to statuses).
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no slot `{0}` is declared")]
+    UnknownSlot(String),
+    #[error("{0}")]
+    BadCandidates(String),
+    #[error("no decision `{0}` is known (unknown, or past its attribution window)")]
+    UnknownDecision(Uuid),
+    #[error("no model version `{0}` for this slot")]
+    UnknownVersion(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("model registry: {0}")]
+    Registry(String),
+}
+
+impl DecideError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownSlot(_) => "unknown_slot",
+            Self::BadCandidates(_) => "invalid_candidates",
+            Self::UnknownDecision(_) => "unknown_decision",
+            Self::UnknownVersion(_) => "unknown_version",
+            Self::Conflict(_) => "version_conflict",
+            Self::Registry(_) => "registry_error",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::UnknownSlot(_) | Self::UnknownDecision(_) | Self::UnknownVersion(_) => 404,
+            Self::BadCandidates(_) => 400,
+            Self::Conflict(_) => 409,
+            Self::Registry(_) => 500,
+        }
+    }
+}
+
+/// The settings of a decision policy version, sealed in the registry as its bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyParams {
+    /// Exploration bonus of the linear UCB score.
+    pub alpha: f64,
+    /// Ridge regularization (and weight of the prior).
+    pub lambda: f64,
+    /// Exploration share; `None` takes the slot's.
+    #[serde(default)]
+    pub epsilon: Option<f64>,
+    /// The linear model's prior weights, one per feature.
+    pub prior: Vec<f64>,
+}
+
+impl Default for PolicyParams {
+    fn default() -> Self {
+        Self { alpha: 0.05, lambda: 10.0, epsilon: None, prior: features::PRIOR.to_vec() }
+    }
+}
+
+impl PolicyParams {
+    pub(crate) fn check(&self) -> Result<(), DecideError> {
+        let ok = self.alpha.is_finite()
+            && self.alpha >= 0.0
+            && self.lambda.is_finite()
+            && self.lambda > 0.0
+            && self.epsilon.is_none_or(|e| e.is_finite() && (0.0..=1.0).contains(&e))
+            && self.prior.len() == D
+            && self.prior.iter().all(|p| p.is_finite());
+        if ok {
+            Ok(())
+        } else {
+            Err(DecideError::BadCandidates(format!(
+                "policy: alpha ≥ 0, lambda > 0, epsilon in [0, 1], prior of {D} finite numbers"
+            )))
+        }
+    }
+}
+
+/// The linear model of a policy version: ridge regression with a prior mean. It learns the residual
+/// `reward − prior·x` with LinUCB, which is exactly ridge regression shrunk towards the prior, so
+/// removing an update is still exact.
+#[derive(Debug, Clone)]
+pub struct Model {
+    prior: [f64; D],
+    ucb: LinUcb,
+}
+
+impl Model {
+    /// A model that has seen nothing: its expectations are the prior's.
+    ///
+    /// # Errors
+    /// Bad parameters.
+    pub fn new(params: &PolicyParams) -> Result<Self, lethe_bandit::BanditError> {
+        let mut prior = [0.0; D];
+        for (p, v) in prior.iter_mut().zip(&params.prior) {
+            *p = *v;
+        }
+        Ok(Self { prior, ucb: LinUcb::new(D, params.lambda, params.alpha)? })
+    }
+
+    fn base(&self, x: &[f64]) -> f64 {
+        self.prior.iter().zip(x).map(|(a, b)| a * b).sum()
+    }
+
+    /// Upper confidence bounds of the candidates.
+    ///
+    /// # Errors
+    /// Dimension mismatch or non-finite features.
+    pub fn scores(&self, xs: &[[f64; D]]) -> Result<Vec<f64>, lethe_bandit::BanditError> {
+        let refs: Vec<&[f64]> = xs.iter().map(|x| &x[..]).collect();
+        let mut out = self.ucb.scores(&refs)?;
+        for (o, x) in out.iter_mut().zip(xs) {
+            *o += self.base(x);
+        }
+        Ok(out)
+    }
+
+    /// The expected reward of `x`.
+    ///
+    /// # Errors
+    /// As [`Model::scores`].
+    pub fn expected(&self, x: &[f64]) -> Result<f64, lethe_bandit::BanditError> {
+        Ok(self.base(x) + self.ucb.expected(x)?)
+    }
+
+    /// Learns one outcome.
+    ///
+    /// # Errors
+    /// As [`Model::scores`].
+    pub fn update(&mut self, x: &[f64], reward: f64) -> Result<(), lethe_bandit::BanditError> {
+        self.ucb.update(x, reward - self.base(x))
+    }
+
+    /// Unlearns one earlier outcome exactly.
+    ///
+    /// # Errors
+    /// As [`Model::scores`].
+    pub fn remove(&mut self, x: &[f64], reward: f64) -> Result<(), lethe_bandit::BanditError> {
+        self.ucb.remove(x, reward - self.base(x))
+    }
+
+    /// Outcomes learned.
+    pub fn observations(&self) -> u64 {
+        self.ucb.observations()
+    }
+}
+
+/// A scorer of candidate feature vectors: the slot version's linear model by default. Tests swap in
+/// a slow or failing one to prove the fallbacks (invariant 8).
+pub trait Scorer: Send + Sync + std::fmt::Debug {
+    /// One score per candidate.
+    ///
+    /// # Errors
+    /// The model failed; the decision falls back to the slot's default.
+    fn score(&self, model: &Model, xs: &[[f64; D]]) -> Result<Vec<f64>, String>;
+}
+
+/// The linear model's upper confidence bounds.
+#[derive(Debug, Default)]
+pub struct LinearScorer;
+
+impl Scorer for LinearScorer {
+    fn score(&self, model: &Model, xs: &[[f64; D]]) -> Result<Vec<f64>, String> {
+        model.scores(xs).map_err(|e| e.to_string())
+    }
+}
+
+/// One policy version of a slot, with what it learned online.
+#[derive(Debug, Clone)]
+struct Version {
+    id: ModelId,
+    number: u32,
+    params: PolicyParams,
+    model: Model,
+}
+
+impl Version {
+    fn new(id: ModelId, number: u32, params: PolicyParams) -> Result<Self, DecideError> {
+        params.check()?;
+        let model = Model::new(&params).map_err(|e| DecideError::Registry(e.to_string()))?;
+        Ok(Self { id, number, params, model })
+    }
+
+    fn label(&self) -> String {
+        format!("{}#{}", self.id, self.number)
+    }
+}
+
+#[derive(Debug)]
+struct SlotState {
+    live: Version,
+    canary: Option<(Version, u16)>,
+}
+
+/// Counters per (slot, variant, model version, mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Counts {
+    pub decisions: u64,
+    pub impressions: u64,
+    pub clicks: u64,
+    pub conversions: u64,
+    pub value: f64,
+}
+
+/// What the engine keeps of a decision until its attribution window ends.
+#[derive(Debug, Clone)]
+struct Record {
+    at: UtcMicros,
+    subject: Option<Pseudonym>,
+    slot: usize,
+    version: Option<ModelId>,
+    mode: Mode,
+    variant: String,
+    x: Option<[f64; D]>,
+    /// Every candidate's features and the chosen index, for off-policy evaluation (slots with at
+    /// most [`OPE_MAX_CANDIDATES`] candidates).
+    candidates: Option<(Vec<[f64; D]>, usize)>,
+    propensity: f64,
+    impressed: bool,
+    clicked: bool,
+}
+
+/// Most candidates a decision may have for its features to be kept for off-policy evaluation.
+pub const OPE_MAX_CANDIDATES: usize = 16;
+
+/// Decisions in their attribution window, in shards so that no lock (or rehash) stops every
+/// request at once.
+#[derive(Debug)]
+struct Shards<V> {
+    shards: Vec<Mutex<HashMap<Uuid, V>>>,
+}
+
+impl<V> Shards<V> {
+    const COUNT: usize = 64;
+
+    fn new() -> Self {
+        Self { shards: (0..Self::COUNT).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+
+    fn shard(&self, id: &Uuid) -> std::sync::MutexGuard<'_, HashMap<Uuid, V>> {
+        // v7 ids start with the time: take the random tail.
+        let i = usize::from(id.as_bytes()[15]) % Self::COUNT;
+        self.shards[i].lock().expect("records lock")
+    }
+
+    /// Keeps the entries `keep` accepts; returns how many were removed.
+    fn retain(&self, mut keep: impl FnMut(&V) -> bool) -> usize {
+        let mut removed = 0;
+        for s in &self.shards {
+            let mut s = s.lock().expect("records lock");
+            let before = s.len();
+            s.retain(|_, v| keep(v));
+            removed += before - s.len();
+        }
+        removed
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&Uuid, &V)) {
+        for s in &self.shards {
+            for (k, v) in s.lock().expect("records lock").iter() {
+                f(k, v);
+            }
+        }
+    }
+}
+
+/// One update of a version's model by a subject's outcome, kept for exact unlearning.
+#[derive(Debug, Clone)]
+struct Contribution {
+    slot: usize,
+    version: ModelId,
+    x: [f64; D],
+    reward: f64,
+    decision: Uuid,
+}
+
+/// An outcome report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    Impression,
+    Click,
+    Conversion,
+}
+
+/// What the engine did with an outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeReceipt {
+    pub decision_id: Uuid,
+    pub recorded: bool,
+    /// A canary verdict the outcome triggered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Value>,
+}
+
+/// The decision engine of `lethe serve`.
+pub struct Engine {
+    pub slots: Slots,
+    state: Vec<RwLock<SlotState>>,
+    records: Shards<Record>,
+    contributions: Mutex<HashMap<Pseudonym, Vec<Contribution>>>,
+    counts: Mutex<BTreeMap<(String, String, String, Mode), Counts>>,
+    reasons: Mutex<BTreeMap<&'static str, u64>>,
+    scorer: RwLock<Arc<dyn Scorer>>,
+    custom_scorer: std::sync::atomic::AtomicBool,
+    canary_rule: RwLock<CanaryRule>,
+    receipts: Mutex<mpsc::Sender<AppendRequest>>,
+    collect: CollectState,
+    views: Arc<Views>,
+    personalizer: Arc<Personalizer>,
+    privacy: Arc<Privacy>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("slots", &self.slots.all().len()).finish_non_exhaustive()
+    }
+}
+
+fn registry_error(e: impl std::fmt::Display) -> DecideError {
+    DecideError::Registry(e.to_string())
+}
+
+fn reason_of(v: Verdict) -> Option<Reason> {
+    match v {
+        Verdict::NotRequired | Verdict::Granted => None,
+        Verdict::NoConsent => Some(Reason::NoConsent),
+        Verdict::Denied => Some(Reason::ConsentDenied),
+        Verdict::Withdrawn => Some(Reason::ConsentWithdrawn),
+        Verdict::GpcOptOut => Some(Reason::Gpc),
+    }
+}
+
+impl Reason {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoConsent => "no_consent",
+            Self::ConsentDenied => "consent_denied",
+            Self::ConsentWithdrawn => "consent_withdrawn",
+            Self::OptedOut => "opted_out",
+            Self::Gpc => "gpc",
+            Self::ColdStart => "cold_start",
+            Self::Deadline => "deadline",
+            Self::ModelError => "model_error",
+        }
+    }
+}
+
+/// The outcome of the consent gate.
+#[derive(Debug, Clone)]
+pub enum Gate {
+    /// Personalize for this pseudonym, under this consent record.
+    Personalize { subject: Pseudonym, consent_record: Option<Uuid> },
+    /// Answer what anyone gets.
+    NonPersonalized(Reason),
+}
+
+/// The work the scorer does off the request thread.
+#[derive(Debug)]
+pub struct Scoring {
+    candidates: Vec<Candidate>,
+    xs: Vec<[f64; D]>,
+    count: usize,
+    version: Option<(ModelId, String, f64)>,
+    model: Option<Model>,
+    cold: bool,
+}
+
+/// The scorer's answer: scores and the choice.
+#[derive(Debug)]
+pub struct Scored {
+    order: Vec<usize>,
+    scores: Vec<f64>,
+    propensity: f64,
+    explored: bool,
+}
+
+impl Engine {
+    /// Opens the engine: loads (or registers, on first start) each slot's live and canary policy
+    /// versions, starts the receipt writer and replays the decisions still in their window.
+    ///
+    /// # Errors
+    /// Registry errors.
+    pub fn open(
+        slots: Slots,
+        collect: CollectState,
+        views: Arc<Views>,
+        personalizer: Arc<Personalizer>,
+        privacy: Arc<Privacy>,
+    ) -> Result<Arc<Self>, DecideError> {
+        let mut state = Vec::with_capacity(slots.all().len());
+        for slot in slots.all() {
+            let name = ModelName::parse(&slot.model_name()).map_err(registry_error)?;
+            let reg = personalizer.registry();
+            let live = match reg.live(&name).map_err(registry_error)? {
+                Some(v) => load_version(&personalizer, v.id, v.version)?,
+                None => {
+                    let (id, number) =
+                        register(&personalizer, &name, &PolicyParams::default(), "initial", collect.store.head().0)?;
+                    reg.set_status(id, Status::Live, UtcMicros::now()).map_err(registry_error)?;
+                    Version::new(id, number, PolicyParams::default())?
+                }
+            };
+            let canary = match reg.canary(&name).map_err(registry_error)? {
+                Some(v) => match v.status {
+                    Status::Canary { share_permille } => {
+                        Some((load_version(&personalizer, v.id, v.version)?, share_permille))
+                    }
+                    _ => None,
+                },
+                None => None,
+            };
+            state.push(RwLock::new(SlotState { live, canary }));
+        }
+        let rule = canary_rule(&slots.canary);
+        let (tx, rx) = mpsc::channel::<AppendRequest>();
+        let store = Arc::clone(&collect.store);
+        std::thread::Builder::new()
+            .name("decision-receipts".into())
+            .spawn(move || write_receipts(store.as_ref(), &rx))
+            .map_err(registry_error)?;
+        let engine = Arc::new(Self {
+            slots,
+            state,
+            records: Shards::new(),
+            contributions: Mutex::new(HashMap::new()),
+            counts: Mutex::new(BTreeMap::new()),
+            reasons: Mutex::new(BTreeMap::new()),
+            scorer: RwLock::new(Arc::new(LinearScorer)),
+            custom_scorer: std::sync::atomic::AtomicBool::new(false),
+            canary_rule: RwLock::new(rule),
+            receipts: Mutex::new(tx),
+            collect,
+            views,
+            personalizer,
+            privacy,
+        });
+        engine.replay();
+        Ok(engine)
+    }
+
+    /// Replaces the scorer (tests inject slow or failing models). A replaced scorer always runs on
+    /// the blocking pool under the slot's deadline.
+    pub fn set_scorer(&self, scorer: Arc<dyn Scorer>) {
+        *self.scorer.write().expect("scorer lock") = scorer;
+        self.custom_scorer.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether scoring may run on the request thread: the built-in linear model is a bounded
+    /// amount of arithmetic (candidates × features²) that cannot block; any other scorer might.
+    pub fn scores_inline(&self) -> bool {
+        !self.custom_scorer.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Replaces the canary rule.
+    pub fn set_canary_rule(&self, settings: &CanarySettings) {
+        *self.canary_rule.write().expect("rule lock") = canary_rule(settings);
+    }
+
+    /// The consent gate of a request (memory only).
+    pub fn gate(&self, req: &DecideRequest, slot: &Slot) -> (Pseudonym, Gate) {
+        let subject = self.collect.store.pseudonymize(&req.subject);
+        let policies = &self.collect.policies;
+        let sale_share = Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose");
+        let requires = policies.purpose(&slot.purpose).is_none_or(|p| p.requires_consent());
+        let history = self.collect.book.history(&subject);
+        let current = history.current();
+        if slot.honor_opt_out {
+            if req.gpc || current.gpc {
+                return (subject, Gate::NonPersonalized(Reason::Gpc));
+            }
+            // An explicit opt-out (the subject API, a GPC signal, an import) — not a banner that
+            // merely left the advertising purpose unticked, which says nothing about this slot.
+            let opted_out = current
+                .purposes
+                .get(&sale_share)
+                .is_some_and(|s| !s.granted && s.method != lethe_consent::ConsentMethod::Banner);
+            if opted_out {
+                return (subject, Gate::NonPersonalized(Reason::OptedOut));
+            }
+        }
+        let verdict = history.verdict(&slot.purpose, requires, &sale_share);
+        if let Some(reason) = reason_of(verdict) {
+            return (subject, Gate::NonPersonalized(reason));
+        }
+        let consent_record = current.purposes.get(&slot.purpose).map(|s| s.record_id);
+        (subject, Gate::Personalize { subject, consent_record })
+    }
+
+    /// The candidates of a request: the declared variants (restricted to the ids sent), or the
+    /// candidates sent to an open slot.
+    ///
+    /// # Errors
+    /// Unknown or duplicate candidate ids, candidates sent to a closed slot.
+    pub fn candidates(&self, slot: &Slot, req: &DecideRequest) -> Result<(Vec<Candidate>, usize), DecideError> {
+        let declared: Vec<Candidate> = slot.variants.iter().map(Candidate::from).collect();
+        let Some(sent) = &req.candidates else { return Ok((declared, slot.default)) };
+        if sent.is_empty() || sent.len() > crate::slots::MAX_CANDIDATES {
+            return Err(DecideError::BadCandidates(format!(
+                "send 1..={} candidates, or none for the slot's own",
+                crate::slots::MAX_CANDIDATES
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if sent.iter().any(|c| c.id.is_empty() || c.id.len() > 128 || !seen.insert(c.id.as_str())) {
+            return Err(DecideError::BadCandidates("candidate ids are 1..=128 bytes and distinct".into()));
+        }
+        if slot.open_candidates {
+            // The caller's first action is its baseline (the Personalizer API's convention).
+            return Ok((sent.clone(), 0));
+        }
+        let mut out = Vec::with_capacity(sent.len());
+        for c in sent {
+            let v = declared
+                .iter()
+                .find(|d| d.id == c.id)
+                .ok_or_else(|| DecideError::BadCandidates(format!("`{}` is not a variant of `{}`", c.id, slot.id)))?;
+            out.push(v.clone());
+        }
+        let default = out.iter().position(|c| c.id == slot.default_variant().id).unwrap_or(0);
+        Ok((out, default))
+    }
+
+    /// Prepares the scoring of a personalized decision: features and a copy-free snapshot of the
+    /// version that serves this subject (canary by a stable hash of the subject).
+    pub fn prepare(
+        &self,
+        slot_index: usize,
+        subject: &Pseudonym,
+        candidates: Vec<Candidate>,
+        default: usize,
+        ctx: &Context,
+        count: usize,
+    ) -> Scoring {
+        let slot = &self.slots.all()[slot_index];
+        let (xs, cold) = self.views.with(|p| {
+            let profile = features::Profile::of(p.view(subject));
+            let xs = candidates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let cat = c.category.as_deref().and_then(|n| p.catalog().category_id(n));
+                    features::vector_of(&profile, ctx, cat, i == default)
+                })
+                .collect::<Vec<_>>();
+            (xs, profile.is_cold())
+        });
+        let state = self.state[slot_index].read().expect("slot lock");
+        let version = match &state.canary {
+            Some((v, share)) if canary_bucket(subject, v.id) < *share => v,
+            _ => &state.live,
+        };
+        let epsilon = version.params.epsilon.unwrap_or(slot.epsilon);
+        Scoring {
+            candidates,
+            xs,
+            count,
+            version: Some((version.id, version.label(), epsilon)),
+            model: Some(version.model.clone()),
+            cold,
+        }
+    }
+
+    /// Scores and chooses (runs off the request thread, under the deadline).
+    ///
+    /// # Errors
+    /// The scorer failed.
+    pub fn score(&self, s: &Scoring, seed: u64) -> Result<Scored, String> {
+        let scorer = Arc::clone(&self.scorer.read().expect("scorer lock"));
+        let model = s.model.as_ref().ok_or("no model")?;
+        let scores = scorer.score(model, &s.xs)?;
+        if scores.len() != s.xs.len() || scores.iter().any(|v| !v.is_finite()) {
+            return Err("the model returned no finite score for some candidate".into());
+        }
+        let epsilon = s.version.as_ref().map_or(0.0, |v| v.2);
+        let probs = EpsilonGreedy { epsilon }.probabilities(&scores).map_err(|e| e.to_string())?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let draw: f64 = rng.gen();
+        let mut first = probs.len() - 1;
+        let mut acc = 0.0;
+        for (i, p) in probs.iter().enumerate() {
+            acc += p;
+            if draw < acc {
+                first = i;
+                break;
+            }
+        }
+        let best = argmax(&scores);
+        let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
+        order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+        order.insert(0, first);
+        order.truncate(s.count.max(1));
+        Ok(Scored { propensity: probs[first], explored: scores[first] < scores[best], order, scores })
+    }
+
+    /// The answer for `scoring` as scored (or its fallback), recorded and receipted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
+        &self,
+        subject: Pseudonym,
+        gate: &Gate,
+        scoring: Option<Scoring>,
+        scored: Result<Scored, Reason>,
+        ctx: &Context,
+        fallback: (Vec<Candidate>, usize, usize),
+        slot_index: usize,
+    ) -> Decision {
+        let slot = &self.slots.all()[slot_index];
+        let decision_id = Uuid::now_v7();
+        let now = UtcMicros::now();
+        let (consent_record, personal_subject) = match gate {
+            Gate::Personalize { consent_record, subject } => (*consent_record, Some(*subject)),
+            Gate::NonPersonalized(_) => (None, None),
+        };
+        let mut logged_candidates = None;
+        let (mode, reason, variants, version, x, propensity, explored, candidates) = match (gate, scoring, scored) {
+            (Gate::NonPersonalized(r), _, _) => {
+                let (c, d, n) = fallback;
+                let v = fixed(&c, d, n);
+                (Mode::NonPersonalized, Some(*r), v, None, None, 1.0, false, c)
+            }
+            (Gate::Personalize { .. }, Some(s), Ok(sc)) => {
+                let mode = if s.cold { Mode::NonPersonalized } else { Mode::Personalized };
+                let variants = sc
+                    .order
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, i)| Chosen {
+                        id: s.candidates[*i].id.clone(),
+                        score: sc.scores[*i],
+                        propensity: if rank == 0 { sc.propensity } else { 1.0 },
+                        content: s.candidates[*i].content.clone(),
+                    })
+                    .collect();
+                let reason = s.cold.then_some(Reason::ColdStart);
+                let x = s.xs[sc.order[0]];
+                if !s.cold && s.xs.len() <= OPE_MAX_CANDIDATES {
+                    logged_candidates = Some((s.xs.clone(), sc.order[0]));
+                }
+                let v = s.version.map(|v| (v.0, v.1));
+                (mode, reason, variants, v, Some(x), sc.propensity, sc.explored, s.candidates)
+            }
+            (Gate::Personalize { .. }, s, Err(r)) => {
+                let (c, d, n) = fallback;
+                let v = fixed(&c, d, n);
+                let version = s.and_then(|s| s.version.map(|v| (v.0, v.1)));
+                (Mode::Fallback, Some(r), v, version, None, 1.0, false, c)
+            }
+            (Gate::Personalize { .. }, None, Ok(_)) => {
+                let (c, d, n) = fallback;
+                (Mode::Fallback, Some(Reason::ModelError), fixed(&c, d, n), None, None, 1.0, false, c)
+            }
+        };
+        let first = variants.first().map(|v| v.id.clone()).unwrap_or_default();
+        if let Some(r) = reason {
+            *self.reasons.lock().expect("reasons lock").entry(r.as_str()).or_default() += 1;
+        }
+        let version_label = version.as_ref().map(|v| v.1.clone());
+        self.count(slot, &first, version_label.as_deref(), mode, |c| c.decisions += 1);
+        self.records.shard(&decision_id).insert(
+            decision_id,
+            Record {
+                at: now,
+                subject: personal_subject,
+                slot: slot_index,
+                version: version.as_ref().map(|v| v.0),
+                mode,
+                variant: first.clone(),
+                x: x.filter(|_| mode == Mode::Personalized),
+                candidates: logged_candidates,
+                propensity,
+                impressed: false,
+                clicked: false,
+            },
+        );
+        // The receipt goes into the subject's own stream, under its key, only when consent
+        // allowed personalization: it proves the lawful basis. A non-personalized decision is about
+        // no one in particular and is only counted.
+        if personal_subject.is_some() {
+            let body = json!({
+                "properties": {
+                    "decision": decision_id,
+                    "slot": slot.id,
+                    "variant": first,
+                    "model": version_label,
+                    "policy": {
+                        "mode": mode,
+                        "reason": reason,
+                        "propensity": propensity,
+                        "explored": explored,
+                        "candidates": candidates.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+                        "consent_record": consent_record,
+                        "purpose": slot.purpose,
+                        "features": x,
+                    },
+                },
+                "context": {
+                    "device_class": ctx.device.map(|d| d.as_str()),
+                    "daypart": ctx.daypart.as_str(),
+                },
+            });
+            self.receipt(subject, DECISION_SERVED, &slot.purpose, now, &body);
+        }
+        Decision {
+            decision_id,
+            slot: slot.id.clone(),
+            mode,
+            reason,
+            model_version: version_label,
+            explored,
+            consent_record,
+            variants,
+        }
+    }
+
+    fn count(&self, slot: &Slot, variant: &str, version: Option<&str>, mode: Mode, f: impl FnOnce(&mut Counts)) {
+        let key = (slot.id.clone(), variant.to_owned(), version.unwrap_or("-").to_owned(), mode);
+        f(self.counts.lock().expect("counts lock").entry(key).or_default());
+    }
+
+    fn receipt(&self, subject: Pseudonym, event_type: &str, purpose: &Purpose, time: UtcMicros, body: &Value) {
+        let event_type = EventType::parse(event_type).expect("valid type");
+        let retention = self.collect.policies.retention_of_event(&event_type).map_or(Retention::UntilErased, |r| {
+            Retention::Days(u16::try_from(r.days()).unwrap_or(lethe_domain::KeyId::MAX_RETENTION_DAYS))
+        });
+        let event = NewEvent {
+            event_type,
+            schema_version: SchemaVersion::new(1).expect("valid"),
+            purpose: purpose.clone(),
+            time,
+            retention,
+            payload: serde_json::to_vec(body).expect("values serialize"),
+        };
+        let request = AppendRequest { subject, expected: lethe_domain::ExpectedVersion::Any, events: vec![event] };
+        if self.receipts.lock().expect("receipts lock").send(request).is_err() {
+            tracing::error!("the receipt writer stopped; a decision receipt was not logged");
+        }
+    }
+
+    /// Records an outcome of a decision: counters, the model's online update (personalized
+    /// decisions only), a receipt in the subject's stream, and the canary rule.
+    ///
+    /// # Errors
+    /// Unknown decision.
+    pub fn outcome(
+        &self,
+        decision: Uuid,
+        kind: OutcomeKind,
+        value: Option<f64>,
+    ) -> Result<OutcomeReceipt, DecideError> {
+        let now = UtcMicros::now();
+        let (rec, update) = {
+            let mut records = self.records.shard(&decision);
+            let rec = records.get_mut(&decision).ok_or(DecideError::UnknownDecision(decision))?;
+            // (reward to remove, reward to add) on the model
+            let update = match kind {
+                OutcomeKind::Impression if !rec.impressed && !rec.clicked => {
+                    rec.impressed = true;
+                    Some((None, 0.0))
+                }
+                OutcomeKind::Click | OutcomeKind::Conversion if !rec.clicked => {
+                    let previous = rec.impressed.then_some(0.0);
+                    rec.impressed = true;
+                    rec.clicked = true;
+                    Some((previous, 1.0))
+                }
+                _ => None,
+            };
+            (rec.clone(), update)
+        };
+        let slot = &self.slots.all()[rec.slot];
+        let version_label = rec.version.map(|id| self.version_label(rec.slot, id));
+        let first_click = matches!(update, Some((_, r)) if r > 0.0);
+        let first_impression = update.is_some() && !matches!(update, Some((Some(_), _)));
+        self.count(slot, &rec.variant, version_label.as_deref(), rec.mode, |c| {
+            if first_impression {
+                c.impressions += 1;
+            }
+            if first_click {
+                c.clicks += 1;
+            }
+            if kind == OutcomeKind::Conversion {
+                c.conversions += 1;
+                c.value += value.unwrap_or(0.0);
+            }
+        });
+        if let (Some(subject), Some(x), Some(version), Some((previous, reward))) =
+            (rec.subject, rec.x, rec.version, update)
+        {
+            self.learn(rec.slot, version, &x, previous, reward);
+            let mut all = self.contributions.lock().expect("contributions lock");
+            let list = all.entry(subject).or_default();
+            list.retain(|c| c.decision != decision);
+            list.push(Contribution { slot: rec.slot, version, x, reward, decision });
+        }
+        if let Some(subject) = rec.subject {
+            let body = json!({
+                "properties": {
+                    "decision": decision,
+                    "slot": slot.id,
+                    "variant": rec.variant,
+                    "outcome": kind,
+                    "value": value,
+                }
+            });
+            self.receipt(subject, OUTCOME_RECORDED, &slot.purpose, now, &body);
+        }
+        let canary = match rec.version {
+            Some(v) if self.is_canary(rec.slot, v) => self.judge(rec.slot)?,
+            _ => None,
+        };
+        Ok(OutcomeReceipt {
+            decision_id: decision,
+            recorded: update.is_some() || kind == OutcomeKind::Conversion,
+            canary,
+        })
+    }
+
+    fn version_label(&self, slot: usize, id: ModelId) -> String {
+        let s = self.state[slot].read().expect("slot lock");
+        match &s.canary {
+            Some((v, _)) if v.id == id => v.label(),
+            _ if s.live.id == id => s.live.label(),
+            _ => id.to_string(),
+        }
+    }
+
+    fn is_canary(&self, slot: usize, id: ModelId) -> bool {
+        self.state[slot].read().expect("slot lock").canary.as_ref().is_some_and(|(v, _)| v.id == id)
+    }
+
+    fn learn(&self, slot: usize, version: ModelId, x: &[f64; D], previous: Option<f64>, reward: f64) {
+        let mut s = self.state[slot].write().expect("slot lock");
+        let model = if s.live.id == version {
+            Some(&mut s.live.model)
+        } else {
+            s.canary.as_mut().filter(|(v, _)| v.id == version).map(|(v, _)| &mut v.model)
+        };
+        if let Some(m) = model {
+            if let Some(p) = previous {
+                let _ = m.remove(x, p);
+            }
+            if let Err(e) = m.update(x, reward) {
+                tracing::warn!(error = %e, "an outcome could not update the model");
+            }
+        }
+    }
+
+    /// CTR of the live and canary versions of a slot, and the rule's verdict; applies it.
+    ///
+    /// # Errors
+    /// Registry errors while applying a verdict.
+    pub fn judge(&self, slot: usize) -> Result<Option<Value>, DecideError> {
+        let (live, canary) = {
+            let s = self.state[slot].read().expect("slot lock");
+            let Some((c, _)) = &s.canary else { return Ok(None) };
+            (s.live.label(), c.label())
+        };
+        let arm = |label: &str| {
+            let counts = self.counts.lock().expect("counts lock");
+            let (mut imp, mut clk) = (0, 0);
+            for ((s, _, v, m), c) in counts.iter() {
+                if s == &self.slots.all()[slot].id && v == label && *m == Mode::Personalized {
+                    imp += c.impressions;
+                    clk += c.clicks;
+                }
+            }
+            lethe_bandit::Arm { impressions: imp, clicks: clk }
+        };
+        let rule = *self.canary_rule.read().expect("rule lock");
+        let verdict = lethe_bandit::judge(&rule, arm(&live), arm(&canary)).map_err(registry_error)?;
+        let value = serde_json::to_value(verdict).unwrap_or(Value::Null);
+        match verdict {
+            lethe_bandit::Verdict::Promote { .. } => {
+                self.promote(slot, "canary_rule", Some(value.clone()))?;
+            }
+            lethe_bandit::Verdict::Rollback { .. } => {
+                self.rollback(slot, "canary_rule", Some(value.clone()))?;
+            }
+            lethe_bandit::Verdict::Wait { .. } => return Ok(None),
+        }
+        Ok(Some(value))
+    }
+
+    /// Registers a new policy version of a slot and starts it as a canary on `share_permille` of
+    /// the subjects (a previous canary is rolled back first). Audited.
+    ///
+    /// # Errors
+    /// Bad parameters, registry errors.
+    pub fn start_canary(
+        &self,
+        slot: usize,
+        params: PolicyParams,
+        share_permille: u16,
+        actor: &str,
+    ) -> Result<Value, DecideError> {
+        params.check()?;
+        if !(1..=1000).contains(&share_permille) {
+            return Err(DecideError::BadCandidates("share_permille is 1..=1000".into()));
+        }
+        let s = &self.slots.all()[slot];
+        if self.state[slot].read().expect("slot lock").canary.is_some() {
+            self.rollback(slot, actor, Some(json!({"replaced_by_new_canary": true})))?;
+        }
+        let name = ModelName::parse(&s.model_name()).map_err(registry_error)?;
+        let (id, number) = register(&self.personalizer, &name, &params, "canary", self.collect.store.head().0)?;
+        self.personalizer
+            .registry()
+            .set_status(id, Status::Canary { share_permille }, UtcMicros::now())
+            .map_err(registry_error)?;
+        let version = Version::new(id, number, params.clone())?;
+        let label = version.label();
+        self.state[slot].write().expect("slot lock").canary = Some((version, share_permille));
+        let detail = json!({"action": "canary_started", "slot": s.id, "version": label, "share_permille": share_permille, "params": params});
+        self.audit(actor, detail.clone());
+        Ok(detail)
+    }
+
+    /// Makes the canary live (the live version retires, superseded). Audited.
+    ///
+    /// # Errors
+    /// No canary; registry errors.
+    pub fn promote(&self, slot: usize, actor: &str, evidence: Option<Value>) -> Result<Value, DecideError> {
+        let s = &self.slots.all()[slot];
+        let mut state = self.state[slot].write().expect("slot lock");
+        let Some((canary, _)) = state.canary.take() else {
+            return Err(DecideError::Conflict(format!("slot `{}` has no canary", s.id)));
+        };
+        if let Err(e) = self.personalizer.registry().set_status(canary.id, Status::Live, UtcMicros::now()) {
+            let label = canary.label();
+            state.canary = Some((canary, 0));
+            return Err(registry_error(format!("{label}: {e}")));
+        }
+        let retired = std::mem::replace(&mut state.live, canary);
+        let detail = json!({"action": "canary_promoted", "slot": s.id, "live": state.live.label(), "retired": retired.label(), "evidence": evidence});
+        drop(state);
+        self.audit(actor, detail.clone());
+        Ok(detail)
+    }
+
+    /// Takes the canary out of service (retired, rolled back). Audited.
+    ///
+    /// # Errors
+    /// No canary; registry errors.
+    pub fn rollback(&self, slot: usize, actor: &str, evidence: Option<Value>) -> Result<Value, DecideError> {
+        let s = &self.slots.all()[slot];
+        let mut state = self.state[slot].write().expect("slot lock");
+        let Some((canary, share)) = state.canary.take() else {
+            return Err(DecideError::Conflict(format!("slot `{}` has no canary", s.id)));
+        };
+        if let Err(e) = self.personalizer.registry().retire(canary.id, RetireReason::RolledBack, UtcMicros::now()) {
+            let label = canary.label();
+            state.canary = Some((canary, share));
+            return Err(registry_error(format!("{label}: {e}")));
+        }
+        let detail = json!({"action": "canary_rolled_back", "slot": s.id, "retired": canary.label(), "live": state.live.label(), "evidence": evidence});
+        drop(state);
+        self.audit(actor, detail.clone());
+        Ok(detail)
+    }
+
+    fn audit(&self, actor: &str, detail: Value) {
+        if let Err(e) = self.privacy.audit(AuditKind::PolicyChange, actor, None, detail) {
+            tracing::error!(code = e.code, "a model version change could not be audited");
+        }
+    }
+
+    /// The slot's versions and their measured figures.
+    pub fn versions(&self, slot: usize) -> Value {
+        let s = &self.slots.all()[slot];
+        let state = self.state[slot].read().expect("slot lock");
+        let figures = |label: &str| {
+            let counts = self.counts.lock().expect("counts lock");
+            let mut total = Counts::default();
+            for ((sl, _, v, _), c) in counts.iter() {
+                if sl == &s.id && v == label {
+                    total.decisions += c.decisions;
+                    total.impressions += c.impressions;
+                    total.clicks += c.clicks;
+                    total.conversions += c.conversions;
+                    total.value += c.value;
+                }
+            }
+            json!({"counts": total, "ctr": ratio(total.clicks, total.impressions)})
+        };
+        json!({
+            "slot": s.id,
+            "live": {"version": state.live.label(), "params": state.live.params, "observations": state.live.model.observations(), "figures": figures(&state.live.label())},
+            "canary": state.canary.as_ref().map(|(v, share)| json!({"version": v.label(), "share_permille": share, "params": v.params, "observations": v.model.observations(), "figures": figures(&v.label())})),
+        })
+    }
+
+    /// Counters per slot, variant, version and mode, with CTR and conversion rate.
+    pub fn stats(&self) -> Vec<Value> {
+        self.counts
+            .lock()
+            .expect("counts lock")
+            .iter()
+            .map(|((slot, variant, version, mode), c)| {
+                json!({
+                    "slot": slot, "variant": variant, "model_version": version, "mode": mode,
+                    "decisions": c.decisions, "impressions": c.impressions, "clicks": c.clicks,
+                    "conversions": c.conversions, "value": c.value,
+                    "ctr": ratio(c.clicks, c.impressions), "conversion_rate": ratio(c.conversions, c.impressions),
+                })
+            })
+            .collect()
+    }
+
+    /// Prometheus lines.
+    pub fn metrics(&self) -> String {
+        let mut out = String::from("# TYPE lethe_decisions_total counter\n");
+        for ((slot, variant, version, mode), c) in self.counts.lock().expect("counts lock").iter() {
+            let mode = serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            let labels = format!("slot=\"{slot}\",variant=\"{variant}\",model_version=\"{version}\",mode=\"{mode}\"");
+            out.push_str(&format!("lethe_decisions_total{{{labels}}} {}\n", c.decisions));
+            out.push_str(&format!("lethe_decision_impressions_total{{{labels}}} {}\n", c.impressions));
+            out.push_str(&format!("lethe_decision_clicks_total{{{labels}}} {}\n", c.clicks));
+            out.push_str(&format!("lethe_decision_conversions_total{{{labels}}} {}\n", c.conversions));
+        }
+        out.push_str("# TYPE lethe_decision_reasons_total counter\n");
+        for (reason, n) in self.reasons.lock().expect("reasons lock").iter() {
+            out.push_str(&format!("lethe_decision_reasons_total{{reason=\"{reason}\"}} {n}\n"));
+        }
+        out
+    }
+
+    /// Drops decisions past their attribution window (their learning contributions stay, for
+    /// exact unlearning).
+    pub fn expire(&self, now: UtcMicros) -> usize {
+        let window = i64::try_from(ATTRIBUTION_WINDOW.as_micros()).unwrap_or(i64::MAX);
+        self.records.retain(|r| r.at.0.saturating_add(window) > now.0)
+    }
+
+    /// How many updates of the subject the models hold (R-ERASE-7 tests read this).
+    pub fn contributions_of(&self, subject: &Pseudonym) -> usize {
+        self.contributions.lock().expect("contributions lock").get(subject).map_or(0, Vec::len)
+    }
+
+    /// The live model's expected reward of `x` (tests compare before and after unlearning).
+    pub fn live_expected(&self, slot: usize, x: &[f64; D]) -> f64 {
+        self.state[slot].read().expect("slot lock").live.model.expected(x).unwrap_or(f64::NAN)
+    }
+
+    /// Removes everything the engine holds of a subject: its pending decisions, and its outcomes
+    /// from every model, exactly (R-ERASE-7: a linear model's update is subtracted).
+    fn unlearn(&self, subject: &Pseudonym) -> bool {
+        let list = self.contributions.lock().expect("contributions lock").remove(subject).unwrap_or_default();
+        for c in &list {
+            let mut s = self.state[c.slot].write().expect("slot lock");
+            if s.live.id == c.version {
+                let _ = s.live.model.remove(&c.x, c.reward);
+            } else if let Some((v, _)) = s.canary.as_mut().filter(|(v, _)| v.id == c.version) {
+                let _ = v.model.remove(&c.x, c.reward);
+            }
+        }
+        let removed = self.records.retain(|r| r.subject.as_ref() != Some(subject));
+        !list.is_empty() || removed > 0
+    }
+
+    /// Rebuilds pending decisions and online learning from the receipts in the log (only of
+    /// subjects whose consent still allows the slot's purpose).
+    fn replay(&self) {
+        let store = Arc::clone(&self.collect.store);
+        let mut served: HashMap<Uuid, (Pseudonym, Value, UtcMicros)> = HashMap::new();
+        let mut outcomes: Vec<(Uuid, OutcomeKind)> = Vec::new();
+        for e in store.read_all(lethe_domain::Position(0)).flatten() {
+            let t = e.envelope.event_type.as_str();
+            if t != DECISION_SERVED && t != OUTCOME_RECORDED {
+                continue;
+            }
+            let lethe_domain::EventBody::Plain(bytes) = &e.body else { continue };
+            let Ok(v) = serde_json::from_slice::<Value>(bytes) else { continue };
+            let p = &v["properties"];
+            let Some(id) = p["decision"].as_str().and_then(|s| Uuid::parse_str(s).ok()) else { continue };
+            if t == DECISION_SERVED {
+                served.insert(id, (e.envelope.subject, p.clone(), e.envelope.time));
+            } else if let Ok(k) = serde_json::from_value::<OutcomeKind>(p["outcome"].clone()) {
+                outcomes.push((id, k));
+            }
+        }
+        let sale_share = Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose");
+        for (id, (subject, p, at)) in served {
+            let Some(slot) = p["slot"].as_str().and_then(|s| self.slots.index_of(s)) else { continue };
+            let purpose = &self.slots.all()[slot].purpose;
+            if !self.collect.book.verdict(&subject, purpose, true, &sale_share).allows() {
+                continue;
+            }
+            let version = p["model"].as_str().and_then(|m| m.split('#').next()).and_then(|s| s.parse::<ModelId>().ok());
+            let x: Option<[f64; D]> = serde_json::from_value(p["policy"]["features"].clone()).ok();
+            let mode = serde_json::from_value(p["policy"]["mode"].clone()).unwrap_or(Mode::Personalized);
+            self.records.shard(&id).insert(
+                id,
+                Record {
+                    at,
+                    subject: Some(subject),
+                    slot,
+                    version,
+                    mode,
+                    variant: p["variant"].as_str().unwrap_or_default().to_owned(),
+                    x,
+                    candidates: None,
+                    propensity: p["policy"]["propensity"].as_f64().unwrap_or(1.0),
+                    impressed: false,
+                    clicked: false,
+                },
+            );
+        }
+        for (id, kind) in outcomes {
+            let _ = self.replay_outcome(id, kind);
+        }
+        let now = UtcMicros::now();
+        self.expire(now);
+    }
+
+    fn replay_outcome(&self, decision: Uuid, kind: OutcomeKind) -> Option<()> {
+        let (rec, update) = {
+            let mut records = self.records.shard(&decision);
+            let rec = records.get_mut(&decision)?;
+            let update = match kind {
+                OutcomeKind::Impression if !rec.impressed && !rec.clicked => {
+                    rec.impressed = true;
+                    Some((None, 0.0))
+                }
+                OutcomeKind::Click | OutcomeKind::Conversion if !rec.clicked => {
+                    let previous = rec.impressed.then_some(0.0);
+                    rec.impressed = true;
+                    rec.clicked = true;
+                    Some((previous, 1.0))
+                }
+                _ => None,
+            };
+            (rec.clone(), update)
+        };
+        let (Some(subject), Some(x), Some(version), Some((previous, reward))) =
+            (rec.subject, rec.x, rec.version, update)
+        else {
+            return Some(());
+        };
+        self.learn(rec.slot, version, &x, previous, reward);
+        let mut all = self.contributions.lock().expect("contributions lock");
+        let list = all.entry(subject).or_default();
+        list.retain(|c| c.decision != decision);
+        list.push(Contribution { slot: rec.slot, version, x, reward, decision });
+        Some(())
+    }
+
+    /// The logged personalized decisions of a slot that had an impression, with every candidate's
+    /// features: (candidates, chosen, reward, propensity), for off-policy evaluation.
+    pub fn logged(&self, slot: usize) -> Vec<(Vec<[f64; D]>, usize, f64, f64)> {
+        let mut out = Vec::new();
+        self.records.for_each(|_, r| {
+            if r.slot == slot && r.impressed && r.mode == Mode::Personalized {
+                if let Some((xs, chosen)) = r.candidates.clone() {
+                    out.push((xs, chosen, f64::from(u8::from(r.clicked)), r.propensity));
+                }
+            }
+        });
+        out
+    }
+
+    /// The live version's model of a slot.
+    pub fn live_model(&self, slot: usize) -> Model {
+        self.state[slot].read().expect("slot lock").live.model.clone()
+    }
+
+    /// The collector state (consent book, store, policies).
+    pub fn collect(&self) -> &CollectState {
+        &self.collect
+    }
+
+    /// The feature views.
+    pub fn views(&self) -> &Arc<Views> {
+        &self.views
+    }
+
+    /// The trainer and registry.
+    pub fn personalizer(&self) -> &Arc<Personalizer> {
+        &self.personalizer
+    }
+
+    /// Whether a slot serves recommendations.
+    pub fn is_recommendations(&self, slot: usize) -> bool {
+        self.slots.all()[slot].kind == SlotKind::Recommendations
+    }
+}
+
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    #[allow(clippy::cast_precision_loss)]
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
+fn argmax(v: &[f64]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, s)| if *s > v[best] { i } else { best })
+}
+
+/// The default first, then the other candidates in order, `count` of them.
+fn fixed(c: &[Candidate], default: usize, count: usize) -> Vec<Chosen> {
+    let mut order: Vec<usize> = (0..c.len()).filter(|i| *i != default).collect();
+    order.insert(0, default.min(c.len().saturating_sub(1)));
+    order
+        .into_iter()
+        .take(count.max(1))
+        .map(|i| Chosen { id: c[i].id.clone(), score: 0.0, propensity: 1.0, content: c[i].content.clone() })
+        .collect()
+}
+
+/// A subject's stable bucket (per mille) for a canary version.
+fn canary_bucket(subject: &Pseudonym, version: ModelId) -> u16 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(subject.to_hex().as_bytes());
+    h.update(version.to_string().as_bytes());
+    let d = h.finalize();
+    u16::from_be_bytes([d[0], d[1]]) % 1000
+}
+
+fn canary_rule(s: &CanarySettings) -> CanaryRule {
+    CanaryRule { min_impressions: s.min_impressions, max_relative_drop: s.max_relative_drop, z: s.z }
+}
+
+fn register(
+    personalizer: &Personalizer,
+    name: &ModelName,
+    params: &PolicyParams,
+    why: &str,
+    log_position: u64,
+) -> Result<(ModelId, u32), DecideError> {
+    let now = UtcMicros::now();
+    let new = NewModel {
+        name: name.clone(),
+        algorithm: "linucb-egreedy".into(),
+        manifest: Manifest {
+            data_window: (now, now),
+            log_position,
+            subjects: 0,
+            membership: Membership::new(std::iter::empty()),
+            features: features::NAMES.iter().map(|s| (*s).to_owned()).collect(),
+            hyperparameters: json!({"params": params, "learning": "online, from outcomes of consented decisions", "registered_as": why}),
+            metrics: BTreeMap::new(),
+            code_version: env!("CARGO_PKG_VERSION").into(),
+            shards: Vec::new(),
+        },
+        metrics: BTreeMap::new(),
+    };
+    let blob = serde_json::to_vec(params).expect("params serialize");
+    let v = personalizer.register_model(new, &blob).map_err(registry_error)?;
+    Ok((v.id, v.version))
+}
+
+fn load_version(personalizer: &Personalizer, id: ModelId, number: u32) -> Result<Version, DecideError> {
+    let bytes = personalizer.load_model(id).map_err(registry_error)?;
+    let params: PolicyParams = serde_json::from_slice(&bytes).map_err(registry_error)?;
+    Version::new(id, number, params)
+}
+
+/// The receipt writer: drains the queue in group commits.
+fn write_receipts(store: &dyn EventStore, rx: &mpsc::Receiver<AppendRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        for r in store.append_batch(batch) {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a decision receipt could not be logged");
+            }
+        }
+    }
+}
+
+impl ErasureHook for Engine {
+    fn name(&self) -> &str {
+        "decision_models"
+    }
+
+    fn forget(&self, subject: &Pseudonym) -> Result<bool, String> {
+        Ok(self.unlearn(subject))
+    }
+
+    fn withdrawn(&self, subject: &Pseudonym, purposes: &[Purpose]) -> Result<(), String> {
+        if self.slots.all().iter().any(|s| purposes.contains(&s.purpose)) {
+            self.unlearn(subject);
+        }
+        Ok(())
+    }
+
+    fn export(&self, subject: &Pseudonym) -> Option<Value> {
+        let mut pending: Vec<Value> = Vec::new();
+        self.records.for_each(|id, r| {
+            if r.subject.as_ref() == Some(subject) {
+                pending.push(json!({"decision": id, "slot": self.slots.all()[r.slot].id, "variant": r.variant, "mode": r.mode, "at": r.at.0, "impressed": r.impressed, "clicked": r.clicked}));
+            }
+        });
+        let learned = self.contributions_of(subject);
+        (!pending.is_empty() || learned > 0)
+            .then(|| json!({"decisions_in_attribution_window": pending, "model_updates_from_your_outcomes": learned}))
+    }
+}

@@ -1,0 +1,60 @@
+//! Decisions for the CMS: which banner, call-to-action or recommendations a slot shows a visitor.
+//!
+//! The answer is personalized only when the subject's consent for the slot's purpose holds at that
+//! moment (invariant 3); otherwise, or when the model is late or fails, it is the slot's default,
+//! with the reason (invariant 8). Every personalized decision leaves a receipt in the subject's own
+//! stream of the log (pseudonym, the consent record that allowed it, model version, candidates,
+//! propensity), outcomes feed CTR counters and the slot's online model, and a new model version can
+//! serve a canary share and be promoted or rolled back by rule or by hand, audited. Mounted by
+//! `lethe serve` through [`configure`]; the Personalizer-compatible Rank and Reward API is served
+//! over the same engine.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod engine;
+pub mod features;
+pub mod ope;
+pub mod recommend;
+pub mod slots;
+
+use actix_web::web;
+
+pub use api::{DecideState, EventIds};
+pub use engine::{Decision, Engine, Mode, Reason, Scorer};
+pub use slots::{Slot, Slots};
+
+/// Mounts the decision routes. The app must hold `web::Data<DecideState>` and `web::Data<EventIds>`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/decide", web::post().to(api::decide))
+        .route("/v1/outcomes", web::post().to(api::outcomes))
+        .route("/v1/recommendations", web::get().to(api::recommendations))
+        .route("/v1/decide/stats", web::get().to(api::stats))
+        .route("/v1/decide/slots/{slot}/versions", web::get().to(api::versions))
+        .route("/v1/decide/slots/{slot}/canary", web::post().to(api::canary))
+        .route("/v1/decide/slots/{slot}/evaluate", web::post().to(api::evaluate))
+        .route("/v1/decide/slots/{slot}/{action}", web::post().to(api::act))
+        .route("/personalizer/v1.0/rank", web::post().to(api::rank))
+        .route("/personalizer/v1.0/events/{event_id}/{action}", web::post().to(api::event));
+}
+
+/// The OpenAPI description of the decision endpoints.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    paths(
+        api::decide,
+        api::outcomes,
+        api::recommendations,
+        api::stats,
+        api::versions,
+        api::canary,
+        api::act,
+        api::evaluate,
+        api::rank,
+        api::event
+    ),
+    tags(
+        (name = "decisions", description = "Slots, decisions, outcomes, recommendations and policy versions"),
+        (name = "personalizer", description = "Azure Personalizer's Rank and Reward API over Lethe's engine")
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,546 @@
+//! The decision API: consent-gated personalization with a fallback under every reason (invariants
+//! 3 and 8), receipts that carry the consent record, outcomes, canaries, exact unlearning at
+//! erasure (R-ERASE-7), off-policy evaluation and the Personalizer-compatible API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lethe_auth::Role;
+use lethe_decide::engine::Model;
+use lethe_decide::features::D;
+use lethe_decide::Scorer;
+use lethe_domain::SubjectId;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestApp};
+
+/// A visitor who consents to analytics and personalization and browses outdoor gear.
+async fn outdoor_fan(app: &TestApp, id: &str) {
+    let (status, body) = app.consent(id, &["analytics", "personalization"], &["sale_share"]).await;
+    assert_eq!(status, 201, "{body}");
+    browse(app, id, "outdoor", 4).await;
+}
+
+async fn browse(app: &TestApp, id: &str, category: &str, n: usize) {
+    static SENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let site = app.site();
+    for _ in 0..n {
+        let i = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (status, body) = app
+            .post(
+                "/v1/track",
+                Some(&site),
+                &json!({"anonymousId": id, "event": "Product Viewed", "messageId": format!("{id}-{category}-{i}"),
+                    "properties": {"product_id": format!("{category}-{i}"), "category": category}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.views.catch_up().expect("views follow the log");
+}
+
+async fn decide(app: &TestApp, id: &str, slot: &str) -> Value {
+    let (status, body) = app
+        .post(
+            "/v1/decide",
+            Some(&app.token(Role::Cms, None)),
+            &json!({"anonymousId": id, "slot": slot, "context": {"device": "desktop", "page": "/"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// A personalized decision that exploited (ε-greedy explores a few per cent of the time).
+async fn exploit(app: &TestApp, id: &str, slot: &str) -> Value {
+    for _ in 0..8 {
+        let d = decide(app, id, slot).await;
+        if d["explored"] != json!(true) {
+            return d;
+        }
+    }
+    panic!("eight explorations in a row");
+}
+
+async fn outcome(app: &TestApp, decision: &Value, kind: &str) -> Value {
+    let (status, body) = app
+        .post(
+            "/v1/outcomes",
+            Some(&app.token(Role::Cms, None)),
+            &json!({"decisionId": decision["decisionId"], "type": kind}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+fn first(d: &Value) -> &str {
+    d["variants"][0]["id"].as_str().unwrap_or_default()
+}
+
+/// The receipts written for a subject (the writer is asynchronous: wait for them).
+async fn receipts(app: &TestApp, id: &str, event_type: &str, at_least: usize) -> Vec<Value> {
+    let p = app.store.pseudonymize(&SubjectId::parse(id).unwrap());
+    for _ in 0..100 {
+        let found: Vec<Value> = app
+            .store
+            .read_stream(&p)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.envelope.event_type.as_str() == event_type)
+            .filter_map(|e| match e.body {
+                lethe_domain::EventBody::Plain(b) => serde_json::from_slice(&b).ok(),
+                _ => None,
+            })
+            .collect();
+        if found.len() >= at_least {
+            return found;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no {event_type} receipt for {id}");
+}
+
+#[actix_web::test]
+async fn decisions_change_after_consent_is_granted_and_receipts_carry_the_consent_record() {
+    let app = spawn_app().await;
+    // Analytics only: the visitor's browsing is stored, but no decision uses it.
+    let (status, _) = app.consent("erin", &["analytics"], &["personalization", "sale_share"]).await;
+    assert_eq!(status, 201);
+    browse(&app, "erin", "outdoor", 4).await;
+    let d = decide(&app, "erin", "home-hero").await;
+    assert_eq!((d["mode"].as_str(), d["reason"].as_str()), (Some("non_personalized"), Some("consent_denied")), "{d}");
+    assert_eq!(first(&d), "default");
+    assert_eq!(d["variants"][0]["propensity"], 1.0);
+    assert!(d["consentRecord"].is_null());
+
+    // She grants personalization; what she browses from now on feeds the views.
+    let (status, granted) = app.consent("erin", &["analytics", "personalization"], &["sale_share"]).await;
+    assert_eq!(status, 201, "{granted}");
+    browse(&app, "erin", "outdoor", 3).await;
+    let d = exploit(&app, "erin", "home-hero").await;
+    assert_eq!(d["mode"], "personalized", "{d}");
+    assert_eq!(first(&d), "outdoor-gear", "{d}");
+    assert!(d["reason"].is_null());
+    let p = d["variants"][0]["propensity"].as_f64().unwrap();
+    assert!((0.9..=1.0).contains(&p), "ε-greedy over two variants with ε = 0.05 gives 0.975: {p}");
+    assert!(d["modelVersion"].as_str().is_some_and(|v| v.contains('#')), "{d}");
+
+    // The receipt in her own stream proves the lawful basis: the consent record that allowed it.
+    let record = d["consentRecord"].as_str().expect("a consent record").to_owned();
+    assert_eq!(
+        Some(record.as_str()),
+        granted["receipt"]["receipt_id"].as_str().or(granted["receipt_id"].as_str()),
+        "{granted}"
+    );
+    let served = receipts(&app, "erin", "decision.served", 1).await;
+    let r = served.iter().find(|r| r["properties"]["decision"] == d["decisionId"]).expect("this decision's receipt");
+    assert_eq!(r["properties"]["policy"]["consent_record"], json!(record));
+    assert_eq!(r["properties"]["variant"], "outdoor-gear");
+    assert_eq!(r["properties"]["model"], d["modelVersion"]);
+    assert_eq!(r["properties"]["policy"]["candidates"], json!(["default", "outdoor-gear"]));
+    assert!(r["properties"]["policy"]["propensity"].as_f64().is_some());
+    // Every stored field is classified (R-ROPA-1).
+    let rule = app.state.policies.event(&lethe_domain::EventType::parse("decision.served").unwrap()).unwrap();
+    for key in r["properties"].as_object().unwrap().keys() {
+        assert!(rule.category_of(key).is_some(), "receipt field {key} has no category");
+    }
+
+    // An outcome is logged too, and counted.
+    outcome(&app, &d, "impression").await;
+    outcome(&app, &d, "click").await;
+    let out = receipts(&app, "erin", "outcome.recorded", 2).await;
+    assert!(out.iter().any(|o| o["properties"]["outcome"] == "click"));
+    let (status, stats) = app.get("/v1/decide/stats", Some(&app.token(Role::Dpo, None))).await;
+    assert_eq!(status, 200);
+    let row = stats["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["variant"] == "outdoor-gear" && s["mode"] == "personalized")
+        .expect("a row");
+    assert_eq!((row["impressions"].as_u64(), row["clicks"].as_u64()), (Some(1), Some(1)), "{row}");
+    assert_eq!(row["ctr"], 1.0);
+}
+
+#[actix_web::test]
+async fn every_reason_falls_back_to_the_slot_default() {
+    let app = spawn_app().await;
+    // No consent at all.
+    let d = decide(&app, "nobody", "home-hero").await;
+    assert_eq!(
+        (d["mode"].as_str(), d["reason"].as_str(), first(&d)),
+        (Some("non_personalized"), Some("no_consent"), "default")
+    );
+
+    // Opt-out of sale/share, by the subject API (no token needed).
+    outdoor_fan(&app, "olga").await;
+    assert_eq!(exploit(&app, "olga", "home-hero").await["mode"], "personalized");
+    let (status, body) = app.post("/v1/me/opt-out", None, &json!({"anonymousId": "olga"})).await;
+    assert_eq!(status, 200, "{body}");
+    let d = decide(&app, "olga", "home-hero").await;
+    assert_eq!((d["reason"].as_str(), first(&d)), (Some("opted_out"), "default"), "{d}");
+
+    // GPC on the request.
+    outdoor_fan(&app, "gina").await;
+    let r = app
+        .client
+        .post(format!("{}/v1/decide", app.address))
+        .bearer_auth(app.token(Role::Cms, None))
+        .header("Sec-GPC", "1")
+        .json(&json!({"anonymousId": "gina", "slot": "home-hero"}))
+        .send()
+        .await
+        .unwrap();
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(
+        (d["mode"].as_str(), d["reason"].as_str(), first(&d)),
+        (Some("non_personalized"), Some("gpc"), "default")
+    );
+
+    // A model that fails.
+    #[derive(Debug)]
+    struct Failing;
+    impl Scorer for Failing {
+        fn score(&self, _: &Model, _: &[[f64; D]]) -> Result<Vec<f64>, String> {
+            Err("injected failure".into())
+        }
+    }
+    app.engine.set_scorer(Arc::new(Failing));
+    let d = decide(&app, "gina", "home-hero").await;
+    assert_eq!(
+        (d["mode"].as_str(), d["reason"].as_str(), first(&d)),
+        (Some("fallback"), Some("model_error"), "default")
+    );
+
+    // A model slower than the slot's deadline (50 ms): the answer does not wait for it.
+    #[derive(Debug)]
+    struct Slow;
+    impl Scorer for Slow {
+        fn score(&self, m: &Model, xs: &[[f64; D]]) -> Result<Vec<f64>, String> {
+            std::thread::sleep(Duration::from_secs(2));
+            m.scores(xs).map_err(|e| e.to_string())
+        }
+    }
+    app.engine.set_scorer(Arc::new(Slow));
+    let started = Instant::now();
+    let d = decide(&app, "gina", "home-hero").await;
+    assert!(started.elapsed() < Duration::from_secs(1), "the fallback waited for the slow model");
+    assert_eq!((d["mode"].as_str(), d["reason"].as_str(), first(&d)), (Some("fallback"), Some("deadline"), "default"));
+
+    // Consent granted but nothing known yet: a cold start.
+    app.engine.set_scorer(Arc::new(lethe_decide::engine::LinearScorer));
+    let (status, _) = app.consent("newbie", &["analytics", "personalization"], &["sale_share"]).await;
+    assert_eq!(status, 201);
+    let d = decide(&app, "newbie", "home-hero").await;
+    assert_eq!((d["mode"].as_str(), d["reason"].as_str()), (Some("non_personalized"), Some("cold_start")), "{d}");
+
+    let (_, metrics) = {
+        let r = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    };
+    for reason in ["no_consent", "opted_out", "gpc", "model_error", "deadline", "cold_start"] {
+        assert!(metrics.contains(&format!("lethe_decision_reasons_total{{reason=\"{reason}\"}} 1")), "{reason}");
+    }
+}
+
+#[actix_web::test]
+async fn a_withdrawn_subject_gets_non_personalized_answers_at_once() {
+    let app = spawn_app().await;
+    outdoor_fan(&app, "wanda").await;
+    let d = exploit(&app, "wanda", "home-hero").await;
+    assert_eq!((d["mode"].as_str(), first(&d)), (Some("personalized"), "outdoor-gear"));
+    outcome(&app, &d, "click").await;
+    let p = app.store.pseudonymize(&SubjectId::parse("wanda").unwrap());
+    assert_eq!(app.engine.contributions_of(&p), 1);
+    let token = app.token(Role::Subject, Some("wanda"));
+    let (status, body) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": ["personalization"]})).await;
+    assert_eq!(status, 200, "{body}");
+    let d = decide(&app, "wanda", "home-hero").await;
+    assert_eq!(
+        (d["mode"].as_str(), d["reason"].as_str(), first(&d)),
+        (Some("non_personalized"), Some("consent_withdrawn"), "default")
+    );
+    // R-ERASE-7: what the model learned from her is gone too.
+    assert_eq!(app.engine.contributions_of(&p), 0);
+}
+
+#[actix_web::test]
+async fn r_erase_7_erasure_unlearns_her_outcomes_exactly() {
+    let app = spawn_app().await;
+    let hero = app.engine.slots.index_of("home-hero").unwrap();
+    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
+    outdoor_fan(&app, "bob").await;
+    for _ in 0..3 {
+        let d = exploit(&app, "bob", "home-hero").await;
+        outcome(&app, &d, "impression").await;
+        outcome(&app, &d, "click").await;
+    }
+    let before_her = app.engine.live_expected(hero, &probe);
+    outdoor_fan(&app, "eve").await;
+    for _ in 0..4 {
+        let d = exploit(&app, "eve", "home-hero").await;
+        outcome(&app, &d, "impression").await;
+    }
+    let p = app.store.pseudonymize(&SubjectId::parse("eve").unwrap());
+    assert_eq!(app.engine.contributions_of(&p), 4);
+    let with_her = app.engine.live_expected(hero, &probe);
+    assert!((with_her - before_her).abs() > 1e-6, "her outcomes moved the model");
+    let token = app.token(Role::Subject, Some("eve"));
+    let (status, cert) = app.post("/v1/me/erasure", Some(&token), &json!({})).await;
+    assert_eq!(status, 200, "{cert}");
+    assert!(cert.to_string().contains("decision_models"), "the certificate lists the decision models: {cert}");
+    assert_eq!(app.engine.contributions_of(&p), 0);
+    let after = app.engine.live_expected(hero, &probe);
+    assert!((after - before_her).abs() < 1e-9, "exactly as if she had never been seen: {after} vs {before_her}");
+}
+
+#[actix_web::test]
+async fn canaries_are_rolled_back_or_promoted_by_their_measured_ctr_and_audited() {
+    let app = spawn_app().await;
+    let admin = app.token(Role::Admin, None);
+    outdoor_fan(&app, "carl").await;
+    // The live version: six impressions, six clicks.
+    for _ in 0..6 {
+        let d = decide(&app, "carl", "home-hero").await;
+        outcome(&app, &d, "click").await;
+    }
+    let rule = json!({"min_impressions": 5, "max_relative_drop": 0.05, "z": 1.64});
+    let (status, started) = app
+        .post("/v1/decide/slots/home-hero/canary", Some(&admin), &json!({"share_permille": 1000, "rule": rule}))
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let canary = started["version"].as_str().unwrap().to_owned();
+    // A canary that nobody clicks is rolled back once it has its impressions.
+    let mut verdict = Value::Null;
+    for _ in 0..5 {
+        let d = decide(&app, "carl", "home-hero").await;
+        assert_eq!(d["modelVersion"].as_str(), Some(canary.as_str()), "all traffic goes to the canary");
+        verdict = outcome(&app, &d, "impression").await;
+    }
+    assert_eq!(verdict["canary"]["verdict"], "rollback", "{verdict}");
+    let (_, versions) = app.get("/v1/decide/slots/home-hero/versions", Some(&admin)).await;
+    assert!(versions["canary"].is_null(), "{versions}");
+    assert_ne!(versions["live"]["version"].as_str(), Some(canary.as_str()));
+
+    // A canary as good as live is promoted.
+    let (status, started) =
+        app.post("/v1/decide/slots/home-hero/canary", Some(&admin), &json!({"share_permille": 1000})).await;
+    assert_eq!(status, 201, "{started}");
+    let second = started["version"].as_str().unwrap().to_owned();
+    for _ in 0..5 {
+        let d = decide(&app, "carl", "home-hero").await;
+        verdict = outcome(&app, &d, "click").await;
+    }
+    assert_eq!(verdict["canary"]["verdict"], "promote", "{verdict}");
+    let (_, versions) = app.get("/v1/decide/slots/home-hero/versions", Some(&admin)).await;
+    assert_eq!(versions["live"]["version"].as_str(), Some(second.as_str()), "{versions}");
+
+    // By hand: a third canary, rolled back by the admin; nothing to promote afterwards.
+    let (status, _) =
+        app.post("/v1/decide/slots/home-hero/canary", Some(&admin), &json!({"share_permille": 100})).await;
+    assert_eq!(status, 201);
+    let (status, body) = app.post("/v1/decide/slots/home-hero/rollback", Some(&admin), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.post("/v1/decide/slots/home-hero/promote", Some(&admin), &json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("version_conflict")));
+    let (status, body) = app
+        .post("/v1/decide/slots/home-hero/canary", Some(&app.token(Role::Cms, None)), &json!({"share_permille": 100}))
+        .await;
+    assert_eq!(status, 403, "only an admin starts a canary: {body}");
+
+    // Every change is in the audit trail.
+    let r = app
+        .client
+        .get(format!("{}/v1/audit/export?format=jsonl", app.address))
+        .bearer_auth(app.token(Role::Dpo, None))
+        .send()
+        .await
+        .unwrap();
+    let trail = r.text().await.unwrap();
+    for action in ["canary_started", "canary_rolled_back", "canary_promoted"] {
+        assert!(trail.contains(action), "{action} is audited");
+    }
+}
+
+#[actix_web::test]
+async fn off_policy_evaluation_of_a_candidate_policy_from_logged_decisions() {
+    let app = spawn_app().await;
+    for i in 0..6 {
+        let id = format!("ope-{i}");
+        outdoor_fan(&app, &id).await;
+        let d = decide(&app, &id, "home-hero").await;
+        outcome(&app, &d, if first(&d) == "outdoor-gear" { "click" } else { "impression" }).await;
+    }
+    let cms = app.token(Role::Cms, None);
+    let params = json!({"alpha": 0.0, "lambda": 10.0, "epsilon": 0.1, "prior": [0.02, 0.3, 0.2, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 0.03]});
+    let (status, report) =
+        app.post("/v1/decide/slots/home-hero/evaluate", Some(&cms), &json!({"params": params})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["rounds"], 6);
+    for estimator in ["logged", "ips", "snips", "doubly_robust"] {
+        let e = &report[estimator];
+        let v = e["value"].as_f64().expect(estimator);
+        assert!(e["ci_low"].as_f64().unwrap() <= v && v <= e["ci_high"].as_f64().unwrap(), "{estimator}: {e}");
+    }
+    let (status, body) = app.post("/v1/decide/slots/home-cta/evaluate", Some(&cms), &json!({"params": params})).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("version_conflict")), "nothing logged for that slot");
+}
+
+#[actix_web::test]
+async fn the_personalizer_rank_and_reward_api_is_served_by_the_same_engine() {
+    let app = spawn_app().await;
+    outdoor_fan(&app, "pam").await;
+    let cms = app.token(Role::Cms, None);
+    let body = json!({
+        "contextFeatures": [{"anonymousId": "pam"}, {"device": "mobile"}],
+        "actions": [
+            {"id": "generic", "features": [{"category": "misc"}]},
+            {"id": "tents", "features": [{"category": "outdoor"}]},
+            {"id": "shoes", "features": [{"category": "running"}]}
+        ],
+        "excludedActions": ["shoes"],
+        "eventId": "evt-1",
+        "deferActivation": false
+    });
+    let (status, ranked) = app.post("/personalizer/v1.0/rank", Some(&cms), &body).await;
+    assert_eq!(status, 201, "{ranked}");
+    assert_eq!(ranked["eventId"], "evt-1");
+    let ranking = ranked["ranking"].as_array().unwrap();
+    assert_eq!(ranking.len(), 3, "{ranked}");
+    assert_eq!(ranking[2], json!({"id": "shoes", "probability": 0.0}));
+    assert_eq!(ranked["rewardActionId"], ranking[0]["id"]);
+    let p = ranking[0]["probability"].as_f64().unwrap();
+    assert!(p > 0.0 && p <= 1.0);
+    let r = app
+        .client
+        .post(format!("{}/personalizer/v1.0/events/evt-1/reward", app.address))
+        .bearer_auth(&cms)
+        .json(&json!({"value": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (status, body) = app.post("/personalizer/v1.0/events/nope/reward", Some(&cms), &json!({"value": 1.0})).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("unknown_event")));
+}
+
+#[actix_web::test]
+async fn recommendations_fall_back_to_popularity_and_refuse_bad_input() {
+    let app = spawn_app().await;
+    outdoor_fan(&app, "rita").await;
+    let cms = app.token(Role::Cms, None);
+    let (status, body) = app.get("/v1/recommendations?anonymousId=stranger&count=3", Some(&cms)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["mode"].as_str(), body["reason"].as_str()), (Some("non_personalized"), Some("no_consent")));
+    let (status, body) = app.get("/v1/recommendations?anonymousId=rita&count=2&exclude=seen", Some(&cms)).await;
+    assert_eq!(status, 200, "{body}");
+    // No recommender is trained yet: a cold start, never an item she has seen.
+    assert_eq!(body["reason"], "cold_start");
+    let (status, body) = app.get("/v1/recommendations?anonymousId=rita&exclude=everything", Some(&cms)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_exclude")));
+}
+
+#[actix_web::test]
+async fn bad_requests_get_typed_errors_and_roles_are_enforced() {
+    let app = spawn_app().await;
+    let cms = app.token(Role::Cms, None);
+    let site = app.site();
+    let cases = [
+        (json!({"slot": "home-hero"}), 400, "missing_id"),
+        (json!({"anonymousId": "a", "slot": "nope"}), 404, "unknown_slot"),
+        (json!({"anonymousId": "a", "slot": "home-hero", "candidates": ["ghost"]}), 400, "invalid_candidates"),
+        (json!({"anonymousId": "a", "slot": "home-hero", "bogus": 1}), 400, "invalid_json"),
+        (json!({"anonymousId": 7, "slot": "home-hero"}), 400, "invalid_json"),
+    ];
+    for (body, status, code) in cases {
+        let (s, b) = app.post("/v1/decide", Some(&cms), &body).await;
+        assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{body} → {b}");
+    }
+    let r = app
+        .client
+        .post(format!("{}/v1/decide", app.address))
+        .bearer_auth(&cms)
+        .header("content-type", "application/json")
+        .body(vec![0xff, 0xfe])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A public site key decides for an anonymous id only; a subject token not at all.
+    let (s, b) = app.post("/v1/decide", Some(&site), &json!({"userId": "u-1", "slot": "home-hero"})).await;
+    assert_eq!((s, b["code"].as_str()), (403, Some("user_id_not_allowed")));
+    let (s, _) = app.post("/v1/decide", Some(&site), &json!({"anonymousId": "a-1", "slot": "home-hero"})).await;
+    assert_eq!(s, 200);
+    let subject = app.token(Role::Subject, Some("a-1"));
+    let (s, _) = app.post("/v1/decide", Some(&subject), &json!({"anonymousId": "a-1", "slot": "home-hero"})).await;
+    assert_eq!(s, 403);
+    let (s, _) = app.post("/v1/decide", None, &json!({"anonymousId": "a-1", "slot": "home-hero"})).await;
+    assert_eq!(s, 401);
+    let (s, b) = app
+        .post(
+            "/v1/outcomes",
+            Some(&cms),
+            &json!({"decisionId": "0193b5d2-8c1e-7a00-9000-000000000000", "type": "click"}),
+        )
+        .await;
+    assert_eq!((s, b["code"].as_str()), (404, Some("unknown_decision")));
+    let (s, b) = app.post("/v1/outcomes", Some(&cms), &json!({"decisionId": "x", "type": "click"})).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("invalid_json")));
+    // A site cannot forge a decision receipt with a track call.
+    let (s, _) = app.consent("forger", &["analytics", "personalization"], &[]).await;
+    assert_eq!(s, 201);
+    for name in ["Decision Served", "Outcome Recorded"] {
+        let (s, b) = app
+            .post(
+                "/v1/track",
+                Some(&site),
+                &json!({"anonymousId": "forger", "event": name, "properties": {"slot": "x"}}),
+            )
+            .await;
+        assert_eq!((s, b["code"].as_str()), (400, Some("reserved_event")), "{name}: {b}");
+    }
+    assert_eq!(app.stored("forger"), 1, "only the consent record");
+    // The service keeps serving.
+    assert_eq!(decide(&app, "a-1", "home-hero").await["slot"], "home-hero");
+}
+
+#[actix_web::test]
+async fn recommendations_come_from_the_live_recommender_with_consent() {
+    let app = spawn_app().await;
+    // Two visitors with overlapping tastes; a third who never consented.
+    for (id, items) in [("ann", ["tent", "stove", "lamp"]), ("ben", ["tent", "stove", "boots"])] {
+        let (status, _) = app.consent(id, &["analytics", "personalization"], &[]).await;
+        assert_eq!(status, 201);
+        for item in items {
+            let (status, body) = app
+                .post(
+                    "/v1/track",
+                    Some(&app.site()),
+                    &json!({"anonymousId": id, "event": "Product Viewed", "messageId": format!("{id}-{item}"),
+                        "properties": {"product_id": item, "category": "outdoor"}}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    app.views.catch_up().unwrap();
+    let engine = Arc::clone(&app.engine);
+    let report = actix_web::web::block(move || engine.personalizer().train("test")).await.unwrap().expect("trained");
+    assert_eq!(report.subjects, 2);
+    let cms = app.token(Role::Cms, None);
+    let (status, body) = app.get("/v1/recommendations?anonymousId=ann&count=3&exclude=seen", Some(&cms)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["mode"], "personalized", "{body}");
+    let ids: Vec<&str> = body["items"].as_array().unwrap().iter().filter_map(|i| i["id"].as_str()).collect();
+    assert_eq!(ids.first(), Some(&"boots"), "what her neighbour saw and she did not: {body}");
+    assert!(!ids.contains(&"tent") && !ids.contains(&"lamp"), "nothing she has seen: {body}");
+    // Related items need no subject.
+    let (status, body) = app.get("/v1/recommendations?item=tent&count=2", Some(&cms)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body["items"].as_array().unwrap().is_empty(), "{body}");
+    // Without consent: popularity, and it says why.
+    let (_, body) = app.get("/v1/recommendations?anonymousId=cal&count=3", Some(&cms)).await;
+    assert_eq!((body["mode"].as_str(), body["reason"].as_str()), (Some("non_personalized"), Some("no_consent")));
+    assert_eq!(body["items"][0]["id"], "stove", "the most engaged item first (ties by id): {body}");
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# /v1/decide under wrk, beside a bare actix-web handler in the same run: the most requests/s at a fixed
+# concurrency, then a paced run at RATE requests/s (default 5000) for the latency percentiles.
+#
+#   tests/load/decide.sh [SUBJECTS] [RATE]
+#
+# Needs `wrk` (apt-get install wrk). Builds lethe-bench in release mode.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SUBJECTS=${1:-100000}
+RATE=${2:-5000}
+CONNECTIONS=${CONNECTIONS:-50}
+command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
+cargo build --release -q -p lethe-bench
+out=$(mktemp)
+./target/release/lethe-bench decide --subjects "$SUBJECTS" --hold 600 >"$out" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -f "$out"' EXIT
+for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done
+grep -v '^TOKEN=' "$out"
+eval "$(grep -E '^(LETHE_PORT|BARE_PORT|SUBJECTS|TOKEN)=' "$out")"
+export TOKEN SUBJECTS
+run() { # name port connections rate
+  local name=$1 port=$2 c=$3 rate=$4
+  RATE=$rate CONNECTIONS=$c wrk -t2 -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
+    | awk -v name="$name" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {err=$NF}
+        END {printf "%-40s %10s req/s  p50 %8s  p99 %8s  non-2xx %s\n", name, rps, p50, p99, (err==""?0:err)}'
+}
+run "bare actix, constant (max, 64 conn)" "$BARE_PORT" 64 0
+run "lethe /v1/decide (max, 64 conn)" "$LETHE_PORT" 64 0
+run "bare actix, constant @ ${RATE}/s" "$BARE_PORT" "$CONNECTIONS" "$RATE"
+run "lethe /v1/decide @ ${RATE}/s" "$LETHE_PORT" "$CONNECTIONS" "$RATE"
