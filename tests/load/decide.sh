@@ -20,9 +20,9 @@ for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done
 grep -v '^TOKEN=' "$out"
 eval "$(grep -E '^(LETHE_PORT|BARE_PORT|SUBJECTS|TOKEN)=' "$out")"
 export TOKEN SUBJECTS
-run() { # name port connections rate
-  local name=$1 port=$2 c=$3 rate=$4
-  RATE=$rate CONNECTIONS=$c wrk -t2 -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
+run() { # name port connections rate [threads]
+  local name=$1 port=$2 c=$3 rate=$4 t=${5:-2}
+  RATE=$rate CONNECTIONS=$c wrk -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
     | awk -v name="$name" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {err=$NF}
         END {printf "%-40s %10s req/s  p50 %8s  p99 %8s  non-2xx %s\n", name, rps, p50, p99, (err==""?0:err)}'
 }

@@ -309,6 +309,13 @@ pub fn run(
             }
         }
         println!("engagement model trained online on {outcomes} outcomes in {:.1} s", trained.elapsed().as_secs_f64());
+        let sample: Value = client.post(&url).bearer_auth(&token).json(&bodies[7]).send().await?.json().await?;
+        println!(
+            "a sample decision: mode {}, {} variants, model {}",
+            sample["mode"],
+            sample["variants"].as_array().map_or(0, Vec::len),
+            sample["modelVersion"]
+        );
         if let Some(hold) = hold {
             println!("LETHE_PORT={lethe_port} BARE_PORT={bare_port} SUBJECTS={}", bodies.len());
             println!("TOKEN={token}");

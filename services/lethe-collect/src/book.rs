@@ -67,6 +67,11 @@ impl ConsentBook {
         self.consents.read().expect("book lock").get(subject).cloned().unwrap_or_default()
     }
 
+    /// Runs `f` over the subject's history in place (no copy); `None` when the book has none.
+    pub fn with_history<T>(&self, subject: &Pseudonym, f: impl FnOnce(Option<&ConsentHistory>) -> T) -> T {
+        f(self.consents.read().expect("book lock").get(subject))
+    }
+
     /// The verdict for a purpose, read in place (no copy of the history).
     pub fn verdict(
         &self,

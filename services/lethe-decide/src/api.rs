@@ -187,17 +187,31 @@ pub async fn decide(
     Ok(HttpResponse::Ok().json(decision_json(&d)))
 }
 
-fn decision_json(d: &Decision) -> Value {
-    json!({
-        "decisionId": d.decision_id,
-        "slot": d.slot,
-        "mode": d.mode,
-        "reason": d.reason,
-        "modelVersion": d.model_version,
-        "explored": d.explored,
-        "consentRecord": d.consent_record,
-        "variants": d.variants,
-    })
+/// A decision as the API answers it.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DecisionOut<'a> {
+    decision_id: Uuid,
+    slot: &'a str,
+    mode: crate::engine::Mode,
+    reason: Option<Reason>,
+    model_version: Option<&'a str>,
+    explored: bool,
+    consent_record: Option<Uuid>,
+    variants: &'a [crate::engine::Chosen],
+}
+
+fn decision_json(d: &Decision) -> DecisionOut<'_> {
+    DecisionOut {
+        decision_id: d.decision_id,
+        slot: &d.slot,
+        mode: d.mode,
+        reason: d.reason,
+        model_version: d.model_version.as_deref(),
+        explored: d.explored,
+        consent_record: d.consent_record,
+        variants: &d.variants,
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -83,6 +83,9 @@ impl From<&Variant> for Candidate {
     }
 }
 
+/// The candidates of a decision, shared (a slot's declared variants are built once).
+pub type Candidates = Arc<Vec<Candidate>>;
+
 /// One chosen variant in an answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Chosen {
@@ -422,6 +425,7 @@ pub struct OutcomeReceipt {
 /// The decision engine of `lethe serve`.
 pub struct Engine {
     pub slots: Slots,
+    declared: Vec<Candidates>,
     state: Vec<RwLock<SlotState>>,
     records: Shards<Record>,
     contributions: Mutex<HashMap<Pseudonym, Vec<Contribution>>>,
@@ -485,7 +489,7 @@ pub enum Gate {
 /// The work the scorer does off the request thread.
 #[derive(Debug)]
 pub struct Scoring {
-    candidates: Vec<Candidate>,
+    candidates: Candidates,
     xs: Vec<[f64; D]>,
     count: usize,
     version: Option<(ModelId, String, f64)>,
@@ -546,7 +550,9 @@ impl Engine {
             .name("decision-receipts".into())
             .spawn(move || write_receipts(store.as_ref(), &rx))
             .map_err(registry_error)?;
+        let declared = slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
         let engine = Arc::new(Self {
+            declared,
             slots,
             state,
             records: Shards::new(),
@@ -590,27 +596,33 @@ impl Engine {
         let policies = &self.collect.policies;
         let sale_share = Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose");
         let requires = policies.purpose(&slot.purpose).is_none_or(|p| p.requires_consent());
-        let history = self.collect.book.history(&subject);
-        let current = history.current();
-        if slot.honor_opt_out {
-            if req.gpc || current.gpc {
-                return (subject, Gate::NonPersonalized(Reason::Gpc));
+        let empty = lethe_consent::ConsentHistory::default();
+        let gate = self.collect.book.with_history(&subject, |history| {
+            let history = history.unwrap_or(&empty);
+            let current = history.current();
+            if slot.honor_opt_out {
+                if req.gpc || current.gpc {
+                    return Err(Reason::Gpc);
+                }
+                // An explicit opt-out (the subject API, a GPC signal, an import) — not a banner that
+                // merely left the advertising purpose unticked, which says nothing about this slot.
+                let opted_out = current
+                    .purposes
+                    .get(&sale_share)
+                    .is_some_and(|s| !s.granted && s.method != lethe_consent::ConsentMethod::Banner);
+                if opted_out {
+                    return Err(Reason::OptedOut);
+                }
             }
-            // An explicit opt-out (the subject API, a GPC signal, an import) — not a banner that
-            // merely left the advertising purpose unticked, which says nothing about this slot.
-            let opted_out = current
-                .purposes
-                .get(&sale_share)
-                .is_some_and(|s| !s.granted && s.method != lethe_consent::ConsentMethod::Banner);
-            if opted_out {
-                return (subject, Gate::NonPersonalized(Reason::OptedOut));
+            if let Some(reason) = reason_of(history.verdict(&slot.purpose, requires, &sale_share)) {
+                return Err(reason);
             }
-        }
-        let verdict = history.verdict(&slot.purpose, requires, &sale_share);
-        if let Some(reason) = reason_of(verdict) {
-            return (subject, Gate::NonPersonalized(reason));
-        }
-        let consent_record = current.purposes.get(&slot.purpose).map(|s| s.record_id);
+            Ok(current.purposes.get(&slot.purpose).map(|s| s.record_id))
+        });
+        let consent_record = match gate {
+            Ok(record) => record,
+            Err(reason) => return (subject, Gate::NonPersonalized(reason)),
+        };
         (subject, Gate::Personalize { subject, consent_record })
     }
 
@@ -619,9 +631,10 @@ impl Engine {
     ///
     /// # Errors
     /// Unknown or duplicate candidate ids, candidates sent to a closed slot.
-    pub fn candidates(&self, slot: &Slot, req: &DecideRequest) -> Result<(Vec<Candidate>, usize), DecideError> {
-        let declared: Vec<Candidate> = slot.variants.iter().map(Candidate::from).collect();
-        let Some(sent) = &req.candidates else { return Ok((declared, slot.default)) };
+    pub fn candidates(&self, slot: &Slot, req: &DecideRequest) -> Result<(Candidates, usize), DecideError> {
+        let index = self.slots.index_of(&slot.id).ok_or_else(|| DecideError::UnknownSlot(slot.id.clone()))?;
+        let declared = &self.declared[index];
+        let Some(sent) = &req.candidates else { return Ok((Arc::clone(declared), slot.default)) };
         if sent.is_empty() || sent.len() > crate::slots::MAX_CANDIDATES {
             return Err(DecideError::BadCandidates(format!(
                 "send 1..={} candidates, or none for the slot's own",
@@ -634,7 +647,7 @@ impl Engine {
         }
         if slot.open_candidates {
             // The caller's first action is its baseline (the Personalizer API's convention).
-            return Ok((sent.clone(), 0));
+            return Ok((Arc::new(sent.clone()), 0));
         }
         let mut out = Vec::with_capacity(sent.len());
         for c in sent {
@@ -645,7 +658,7 @@ impl Engine {
             out.push(v.clone());
         }
         let default = out.iter().position(|c| c.id == slot.default_variant().id).unwrap_or(0);
-        Ok((out, default))
+        Ok((Arc::new(out), default))
     }
 
     /// Prepares the scoring of a personalized decision: features and a copy-free snapshot of the
@@ -654,7 +667,7 @@ impl Engine {
         &self,
         slot_index: usize,
         subject: &Pseudonym,
-        candidates: Vec<Candidate>,
+        candidates: Candidates,
         default: usize,
         ctx: &Context,
         count: usize,
@@ -729,7 +742,7 @@ impl Engine {
         scoring: Option<Scoring>,
         scored: Result<Scored, Reason>,
         ctx: &Context,
-        fallback: (Vec<Candidate>, usize, usize),
+        fallback: (Candidates, usize, usize),
         slot_index: usize,
     ) -> Decision {
         let slot = &self.slots.all()[slot_index];
