@@ -807,7 +807,7 @@ impl Engine {
                 mode,
                 variant: first.clone(),
                 x: x.filter(|_| mode == Mode::Personalized),
-                candidates: logged_candidates,
+                candidates: logged_candidates.clone(),
                 propensity,
                 impressed: false,
                 clicked: false,
@@ -832,6 +832,7 @@ impl Engine {
                         "consent_record": consent_record,
                         "purpose": slot.purpose,
                         "features": x,
+                        "candidate_features": logged_candidates.as_ref().map(|(xs, _)| xs),
                     },
                 },
                 "context": {
@@ -1228,6 +1229,12 @@ impl Engine {
             }
             let version = p["model"].as_str().and_then(|m| m.split('#').next()).and_then(|s| s.parse::<ModelId>().ok());
             let x: Option<[f64; D]> = serde_json::from_value(p["policy"]["features"].clone()).ok();
+            let variant = p["variant"].as_str().unwrap_or_default().to_owned();
+            let xs: Option<Vec<[f64; D]>> = serde_json::from_value(p["policy"]["candidate_features"].clone()).ok();
+            let chosen = p["policy"]["candidates"]
+                .as_array()
+                .and_then(|c| c.iter().position(|id| id.as_str() == Some(variant.as_str())));
+            let candidates = xs.zip(chosen).filter(|(xs, chosen)| *chosen < xs.len());
             let mode = serde_json::from_value(p["policy"]["mode"].clone()).unwrap_or(Mode::Personalized);
             self.records.shard(&id).insert(
                 id,
@@ -1237,9 +1244,9 @@ impl Engine {
                     slot,
                     version,
                     mode,
-                    variant: p["variant"].as_str().unwrap_or_default().to_owned(),
+                    variant,
                     x,
-                    candidates: None,
+                    candidates,
                     propensity: p["policy"]["propensity"].as_f64().unwrap_or(1.0),
                     impressed: false,
                     clicked: false,

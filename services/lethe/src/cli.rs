@@ -140,6 +140,35 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// The decision service's policies.
+    Decide {
+        #[command(subcommand)]
+        command: DecideCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DecideCommand {
+    /// Estimates the click-through rate a candidate policy would have had on a slot's logged
+    /// personalized decisions (IPS, self-normalized IPS, doubly robust, with 95 % intervals), beside
+    /// the logged policy's own.
+    Evaluate {
+        /// The slot.
+        #[arg(long)]
+        slot: String,
+        /// Exploration bonus of the candidate's linear model.
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Ridge regularization of the candidate's linear model.
+        #[arg(long, default_value_t = 10.0)]
+        lambda: f64,
+        /// Exploration share of the candidate (default: the slot's).
+        #[arg(long)]
+        epsilon: Option<f64>,
+        /// Clip importance weights at this value.
+        #[arg(long)]
+        max_weight: Option<f64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -418,6 +447,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Decide { command: DecideCommand::Evaluate { slot, alpha, lambda, epsilon, max_weight } } => {
+            let privacy = open_privacy(&cli, store()?)?;
+            let personalizer = open_personalizer(&cli, Arc::clone(&privacy))?;
+            let views = Arc::new(
+                lethe_personalize::Views::replay(Arc::clone(&privacy.collect.store), &privacy.collect.policies)
+                    .context("cannot build the feature views")?,
+            );
+            let slots = load_slots(cli.policies.as_deref(), &privacy.collect.policies)?;
+            let engine =
+                lethe_decide::Engine::open(slots, privacy.collect.clone(), views, personalizer, Arc::clone(&privacy))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+            let index = engine.slots.index_of(slot).with_context(|| format!("no slot `{slot}` is declared"))?;
+            let params = lethe_decide::engine::PolicyParams {
+                alpha: *alpha,
+                lambda: *lambda,
+                epsilon: *epsilon,
+                ..lethe_decide::engine::PolicyParams::default()
+            };
+            let report = lethe_decide::ope::evaluate_slot(&engine, index, &params, *max_weight)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Requests { command: RequestsCommand::List { all } } => {
