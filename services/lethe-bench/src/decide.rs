@@ -6,18 +6,18 @@
 //! percentiles of a paced run at `rate` requests/s (latency measured from the scheduled send
 //! time, so a stall counts against every request it delays).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use anyhow::Context;
 use lethe::app::{Application, Settings};
 use lethe_auth::{AuthConfig, Issuer, Role, SigningKeys};
 use lethe_collect::auth::Auth;
 use lethe_collect::ratelimit::{Limits, Rate, RateLimiter};
 use lethe_collect::CollectState;
-use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice};
+use lethe_consent::ConsentMethod;
+
+use crate::load::{consent, load, pct, start, Run};
 use lethe_crypto::{Keyring, MasterSource};
 use lethe_domain::{EventType, ExpectedVersion, NewEvent, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros};
 use lethe_eventlog::{AppendRequest, EventStore, LogConfig, SledEventLog};
@@ -43,41 +43,6 @@ fn slots_toml() -> String {
     s
 }
 
-fn consent(policies: &Policies) -> anyhow::Result<NewEvent> {
-    let notice = policies.notices().next().context("a notice")?;
-    let record = ConsentRecord {
-        record_id: uuid::Uuid::new_v4(),
-        collected_at: UtcMicros::now(),
-        jurisdiction: "EU".into(),
-        method: ConsentMethod::Banner,
-        notice: NoticeRef {
-            id: notice.id().as_str().to_owned(),
-            version: notice.version().get(),
-            content_hash: notice.content_hash().to_owned(),
-        },
-        choices: ["analytics", "personalization"]
-            .iter()
-            .map(|p| PurposeChoice {
-                purpose: Purpose::parse(p).expect("valid"),
-                granted: true,
-                legal_basis: "consent".into(),
-            })
-            .collect(),
-        recipients: vec![],
-        locale: "en".into(),
-        gpc: false,
-        sdk_version: None,
-    };
-    Ok(NewEvent {
-        event_type: EventType::parse("consent.changed")?,
-        schema_version: SchemaVersion::new(1)?,
-        purpose: Purpose::necessary(),
-        time: record.collected_at,
-        retention: Retention::UntilErased,
-        payload: serde_json::to_vec(&record)?,
-    })
-}
-
 fn page_view(subject: usize, i: usize) -> anyhow::Result<NewEvent> {
     let category = format!("cat-{}", (subject + i * (subject % 3)) % CATEGORIES);
     let payload = json!({
@@ -95,84 +60,6 @@ fn page_view(subject: usize, i: usize) -> anyhow::Result<NewEvent> {
     })
 }
 
-struct Run {
-    latencies: Vec<Duration>,
-    errors: u64,
-    elapsed: Duration,
-}
-
-impl Run {
-    fn rps(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-/// `rate`: None for as fast as possible (closed loop), else requests/s in total (open loop, latency
-/// from the scheduled time).
-async fn load(
-    url: String,
-    token: String,
-    bodies: Arc<Vec<Value>>,
-    concurrency: usize,
-    seconds: u64,
-    rate: Option<f64>,
-) -> Run {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
-    let stop = Arc::new(AtomicBool::new(false));
-    let all = Arc::new(Mutex::new((Vec::new(), 0u64)));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for t in 0..concurrency {
-        let (client, url, token, bodies, stop, all) =
-            (client.clone(), url.clone(), token.clone(), Arc::clone(&bodies), Arc::clone(&stop), Arc::clone(&all));
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            let mut i = t;
-            let period = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
-            let mut next = Instant::now() + period.map_or(Duration::ZERO, |p| p.mul_f64(t as f64 / concurrency as f64));
-            while !stop.load(Ordering::Relaxed) {
-                if period.is_some() {
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
-                }
-                let body = &bodies[i % bodies.len()];
-                i += concurrency;
-                let scheduled = if period.is_some() { next } else { Instant::now() };
-                match client.post(&url).bearer_auth(&token).json(body).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        lat.push(scheduled.elapsed());
-                    }
-                    _ => errors += 1,
-                }
-                if let Some(p) = period {
-                    next += p;
-                }
-            }
-            let mut all = all.lock().expect("lock");
-            all.0.extend(lat);
-            all.1 += errors;
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = start.elapsed();
-    let (mut latencies, errors) = std::mem::take(&mut *all.lock().expect("lock"));
-    latencies.sort();
-    Run { latencies, errors, elapsed }
-}
-
-fn pct(l: &[Duration], p: f64) -> f64 {
-    if l.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((l.len() as f64 - 1.0) * p).round() as usize;
-    l[i].as_secs_f64() * 1e3
-}
-
 fn row(name: &str, run: &Run, bare: Option<&Run>) {
     let ratio = bare.map_or(String::new(), |b| format!("{:>5.0}% of bare", 100.0 * run.rps() / b.rps()));
     println!(
@@ -183,27 +70,6 @@ fn row(name: &str, run: &Run, bare: Option<&Run>) {
         pct(&run.latencies, 0.999),
         run.errors
     );
-}
-
-fn start<F>(make: F) -> anyhow::Result<u16>
-where
-    F: FnOnce() -> anyhow::Result<(u16, actix_web::dev::Server)> + Send + 'static,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            match make() {
-                Ok((port, server)) => {
-                    let _ = tx.send(Ok(port));
-                    let _ = server.await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-    });
-    rx.recv().context("server thread")?
 }
 
 async fn constant() -> HttpResponse {
@@ -227,7 +93,7 @@ pub fn run(
     let mut requests = Vec::with_capacity(1000);
     for s in 0..subjects {
         let subject = store.pseudonymize(&SubjectId::parse(&format!("bench-{s}"))?);
-        let mut events = vec![consent(&policies)?];
+        let mut events = vec![consent(&policies, "EU", ConsentMethod::Banner, "en")?];
         for i in 0..3 {
             events.push(page_view(s, i)?);
         }

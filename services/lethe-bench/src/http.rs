@@ -3,9 +3,10 @@
 //! a bare actix-web handler that answers a constant. Prints requests/s, events/s and latency
 //! percentiles for batches of 100 events and for single events.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::load::{load, pct, start, Run};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
@@ -21,92 +22,13 @@ use serde_json::{json, Value};
 
 const SUBJECTS: usize = 1_000;
 
-/// Starts a server on its own thread and actix system; returns its port.
-fn start<F>(make: F) -> anyhow::Result<u16>
-where
-    F: FnOnce() -> anyhow::Result<(u16, actix_web::dev::Server)> + Send + 'static,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            match make() {
-                Ok((port, server)) => {
-                    let _ = tx.send(Ok(port));
-                    let _ = server.await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-    });
-    rx.recv().context("server thread")?
-}
-
 async fn constant() -> HttpResponse {
     HttpResponse::Ok().json(json!({"success": true}))
 }
 
-struct Run {
-    requests: u64,
-    latencies: Vec<Duration>,
-    errors: u64,
-    elapsed: Duration,
-}
-
-async fn load(url: String, token: String, bodies: Arc<Vec<Value>>, concurrency: usize, seconds: u64) -> Run {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
-    let stop = Arc::new(AtomicBool::new(false));
-    let all = Arc::new(Mutex::new((Vec::new(), 0u64)));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for t in 0..concurrency {
-        let (client, url, token, bodies, stop, all) =
-            (client.clone(), url.clone(), token.clone(), Arc::clone(&bodies), Arc::clone(&stop), Arc::clone(&all));
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            let mut i = t;
-            while !stop.load(Ordering::Relaxed) {
-                let body = &bodies[i % bodies.len()];
-                i += concurrency;
-                let sent = Instant::now();
-                match client.post(&url).bearer_auth(&token).json(body).send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        lat.push(sent.elapsed());
-                    }
-                    _ => errors += 1,
-                }
-            }
-            let mut all = all.lock().expect("lock");
-            all.0.extend(lat);
-            all.1 += errors;
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = start.elapsed();
-    let (mut latencies, errors) = std::mem::take(&mut *all.lock().expect("lock"));
-    latencies.sort();
-    Run { requests: latencies.len() as u64, latencies, errors, elapsed }
-}
-
-fn pct(l: &[Duration], p: f64) -> f64 {
-    if l.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((l.len() as f64 - 1.0) * p).round() as usize;
-    l[i].as_secs_f64() * 1e3
-}
-
 fn row(name: &str, run: &Run, events_per_request: u64, bare: Option<&Run>) {
-    let rps = run.requests as f64 / run.elapsed.as_secs_f64();
-    let ratio = bare
-        .map_or(String::new(), |b| format!("{:>6.0}%", 100.0 * rps / (b.requests as f64 / b.elapsed.as_secs_f64())));
+    let rps = run.rps();
+    let ratio = bare.map_or(String::new(), |b| format!("{:>6.0}%", 100.0 * rps / b.rps()));
     println!(
         "{name:<34} {rps:>10.0} req/s {:>10.0} events/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {:>3} {ratio}",
         rps * events_per_request as f64,
@@ -192,15 +114,15 @@ pub fn run(seconds: u64, concurrency: usize, workers: usize, hold: Option<u64>) 
             return anyhow::Ok(());
         }
         println!("lethe-bench http: {seconds} s per cell, {concurrency} connections, {workers} server workers, 2 cores shared with the load generator");
-        let bare = load(format!("http://127.0.0.1:{bare_port}/v1/batch"), token.clone(), Arc::clone(&batches), concurrency, seconds).await;
+        let bare = load(format!("http://127.0.0.1:{bare_port}/v1/batch"), token.clone(), Arc::clone(&batches), concurrency, seconds, None).await;
         row("bare actix, batch of 100", &bare, 100, None);
-        let lethe = load(format!("http://127.0.0.1:{lethe_port}/v1/batch"), token.clone(), Arc::clone(&batches), concurrency, seconds).await;
+        let lethe = load(format!("http://127.0.0.1:{lethe_port}/v1/batch"), token.clone(), Arc::clone(&batches), concurrency, seconds, None).await;
         row("lethe /v1/batch, 100 subjects", &lethe, 100, Some(&bare));
-        let lethe = load(format!("http://127.0.0.1:{lethe_port}/v1/batch"), token.clone(), Arc::clone(&visitor_batches), concurrency, seconds).await;
+        let lethe = load(format!("http://127.0.0.1:{lethe_port}/v1/batch"), token.clone(), Arc::clone(&visitor_batches), concurrency, seconds, None).await;
         row("lethe /v1/batch, 1 visitor", &lethe, 100, Some(&bare));
-        let bare = load(format!("http://127.0.0.1:{bare_port}/v1/track"), token.clone(), Arc::clone(&singles), concurrency, seconds).await;
+        let bare = load(format!("http://127.0.0.1:{bare_port}/v1/track"), token.clone(), Arc::clone(&singles), concurrency, seconds, None).await;
         row("bare actix, single event", &bare, 1, None);
-        let lethe = load(format!("http://127.0.0.1:{lethe_port}/v1/track"), token.clone(), Arc::clone(&singles), concurrency, seconds).await;
+        let lethe = load(format!("http://127.0.0.1:{lethe_port}/v1/track"), token.clone(), Arc::clone(&singles), concurrency, seconds, None).await;
         row("lethe /v1/track, single event", &lethe, 1, Some(&bare));
         anyhow::Ok(())
     })?;

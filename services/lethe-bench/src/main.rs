@@ -4,6 +4,7 @@
 mod audit;
 mod decide;
 mod http;
+mod load;
 mod ml;
 mod obd;
 mod privacy;

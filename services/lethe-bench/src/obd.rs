@@ -16,7 +16,7 @@ use anyhow::Context;
 use lethe_bandit::{
     doubly_robust, ips, on_policy, snips, EpsilonGreedy, Estimate, Exploration, LoggedRound, OpeOptions,
 };
-use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice};
+use lethe_consent::ConsentMethod;
 use lethe_crypto::MasterSource;
 use lethe_decide::engine::{Model, PolicyParams};
 use lethe_decide::features::{self, Context as DecisionContext, D};
@@ -92,41 +92,6 @@ fn event(kind: &str, category: &str, item: usize, n: usize) -> anyhow::Result<Ne
     })
 }
 
-fn consent(policies: &Policies) -> anyhow::Result<NewEvent> {
-    let notice = policies.notices().next().context("a notice")?;
-    let record = ConsentRecord {
-        record_id: uuid::Uuid::new_v4(),
-        collected_at: UtcMicros::now(),
-        jurisdiction: "JP".into(),
-        method: ConsentMethod::Import,
-        notice: NoticeRef {
-            id: notice.id().as_str().to_owned(),
-            version: notice.version().get(),
-            content_hash: notice.content_hash().to_owned(),
-        },
-        choices: ["analytics", "personalization"]
-            .iter()
-            .map(|p| PurposeChoice {
-                purpose: Purpose::parse(p).expect("valid"),
-                granted: true,
-                legal_basis: "consent".into(),
-            })
-            .collect(),
-        recipients: vec![],
-        locale: "ja".into(),
-        gpc: false,
-        sdk_version: None,
-    };
-    Ok(NewEvent {
-        event_type: EventType::parse("consent.changed")?,
-        schema_version: SchemaVersion::new(1)?,
-        purpose: Purpose::necessary(),
-        time: record.collected_at,
-        retention: Retention::UntilErased,
-        payload: serde_json::to_vec(&record)?,
-    })
-}
-
 fn show(name: &str, e: &Estimate) {
     println!(
         "{name:<44} CTR {:>7.4} %   95 % CI [{:>7.4} %, {:>7.4} %]   rounds {}",
@@ -156,7 +121,13 @@ pub fn run(data: &Path, epsilon: f64) -> anyhow::Result<()> {
     }
     let consents = visitors
         .values()
-        .map(|p| Ok(AppendRequest { subject: *p, expected: ExpectedVersion::Any, events: vec![consent(&policies)?] }))
+        .map(|p| {
+            Ok(AppendRequest {
+                subject: *p,
+                expected: ExpectedVersion::Any,
+                events: vec![crate::load::consent(&policies, "JP", ConsentMethod::Import, "ja")?],
+            })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     for r in store.append_batch(consents) {
         r?;

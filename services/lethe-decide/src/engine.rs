@@ -890,25 +890,7 @@ impl Engine {
         value: Option<f64>,
     ) -> Result<OutcomeReceipt, DecideError> {
         let now = UtcMicros::now();
-        let (rec, update) = {
-            let mut records = self.records.shard(&decision);
-            let rec = records.get_mut(&decision).ok_or(DecideError::UnknownDecision(decision))?;
-            // (reward to remove, reward to add) on the model
-            let update = match kind {
-                OutcomeKind::Impression if !rec.impressed && !rec.clicked => {
-                    rec.impressed = true;
-                    Some((None, 0.0))
-                }
-                OutcomeKind::Click | OutcomeKind::Conversion if !rec.clicked => {
-                    let previous = rec.impressed.then_some(0.0);
-                    rec.impressed = true;
-                    rec.clicked = true;
-                    Some((previous, 1.0))
-                }
-                _ => None,
-            };
-            (rec.clone(), update)
-        };
+        let (rec, update) = self.mark(decision, kind).ok_or(DecideError::UnknownDecision(decision))?;
         let slot = &self.slots.all()[rec.slot];
         let version_label = rec.version.map(|id| self.version_label(rec.slot, id));
         let first_click = matches!(update, Some((_, r)) if r > 0.0);
@@ -925,15 +907,7 @@ impl Engine {
                 c.value += value.unwrap_or(0.0);
             }
         });
-        if let (Some(subject), Some(x), Some(version), Some((previous, reward))) =
-            (rec.subject, rec.x, rec.version, update)
-        {
-            self.learn(rec.slot, version, &x, previous, reward);
-            let mut all = self.contributions.lock().expect("contributions lock");
-            let list = all.entry(subject).or_default();
-            list.retain(|c| c.decision != decision);
-            list.push(Contribution { slot: rec.slot, version, x, reward, decision });
-        }
+        self.learn_from(decision, &rec, update);
         if let Some(subject) = rec.subject {
             let body = json!({
                 "properties": {
@@ -1062,21 +1036,7 @@ impl Engine {
     /// # Errors
     /// No canary; registry errors.
     pub fn promote(&self, slot: usize, actor: &str, evidence: Option<Value>) -> Result<Value, DecideError> {
-        let s = &self.slots.all()[slot];
-        let mut state = self.state[slot].write().expect("slot lock");
-        let Some((canary, _)) = state.canary.take() else {
-            return Err(DecideError::Conflict(format!("slot `{}` has no canary", s.id)));
-        };
-        if let Err(e) = self.personalizer.registry().set_status(canary.id, Status::Live, UtcMicros::now()) {
-            let label = canary.label();
-            state.canary = Some((canary, 0));
-            return Err(registry_error(format!("{label}: {e}")));
-        }
-        let retired = std::mem::replace(&mut state.live, canary);
-        let detail = json!({"action": "canary_promoted", "slot": s.id, "live": state.live.label(), "retired": retired.label(), "evidence": evidence});
-        drop(state);
-        self.audit(actor, detail.clone());
-        Ok(detail)
+        self.end_canary(slot, actor, evidence, true)
     }
 
     /// Takes the canary out of service (retired, rolled back). Audited.
@@ -1084,17 +1044,39 @@ impl Engine {
     /// # Errors
     /// No canary; registry errors.
     pub fn rollback(&self, slot: usize, actor: &str, evidence: Option<Value>) -> Result<Value, DecideError> {
+        self.end_canary(slot, actor, evidence, false)
+    }
+
+    fn end_canary(
+        &self,
+        slot: usize,
+        actor: &str,
+        evidence: Option<Value>,
+        promote: bool,
+    ) -> Result<Value, DecideError> {
         let s = &self.slots.all()[slot];
         let mut state = self.state[slot].write().expect("slot lock");
         let Some((canary, share)) = state.canary.take() else {
             return Err(DecideError::Conflict(format!("slot `{}` has no canary", s.id)));
         };
-        if let Err(e) = self.personalizer.registry().retire(canary.id, RetireReason::RolledBack, UtcMicros::now()) {
+        let registry = self.personalizer.registry();
+        let now = UtcMicros::now();
+        let changed = if promote {
+            registry.set_status(canary.id, Status::Live, now)
+        } else {
+            registry.retire(canary.id, RetireReason::RolledBack, now)
+        };
+        if let Err(e) = changed {
             let label = canary.label();
             state.canary = Some((canary, share));
             return Err(registry_error(format!("{label}: {e}")));
         }
-        let detail = json!({"action": "canary_rolled_back", "slot": s.id, "retired": canary.label(), "live": state.live.label(), "evidence": evidence});
+        let (action, retired) = if promote {
+            ("canary_promoted", std::mem::replace(&mut state.live, canary).label())
+        } else {
+            ("canary_rolled_back", canary.label())
+        };
+        let detail = json!({"action": action, "slot": s.id, "live": state.live.label(), "retired": retired, "evidence": evidence});
         drop(state);
         self.audit(actor, detail.clone());
         Ok(detail)
@@ -1254,42 +1236,53 @@ impl Engine {
             );
         }
         for (id, kind) in outcomes {
-            let _ = self.replay_outcome(id, kind);
+            self.replay_outcome(id, kind);
         }
         let now = UtcMicros::now();
         self.expire(now);
     }
 
-    fn replay_outcome(&self, decision: Uuid, kind: OutcomeKind) -> Option<()> {
-        let (rec, update) = {
-            let mut records = self.records.shard(&decision);
-            let rec = records.get_mut(&decision)?;
-            let update = match kind {
-                OutcomeKind::Impression if !rec.impressed && !rec.clicked => {
-                    rec.impressed = true;
-                    Some((None, 0.0))
-                }
-                OutcomeKind::Click | OutcomeKind::Conversion if !rec.clicked => {
-                    let previous = rec.impressed.then_some(0.0);
-                    rec.impressed = true;
-                    rec.clicked = true;
-                    Some((previous, 1.0))
-                }
-                _ => None,
-            };
-            (rec.clone(), update)
+    fn replay_outcome(&self, decision: Uuid, kind: OutcomeKind) {
+        if let Some((rec, update)) = self.mark(decision, kind) {
+            self.learn_from(decision, &rec, update);
+        }
+    }
+
+    /// Marks an outcome on a decision's record, once per decision and kind: the record as it is
+    /// now, and the model change the outcome makes (a reward to remove, the reward to add).
+    #[allow(clippy::type_complexity)]
+    fn mark(&self, decision: Uuid, kind: OutcomeKind) -> Option<(Record, Option<(Option<f64>, f64)>)> {
+        let mut records = self.records.shard(&decision);
+        let rec = records.get_mut(&decision)?;
+        let update = match kind {
+            OutcomeKind::Impression if !rec.impressed && !rec.clicked => {
+                rec.impressed = true;
+                Some((None, 0.0))
+            }
+            OutcomeKind::Click | OutcomeKind::Conversion if !rec.clicked => {
+                let previous = rec.impressed.then_some(0.0);
+                rec.impressed = true;
+                rec.clicked = true;
+                Some((previous, 1.0))
+            }
+            _ => None,
         };
+        Some((rec.clone(), update))
+    }
+
+    /// Applies an outcome's model change to the version that decided (personalized decisions
+    /// only) and keeps it per subject for exact unlearning.
+    fn learn_from(&self, decision: Uuid, rec: &Record, update: Option<(Option<f64>, f64)>) {
         let (Some(subject), Some(x), Some(version), Some((previous, reward))) =
             (rec.subject, rec.x, rec.version, update)
         else {
-            return Some(());
+            return;
         };
         self.learn(rec.slot, version, &x, previous, reward);
         let mut all = self.contributions.lock().expect("contributions lock");
         let list = all.entry(subject).or_default();
         list.retain(|c| c.decision != decision);
         list.push(Contribution { slot: rec.slot, version, x, reward, decision });
-        Some(())
     }
 
     /// The logged personalized decisions of a slot that had an impression, with every candidate's

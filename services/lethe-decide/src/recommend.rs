@@ -99,15 +99,7 @@ impl Recommenders {
                     (None, None) => Vec::new(),
                 };
                 if !scored.is_empty() {
-                    let items = views.with(|p| {
-                        scored
-                            .iter()
-                            .filter_map(|(i, s)| {
-                                let key = model.items.get(usize::try_from(i.0).ok()?)?;
-                                Some(describe(p.catalog(), key, *s))
-                            })
-                            .collect()
-                    });
+                    let items = describe_scored(views, &model, &scored);
                     return Answer {
                         items,
                         personalized: true,
@@ -128,15 +120,7 @@ impl Recommenders {
                 if let Ok(i) = u32::try_from(i) {
                     let scored = knn.similar_items(ItemId(i), count, &[]).unwrap_or_default();
                     if !scored.is_empty() {
-                        let items = views.with(|p| {
-                            scored
-                                .iter()
-                                .filter_map(|(i, s)| {
-                                    let key = model.items.get(usize::try_from(i.0).ok()?)?;
-                                    Some(describe(p.catalog(), key, *s))
-                                })
-                                .collect()
-                        });
+                        let items = describe_scored(views, &model, &scored);
                         return Answer {
                             items,
                             personalized: false,
@@ -155,6 +139,19 @@ impl Recommenders {
             model_version: None,
         }
     }
+}
+
+/// The recommender's scored items, described from the catalog.
+fn describe_scored(views: &Views, model: &StoredRecommender, scored: &[(ItemId, f64)]) -> Vec<Item> {
+    views.with(|p| {
+        scored
+            .iter()
+            .filter_map(|(i, s)| {
+                let key = model.items.get(usize::try_from(i.0).ok()?)?;
+                Some(describe(p.catalog(), key, *s))
+            })
+            .collect()
+    })
 }
 
 fn describe(catalog: &lethe_features::ItemCatalog, id: &str, score: f64) -> Item {
