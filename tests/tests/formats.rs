@@ -1,5 +1,5 @@
 //! Every persisted format stays readable (STYLE.md, "Every persisted format is versioned"): golden
-//! fixtures of the stored formats 1, 2 and 3 (`tests/fixtures/`, never regenerated), the
+//! fixtures of the stored formats 1, 2, 3 and 4 (`tests/fixtures/`, never regenerated), the
 //! `page.viewed` payload upcaster (schema v2 drops query strings, which carry identifiers: invariant
 //! 4), and the on-disk layout: an older layout is upgraded at open, a newer one is refused without
 //! touching the data directory. Invariant 1 / R-CRYPTO-1: the fixtures open only with their key and
@@ -209,8 +209,8 @@ fn a_layout_1_data_directory_is_upgraded_at_open() {
         assert_eq!(log.read_all(Position(1)).count(), 6);
     }
     let db = raw_log(dir.path());
-    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 4);
-    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&4u32.to_be_bytes()[..]));
+    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 5);
+    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&5u32.to_be_bytes()[..]));
     // The rebuilt index has one entry per event, pointing at its position.
     let mut expected: Vec<(Vec<u8>, Vec<u8>)> = positions
         .iter()
@@ -316,11 +316,12 @@ fn chunk_records() -> Vec<StoredRecord> {
         .collect()
 }
 
-/// Format 3 is what Lethe writes today: the events of one append as one chunk.
+/// Format 3 is what layouts 3 and 4 wrote: the events of one append as one chunk.
 #[test]
 fn the_chunk_format_3_fixture_still_decodes_and_opens() {
     let bytes = fixture_record("chunk-format-3.hex");
-    assert_eq!(bytes[0], codec::CHUNK_FORMAT);
+    assert_eq!(bytes[0], codec::CHUNK_FORMAT_V3);
+    assert!(!codec::is_shared_chunk(&bytes));
     let records = codec::decode_chunk(&bytes).expect("decode");
     let inputs = [v2_input(), v3_second_input()];
     assert_eq!(records.len(), inputs.len());
@@ -334,8 +335,138 @@ fn the_chunk_format_3_fixture_still_decodes_and_opens() {
     let (a, b) = swapped.split_at_mut(1);
     std::mem::swap(&mut a[0].sealed, &mut b[0].sealed);
     assert!(swapped.iter().all(|r| r.open(&fixture_key()).is_err()));
-    // Today's writer produces the fixture byte for byte.
-    assert_eq!(codec::encode_chunk(&chunk_records()), bytes, "the chunk format changed: add a new fixture");
+    // The format 3 encoder kept for fixtures produces it byte for byte.
+    assert_eq!(codec::encode_v3_for_fixtures(&chunk_records()), bytes, "the format 3 encoder changed");
+    // Read through a stream index entry: exactly the entry's events, of one subject.
+    let subject = v2_input().envelope.subject;
+    assert_eq!(codec::stream_records(&bytes, &subject, 4, 2).expect("entry").len(), 2);
+    let other = Pseudonym::from_bytes([0x33; 32]);
+    assert_eq!(codec::stream_records(&bytes, &other, 4, 2).expect_err("another subject").code(), "log_corrupt");
+    assert!(codec::stream_records(&bytes, &subject, 4, 1).is_err(), "the entry names fewer events");
+    assert!(codec::stream_records(&bytes, &subject, 4, 3).is_err(), "the entry names more events");
+}
+
+/// The third record of the format 4 fixture: another subject's first event, sealed under its own
+/// key, a period key (retention 30 days), in the same group commit.
+fn v4_other_subject_input() -> FixtureInput {
+    FixtureInput {
+        envelope: EventEnvelope {
+            position: Position(10),
+            subject: Pseudonym::from_bytes([0x33; 32]),
+            seq: Seq(1),
+            event_type: EventType::parse("product.clicked").expect("valid type"),
+            schema_version: SchemaVersion::new(1).expect("valid version"),
+            purpose: Purpose::parse("analytics").expect("valid purpose"),
+            time: UtcMicros(1_700_000_000_777_777),
+            key_id: KeyId(0x8000_0000 | (30 << 16) | 6558),
+        },
+        incarnation: 6,
+        payload: br#"{"product_id":"tent-2p","category":"outdoor"}"#,
+    }
+}
+
+fn other_subject_key() -> DataKey {
+    DataKey::new(&SecretBytes::new(std::array::from_fn(|i| 0x40 + i as u8)))
+}
+
+/// The runs of the format 4 fixture: subject 0x22's append of two events, then subject 0x33's of one.
+fn shared_chunk_runs() -> [Vec<StoredRecord>; 2] {
+    let first = chunk_records();
+    let i = v4_other_subject_input();
+    let second = vec![StoredRecord::seal(i.envelope, &other_subject_key(), i.incarnation, i.payload)];
+    [first, second]
+}
+
+/// Format 4 is what Lethe writes today: the events of one group commit, of several subjects, as one
+/// chunk of runs (one run per append request).
+#[test]
+fn the_chunk_format_4_fixture_still_decodes_and_opens() {
+    let bytes = fixture_record("chunk-format-4.hex");
+    assert_eq!(bytes[0], codec::CHUNK_FORMAT);
+    assert_eq!(codec::CHUNK_FORMAT, 4);
+    assert!(codec::is_shared_chunk(&bytes));
+    let other = v4_other_subject_input();
+    assert_eq!(
+        Some(other.envelope.key_id),
+        KeyId::for_retention(30, other.envelope.time).ok(),
+        "the fixture's key id is a 30-day period key"
+    );
+    let records = codec::decode_chunk(&bytes).expect("decode");
+    let inputs = [(v2_input(), fixture_key()), (v3_second_input(), fixture_key()), (other, other_subject_key())];
+    assert_eq!(records.len(), inputs.len());
+    for (rec, (input, key)) in records.iter().zip(&inputs) {
+        assert_eq!(rec.format, codec::RECORD_FORMAT);
+        assert_eq!(rec.envelope, input.envelope, "each record keeps its own envelope and key id");
+        assert_eq!(rec.nonce, codec::nonce(input.incarnation, input.envelope.seq));
+        assert_eq!(rec.open(key).expect("open"), input.payload);
+    }
+    // A record opens only under its own subject's key, even next to another subject's records.
+    assert!(records[2].open(&fixture_key()).is_err());
+    assert!(records[0].open(&other_subject_key()).is_err());
+
+    // Through a stream index entry: exactly that subject's events, never another's.
+    let (s22, s33) = (Pseudonym::from_bytes([0x22; 32]), Pseudonym::from_bytes([0x33; 32]));
+    let got = codec::stream_records(&bytes, &s22, 4, 2).expect("0x22's entry");
+    assert_eq!(got.iter().map(|r| (r.envelope.subject, r.envelope.seq.0)).collect::<Vec<_>>(), [(s22, 4), (s22, 5)]);
+    let got = codec::stream_records(&bytes, &s33, 1, 1).expect("0x33's entry");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].envelope, records[2].envelope);
+    for (subject, seq, count) in [(s22, 4, 3), (s22, 3, 2), (s22, 1, 1), (s33, 1, 2), (s33, 4, 2)] {
+        let err = codec::stream_records(&bytes, &subject, seq, count).expect_err("not what the chunk holds");
+        assert_eq!(err.code(), "log_corrupt", "{err}");
+    }
+    let stranger = Pseudonym::from_bytes([0x44; 32]);
+    assert!(codec::stream_records(&bytes, &stranger, 1, 1).is_err());
+
+    // Today's writer produces the fixture byte for byte, from runs or from the records.
+    let [first, second] = shared_chunk_runs();
+    let mut w = codec::ChunkWriter::new();
+    w.push_run(&first);
+    w.push_run(&second);
+    assert_eq!(w.records(), 3);
+    assert_eq!(w.finish(), bytes, "the chunk format changed: add a new fixture");
+    assert_eq!(codec::encode_chunk(&records), bytes);
+}
+
+/// The framing of format 4 is checked: a run header that names another subject or other sequences
+/// than its records, a length that does not match them, or a cut value does not decode.
+#[test]
+fn a_damaged_format_4_chunk_is_refused_as_corrupt() {
+    let bytes = fixture_record("chunk-format-4.hex");
+    // The first run header starts after the format byte: subject (32), first seq (8), count (4), length (4).
+    let second_run = 1 + 48 + u32::from_be_bytes(bytes[45..49].try_into().expect("4 bytes")) as usize;
+    assert_eq!(&bytes[second_run..second_run + 32], &[0x33; 32], "the second run header");
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut b = bytes.clone();
+    b[second_run..second_run + 32].copy_from_slice(&[0x22; 32]);
+    cases.push(("a run header naming another subject", b));
+    let mut b = bytes.clone();
+    b[1 + 39] ^= 1; // first seq 4 -> 5
+    cases.push(("a run header naming other sequences", b));
+    let mut b = bytes.clone();
+    b[1 + 43] = 3; // count 2 -> 3
+    cases.push(("a run header counting more records", b));
+    let mut b = bytes.clone();
+    b[1 + 47] = b[1 + 47].wrapping_add(1);
+    cases.push(("a run length that does not match its records", b));
+    cases.push(("a cut value", bytes[..bytes.len() - 10].to_vec()));
+    cases.push(("a cut run header", bytes[..second_run + 20].to_vec()));
+    cases.push(("no run at all", vec![codec::CHUNK_FORMAT]));
+    for (what, b) in cases {
+        let err = codec::decode_chunk(&b).expect_err(what);
+        assert_eq!(err.code(), "log_corrupt", "{what}: {err}");
+    }
+    // Reading one subject decodes only its runs, and checks what it returns: a run relabelled to
+    // another subject is either not that subject's (and skipped) or fails on its records; another
+    // subject's record is never returned.
+    let (s22, s33) = (Pseudonym::from_bytes([0x22; 32]), Pseudonym::from_bytes([0x33; 32]));
+    let mut b = bytes.clone();
+    b[second_run..second_run + 32].copy_from_slice(&[0x22; 32]);
+    let got = codec::stream_records(&b, &s22, 4, 2).expect("0x22's own run is intact");
+    assert!(got.iter().all(|r| r.envelope.subject == s22));
+    assert!(codec::stream_records(&b, &s33, 1, 1).is_err(), "0x33's run is gone");
+    b[second_run + 39] = 5; // the relabelled run now claims 0x22's sequence 5
+    assert!(codec::stream_records(&b, &s22, 4, 2).is_err(), "a record of 0x33 under a run of 0x22");
 }
 
 /// Single-record values of formats 1 and 2 read as chunks of one.
@@ -345,5 +476,280 @@ fn single_record_fixtures_read_as_chunks_of_one() {
         let records = codec::decode_chunk(&fixture_record(name)).expect("decode");
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].envelope, input.envelope);
+    }
+}
+
+fn event_key(pos: u64) -> Vec<u8> {
+    let mut k = EVENTS.to_vec();
+    k.extend_from_slice(&pos.to_be_bytes());
+    k
+}
+
+fn stream_entry(subject: &Pseudonym, seq: u64) -> Vec<u8> {
+    let mut k = STREAMS.to_vec();
+    k.extend_from_slice(subject.as_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn stream_value(pos: u64, count: u32) -> Vec<u8> {
+    [&pos.to_be_bytes()[..], &count.to_be_bytes()[..]].concat()
+}
+
+/// Every chunk of the log: (key position, value), in key order.
+fn chunks(db: &sled::Db) -> Vec<(u64, Vec<u8>)> {
+    db.scan_prefix(EVENTS)
+        .map(|kv| {
+            let (k, v) = kv.expect("scan");
+            (u64::from_be_bytes(k[2..].try_into().expect("8 bytes")), v.to_vec())
+        })
+        .collect()
+}
+
+fn request(subject: Pseudonym, payloads: &[&str]) -> lethe_eventlog::AppendRequest {
+    lethe_eventlog::AppendRequest {
+        subject,
+        expected: lethe_domain::ExpectedVersion::Any,
+        events: payloads.iter().map(|p| common::event(p.as_bytes())).collect(),
+    }
+}
+
+fn plain_bodies(log: &lethe_eventlog::SledEventLog, subject: &Pseudonym) -> Vec<Vec<u8>> {
+    log.read_stream(subject)
+        .expect("read_stream")
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.envelope.subject, *subject, "read_stream returned another subject's event");
+            match e.body {
+                lethe_domain::EventBody::Plain(p) => p,
+                other => panic!("unexpected body {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// Layout 4 → 5 only stamps the version: the format-3 chunks of a layout-4 directory read as they
+/// are, and new group commits go into shared format-4 chunks next to them.
+#[test]
+fn a_layout_4_data_directory_is_stamped_5_and_its_format_3_chunks_still_read() {
+    use lethe_domain::EventBody::{Empty, Plain, Shredded};
+    let dir = common::temp_dir();
+    let (a, b) = seeded(dir.path());
+    // Turn it into layout 4: every chunk in format 3 (each holds one append of one subject).
+    {
+        let db = raw_log(dir.path());
+        let old = chunks(&db);
+        assert_eq!(old.len(), 4, "three appends and a fence make four chunks");
+        for (pos, v) in old {
+            assert!(codec::is_shared_chunk(&v), "layout 5 writes format 4");
+            let records = codec::decode_chunk(&v).expect("decode");
+            db.insert(event_key(pos), codec::encode_v3_for_fixtures(&records)).expect("insert");
+        }
+        db.insert(META_LAYOUT, &4u32.to_be_bytes()).expect("insert");
+        db.flush().expect("flush");
+    }
+    {
+        let log = common::open(dir.path());
+        let bodies = |s| log.read_stream(s).expect("read_stream").into_iter().map(|e| e.body).collect::<Vec<_>>();
+        assert_eq!(bodies(&a), vec![Plain(b"a-1".to_vec()), Plain(b"a-2".to_vec()), Plain(b"a-3".to_vec())]);
+        assert_eq!(bodies(&b), vec![Shredded, Shredded, Empty]);
+        assert!(log.verify().expect("verify").ok());
+        // One group: a, a new subject c, a again.
+        let c = common::pseudonym(&log, "layout-c");
+        let results = log.append_batch(vec![request(a, &["a-4"]), request(c, &["c-1", "c-2"]), request(a, &["a-5"])]);
+        let positions: Vec<_> = results.iter().map(|r| r.as_ref().expect("append").first_position.0).collect();
+        assert_eq!(positions, [7, 8, 10]);
+        assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3", b"a-4", b"a-5"]);
+        assert_eq!(plain_bodies(&log, &c), [&b"c-1"[..], b"c-2"]);
+        let report = log.verify().expect("verify");
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.events, 10);
+        assert_eq!(log.read_all(Position(1)).count(), 10);
+    }
+    let db = raw_log(dir.path());
+    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&5u32.to_be_bytes()[..]));
+    let all = chunks(&db);
+    assert_eq!(all.len(), 5, "the group went into one chunk");
+    assert!(all[..4].iter().all(|(_, v)| v[0] == codec::CHUNK_FORMAT_V3), "old chunks are not rewritten");
+    let (pos, shared) = &all[4];
+    assert_eq!((*pos, shared[0]), (7, codec::CHUNK_FORMAT));
+    assert_eq!(codec::decode_chunk(shared).expect("decode").len(), 4);
+    // Each request has its own index entry, pointing at the shared chunk.
+    let c = {
+        let k = stream_index(&db).into_iter().find(|(_, v)| v == &stream_value(7, 2)).expect("c's entry").0;
+        Pseudonym::from_bytes(k[2..34].try_into().expect("32 bytes"))
+    };
+    assert_eq!(db.get(stream_entry(&a, 4)).expect("get").as_deref(), Some(&stream_value(7, 1)[..]));
+    assert_eq!(db.get(stream_entry(&a, 5)).expect("get").as_deref(), Some(&stream_value(7, 1)[..]));
+    assert_eq!(db.get(stream_entry(&c, 1)).expect("get").as_deref(), Some(&stream_value(7, 2)[..]));
+}
+
+/// A group commit of many subjects shares chunks of at most 512 records (or about 64 KB); a single
+/// request larger than that gets a chunk of its own; a refused request in the group consumes no
+/// position; every request keeps its own index entry and reads back alone.
+#[test]
+fn a_group_commit_of_many_subjects_shares_chunks_and_splits_large_ones() {
+    let dir = common::temp_dir();
+    let subjects: Vec<Pseudonym>;
+    {
+        let log = common::open(dir.path());
+        subjects = (0..600).map(|i| common::pseudonym(&log, &format!("many-{i}"))).collect();
+        common::append(&log, subjects[0], &[b"first"]);
+        let payloads: Vec<String> = (0..600).map(|i| format!("e-{i}")).collect();
+        let mut requests: Vec<_> = subjects.iter().zip(&payloads).map(|(s, p)| request(*s, &[p.as_str()])).collect();
+        let mut refused = request(subjects[0], &["refused"]);
+        refused.expected = lethe_domain::ExpectedVersion::NoStream;
+        requests.insert(300, refused);
+        requests.push(request(subjects[1], &["again-1", "again-2"]));
+        let results = log.append_batch(requests);
+        assert_eq!(results[300].as_ref().expect_err("refused").code(), "version_conflict");
+        let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(ok.len(), 601);
+        for w in ok.windows(2) {
+            assert_eq!(w[1].first_position.0, w[0].last_position.0 + 1, "positions are gapless");
+        }
+        assert_eq!(log.head().0, 1 + 600 + 2);
+        assert_eq!(plain_bodies(&log, &subjects[0]), [&b"first"[..], b"e-0"]);
+        assert_eq!(plain_bodies(&log, &subjects[1]), [&b"e-1"[..], b"again-1", b"again-2"]);
+        for (i, s) in subjects.iter().enumerate().skip(2) {
+            assert_eq!(plain_bodies(&log, s), [format!("e-{i}").into_bytes()]);
+        }
+        let report = log.verify().expect("verify");
+        assert!(report.ok(), "{report:?}");
+        assert_eq!((report.events, report.subjects), (603, 600));
+
+        // One request of 600 events between two small ones; then large payloads of many subjects.
+        let big: Vec<String> = (0..600).map(|i| format!("big-{i}")).collect();
+        let big: Vec<&str> = big.iter().map(String::as_str).collect();
+        let results = log.append_batch(vec![
+            request(subjects[2], &["s2"; 10]),
+            request(subjects[3], &big),
+            request(subjects[4], &["s4"]),
+        ]);
+        assert!(results.iter().all(Result::is_ok));
+        let heavy = "x".repeat(20 * 1024);
+        let results = log.append_batch(subjects[10..20].iter().map(|s| request(*s, &[heavy.as_str()])).collect());
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(plain_bodies(&log, &subjects[3]).len(), 601);
+        assert_eq!(plain_bodies(&log, &subjects[15])[1], heavy.as_bytes());
+        assert!(log.verify().expect("verify").ok());
+    }
+    let db = raw_log(dir.path());
+    let all = chunks(&db);
+    let sizes: Vec<usize> = all.iter().map(|(_, v)| codec::decode_chunk(v).expect("decode").len()).collect();
+    // The first append alone; the group of 602 events in a few shared chunks; then 10 | 600 | 1; then
+    // ten events of 20 KB, a few to a chunk.
+    assert_eq!(sizes[0], 1);
+    let mut group = Vec::new();
+    for &n in &sizes[1..] {
+        if group.iter().sum::<usize>() >= 602 {
+            break;
+        }
+        group.push(n);
+    }
+    assert_eq!(group.iter().sum::<usize>(), 602, "chunks do not straddle groups: {sizes:?}");
+    assert!((2..=4).contains(&group.len()), "602 small events share a few chunks: {sizes:?}");
+    let rest = &sizes[1 + group.len()..];
+    assert_eq!(rest[..3], [10, 600, 1], "a request too large to share gets a chunk of its own: {sizes:?}");
+    assert_eq!(rest[3..].iter().sum::<usize>(), 10);
+    assert!(rest[3..].len() >= 4, "ten events of 20 KB need at least four chunks: {sizes:?}");
+    assert!(rest[3..].iter().any(|&n| n > 1), "and share them: {sizes:?}");
+    for (pos, v) in &all {
+        assert_eq!(v[0], codec::CHUNK_FORMAT);
+        let records = codec::decode_chunk(v).expect("decode");
+        assert_eq!(records[0].envelope.position.0, *pos, "a chunk lives under its first position");
+        let one_request = records.iter().all(|r| r.envelope.subject == records[0].envelope.subject);
+        if !one_request {
+            assert!(records.len() <= codec::CHUNK_MAX_RECORDS, "chunk at {pos}: {} records", records.len());
+            assert!(v.len() <= codec::CHUNK_MAX_BYTES, "chunk at {pos}: {} bytes", v.len());
+        }
+    }
+    assert_eq!(stream_index(&db).len(), 1 + 601 + 3 + 10, "one index entry per request");
+}
+
+/// Merges the chunks of a (positions 1–2) and b (position 3) into one chunk at position 1, in the
+/// given encoding, and points b's index entry at it. Returns the two subjects.
+fn merged_chunk(dir: &std::path::Path, encode: fn(&[StoredRecord]) -> Vec<u8>) -> (Pseudonym, Pseudonym) {
+    let (a, b) = {
+        let log = common::open(dir);
+        let a = common::pseudonym(&log, "merge-a");
+        let b = common::pseudonym(&log, "merge-b");
+        common::append(&log, a, &[b"a-1", b"a-2"]);
+        common::append(&log, b, &[b"b-1"]);
+        (a, b)
+    };
+    let db = raw_log(dir);
+    let all = chunks(&db);
+    assert_eq!(all.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [1, 3]);
+    let records: Vec<_> = all.iter().flat_map(|(_, v)| codec::decode_chunk(v).expect("decode")).collect();
+    db.remove(event_key(3)).expect("remove");
+    db.insert(event_key(1), encode(&records)).expect("insert");
+    db.insert(stream_entry(&b, 1), stream_value(1, 1)).expect("insert");
+    db.flush().expect("flush");
+    (a, b)
+}
+
+/// Subjects may share a chunk only in format 4; a chunk of formats 1–3 holding two subjects is
+/// damage, reported by `verify` and refused by `read_stream`.
+#[test]
+fn only_a_format_4_chunk_may_hold_several_subjects() {
+    let dir = common::temp_dir();
+    let (a, b) = merged_chunk(dir.path(), codec::encode_chunk);
+    {
+        let log = common::open(dir.path());
+        assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2"]);
+        assert_eq!(plain_bodies(&log, &b), [&b"b-1"[..]]);
+        let report = log.verify().expect("verify");
+        assert!(report.ok(), "{report:?}");
+    }
+
+    let dir = common::temp_dir();
+    let (a, b) = merged_chunk(dir.path(), codec::encode_v3_for_fixtures);
+    let log = common::open(dir.path());
+    for s in [&a, &b] {
+        let err = log.read_stream(s).expect_err("a format 3 chunk of two subjects");
+        assert_eq!(err.code(), "log_corrupt", "{err}");
+        assert!(err.to_string().contains("another subject"), "{err}");
+    }
+    let report = log.verify().expect("verify");
+    assert!(report.problems.iter().any(|p| p.contains("mixes subjects")), "{:?}", report.problems);
+    assert!(report.problems.iter().any(|p| p.contains("more than one append")), "{:?}", report.problems);
+}
+
+/// Each stream index entry must point at a chunk holding exactly its events: a wrong count, an
+/// entry pointing at another subject's events, or an extra entry are reported by `verify`, and
+/// `read_stream` refuses them rather than return another subject's events.
+#[test]
+fn a_stream_index_entry_that_does_not_match_its_chunk_is_reported() {
+    type Damage = fn(&sled::Db, &Pseudonym, &Pseudonym);
+    let cases: [(&str, Damage); 3] = [
+        ("a count one too high", |db, _, b| {
+            db.insert(stream_entry(b, 1), stream_value(1, 2)).expect("insert");
+        }),
+        ("an entry naming another subject's events", |db, a, b| {
+            // b's entry moved to a's sequence 1 (a's own entry removed): it would read a's events.
+            db.remove(stream_entry(a, 1)).expect("remove");
+            db.insert(stream_entry(b, 1), stream_value(1, 2)).expect("insert");
+            db.insert(stream_entry(b, 2), stream_value(1, 1)).expect("insert");
+        }),
+        ("an extra entry", |db, _, b| {
+            db.insert(stream_entry(b, 2), stream_value(1, 1)).expect("insert");
+        }),
+    ];
+    for (what, damage) in cases {
+        let dir = common::temp_dir();
+        let (a, b) = merged_chunk(dir.path(), codec::encode_chunk);
+        {
+            let db = raw_log(dir.path());
+            damage(&db, &a, &b);
+            db.flush().expect("flush");
+        }
+        let log = common::open(dir.path());
+        match log.read_stream(&b) {
+            Err(e) => assert_eq!(e.code(), "log_corrupt", "{what}: {e}"),
+            Ok(events) => panic!("{what}: read {} events", events.len()),
+        }
+        let report = log.verify().expect("verify");
+        assert!(!report.ok(), "{what}: verify found nothing");
     }
 }

@@ -8,10 +8,13 @@
 //! - `m/rotated_at` → u64 BE: log head at the last completed key rotation
 //! - `m/epoch` → u32 BE: the newest key epoch the log's keys were wrapped under (never reused)
 //! - `m/keystore` → the identity of the key store that belongs to this log
-//! - `e/` pos (u64 BE) → chunk ([`crate::codec`]): the events of one append, starting at `pos`
-//!   (layout 3; before it, one event per key)
-//! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE) count (u32 BE): the chunk holding the subject's
-//!   events `seq..seq+count` (layout 2 stored one entry per event, with no count)
+//! - `e/` pos (u64 BE) → chunk ([`crate::codec`]): events with consecutive positions starting at
+//!   `pos`. Layout 5 writes the events of one group commit, of any number of subjects, into shared
+//!   chunks (format 4, split at about 512 records or 64 KB); layouts 3 and 4 wrote the events of
+//!   one append (format 3); layouts 1 and 2 one event per key (formats 1 and 2). All stay readable.
+//! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE) count (u32 BE): one entry per append request:
+//!   the chunk holding the subject's events `seq..seq+count` (in a shared chunk, among other
+//!   subjects' events). Layout 2 stored one entry per event, with no count.
 //! - `f/` pseudonym (32) → fence record: position and time of the subject's erasure
 //! - `k/` pseudonym (32) key id (u32 BE) → the subject's data key, wrapped under an epoch KEK
 //! - `r/` expiry (u64 BE, µs) pseudonym (32) key id (u32 BE) → empty: the retention index, so that
@@ -28,7 +31,7 @@ use crate::codec;
 use crate::{LogError, Result};
 
 /// The layout this version writes.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 pub(crate) const META_LAYOUT: &[u8] = b"m/layout";
 pub(crate) const META_INCARNATION: &[u8] = b"m/incarnation";
@@ -145,6 +148,7 @@ pub(crate) fn check_and_upgrade(db: &Db) -> Result<u32> {
             1 => upgrade_1_to_2(db)?,
             2 => stamp(db, 3)?,
             3 => stamp(db, 4)?,
+            4 => stamp(db, 5)?,
             other => return Err(LogError::Corrupt(format!("no upgrade step from layout {other}"))),
         }
         v += 1;
@@ -169,6 +173,11 @@ fn upgrade_1_to_2(db: &Db) -> Result<()> {
     Ok(())
 }
 
+/// Layout 5 stores the events of a whole group commit in shared chunks (chunk format 4, several
+/// subjects); the stream index keeps one entry per append request, now pointing into a shared chunk.
+/// Chunks of formats 1–3 stay readable as they are, so the step only stamps the version; the stamp
+/// is what keeps an older Lethe, which cannot read format 4, from opening the directory.
+///
 /// Layout 4 adds period keys and their retention index `r/`; a layout-3 log has only permanent
 /// keys, so the index starts empty and the step only stamps the version.
 ///

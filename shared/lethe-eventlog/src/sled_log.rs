@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::backup::{self, BackupHeader, BackupReport};
-use crate::codec::{self, StoredRecord};
+use crate::codec::{self, ChunkWriter, StoredRecord};
 use crate::layout::{
     self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, parse_stream_value, retention_key, stream_key,
     stream_prefix, stream_value,
@@ -513,10 +513,37 @@ impl Writer {
         let mut staged: HashMap<Pseudonym, Seq> = HashMap::new();
         let mut pos = self.applied;
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
+        // The group's events go into shared chunks (format 4), one run per request; a chunk is
+        // closed when the next run would make it too large. Each request keeps its own stream index
+        // entry, pointing at the chunk that holds its run.
+        let mut chunk = ChunkWriter::new();
+        let mut chunk_pos = 0u64;
         for (reqs, _) in &group {
-            let out =
-                reqs.iter().map(|req| self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch)).collect();
+            let mut out = Vec::with_capacity(reqs.len());
+            for req in reqs {
+                let staged_req = self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch);
+                out.push(staged_req.map(|(appended, records)| {
+                    if !chunk.fits(&records) {
+                        let full = std::mem::take(&mut chunk);
+                        batch.insert(&event_key(chunk_pos)[..], full.finish());
+                    }
+                    if chunk.is_empty() {
+                        chunk_pos = appended.first_position.0;
+                    }
+                    chunk.push_run(&records);
+                    let count = u32::try_from(records.len()).expect("checked by stage");
+                    let first_seq = appended.last_seq.0 + 1 - u64::from(count);
+                    batch.insert(
+                        &stream_key(req.subject.as_bytes(), first_seq)[..],
+                        &stream_value(chunk_pos, count)[..],
+                    );
+                    appended
+                }));
+            }
             results.push(out);
+        }
+        if !chunk.is_empty() {
+            batch.insert(&event_key(chunk_pos)[..], chunk.finish());
         }
         let applied = if pos > self.applied { self.shared.log.apply_batch(batch) } else { Ok(()) };
         if let Err(e) = applied {
@@ -550,6 +577,9 @@ impl Writer {
         }
     }
 
+    /// Checks one request and seals its events: the records of its run, in position order. Its
+    /// new data keys join `batch`; its events and index entry are left to the caller. A refused
+    /// request stages nothing and consumes no position.
     fn stage(
         &mut self,
         req: &AppendRequest,
@@ -557,10 +587,13 @@ impl Writer {
         staged: &mut HashMap<Pseudonym, Seq>,
         new_keys: &mut Vec<(Pseudonym, KeyId, DataKey)>,
         batch: &mut sled::Batch,
-    ) -> Result<Appended> {
+    ) -> Result<(Appended, Vec<StoredRecord>)> {
         let subject = req.subject;
         if req.events.is_empty() {
             return Err(LogError::EmptyAppend);
+        }
+        if u32::try_from(req.events.len()).is_err() {
+            return Err(LogError::Corrupt("request too large".into()));
         }
         if self.shared.cache.read().expect("key cache lock").erased.contains(&subject) {
             return Err(LogError::Erased(subject));
@@ -632,11 +665,8 @@ impl Writer {
             let key = &sealing.iter().find(|(id, _)| *id == key_id).expect("key staged above").1;
             records.push(StoredRecord::seal(envelope, key, self.shared.incarnation, &ev.payload));
         }
-        let count = u32::try_from(records.len()).map_err(|_| LogError::Corrupt("request too large".into()))?;
-        batch.insert(&event_key(first)[..], codec::encode_chunk(&records));
-        batch.insert(&stream_key(subject.as_bytes(), first_seq)[..], &stream_value(first, count)[..]);
         staged.insert(subject, Seq(seq));
-        Ok(Appended { first_position: Position(first), last_position: Position(*pos), last_seq: Seq(seq) })
+        Ok((Appended { first_position: Position(first), last_position: Position(*pos), last_seq: Seq(seq) }, records))
     }
 
     fn erase(&mut self, subject: &Pseudonym) -> Result<ErasureReceipt> {
@@ -853,23 +883,31 @@ impl EventStore for SledEventLog {
     fn read_stream(&self, subject: &Pseudonym) -> Result<Vec<RecordedEvent>> {
         let mut out = Vec::new();
         let head = self.shared.head.load(Ordering::Acquire);
+        // Requests of one subject in one group share a chunk: fetch it once.
+        let mut chunk: Option<(u64, sled::IVec)> = None;
         for item in self.shared.log.scan_prefix(stream_prefix(subject.as_bytes())) {
-            let (_, v) = item?;
-            let (pos, _) = parse_stream_value(&v)?;
+            let (k, v) = item?;
+            let (pos, count) = parse_stream_value(&v)?;
             if pos > head {
                 break; // applied, not yet durable: invisible to readers
             }
-            let raw = self
-                .shared
-                .log
-                .get(event_key(pos))?
-                .ok_or_else(|| LogError::Corrupt(format!("stream index points to missing position {pos}")))?;
-            for rec in codec::decode_chunk(&raw)? {
-                if rec.envelope.subject != *subject {
-                    return Err(LogError::Corrupt(format!("chunk at {pos} belongs to another subject")));
-                }
+            let first_seq = be_u64(&k[34..])?;
+            let raw = match chunk.take() {
+                Some((at, raw)) if at == pos => raw,
+                _ => self
+                    .shared
+                    .log
+                    .get(event_key(pos))?
+                    .ok_or_else(|| LogError::Corrupt(format!("stream index points to missing position {pos}")))?,
+            };
+            let records = codec::stream_records(&raw, subject, first_seq, count).map_err(|e| match e {
+                LogError::Corrupt(why) => LogError::Corrupt(format!("chunk at {pos}: {why}")),
+                other => other,
+            })?;
+            for rec in records {
                 out.push(self.shared.open_record(rec)?);
             }
+            chunk = Some((pos, raw));
         }
         Ok(out)
     }
@@ -966,11 +1004,14 @@ impl EventStore for SledEventLog {
                     continue;
                 }
             };
-            let (first_subject, first_seq) = (records[0].envelope.subject, records[0].envelope.seq);
-            match self.shared.log.get(stream_key(first_subject.as_bytes(), first_seq.0))? {
-                Some(p) if parse_stream_value(&p)? == (chunk_pos, records.len() as u32) => {}
-                _ => report.problems.push(format!("chunk at {chunk_pos}: stream index entry missing or wrong")),
-            }
+            // Every record is covered by exactly one stream index entry pointing at this chunk: the
+            // first record of each run finds the entry of its (subject, seq), whose count then
+            // covers that many of the subject's next records in the chunk, with consecutive seqs.
+            // Formats 1–3 hold one request of one subject: one entry covers the whole chunk.
+            let shared_chunk = codec::is_shared_chunk(&v);
+            let first_subject = records[0].envelope.subject;
+            let mut runs: HashMap<Pseudonym, (u64, u32)> = HashMap::new();
+            let mut entries = 0usize;
             for rec in records {
                 let env = rec.envelope.clone();
                 let pos = env.position.0;
@@ -979,12 +1020,36 @@ impl EventStore for SledEventLog {
                 }
                 expected_pos = pos + 1;
                 report.events += 1;
-                if env.subject != first_subject {
+                if !shared_chunk && env.subject != first_subject {
                     report.problems.push(format!("position {pos}: chunk at {chunk_pos} mixes subjects"));
                 }
                 let prev = last_seq.insert(env.subject, env.seq.0).unwrap_or(0);
                 if env.seq.0 != prev + 1 {
                     report.problems.push(format!("position {pos}: sequence {} follows {prev}", env.seq.0));
+                }
+                match runs.get_mut(&env.subject) {
+                    Some((next, left)) if *left > 0 => {
+                        if env.seq.0 != *next {
+                            report.problems.push(format!(
+                                "position {pos}: sequence {} where its stream index entry has {next}",
+                                env.seq.0
+                            ));
+                        }
+                        *next = env.seq.0 + 1;
+                        *left -= 1;
+                    }
+                    _ => {
+                        entries += 1;
+                        let entry = self.shared.log.get(stream_key(env.subject.as_bytes(), env.seq.0))?;
+                        match entry.map(|p| parse_stream_value(&p)) {
+                            Some(Ok((p, count))) if p == chunk_pos && count > 0 => {
+                                runs.insert(env.subject, (env.seq.0 + 1, count - 1));
+                            }
+                            _ => report.problems.push(format!(
+                                "chunk at {chunk_pos}: stream index entry missing or wrong (position {pos})"
+                            )),
+                        }
+                    }
                 }
                 match self.shared.open_record(rec) {
                     Ok(RecordedEvent { body: EventBody::Plain(_), .. }) => report.decrypted += 1,
@@ -997,7 +1062,59 @@ impl EventStore for SledEventLog {
                     Err(_) => report.failures.push(Position(pos)),
                 }
             }
+            if runs.values().any(|&(_, left)| left > 0) {
+                report.problems.push(format!(
+                    "chunk at {chunk_pos}: a stream index entry counts more events than the chunk holds"
+                ));
+            }
+            if !shared_chunk && entries > 1 {
+                report.problems.push(format!("chunk at {chunk_pos}: holds more than one append"));
+            }
         }
+        // The stream index holds nothing else: each subject's entries tile its sequences 1..=last
+        // without gap or overlap. With the walk above, every entry then points at a chunk holding
+        // exactly its events.
+        // (subject, next sequence due, whether an entry past the durable head was met)
+        let mut tiling: Option<(Pseudonym, u64, bool)> = None;
+        let close = |report: &mut VerifyReport, tiled: Option<(Pseudonym, u64, bool)>| {
+            if let Some((s, next, _)) = tiled {
+                let last = last_seq.get(&s).copied().unwrap_or(0);
+                if next != last.saturating_add(1) {
+                    report.problems.push(format!(
+                        "stream index of {}…: entries cover sequences up to {}, the log holds {last}",
+                        &s.to_hex()[..12],
+                        next.saturating_sub(1)
+                    ));
+                }
+            }
+        };
+        for item in self.shared.log.scan_prefix(layout::STREAMS) {
+            let (k, v) = item?;
+            let parsed = (k.len() == 42).then(|| (be_u64(&k[34..]), parse_stream_value(&v)));
+            let Some((Ok(seq), Ok((pos, count)))) = parsed else {
+                report.problems.push("malformed stream index entry".into());
+                continue;
+            };
+            let subject = Pseudonym::from_bytes(k[2..34].try_into().expect("32 bytes"));
+            if tiling.is_none_or(|(s, _, _)| s != subject) {
+                close(&mut report, tiling.take());
+                tiling = Some((subject, 1, false));
+            }
+            let Some((_, next, past_head)) = tiling.as_mut() else { continue };
+            // Applied but not yet durable, and so is everything after it in this stream.
+            *past_head |= pos > head;
+            if *past_head {
+                continue;
+            }
+            if seq != *next || count == 0 {
+                report.problems.push(format!(
+                    "stream index of {}…: entry at sequence {seq} where {next} was due",
+                    &subject.to_hex()[..12]
+                ));
+            }
+            *next = seq.saturating_add(u64::from(count));
+        }
+        close(&mut report, tiling.take());
         report.subjects = last_seq.len() as u64;
         let cache = self.shared.cache.read().expect("key cache lock");
         report.erased_subjects = cache.erased.len() as u64;
