@@ -753,3 +753,28 @@ fn a_stream_index_entry_that_does_not_match_its_chunk_is_reported() {
         assert!(!report.ok(), "{what}: verify found nothing");
     }
 }
+
+/// `append_batch_then` hands the results to a callback once they are durable: the events read back
+/// when it runs, each request gets its own result (a refused one its error), and no caller thread
+/// waits in between.
+#[test]
+fn append_batch_then_delivers_durable_results_to_a_callback() {
+    let dir = common::temp_dir();
+    let log = common::open(dir.path());
+    let a = common::pseudonym(&log, "callback-a");
+    let b = common::pseudonym(&log, "callback-b");
+    common::append(&log, b, &[b"b-1"]);
+    log.erase(&b).expect("erase");
+    let (tx, rx) = std::sync::mpsc::channel();
+    log.append_batch_then(
+        vec![request(a, &["a-1", "a-2"]), request(b, &["b-2"]), request(a, &["a-3"])],
+        Box::new(move |results| tx.send(results).expect("send")),
+    );
+    let results = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the callback ran");
+    assert_eq!(results.len(), 3);
+    let first = results[0].as_ref().expect("a's first request").first_position.0;
+    assert_eq!(results[2].as_ref().expect("a's second request").first_position.0, first + 2);
+    assert!(matches!(results[1], Err(lethe_eventlog::LogError::Erased(_))), "{:?}", results[1]);
+    assert!(log.head().0 >= first + 2, "durable before the callback");
+    assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3"]);
+}

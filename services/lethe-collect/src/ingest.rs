@@ -4,6 +4,8 @@
 //! why. A stored message keeps only the properties (and identify traits) that the policies classify
 //! (R-ROPA-1): the others are dropped before anything is written, and counted.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use lethe_consent::{
     ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, Verdict, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION,
@@ -306,15 +308,23 @@ enum Step {
     Ready(Box<Ready>),
 }
 
-/// Processes messages, synchronously (call from a blocking thread: it waits for an fsync). Every
-/// message that passes its checks is appended in one group commit; each gets its own outcome.
-pub(crate) fn process_all(
+/// Messages checked and sealed, waiting for their append: the outcome of each message that is done
+/// already, the ready ones, and the ready ones grouped by subject in request order.
+struct Staged {
+    outcomes: Vec<Option<Outcome>>,
+    ready: Vec<(usize, Ready)>,
+    by_subject: Vec<(Pseudonym, Vec<usize>)>,
+}
+
+/// Checks every message and prepares one append request per subject (the events of a subject in
+/// message order). Memory only, unless `gpc` records an opt-out.
+fn stage_all(
     state: &CollectState,
     raws: &[Value],
     kind: Option<&str>,
     gpc: bool,
     now: UtcMicros,
-) -> Vec<EventResult> {
+) -> (Staged, Vec<AppendRequest>) {
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(raws.len());
     let mut ready: Vec<(usize, Ready)> = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
@@ -327,40 +337,92 @@ pub(crate) fn process_all(
             Err(e) => outcomes.push(Some(reject(e.code, e.message))),
         }
     }
-    if !ready.is_empty() {
-        // The events of one subject go in one request (one chunk in the log), in message order.
-        let mut by_subject: Vec<(Pseudonym, Vec<usize>)> = Vec::new();
-        for (k, (_, r)) in ready.iter().enumerate() {
-            match by_subject.iter_mut().find(|(s, _)| *s == r.subject) {
-                Some((_, ks)) => ks.push(k),
-                None => by_subject.push((r.subject, vec![k])),
-            }
+    let mut by_subject: Vec<(Pseudonym, Vec<usize>)> = Vec::new();
+    for (k, (_, r)) in ready.iter().enumerate() {
+        match by_subject.iter_mut().find(|(s, _)| *s == r.subject) {
+            Some((_, ks)) => ks.push(k),
+            None => by_subject.push((r.subject, vec![k])),
         }
-        let requests = by_subject
-            .iter()
-            .map(|(subject, ks)| AppendRequest {
-                subject: *subject,
-                expected: ExpectedVersion::Any,
-                events: ks.iter().map(|k| ready[*k].1.event.clone()).collect(),
-            })
-            .collect();
-        for ((_, ks), appended) in by_subject.iter().zip(state.store.append_batch(requests)) {
-            for (n, k) in ks.iter().enumerate() {
-                let (i, r) = &ready[*k];
-                outcomes[*i] = Some(match &appended {
-                    Ok(a) => {
-                        if r.dropped > 0 {
-                            state.metrics.add(FIELDS_DROPPED, "unclassified", r.dropped as u64);
-                        }
-                        Outcome::Stored { position: a.first_position.0 + n as u64, dropped_fields: r.dropped }
+    }
+    let requests = by_subject
+        .iter()
+        .map(|(subject, ks)| AppendRequest {
+            subject: *subject,
+            expected: ExpectedVersion::Any,
+            events: ks.iter().map(|k| ready[*k].1.event.clone()).collect(),
+        })
+        .collect();
+    (Staged { outcomes, ready, by_subject }, requests)
+}
+
+/// Processes messages, synchronously (call from a blocking thread: it waits for an fsync). Every
+/// message that passes its checks is appended in one group commit; each gets its own outcome.
+pub(crate) fn process_all(
+    state: &CollectState,
+    raws: &[Value],
+    kind: Option<&str>,
+    gpc: bool,
+    now: UtcMicros,
+) -> Vec<EventResult> {
+    let (staged, requests) = stage_all(state, raws, kind, gpc, now);
+    let appended = if requests.is_empty() { Vec::new() } else { state.store.append_batch(requests) };
+    finish_all(state, raws, staged, appended)
+}
+
+/// [`process_all`] without holding a thread while the log makes the events durable: the checks
+/// run here, the append is awaited. A GPC signal records an opt-out first, which waits, so such a
+/// request takes a blocking thread.
+async fn process_async(
+    state: Arc<CollectState>,
+    raws: Vec<Value>,
+    kind: Option<&'static str>,
+    gpc: bool,
+) -> Result<Vec<EventResult>, ApiError> {
+    if gpc {
+        return web::block(move || process_all(&state, &raws, kind, gpc, UtcMicros::now()))
+            .await
+            .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"));
+    }
+    let (staged, requests) = stage_all(&state, &raws, kind, false, UtcMicros::now());
+    let appended = if requests.is_empty() {
+        Vec::new()
+    } else {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        state.store.append_batch_then(
+            requests,
+            Box::new(move |results| {
+                let _ = tx.send(results);
+            }),
+        );
+        rx.await.map_err(|_| ApiError::new(503, "log_closed", "the event log stopped"))?
+    };
+    Ok(finish_all(&state, &raws, staged, appended))
+}
+
+/// The outcome of every message once its subject's append is done (or refused).
+fn finish_all(
+    state: &CollectState,
+    raws: &[Value],
+    staged: Staged,
+    appended: Vec<lethe_eventlog::Result<lethe_eventlog::Appended>>,
+) -> Vec<EventResult> {
+    let Staged { mut outcomes, ready, by_subject } = staged;
+    for ((_, ks), appended) in by_subject.iter().zip(appended) {
+        for (n, k) in ks.iter().enumerate() {
+            let (i, r) = &ready[*k];
+            outcomes[*i] = Some(match &appended {
+                Ok(a) => {
+                    if r.dropped > 0 {
+                        state.metrics.add(FIELDS_DROPPED, "unclassified", r.dropped as u64);
                     }
-                    Err(e) => {
-                        state.book.release_message(&r.subject, &r.message_id);
-                        let e = ApiError::from(e);
-                        reject(e.code, e.message)
-                    }
-                });
-            }
+                    Outcome::Stored { position: a.first_position.0 + n as u64, dropped_fields: r.dropped }
+                }
+                Err(e) => {
+                    state.book.release_message(&r.subject, &r.message_id);
+                    let e = ApiError::from(e);
+                    reject(e.code, e.message)
+                }
+            });
         }
     }
     raws.iter()
@@ -474,13 +536,10 @@ async fn single(
     let value = parse_body(&body, MAX_EVENT_BYTES)?;
     authorize_with(&req, &state, COLLECTORS, value.get("writeKey").and_then(Value::as_str))?;
     let gpc = gpc_header(&req);
-    let state = state.into_inner();
-    let result =
-        web::block(move || process_all(&state, std::slice::from_ref(&value), Some(kind), gpc, UtcMicros::now()))
-            .await
-            .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))?
-            .pop()
-            .ok_or_else(|| ApiError::new(500, "internal", "no outcome"))?;
+    let result = process_async(state.into_inner(), vec![value], Some(kind), gpc)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::new(500, "internal", "no outcome"))?;
     let status = match &result.outcome {
         Outcome::Stored { .. } | Outcome::Duplicate => 200,
         Outcome::Rejected { reason, .. } if CONSENT_REFUSALS.contains(reason) => 403,
@@ -553,13 +612,7 @@ pub(crate) async fn batch(
         return Err(ApiError::new(413, "batch_too_large", format!("a batch holds at most {MAX_BATCH_EVENTS} events")));
     }
     let gpc = gpc_header(&req);
-    let state = state.into_inner();
-    let results = web::block(move || {
-        let now = UtcMicros::now();
-        process_all(&state, &items, None, gpc, now)
-    })
-    .await
-    .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))?;
+    let results = process_async(state.into_inner(), items, None, gpc).await?;
     let stored = results.iter().filter(|r| !matches!(r.outcome, Outcome::Rejected { .. })).count();
     let mut body = json!({ "success": stored == results.len(), "accepted": stored, "rejected": results.len() - stored, "results": results });
     if gpc {
@@ -708,8 +761,10 @@ mod tests {
             let t = rule.event_type();
             let m = segment::parse(&message_for(rule), None).unwrap_or_else(|r| panic!("{t}: {r:?}"));
             if event_type_for(&m.kind).ok().as_ref() != Some(t) {
-                // Only Lethe's own types (the erasure fence) are out of a Segment message's reach.
-                assert!(t.as_str().starts_with(CustomEvents::RESERVED_PREFIX), "no Segment message maps to `{t}`");
+                // Only types Lethe writes itself are out of a Segment message's reach: the erasure
+                // fence, and the catalog events of `PUT /v1/items`.
+                let own = t.as_str().starts_with(CustomEvents::RESERVED_PREFIX) || t.as_str().starts_with("catalog.");
+                assert!(own, "no Segment message maps to `{t}`");
                 continue;
             }
             let (body, dropped) = payload(&m, t, &policies, &pseudonymize, time);

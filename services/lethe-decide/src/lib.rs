@@ -7,10 +7,13 @@
 //! propensity), outcomes feed CTR counters and the slot's online model, and a new model version can
 //! serve a canary share and be promoted or rolled back by rule or by hand, audited. Mounted by
 //! `lethe serve` through [`configure`]; the Personalizer-compatible Rank and Reward API is served
-//! over the same engine.
+//! over the same engine. The CMS puts its item catalog through [`catalog_api`] (`PUT /v1/items`), and
+//! items without interactions get related items by their text ([`content`]).
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod catalog_api;
+pub mod content;
 pub mod engine;
 pub mod features;
 pub mod ope;
@@ -28,6 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/decide", web::post().to(api::decide))
         .route("/v1/outcomes", web::post().to(api::outcomes))
         .route("/v1/recommendations", web::get().to(api::recommendations))
+        .route("/v1/items", web::put().to(catalog_api::put_items))
+        .route("/v1/items/{id}", web::delete().to(catalog_api::delete_item))
         .route("/v1/decide/stats", web::get().to(api::stats))
         .route("/v1/decide/slots/{slot}/versions", web::get().to(api::versions))
         .route("/v1/decide/slots/{slot}/canary", web::post().to(api::canary))
@@ -44,6 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         api::decide,
         api::outcomes,
         api::recommendations,
+        catalog_api::put_items,
+        catalog_api::delete_item,
         api::stats,
         api::versions,
         api::canary,
@@ -54,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ),
     tags(
         (name = "decisions", description = "Slots, decisions, outcomes, recommendations and policy versions"),
+        (name = "catalog", description = "The item catalog the CMS puts: ids, categories, texts, numeric features"),
         (name = "personalizer", description = "Azure Personalizer's Rank and Reward API over Lethe's engine")
     )
 )]

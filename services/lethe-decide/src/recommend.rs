@@ -1,5 +1,6 @@
 //! Recommendations: user→items from the live recommender over the subject's interactions (with
-//! consent), item→items ("related", no subject needed), and popularity for everyone else.
+//! consent), item→items ("related", no subject needed: the live recommender, else content similarity
+//! over the catalog, [`crate::content`]), and popularity for everyone else.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -10,6 +11,7 @@ use lethe_personalize::{Personalizer, StoredRecommender, Views};
 use lethe_registry::ModelId;
 use serde::Serialize;
 
+use crate::content::{ContentIndex, CONTENT_VERSION};
 use crate::engine::Reason;
 
 /// One recommended item.
@@ -30,10 +32,11 @@ pub struct Exclude {
     pub bought: bool,
 }
 
-/// The live recommender, opened once per version.
+/// The live recommender, opened once per version, and the content model of the catalog.
 #[derive(Debug, Default)]
 pub struct Recommenders {
     cached: RwLock<Option<(ModelId, Arc<StoredRecommender>)>>,
+    pub content: ContentIndex,
 }
 
 /// A recommendation answer.
@@ -131,6 +134,15 @@ impl Recommenders {
                 }
             }
         }
+        // An item the recommender does not know (no interactions yet): related by its text.
+        if let Some(items) = self.content.related(views, item, count) {
+            return Answer {
+                items,
+                personalized: false,
+                reason: None,
+                model_version: Some(CONTENT_VERSION.to_owned()),
+            };
+        }
         let skip = HashSet::from([item.to_owned()]);
         Answer {
             items: popular(views, count, &skip),
@@ -154,7 +166,7 @@ fn describe_scored(views: &Views, model: &StoredRecommender, scored: &[(ItemId, 
     })
 }
 
-fn describe(catalog: &lethe_features::ItemCatalog, id: &str, score: f64) -> Item {
+pub(crate) fn describe(catalog: &lethe_features::ItemCatalog, id: &str, score: f64) -> Item {
     let found = catalog.get(id);
     Item {
         id: id.to_owned(),

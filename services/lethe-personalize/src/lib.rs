@@ -13,12 +13,13 @@
 //! sealed bytes and keys destroyed) and rotates the registry's KEK so the destruction is final.
 #![forbid(unsafe_code)]
 
+pub mod drift;
 pub mod select;
 pub mod views;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use lethe_audit::AuditKind;
 use lethe_crypto::{Keyring, SecretBytes};
@@ -137,6 +138,10 @@ pub struct Personalizer {
     kek: Mutex<SecretBytes>,
     keyring_dir: std::path::PathBuf,
     master: lethe_crypto::MasterSource,
+    /// The serving feature views, when attached: training records their distribution ([`drift`]).
+    views: OnceLock<Arc<Views>>,
+    /// The live model's training distribution of the serving features, in memory only ([`drift`]).
+    train_dist: Mutex<Option<(ModelId, drift::Distribution)>>,
     pub config: TrainConfig,
 }
 
@@ -178,8 +183,24 @@ impl Personalizer {
             kek: Mutex::new(kek),
             keyring_dir: data_dir.to_path_buf(),
             master: master.clone(),
+            views: OnceLock::new(),
+            train_dist: Mutex::new(None),
             config,
         }))
+    }
+
+    /// Attaches the serving feature views, so that training records the features' distribution
+    /// from them instead of replaying the log ([`drift`]). The first call wins.
+    pub fn attach_views(&self, views: Arc<Views>) {
+        let _ = self.views.set(views);
+    }
+
+    /// The live model's training distribution of the serving features, when this process trained
+    /// it (it is kept in memory only: see [`drift`]).
+    pub fn live_training_distribution(&self) -> Option<drift::Distribution> {
+        let live = self.registry.live(&name()).ok().flatten()?;
+        let held = self.train_dist.lock().expect("drift lock");
+        held.as_ref().filter(|(id, _)| *id == live.id).map(|(_, d)| d.clone())
     }
 
     /// The registry.
@@ -267,6 +288,7 @@ impl Personalizer {
             _ => ("itemknn", 0.0),
         };
         metrics.insert("ndcg_at_10".to_owned(), knn_ndcg);
+        let distribution = drift::training_distribution(self, &subjects);
         let stored = StoredRecommender {
             algorithm: chosen.to_owned(),
             items: items.clone(),
@@ -313,6 +335,7 @@ impl Personalizer {
         }
         let previous = self.registry.live(&name())?;
         let live = self.registry.set_status(version.id, Status::Live, now)?;
+        *self.train_dist.lock().expect("drift lock") = distribution.map(|d| (live.id, d));
         retired.extend(previous.iter().map(|p| p.id.to_string()));
         let report = TrainReport {
             model_id: live.id.to_string(),

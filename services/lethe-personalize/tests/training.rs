@@ -12,7 +12,8 @@ use lethe_domain::{
     EventType, ExpectedVersion, NewEvent, Pseudonym, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros,
 };
 use lethe_eventlog::{AppendRequest, EventStore, LogConfig, SledEventLog};
-use lethe_personalize::{Personalizer, TrainConfig, TrainError};
+use lethe_personalize::drift::drift_metrics;
+use lethe_personalize::{Personalizer, TrainConfig, TrainError, Views};
 use lethe_policy::Policies;
 use lethe_privacy::controller::ControllerFile;
 use lethe_privacy::erasure::{self, Asker};
@@ -149,6 +150,72 @@ fn r_train_1_only_subjects_consenting_at_training_time_are_trained_on() {
     assert!(report.metrics.contains_key("itemknn_ndcg_at_10"));
     // The run is audited.
     assert!(w.privacy.audit.entries(1).filter_map(Result::ok).any(|e| e.kind == lethe_audit::AuditKind::TrainingRun));
+}
+
+/// Training records the serving features' distribution over its own subjects, in memory (here
+/// from views replayed from the log: none are attached), once they are enough, and drift is measured
+/// against it.
+#[test]
+fn training_records_the_feature_distribution_of_its_subjects_and_drift_is_measured_against_it() {
+    let w = world();
+    seed_consenting(&w);
+    let report = w.personalizer.train("admin").unwrap();
+    assert_eq!(report.subjects, 6);
+    assert!(w.personalizer.live_training_distribution().is_none(), "six subjects are too few to describe");
+
+    for n in 6..10 {
+        let id = format!("member-{n}");
+        consent(&w, &id, &[("analytics", true), ("personalization", true)]);
+        interact(&w, &id, &TENTS[..3 + n % 2]);
+    }
+    // A consenting visitor who only ended a session: held by the views, but no item to train on.
+    consent(&w, "browser", &[("analytics", true), ("personalization", true)]);
+    let session = NewEvent {
+        event_type: EventType::parse("session.ended").unwrap(),
+        schema_version: SchemaVersion::new(1).unwrap(),
+        purpose: Purpose::parse("analytics").unwrap(),
+        time: UtcMicros::now(),
+        retention: Retention::Days(395),
+        payload: serde_json::to_vec(&serde_json::json!({"properties": {"seconds": 60, "pages": 3}})).unwrap(),
+    };
+    let store = &w.privacy.collect.store;
+    store
+        .append(AppendRequest {
+            subject: subject(&w, "browser"),
+            expected: ExpectedVersion::Any,
+            events: vec![session],
+        })
+        .unwrap();
+
+    let report = w.personalizer.train("admin").unwrap();
+    assert_eq!(report.subjects, 10);
+    let (version, _) = w.personalizer.live_recommender().unwrap().expect("a live model");
+    // The distribution is held in memory, never in the plaintext manifest (it would outlive the
+    // model, and the difference to a retrained successor's would describe an erased subject).
+    assert!(!version.manifest.metrics.keys().any(|k| k.starts_with("train_dist")), "{:?}", version.manifest.metrics);
+    assert!(!report.metrics.keys().any(|k| k.starts_with("train_dist")));
+    let m = &w.personalizer.live_training_distribution().expect("ten subjects are recorded").to_metrics();
+    assert_eq!(m["train_dist.subjects"], 10.0, "the ten members, not the browser");
+    // No event carried a device class or a referrer.
+    assert_eq!((m["train_dist.device.none"], m["train_dist.referrer.none"]), (1.0, 1.0));
+    // Even members liked, clicked, liked (one click); odd ones liked, clicked, liked, clicked (two).
+    assert_eq!((m["train_dist.activity.1"], m["train_dist.activity.2-3"]), (0.5, 0.5));
+    assert_eq!(m["train_dist.sessions.0"], 1.0);
+
+    // Serving: the views also hold the browser, one subject in eleven with a session and no activity.
+    let views = Views::replay(Arc::clone(store), &w.privacy.collect.policies).unwrap();
+    let text = drift_metrics(&w.personalizer, &views);
+    let value = |series: &str| {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok()).expect(series)
+    };
+    // sessions: e = [1, 0, 0, 0, 0], a = [10/11, 1/11, 0, 0, 0] (ε = 1e-4 for empty shares):
+    //   (10/11 − 1)·ln(10/11) + (1/11 − 1e-4)·ln((1/11) / 1e-4) = 0.0086646 + 0.0908091 · 6.8124451
+    //   = 0.0086646 + 0.6186319 = 0.6272965.
+    assert!((value("lethe_feature_psi{feature=\"sessions\"}") - 0.627_297).abs() < 1e-5, "{text}");
+    assert_eq!(value("lethe_feature_psi_alert{feature=\"sessions\"}"), 1.0, "{text}");
+    // device: every subject `none` on both sides.
+    assert_eq!(value("lethe_feature_psi{feature=\"device\"}"), 0.0, "{text}");
+    assert_eq!(value("lethe_feature_psi_alert{feature=\"device\"}"), 0.0, "{text}");
 }
 
 /// R-TRAIN-1, fail closed: a member who withdraws between selection and registration voids the run.

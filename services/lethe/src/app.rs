@@ -313,6 +313,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
     if let Some(d) = &state.decide {
         body.push_str(&d.engine.metrics());
+        body.push_str(&lethe_personalize::drift::drift_metrics(d.engine.personalizer(), d.engine.views()));
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }

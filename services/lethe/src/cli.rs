@@ -781,6 +781,8 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
             .context("cannot build the feature views")?,
     );
     privacy.register(views.clone());
+    // Training records the serving features' distribution from these views (drift monitoring).
+    personalizer.attach_views(Arc::clone(&views));
     tracing::info!(subjects = views.subjects(), "feature views built");
     let engine = lethe_decide::Engine::open(
         slots,

@@ -14,6 +14,6 @@ pub use backup::{restore, BackupFile, BackupHeader, BackupReport, RestoreReport}
 pub use error::{LogError, Result};
 pub use sled_log::{LogConfig, SledEventLog, LOG_DIR};
 pub use store::{
-    AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState, SubjectVerify,
-    VerifyReport,
+    AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState,
+    SubjectVerify, VerifyReport,
 };

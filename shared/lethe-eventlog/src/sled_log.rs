@@ -57,7 +57,24 @@ struct FenceRecord {
 }
 
 type Reply<T> = SyncSender<T>;
-type AppendReply = Reply<Vec<Result<Appended>>>;
+
+/// Where an append's results go: a thread waiting for them, or a callback that must not block.
+enum AppendReply {
+    Wait(Reply<Vec<Result<Appended>>>),
+    Call(crate::store::AppendDone),
+}
+
+impl AppendReply {
+    fn send(self, results: Vec<Result<Appended>>) -> std::result::Result<(), ()> {
+        match self {
+            Self::Wait(tx) => tx.send(results).map_err(|_| ()),
+            Self::Call(done) => {
+                done(results);
+                Ok(())
+            }
+        }
+    }
+}
 
 enum Command {
     Append(Vec<AppendRequest>, AppendReply),
@@ -871,12 +888,24 @@ impl EventStore for SledEventLog {
 
     fn append_batch(&self, requests: Vec<AppendRequest>) -> Vec<Result<Appended>> {
         let n = requests.len();
-        match self.send(|reply| Command::Append(requests, reply)) {
+        match self.send(|reply| Command::Append(requests, AppendReply::Wait(reply))) {
             Ok(results) => results,
             Err(e) => {
                 let code = e.code();
                 (0..n).map(|_| Err(if code == "log_closed" { LogError::Closed } else { LogError::Poisoned })).collect()
             }
+        }
+    }
+
+    fn append_batch_then(&self, requests: Vec<AppendRequest>, done: crate::store::AppendDone) {
+        let n = requests.len();
+        let closed = || (0..n).map(|_| Err(LogError::Closed)).collect::<Vec<_>>();
+        let Ok(tx) = self.tx.lock() else { return done(closed()) };
+        let Some(tx) = tx.as_ref() else { return done(closed()) };
+        if let Err(mpsc::SendError(Command::Append(_, reply))) =
+            tx.send(Command::Append(requests, AppendReply::Call(done)))
+        {
+            let _ = reply.send(closed());
         }
     }
 

@@ -16,6 +16,9 @@ pub struct AppendRequest {
     pub events: Vec<NewEvent>,
 }
 
+/// What receives the results of [`EventStore::append_batch_then`].
+pub type AppendDone = Box<dyn FnOnce(Vec<Result<Appended>>) + Send>;
+
 /// Where an acknowledged append landed. Acknowledged means durable (fsynced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Appended {
@@ -138,6 +141,14 @@ pub trait EventStore: Send + Sync + Debug {
     /// Appends several requests in one group commit; each succeeds or fails on its own, and all
     /// that succeed become durable together.
     fn append_batch(&self, requests: Vec<AppendRequest>) -> Vec<Result<Appended>>;
+
+    /// [`EventStore::append_batch`] without waiting: `done` receives the results once the appends
+    /// are durable (or refused). It runs on the log's own thread, so it must not block (send the
+    /// results on a channel). An async caller awaits them without holding a thread. The default
+    /// appends synchronously and calls `done` before returning.
+    fn append_batch_then(&self, requests: Vec<AppendRequest>, done: AppendDone) {
+        done(self.append_batch(requests));
+    }
 
     /// One subject's events in sequence order; erased payloads read as [`lethe_domain::EventBody::Shredded`].
     ///

@@ -233,6 +233,8 @@ pub struct ItemCatalog {
     pub(crate) items: Interner,
     pub(crate) entries: HashMap<u32, Item>,
     pub(crate) stats: HashMap<u32, ItemStats>,
+    /// Bumped by every change of the items (not of their statistics); not in snapshots.
+    pub(crate) generation: u64,
 }
 
 impl Default for ItemCatalog {
@@ -250,7 +252,16 @@ impl ItemCatalog {
             items: Interner::new("item", MAX_ITEMS),
             entries: HashMap::new(),
             stats: HashMap::new(),
+            generation: 0,
         }
+    }
+
+    /// A counter this process bumps at every upsert or removal of an item (statistics do not count),
+    /// so that a cache built from the items (a content model) knows when to rebuild. It starts at 0
+    /// in every process and is not part of snapshots: compare it only within one catalog.
+    #[must_use]
+    pub const fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Upserts the items of a `PUT /v1/items`-style body (one item or an array); returns how many.
@@ -282,13 +293,18 @@ impl ItemCatalog {
         let id = self.items.intern(&item.id)?;
         let features = item.features.into_iter().map(|(n, v)| (n.into_boxed_str(), v)).collect();
         self.entries.insert(id, Item { category, text: item.text.into_boxed_str(), features });
+        self.generation = self.generation.wrapping_add(1);
         Ok(ItemId(id))
     }
 
     /// Removes an item from the catalog (its statistics stay while ledgers hold it). Returns
     /// whether it was there.
     pub fn remove(&mut self, id: &str) -> bool {
-        self.items.get(id).is_some_and(|i| self.entries.remove(&i).is_some())
+        let removed = self.items.get(id).is_some_and(|i| self.entries.remove(&i).is_some());
+        if removed {
+            self.generation = self.generation.wrapping_add(1);
+        }
+        removed
     }
 
     /// An item.
@@ -467,7 +483,7 @@ mod tests {
         let n = c
             .upsert(br#"{"id":"sku-1","category":"tents","text":"Tent","features":{"price":189.5,"weight":2}}"#)
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!((n, c.generation()), (1, 1));
         let item = c.get("sku-1").unwrap();
         assert_eq!((item.category(), item.text(), item.feature("price")), (Some("tents"), "Tent", Some(189.5)));
         assert_eq!(item.features().count(), 2);
@@ -475,8 +491,11 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c.get("sku-1").unwrap().category(), Some("shelter"));
         assert_eq!(c.get("sku-1").unwrap().feature("price"), None, "an upsert replaces the whole item");
+        let generation = c.generation();
         assert!(c.remove("sku-2"));
+        assert_eq!(c.generation(), generation + 1, "a removal is a change");
         assert!(!c.remove("sku-2"));
+        assert_eq!(c.generation(), generation + 1, "removing nothing changes nothing");
         assert!(c.get("sku-2").is_none());
     }
 

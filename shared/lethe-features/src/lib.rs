@@ -16,8 +16,10 @@
 //! it cannot use is skipped and counted ([`ProjectionStats`]).
 //!
 //! Not yet wired: `lethe serve` does not run a projector, erasure reaches it only through an
-//! `lethe.erasure_fence` in the log or a direct [`Projector::forget`] (no `ErasureHook` yet), and
-//! items are upserted in-process or by catalog events (no HTTP route).
+//! `lethe.erasure_fence` in the log or a direct [`Projector::forget`] (no `ErasureHook` yet).
+//!
+//! Items arrive by catalog events ([`ITEM_UPSERTED`], [`ITEM_REMOVED`]), which `lethe-decide` writes for
+//! `PUT /v1/items` and `DELETE /v1/items/{id}`, or in-process through [`Projector::catalog_mut`].
 #![forbid(unsafe_code)]
 
 mod catalog;

@@ -249,6 +249,12 @@ impl Projector {
         self.subject(subject).map(|s| &s.view)
     }
 
+    /// Every held subject's features, in no particular order and without their pseudonyms: for
+    /// aggregates over the population, such as drift monitoring.
+    pub fn feature_views(&self) -> impl Iterator<Item = &FeatureView> + '_ {
+        self.slots.iter().flatten().map(|s| &s.view)
+    }
+
     /// Whether the projector holds anything of the subject (R-ERASE-3 checks this after erasure).
     #[must_use]
     pub fn holds(&self, subject: &Pseudonym) -> bool {

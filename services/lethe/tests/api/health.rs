@@ -71,6 +71,8 @@ async fn openapi_describes_every_endpoint() {
         ("/v1/decide", "post"),
         ("/v1/outcomes", "post"),
         ("/v1/recommendations", "get"),
+        ("/v1/items", "put"),
+        ("/v1/items/{id}", "delete"),
         ("/v1/decide/stats", "get"),
         ("/v1/decide/slots/{slot}/versions", "get"),
         ("/v1/decide/slots/{slot}/canary", "post"),
@@ -87,10 +89,18 @@ async fn openapi_describes_every_endpoint() {
             .replace("{action}", "promote")
             .replace("{eventId}", "some-event");
         let url = format!("{}{concrete}", app.address);
-        let r = if method == "get" { app.client.get(url) } else { app.client.post(url) }.send().await.unwrap();
+        let r = match method {
+            "get" => app.client.get(url),
+            "put" => app.client.put(url),
+            "delete" => app.client.delete(url),
+            _ => app.client.post(url),
+        }
+        .send()
+        .await
+        .unwrap();
         assert_ne!(r.status(), 404, "{method} {path} is described but not routed");
     }
-    assert_eq!(paths.len(), 33, "a route was added without its description: {:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 35, "a route was added without its description: {:?}", paths.keys().collect::<Vec<_>>());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["ApiError"].is_object());
 }

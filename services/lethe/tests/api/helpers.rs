@@ -69,6 +69,7 @@ pub async fn spawn_app_configured(
     privacy.register(personalizer.clone());
     let views = Arc::new(lethe_personalize::Views::replay(Arc::clone(&store), &state.policies).expect("views"));
     privacy.register(views.clone());
+    personalizer.attach_views(Arc::clone(&views));
     let slots = lethe_decide::Slots::builtin(&state.policies).expect("slots");
     let engine =
         lethe_decide::Engine::open(slots, state.clone(), Arc::clone(&views), personalizer, Arc::clone(&privacy))

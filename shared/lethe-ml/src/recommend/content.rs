@@ -180,11 +180,11 @@ impl ContentModel {
                     *d += numeric[i].iter().zip(&numeric[j]).map(|(a, b)| a * b).sum::<f64>();
                 }
             }
-            let similar: Vec<Scored> = (0..n)
-                .filter(|&j| j != i && norms[i] > 0.0 && norms[j] > 0.0)
-                .map(|j| (ids[j], dots[j] / (norms[i] * norms[j])))
-                .collect();
-            candidates.push(similar);
+            // Only the best neighbours are kept, item by item: memory stays O(n · neighbours), not O(n²).
+            let similar = (0..n)
+                .filter(|&j| j != i && norms[i] > 0.0 && norms[j] > 0.0 && dots[j] > 0.0)
+                .map(|j| (ids[j], dots[j] / (norms[i] * norms[j])));
+            candidates.push(top_k(similar, params.neighbours, &[]));
         }
         Ok(Self {
             format_version: MODEL_FORMAT_VERSION,

@@ -54,6 +54,8 @@ fn repo_declares_every_event_type_of_the_product() {
         "decision.served",
         "outcome.recorded",
         "lethe.erasure_fence",
+        "catalog.item_upserted",
+        "catalog.item_removed",
     ] {
         assert!(policies.event(&t(name)).is_some(), "{name} is not declared");
     }
