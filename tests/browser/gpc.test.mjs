@@ -9,6 +9,7 @@ import {
   banner,
   dataLayer,
   eventsOf,
+  eventually,
   lastUpdate,
   launch,
   ledger,
@@ -46,8 +47,12 @@ test('R-GPC-1: the opt-out applies before any tag and any tracking, is shown as 
   const [sent] = requests.filter((r) => r.path === '/v1/consent').map((r) => r.body);
   assert.equal(sent.gpc, true);
   assert.ok(sent.denied.includes('sale_share') && !sent.granted.includes('sale_share'), JSON.stringify(sent));
-  const optOut = requests.find((r) => r.method === 'POST' && r.path === '/v1/me/opt-out');
-  assert.deepEqual(optOut?.body, { anonymousId: id });
+  const optOut = await eventually(
+    () => requests.find((r) => r.method === 'POST' && r.path === '/v1/me/opt-out'),
+    8000,
+    'the opt-out request'
+  );
+  assert.deepEqual(optOut.body, { anonymousId: id });
   const update = lastUpdate(await dataLayer(page));
   for (const s of AD_SIGNALS) assert.equal(update[s], 'denied', s);
   assert.equal(update.analytics_storage, 'granted');

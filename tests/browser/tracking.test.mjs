@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { anonymousId, banner, dataLayer, eventsOf, launch, ledger, open, ofType } from './lib.mjs';
+import { anonymousId, banner, dataLayer, eventsOf, eventually, launch, ledger, open, ofType } from './lib.mjs';
 
 let browser;
 before(async () => {
@@ -56,6 +56,9 @@ test('before consent nothing is sent; after it, page view, click, scroll and tim
   await scrollToBottom(page);
   await page.waitForTimeout(1100);
   await page.evaluate(() => window.Lethe.flush());
+  // Read a batch's answer while the page that sent it is still there (a busy machine answers late,
+  // and a page that has gone away cannot read its answers).
+  await eventually(() => answers.length > 0, 8000, 'a batch sent with fetch, answered');
   // Leaving the page reports the time spent, by beacon.
   await page.goto('/demo/privacy');
 

@@ -533,9 +533,11 @@ async fn single(
     body: web::Bytes,
     kind: &'static str,
 ) -> Result<HttpResponse, ApiError> {
-    let value = parse_body(&body, MAX_EVENT_BYTES)?;
+    let mut value = parse_body(&body, MAX_EVENT_BYTES)?;
     authorize_with(&req, &state, COLLECTORS, value.get("writeKey").and_then(Value::as_str))?;
     let gpc = gpc_header(&req);
+    let (country, region) = state.edge.of(req.headers());
+    state.edge.apply(country.as_deref(), region.as_deref(), &mut value);
     let result = process_async(state.into_inner(), vec![value], Some(kind), gpc)
         .await?
         .pop()
@@ -612,6 +614,11 @@ pub(crate) async fn batch(
         return Err(ApiError::new(413, "batch_too_large", format!("a batch holds at most {MAX_BATCH_EVENTS} events")));
     }
     let gpc = gpc_header(&req);
+    let (country, region) = state.edge.of(req.headers());
+    let mut items = items;
+    for item in &mut items {
+        state.edge.apply(country.as_deref(), region.as_deref(), item);
+    }
     let results = process_async(state.into_inner(), items, None, gpc).await?;
     let stored = results.iter().filter(|r| !matches!(r.outcome, Outcome::Rejected { .. })).count();
     let mut body = json!({ "success": stored == results.len(), "accepted": stored, "rejected": results.len() - stored, "results": results });

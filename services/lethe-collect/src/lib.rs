@@ -34,6 +34,9 @@ pub struct CollectState {
     pub metrics: Arc<Metrics>,
     pub auth: Arc<auth::Auth>,
     pub limits: Arc<ratelimit::RateLimiter>,
+    /// Request headers a CDN or load balancer in front of Lethe sets to the visitor's coarse
+    /// location, trusted only when configured (see [`minimize::EdgeLocation`]).
+    pub edge: Arc<minimize::EdgeLocation>,
 }
 
 impl CollectState {
@@ -48,7 +51,15 @@ impl CollectState {
     ) -> lethe_eventlog::Result<Self> {
         let book = Arc::new(ConsentBook::replay(store.as_ref())?);
         let limits = Arc::new(ratelimit::RateLimiter::new(ratelimit::Limits::default()));
-        Ok(Self { store, policies, book, metrics: Arc::new(Metrics::default()), auth, limits })
+        Ok(Self {
+            store,
+            policies,
+            book,
+            metrics: Arc::new(Metrics::default()),
+            auth,
+            limits,
+            edge: Arc::new(minimize::EdgeLocation::default()),
+        })
     }
 }
 

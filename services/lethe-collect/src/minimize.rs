@@ -138,3 +138,105 @@ mod tests {
         assert_eq!((daypart(3), daypart(9), daypart(14), daypart(20)), ("night", "morning", "afternoon", "evening"));
     }
 }
+
+/// Coarse location from the edge: the request headers in which a CDN or load balancer in front of
+/// Lethe puts the visitor's country (such as Cloudflare's `CF-IPCountry` or CloudFront's
+/// `CloudFront-Viewer-Country`) and region. Lethe never sees a location database and stores no IP
+/// address; with these headers configured, an event whose message names no location gets the
+/// edge's country (ISO 3166-1 alpha-2) and region (ISO 3166-2 subdivision code) instead. Only
+/// configure them when the proxy in front overwrites them on every request: a client could
+/// otherwise send its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EdgeLocation {
+    /// The header holding the country code.
+    pub country_header: Option<String>,
+    /// The header holding the region (subdivision) code.
+    pub region_header: Option<String>,
+}
+
+impl EdgeLocation {
+    /// The `(country, region)` a request's headers give, each only when well-formed: a country is
+    /// two ASCII letters (upper-cased; `XX` and `T1`, "unknown" and Tor, are dropped), a region 1 to
+    /// 3 ASCII letters or digits, optionally after the country and a dash (`CA` or `US-CA`).
+    pub fn of(&self, headers: &actix_web::http::header::HeaderMap) -> (Option<String>, Option<String>) {
+        let value = |name: &Option<String>| {
+            name.as_deref().and_then(|n| headers.get(n)).and_then(|v| v.to_str().ok()).map(str::trim)
+        };
+        let country = value(&self.country_header)
+            .filter(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+            .map(str::to_ascii_uppercase)
+            .filter(|c| c != "XX");
+        let region = value(&self.region_header)
+            .map(|r| r.rsplit('-').next().unwrap_or(r))
+            .filter(|r| (1..=3).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .map(str::to_ascii_uppercase);
+        (country, region)
+    }
+
+    /// Puts the edge's location into a message that names none (`context.location`).
+    pub fn apply(&self, country: Option<&str>, region: Option<&str>, message: &mut serde_json::Value) {
+        if country.is_none() && region.is_none() {
+            return;
+        }
+        let Some(obj) = message.as_object_mut() else { return };
+        let context = obj.entry("context").or_insert_with(|| serde_json::json!({}));
+        let Some(context) = context.as_object_mut() else { return };
+        let location = context.entry("location").or_insert_with(|| serde_json::json!({}));
+        let Some(location) = location.as_object_mut() else { return };
+        if location.get("country").is_none_or(serde_json::Value::is_null) {
+            if let Some(c) = country {
+                location.insert("country".into(), serde_json::Value::String(c.to_owned()));
+            }
+            if let Some(r) = region {
+                if location.get("region").is_none_or(serde_json::Value::is_null) {
+                    location.insert("region".into(), serde_json::Value::String(r.to_owned()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod edge_tests {
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+    use serde_json::json;
+
+    use super::EdgeLocation;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_configured_well_formed_headers_give_a_location() {
+        let edge = EdgeLocation { country_header: Some("cf-ipcountry".into()), region_header: Some("x-region".into()) };
+        assert_eq!(
+            edge.of(&headers(&[("cf-ipcountry", "de"), ("x-region", "DE-BY")])),
+            (Some("DE".into()), Some("BY".into()))
+        );
+        for bad in ["XX", "DEU", "1A", ""] {
+            assert_eq!(edge.of(&headers(&[("cf-ipcountry", bad)])).0, None, "{bad}");
+        }
+        assert_eq!(edge.of(&headers(&[("x-region", "not a region")])).1, None);
+        // Not configured: the same headers are ignored.
+        assert_eq!(EdgeLocation::default().of(&headers(&[("cf-ipcountry", "DE")])), (None, None));
+    }
+
+    #[test]
+    fn the_message_keeps_a_location_it_names() {
+        let edge = EdgeLocation::default();
+        let mut m = json!({"event": "x"});
+        edge.apply(Some("FR"), Some("IDF"), &mut m);
+        assert_eq!(m["context"]["location"], json!({"country": "FR", "region": "IDF"}));
+        let mut m = json!({"context": {"location": {"country": "IT"}}});
+        edge.apply(Some("FR"), Some("IDF"), &mut m);
+        assert_eq!(m["context"]["location"], json!({"country": "IT"}));
+        let mut m = json!("not an object");
+        edge.apply(Some("FR"), None, &mut m);
+        assert_eq!(m, json!("not an object"));
+    }
+}

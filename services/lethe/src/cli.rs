@@ -72,6 +72,14 @@ pub enum Command {
         /// anonymous id.
         #[arg(long)]
         demo: bool,
+        /// A request header in which the CDN or load balancer in front sets the visitor's country
+        /// (ISO 3166-1 alpha-2), such as `CF-IPCountry`; used for events that name no location. Only
+        /// set it when the proxy overwrites that header on every request.
+        #[arg(long, env = "LETHE_COUNTRY_HEADER")]
+        country_header: Option<String>,
+        /// Likewise for the region (ISO 3166-2 subdivision), such as `CloudFront-Viewer-Country-Region`.
+        #[arg(long, env = "LETHE_REGION_HEADER")]
+        region_header: Option<String>,
     },
     /// Inspects the event log.
     Log {
@@ -312,7 +320,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let policies = || load_policies(cli.policies.as_deref());
     let store = || open_store(&cli);
     match &cli.command {
-        Command::Serve { listen, workers, parts, rate_per_address, rate_per_key, train_every, demo } => {
+        Command::Serve {
+            listen,
+            workers,
+            parts,
+            rate_per_address,
+            rate_per_key,
+            train_every,
+            demo,
+            country_header,
+            region_header,
+        } => {
             let sdk = lethe_web::SdkPolicy::find(cli.policies.as_deref())?;
             let web = lethe_web::WebOptions { sdk, demo: *demo };
             let settings = Settings { listen: listen.clone(), workers: *workers, parts: parts.clone(), web };
@@ -334,6 +352,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 master: master_source(&cli),
                 train_every: parse_ttl(train_every)?,
                 policies_dir: cli.policies.clone(),
+                edge: lethe_collect::minimize::EdgeLocation {
+                    country_header: country_header.clone(),
+                    region_header: region_header.clone(),
+                },
             })
         }
         Command::Policies { command: PoliciesCommand::Check { dir } } => {
@@ -741,6 +763,7 @@ struct Serve {
     master: MasterSource,
     train_every: Duration,
     policies_dir: Option<PathBuf>,
+    edge: lethe_collect::minimize::EdgeLocation,
 }
 
 fn serve(args: Serve) -> anyhow::Result<ExitCode> {
@@ -756,6 +779,7 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         master,
         train_every,
         policies_dir,
+        edge,
     } = args;
     let slots = load_slots(policies_dir.as_deref(), &policies)?;
     tracing::info!(
@@ -768,6 +792,7 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn EventStore> = Arc::new(store);
     let mut collect = CollectState::build(store, Arc::new(policies), auth).context("cannot replay the log")?;
     collect.limits = Arc::new(RateLimiter::new(limits));
+    collect.edge = Arc::new(edge);
     let options = PrivacyOptions::from_controller(&controller);
     let privacy = Privacy::open(&data_dir, &keyring, collect.clone(), controller, options)
         .context("cannot open the privacy database")?;

@@ -218,3 +218,61 @@ async fn track_calls_named_like_lethe_records_are_refused() {
     }
     assert_eq!(app.stored("sneaky"), 0);
 }
+
+/// Coarse location from the edge: with the CDN's country header configured, an event that names no
+/// location gets the country (and region) the edge saw; a location the message names is kept; a
+/// malformed header is ignored; and without the setting, the same header is not trusted.
+#[actix_web::test]
+async fn the_edges_country_header_gives_events_a_coarse_location_when_configured() {
+    use lethe_domain::SubjectId;
+
+    async fn send(app: &crate::helpers::TestApp, id: &str, n: u32, country: &str, body_location: Option<&str>) {
+        let mut body = json!({"anonymousId": id, "event": "Product Viewed", "messageId": format!("{id}-{n}"),
+            "properties": {"product_id": "tent", "category": "outdoor"}});
+        if let Some(c) = body_location {
+            body["context"] = json!({"location": {"country": c}});
+        }
+        let r = app
+            .client
+            .post(format!("{}/v1/track", app.address))
+            .bearer_auth(app.site())
+            .header("CF-IPCountry", country)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    fn countries(app: &crate::helpers::TestApp, id: &str) -> Vec<serde_json::Value> {
+        let p = app.store.pseudonymize(&SubjectId::parse(id).unwrap());
+        app.store
+            .read_stream(&p)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.envelope.event_type.as_str() != "consent.changed")
+            .filter_map(|e| match e.body {
+                lethe_domain::EventBody::Plain(b) => serde_json::from_slice::<serde_json::Value>(&b).ok(),
+                _ => None,
+            })
+            .map(|v| v["context"]["location"]["country"].clone())
+            .collect()
+    }
+
+    let app = crate::helpers::spawn_app_configured(
+        lethe_collect::ratelimit::Limits::default(),
+        lethe::app::Part::ALL.to_vec(),
+        |setup| setup.edge.country_header = Some("CF-IPCountry".into()),
+    )
+    .await;
+    app.consent("edge-1", &["analytics"], &[]).await;
+    send(&app, "edge-1", 1, "de", None).await;
+    send(&app, "edge-1", 2, "de", Some("AT")).await;
+    send(&app, "edge-1", 3, "XX", None).await;
+    send(&app, "edge-1", 4, "Germany", None).await;
+    assert_eq!(countries(&app, "edge-1"), [json!("DE"), json!("AT"), json!(null), json!(null)]);
+
+    let untrusting = spawn_app().await;
+    untrusting.consent("edge-2", &["analytics"], &[]).await;
+    send(&untrusting, "edge-2", 1, "DE", None).await;
+    assert_eq!(countries(&untrusting, "edge-2"), [json!(null)]);
+}

@@ -55,8 +55,13 @@ pub async fn spawn_app_configured(
     let mut state = CollectState::build(Arc::clone(&store), Arc::new(policies), auth).expect("state");
     state.limits = Arc::new(lethe_collect::ratelimit::RateLimiter::new(limits));
     let controller = ControllerFile::builtin().expect("controller file");
-    let mut setup = PrivacySetup { options: PrivacyOptions::from_controller(&controller), controller };
+    let mut setup = PrivacySetup {
+        options: PrivacyOptions::from_controller(&controller),
+        controller,
+        edge: lethe_collect::minimize::EdgeLocation::default(),
+    };
     configure(&mut setup);
+    state.edge = Arc::new(setup.edge.clone());
     let keyring = Keyring::open(dir.path(), &master).expect("key store");
     let privacy = Privacy::open(dir.path(), &keyring, state.clone(), setup.controller, setup.options).expect("privacy");
     let personalizer = lethe_personalize::Personalizer::open(
@@ -88,6 +93,8 @@ pub async fn spawn_app_configured(
 pub struct PrivacySetup {
     pub controller: ControllerFile,
     pub options: PrivacyOptions,
+    /// The location headers the edge sets (none by default).
+    pub edge: lethe_collect::minimize::EdgeLocation,
 }
 
 impl TestApp {
