@@ -279,3 +279,45 @@ test('the banner speaks the notice locale the page asks for', async () => {
   assert.equal(state.purposes.analytics.state, 'denied');
   await context.close();
 });
+
+test('the banner is readable: every text in it has a WCAG AA contrast of at least 4.5:1', async () => {
+  const { context, page } = await open(browser);
+  const b = banner(page);
+  await b.waitFor();
+  const ratios = await b.evaluate((root) => {
+    const rgba = (s) => {
+      const m = s.match(/rgba?\(([^)]+)\)/);
+      if (!m) return [0, 0, 0, 0];
+      const p = m[1].split(',').map((x) => parseFloat(x));
+      return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+    };
+    const luminance = ([r, g, b]) => {
+      const c = [r, g, b].map((v) => {
+        v /= 255;
+        return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+    };
+    // The first opaque background behind an element (the page is white underneath).
+    const background = (el) => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = rgba(getComputedStyle(e).backgroundColor);
+        if (c[3] > 0.99) return c;
+      }
+      return [255, 255, 255, 1];
+    };
+    const out = [];
+    for (const el of root.querySelectorAll('*')) {
+      const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+      if (!own || el.getClientRects().length === 0) continue;
+      const fg = luminance(rgba(getComputedStyle(el).color));
+      const bg = luminance(background(el));
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      out.push({ text: el.textContent.trim().slice(0, 30), ratio });
+    }
+    return out;
+  });
+  assert.ok(ratios.length >= 4, JSON.stringify(ratios));
+  for (const r of ratios) assert.ok(r.ratio >= 4.5, `${r.text}: ${r.ratio.toFixed(2)}:1`);
+  await context.close();
+});
