@@ -203,7 +203,7 @@ where
         let res = req.into_response(
             HttpResponse::NoContent()
                 .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()))
-                .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST"))
+                .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, PUT, DELETE"))
                 .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "authorization, content-type, sec-gpc"))
                 .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
                 .insert_header((header::VARY, "Origin"))

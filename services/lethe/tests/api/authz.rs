@@ -137,6 +137,11 @@ async fn cors_preflight_is_answered_and_only_authorized_answers_carry_the_origin
     assert_eq!(pre.status(), 204);
     assert_eq!(pre.headers()["access-control-allow-origin"], "https://shop.example");
     assert!(pre.headers()["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
+    // A CMS in the browser may also maintain the catalog (`PUT`/`DELETE /v1/items`).
+    let methods = pre.headers()["access-control-allow-methods"].to_str().unwrap().to_owned();
+    for m in ["GET", "POST", "PUT", "DELETE"] {
+        assert!(methods.split(", ").any(|x| x == m), "{m} in {methods}");
+    }
     let send = |origin: &'static str| {
         app.client
             .post(format!("{}/v1/track", app.address))
