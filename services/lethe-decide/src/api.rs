@@ -258,12 +258,16 @@ pub struct RecsQuery {
     /// `seen`, `bought`, `seen,bought` or `none`.
     exclude: Option<String>,
     slot: Option<String>,
+    /// A segment the caller knows the visitor is in (from the page's own context), whose
+    /// popularity answers a cold start.
+    segment: Option<String>,
 }
 
 /// `GET /v1/recommendations`.
 #[utoipa::path(get, path = "/v1/recommendations", tag = "decisions", summary = "Recommended items for a subject, or items related to an item",
     params(("anonymousId" = Option<String>, Query), ("userId" = Option<String>, Query), ("item" = Option<String>, Query, description = "related items instead"),
-        ("count" = Option<usize>, Query), ("exclude" = Option<String>, Query, description = "seen, bought")),
+        ("count" = Option<usize>, Query), ("exclude" = Option<String>, Query, description = "seen, bought"),
+        ("segment" = Option<String>, Query, description = "a segment whose popularity answers a cold start")),
     responses((status = 200, description = "items, mode and reason", body = Object), (status = 400, body = ApiError)),
     security(("bearer" = [])))]
 pub async fn recommendations(
@@ -305,17 +309,24 @@ pub async fn recommendations(
             DecideRequest { subject, slot: slot_id.clone(), device: None, gpc: gpc(&req), candidates: None, count };
         let (pseudonym, gate) = engine.gate(&request, slot);
         match gate {
-            Gate::Personalize { .. } => {
-                state.recommenders.for_subject(personalizer, views, Some(&pseudonym), None, count, exclude)
-            }
+            Gate::Personalize { .. } => state.recommenders.for_subject(
+                personalizer,
+                views,
+                Some(&pseudonym),
+                None,
+                count,
+                exclude,
+                q.segment.as_deref(),
+            ),
             Gate::NonPersonalized(r) => {
-                state.recommenders.for_subject(personalizer, views, None, Some(r), count, exclude)
+                state.recommenders.for_subject(personalizer, views, None, Some(r), count, exclude, q.segment.as_deref())
             }
         }
     };
     let mode = if answer.personalized { "personalized" } else { "non_personalized" };
     Ok(HttpResponse::Ok().json(json!({
         "items": answer.items, "mode": mode, "reason": answer.reason, "modelVersion": answer.model_version,
+        "segment": answer.segment,
     })))
 }
 

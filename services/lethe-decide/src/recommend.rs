@@ -36,8 +36,16 @@ pub struct Exclude {
 #[derive(Debug, Default)]
 pub struct Recommenders {
     cached: RwLock<Option<(ModelId, Arc<StoredRecommender>)>>,
+    /// Popularity per segment, rebuilt from the views at most every [`SEGMENTS_TTL`].
+    segments: RwLock<Option<(std::time::Instant, Arc<SegmentPopularity>)>>,
     pub content: ContentIndex,
 }
+
+/// Segment name → items, most engaged first.
+type SegmentPopularity = std::collections::HashMap<String, Vec<(String, f64)>>;
+
+/// How long popularity by segment is reused before it is rebuilt from the views.
+pub const SEGMENTS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A recommendation answer.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +54,8 @@ pub struct Answer {
     pub personalized: bool,
     pub reason: Option<Reason>,
     pub model_version: Option<String>,
+    /// The segment whose popularity answered a cold start.
+    pub segment: Option<String>,
 }
 
 impl Recommenders {
@@ -73,6 +83,7 @@ impl Recommenders {
         reason: Option<Reason>,
         count: usize,
         exclude: Exclude,
+        segment: Option<&str>,
     ) -> Answer {
         let history: Vec<(String, u16, u16, u16)> = subject
             .map(|s| views.with(|p| p.interactions(s).map(|(i, v, c, b)| (i.to_owned(), v, c, b)).collect()))
@@ -108,12 +119,61 @@ impl Recommenders {
                         personalized: true,
                         reason: None,
                         model_version: Some(format!("{id}#{}", model.algorithm)),
+                        segment: None,
                     };
                 }
             }
         }
         let reason = reason.or(Some(Reason::ColdStart));
-        Answer { items: popular(views, count, &skip), personalized: false, reason, model_version: None }
+        // A cold start: popularity in the segment the caller names, else in the subject's own
+        // segment (a subject is only passed here with consent), else overall.
+        let own = subject.map(|s| views.with(|p| p.segments_of(s))).unwrap_or_default();
+        let wanted: Vec<&str> = segment.into_iter().chain(own.iter().map(String::as_str)).collect();
+        if !wanted.is_empty() {
+            let table = self.segment_table(views);
+            for name in wanted {
+                let Some(ranked) = table.get(name) else { continue };
+                let items: Vec<Item> = views.with(|p| {
+                    ranked
+                        .iter()
+                        .filter(|(id, _)| !skip.contains(id))
+                        .take(count)
+                        .map(|(id, w)| describe(p.catalog(), id, *w))
+                        .collect()
+                });
+                if !items.is_empty() {
+                    return Answer {
+                        items,
+                        personalized: false,
+                        reason,
+                        model_version: Some("popularity-by-segment".into()),
+                        segment: Some(name.to_owned()),
+                    };
+                }
+            }
+        }
+        Answer { items: popular(views, count, &skip), personalized: false, reason, model_version: None, segment: None }
+    }
+
+    /// Popularity per segment, from the views (aggregates over consenting subjects only).
+    fn segment_table(&self, views: &Views) -> Arc<SegmentPopularity> {
+        if let Some((at, t)) = self.segments.read().expect("segments lock").as_ref() {
+            if at.elapsed() < SEGMENTS_TTL {
+                return Arc::clone(t);
+            }
+        }
+        let table: SegmentPopularity = views
+            .with(lethe_features::Projector::segment_engagement)
+            .into_iter()
+            .map(|(segment, items)| {
+                let mut ranked: Vec<(String, f64)> = items.into_iter().collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                (segment, ranked)
+            })
+            .collect();
+        let table = Arc::new(table);
+        *self.segments.write().expect("segments lock") = Some((std::time::Instant::now(), Arc::clone(&table)));
+        table
     }
 
     /// Items related to `item` (no subject involved).
@@ -129,6 +189,7 @@ impl Recommenders {
                             personalized: false,
                             reason: None,
                             model_version: Some(format!("{id}#{}", model.algorithm)),
+                            segment: None,
                         };
                     }
                 }
@@ -141,6 +202,7 @@ impl Recommenders {
                 personalized: false,
                 reason: None,
                 model_version: Some(CONTENT_VERSION.to_owned()),
+                segment: None,
             };
         }
         let skip = HashSet::from([item.to_owned()]);
@@ -149,6 +211,7 @@ impl Recommenders {
             personalized: false,
             reason: Some(Reason::ColdStart),
             model_version: None,
+            segment: None,
         }
     }
 }

@@ -544,3 +544,54 @@ async fn recommendations_come_from_the_live_recommender_with_consent() {
     assert_eq!((body["mode"].as_str(), body["reason"].as_str()), (Some("non_personalized"), Some("no_consent")));
     assert_eq!(body["items"][0]["id"], "stove", "the most engaged item first (ties by id): {body}");
 }
+
+#[actix_web::test]
+async fn a_cold_start_gets_the_popularity_of_its_segment() {
+    let app = spawn_app().await;
+    let site = app.site();
+    let track = |id: &'static str, n: usize, event: &'static str, props: Value| {
+        let (app, site) = (&app, site.clone());
+        async move {
+            let (status, body) = app
+                .post(
+                    "/v1/track",
+                    Some(&site),
+                    &json!({"anonymousId": id, "event": event, "messageId": format!("{id}-seg-{n}"), "properties": props}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    // Campers like tents and stoves; a coffee lover views espresso machines more than anyone.
+    for id in ["camper-1", "camper-2", "coffee-1", "newbie-camper"] {
+        let (status, _) = app.consent(id, &["analytics", "personalization"], &[]).await;
+        assert_eq!(status, 201);
+    }
+    for id in ["camper-1", "camper-2", "newbie-camper"] {
+        track(id, 0, "Segment Assigned", json!({"segment": "campers"})).await;
+    }
+    for (n, item) in ["tent", "stove", "tent"].iter().enumerate() {
+        track("camper-1", n + 1, "Product Viewed", json!({"product_id": item, "category": "outdoor"})).await;
+        track("camper-2", n + 1, "Product Viewed", json!({"product_id": item, "category": "outdoor"})).await;
+    }
+    for n in 0..8 {
+        track("coffee-1", n + 1, "Product Viewed", json!({"product_id": "espresso", "category": "kitchen"})).await;
+    }
+    app.views.catch_up().unwrap();
+    let cms = app.token(Role::Cms, None);
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"].as_array().unwrap().iter().filter_map(|i| i["id"].as_str().map(str::to_owned)).collect()
+    };
+    // Overall, the espresso machine is the most viewed.
+    let (_, overall) = app.get("/v1/recommendations?anonymousId=stranger&count=3", Some(&cms)).await;
+    assert_eq!(ids(&overall).first().map(String::as_str), Some("espresso"), "{overall}");
+    // A consenting newcomer in the campers segment: the campers' favourites.
+    let (status, body) = app.get("/v1/recommendations?anonymousId=newbie-camper&count=2", Some(&cms)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["reason"].as_str(), body["segment"].as_str()), (Some("cold_start"), Some("campers")), "{body}");
+    assert_eq!(ids(&body), ["tent", "stove"]);
+    // Without consent, only a segment the CMS names from the page's context is used.
+    let (_, body) = app.get("/v1/recommendations?anonymousId=stranger&count=2&segment=campers", Some(&cms)).await;
+    assert_eq!((body["reason"].as_str(), body["segment"].as_str()), (Some("no_consent"), Some("campers")));
+    assert_eq!(ids(&body), ["tent", "stove"]);
+}
