@@ -75,6 +75,7 @@ impl Recommenders {
     }
 
     /// Items for a subject (`None`: not personalized, for `reason`).
+    #[allow(clippy::too_many_arguments)]
     pub fn for_subject(
         &self,
         personalizer: &Personalizer,
