@@ -1319,6 +1319,11 @@ impl Engine {
         &self.personalizer
     }
 
+    /// The privacy service (audit trail).
+    pub fn privacy(&self) -> &Arc<Privacy> {
+        &self.privacy
+    }
+
     /// Whether a slot serves recommendations.
     pub fn is_recommendations(&self, slot: usize) -> bool {
         self.slots.all()[slot].kind == SlotKind::Recommendations

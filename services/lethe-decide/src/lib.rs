@@ -19,6 +19,7 @@ pub mod features;
 pub mod ope;
 pub mod recommend;
 pub mod slots;
+pub mod train;
 
 use actix_web::web;
 

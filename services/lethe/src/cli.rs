@@ -177,6 +177,14 @@ pub enum DecideCommand {
         #[arg(long)]
         max_weight: Option<f64>,
     },
+    /// Trains the slot's engagement (click) model from its logged decisions and outcomes, on the
+    /// subjects whose consent holds now, choosing hyperparameters by grouped k-fold grid search;
+    /// registers it as a candidate.
+    Train {
+        /// The slot.
+        #[arg(long)]
+        slot: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -490,6 +498,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..lethe_decide::engine::PolicyParams::default()
             };
             let report = lethe_decide::ope::evaluate_slot(&engine, index, &params, *max_weight)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Decide { command: DecideCommand::Train { slot } } => {
+            let privacy = open_privacy(&cli, store()?)?;
+            let personalizer = open_personalizer(&cli, Arc::clone(&privacy))?;
+            let views = Arc::new(
+                lethe_personalize::Views::replay(Arc::clone(&privacy.collect.store), &privacy.collect.policies)
+                    .context("cannot build the feature views")?,
+            );
+            let slots = load_slots(cli.policies.as_deref(), &privacy.collect.policies)?;
+            let engine =
+                lethe_decide::Engine::open(slots, privacy.collect.clone(), views, personalizer, Arc::clone(&privacy))
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+            let report = lethe_decide::train::train_engagement(&engine, slot, "cli")
                 .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)

@@ -77,6 +77,10 @@ fn decisions_survive_a_restart_and_are_evaluated_off_policy_by_the_command() {
     for estimator in ["ips", "snips", "doubly_robust"] {
         assert!(report[estimator]["value"].as_f64().is_some_and(f64::is_finite), "{estimator}: {report}");
     }
+    // Four labelled decisions are too few to train an engagement model: a typed refusal.
+    let o = run_lethe(d.path(), Some(MASTER_KEY), &["decide", "train", "--slot", "home-hero"]);
+    assert!(!o.status.success());
+    assert!(output_text(&o).contains("4 labelled decisions with 2 clicks"), "{}", output_text(&o));
     let o = run_lethe(d.path(), Some(MASTER_KEY), &["decide", "evaluate", "--slot", "nowhere"]);
     assert!(!o.status.success());
     assert!(output_text(&o).contains("no slot `nowhere`"), "{}", output_text(&o));

@@ -595,3 +595,55 @@ async fn a_cold_start_gets_the_popularity_of_its_segment() {
     assert_eq!((body["reason"].as_str(), body["segment"].as_str()), (Some("no_consent"), Some("campers")));
     assert_eq!(ids(&body), ["tent", "stove"]);
 }
+
+/// R-TRAIN-1: the engagement model is trained offline from the logged decisions and outcomes of
+/// subjects whose consent holds at training time, its hyperparameters chosen by grid search under
+/// k-fold cross-validation grouped by subject, and registered with its members (R-ERASE-7).
+#[actix_web::test]
+async fn the_engagement_model_trains_on_logged_outcomes_of_consenting_subjects_only() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let id = format!("eng-{i}");
+        let (status, _) = app.consent(&id, &["analytics", "personalization"], &["sale_share"]).await;
+        assert_eq!(status, 201);
+        browse(&app, &id, if i % 2 == 0 { "outdoor" } else { "kitchen" }, 3).await;
+        ids.push(id);
+    }
+    // Outdoor fans click the outdoor-gear banner; the others do not, whatever they are shown.
+    for (i, id) in ids.iter().enumerate() {
+        let d = decide(&app, id, "home-hero").await;
+        let click = i % 2 == 0 && first(&d) == "outdoor-gear";
+        outcome(&app, &d, if click { "click" } else { "impression" }).await;
+    }
+    // One of the clickers withdraws before training.
+    let token = app.token(Role::Subject, Some("eng-0"));
+    let (status, _) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": ["personalization"]})).await;
+    assert_eq!(status, 200);
+    // Receipts are written in the background.
+    receipts(&app, "eng-29", "outcome.recorded", 1).await;
+    let engine = Arc::clone(&app.engine);
+    let report = actix_web::web::block(move || lethe_decide::train::train_engagement(&engine, "home-hero", "test"))
+        .await
+        .unwrap()
+        .expect("trained");
+    assert_eq!((report.rows, report.subjects, report.excluded_subjects), (29, 29, 1), "{report:?}");
+    assert!(report.clicks > 5 && report.clicks < 25, "{report:?}");
+    assert_eq!(report.grid.len(), 5, "every candidate was cross-validated");
+    assert!(report.cv_auc_mean > 0.8, "clicks follow the outdoor affinity: {report:?}");
+    assert_eq!(report.status, "candidate");
+    let registry = app.engine.personalizer().registry();
+    let member = |id: &str| {
+        let p = app.store.pseudonymize(&SubjectId::parse(id).unwrap());
+        registry.containing(&p).unwrap().iter().any(|m| m.to_string() == report.model_id)
+    };
+    assert!(member("eng-2") && member("eng-3"));
+    assert!(!member("eng-0"), "the withdrawn subject is not in the model");
+    // Too little to learn from: a typed refusal.
+    let engine = Arc::clone(&app.engine);
+    let err = actix_web::web::block(move || lethe_decide::train::train_engagement(&engine, "home-cta", "test"))
+        .await
+        .unwrap()
+        .expect_err("nothing logged");
+    assert_eq!(err.code(), "version_conflict");
+}
