@@ -12,6 +12,8 @@
 # 3. `lethe-bench ml` (release build) writes the synthetic CSVs, converts OBD to features, trains and
 #    times Lethe's models and writes target/ml-data/synthetic/lethe-results.json.
 # 4. tests/ml/compare.py trains LightGBM and implicit on the same files and prints the combined table.
+# 5. `lethe-bench obd` replays the OBD random-policy log through Lethe and estimates its decision policy
+#    off-policy beside the logged random and Bernoulli Thompson Sampling policies.
 #
 # Everything lands under target/ (git-ignored). Nothing here reads ../shared.
 set -euo pipefail
@@ -115,3 +117,10 @@ cargo run --release -p lethe-bench -- ml --export-dir "$DATA/synthetic" "${OBD_F
 echo
 echo "################ combined table ################"
 "$VENV/bin/python" tests/ml/compare.py "$DATA/synthetic/lethe-results.json" | tee "$DATA/compare.txt"
+
+# --- 5. The Open Bandit Dataset through Lethe's decisions, evaluated off-policy ---------------------
+if have_obd; then
+    echo
+    echo "################ Lethe's policy on the Open Bandit Dataset sample (off-policy) ################"
+    cargo run --release -p lethe-bench -- obd --data "$DATA/obd" | tee "$DATA/obd-ope.txt"
+fi
