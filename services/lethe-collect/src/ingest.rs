@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use lethe_consent::{
     ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, Verdict, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION,
 };
+use lethe_domain::schema::types;
 use lethe_domain::{
     EventType, ExpectedVersion, NewEvent, Pseudonym, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros,
 };
@@ -259,7 +260,7 @@ fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> 
 
 /// Event types only Lethe writes, whatever purpose they fall under: decision receipts and their
 /// outcomes prove the lawful basis of a decision, so a site cannot forge them with a track call.
-pub const LETHE_RECORDED: [&str; 2] = ["decision.served", "outcome.recorded"];
+pub const LETHE_RECORDED: [&str; 2] = [types::DECISION_SERVED, types::OUTCOME_RECORDED];
 
 /// Appends a consent record and, once durable, adds it to the consent book.
 pub fn append_consent(state: &CollectState, subject: Pseudonym, record: ConsentRecord) -> Result<u64, ApiError> {

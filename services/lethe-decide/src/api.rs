@@ -128,10 +128,7 @@ pub async fn decide_one(engine: &Arc<Engine>, req: DecideRequest) -> Result<Deci
         let result = match result {
             Ok(_) if started.elapsed() > slot.deadline => Err(Reason::Deadline),
             Ok(scored) => Ok(scored),
-            Err(e) => {
-                tracing::warn!(error = %e, slot = %slot.id, "the model failed; serving the fallback");
-                Err(Reason::ModelError)
-            }
+            Err(e) => Err(model_failed(&slot.id, &e)),
         };
         return Ok(engine.finish(subject, &gate, Some(scoring), result, &ctx, fallback, slot_index));
     }
@@ -146,14 +143,17 @@ pub async fn decide_one(engine: &Arc<Engine>, req: DecideRequest) -> Result<Deci
     .await
     {
         Ok(Ok((s, Ok(scored)))) => (Some(s), Ok(scored)),
-        Ok(Ok((s, Err(e)))) => {
-            tracing::warn!(error = %e, slot = %slot.id, "the model failed; serving the fallback");
-            (Some(s), Err(Reason::ModelError))
-        }
+        Ok(Ok((s, Err(e)))) => (Some(s), Err(model_failed(&slot.id, &e))),
         Ok(Err(_)) => (None, Err(Reason::ModelError)),
         Err(_) => (None, Err(Reason::Deadline)),
     };
     Ok(engine.finish(subject, &gate, scoring, result, &ctx, fallback, slot_index))
+}
+
+/// A model that failed: logged; the decision falls back to the slot's default.
+fn model_failed(slot: &str, error: &str) -> Reason {
+    tracing::warn!(error, slot, "the model failed; serving the fallback");
+    Reason::ModelError
 }
 
 fn gpc(req: &HttpRequest) -> bool {

@@ -24,12 +24,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::features::{self, Context, D};
-use crate::slots::{CanarySettings, Content, Slot, SlotKind, Slots, Variant};
+use crate::slots::{CanarySettings, Content, Slot, Slots, Variant};
 
-/// The receipt of a decision in the subject's stream.
-pub const DECISION_SERVED: &str = "decision.served";
-/// The receipt of an outcome in the subject's stream.
-pub const OUTCOME_RECORDED: &str = "outcome.recorded";
+pub use lethe_domain::schema::types::{DECISION_SERVED, OUTCOME_RECORDED};
 /// How long a decision can receive outcomes.
 pub const ATTRIBUTION_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
@@ -321,6 +318,23 @@ struct SlotState {
     canary: Option<(Version, u16)>,
 }
 
+impl SlotState {
+    /// The live or canary version with this id.
+    fn version(&self, id: ModelId) -> Option<&Version> {
+        match &self.canary {
+            Some((v, _)) if v.id == id => Some(v),
+            _ => (self.live.id == id).then_some(&self.live),
+        }
+    }
+
+    fn version_mut(&mut self, id: ModelId) -> Option<&mut Version> {
+        match &mut self.canary {
+            Some((v, _)) if v.id == id => Some(v),
+            _ => (self.live.id == id).then_some(&mut self.live),
+        }
+    }
+}
+
 /// Counters per (slot, variant, model version, mode).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Counts {
@@ -434,7 +448,7 @@ pub struct Engine {
     scorer: RwLock<Arc<dyn Scorer>>,
     custom_scorer: std::sync::atomic::AtomicBool,
     canary_rule: RwLock<CanaryRule>,
-    receipts: Mutex<mpsc::Sender<AppendRequest>>,
+    receipts: mpsc::Sender<AppendRequest>,
     collect: CollectState,
     views: Arc<Views>,
     personalizer: Arc<Personalizer>,
@@ -562,7 +576,7 @@ impl Engine {
             scorer: RwLock::new(Arc::new(LinearScorer)),
             custom_scorer: std::sync::atomic::AtomicBool::new(false),
             canary_rule: RwLock::new(rule),
-            receipts: Mutex::new(tx),
+            receipts: tx,
             collect,
             views,
             personalizer,
@@ -614,7 +628,7 @@ impl Engine {
                     return Err(Reason::OptedOut);
                 }
             }
-            if let Some(reason) = reason_of(history.verdict(&slot.purpose, requires, &sale_share)) {
+            if let Some(reason) = reason_of(history.verdict_given(&current, &slot.purpose, requires, &sale_share)) {
                 return Err(reason);
             }
             Ok(current.purposes.get(&slot.purpose).map(|s| s.record_id))
@@ -873,7 +887,7 @@ impl Engine {
             payload: serde_json::to_vec(body).expect("values serialize"),
         };
         let request = AppendRequest { subject, expected: lethe_domain::ExpectedVersion::Any, events: vec![event] };
-        if self.receipts.lock().expect("receipts lock").send(request).is_err() {
+        if self.receipts.send(request).is_err() {
             tracing::error!("the receipt writer stopped; a decision receipt was not logged");
         }
     }
@@ -932,12 +946,7 @@ impl Engine {
     }
 
     fn version_label(&self, slot: usize, id: ModelId) -> String {
-        let s = self.state[slot].read().expect("slot lock");
-        match &s.canary {
-            Some((v, _)) if v.id == id => v.label(),
-            _ if s.live.id == id => s.live.label(),
-            _ => id.to_string(),
-        }
+        self.state[slot].read().expect("slot lock").version(id).map_or_else(|| id.to_string(), Version::label)
     }
 
     fn is_canary(&self, slot: usize, id: ModelId) -> bool {
@@ -945,13 +954,7 @@ impl Engine {
     }
 
     fn learn(&self, slot: usize, version: ModelId, x: &[f64; D], previous: Option<f64>, reward: f64) {
-        let mut s = self.state[slot].write().expect("slot lock");
-        let model = if s.live.id == version {
-            Some(&mut s.live.model)
-        } else {
-            s.canary.as_mut().filter(|(v, _)| v.id == version).map(|(v, _)| &mut v.model)
-        };
-        if let Some(m) = model {
+        if let Some(m) = self.state[slot].write().expect("slot lock").version_mut(version).map(|v| &mut v.model) {
             if let Some(p) = previous {
                 let _ = m.remove(x, p);
             }
@@ -1170,10 +1173,7 @@ impl Engine {
     fn unlearn(&self, subject: &Pseudonym) -> bool {
         let list = self.contributions.lock().expect("contributions lock").remove(subject).unwrap_or_default();
         for c in &list {
-            let mut s = self.state[c.slot].write().expect("slot lock");
-            if s.live.id == c.version {
-                let _ = s.live.model.remove(&c.x, c.reward);
-            } else if let Some((v, _)) = s.canary.as_mut().filter(|(v, _)| v.id == c.version) {
+            if let Some(v) = self.state[c.slot].write().expect("slot lock").version_mut(c.version) {
                 let _ = v.model.remove(&c.x, c.reward);
             }
         }
@@ -1184,26 +1184,9 @@ impl Engine {
     /// Rebuilds pending decisions and online learning from the receipts in the log (only of
     /// subjects whose consent still allows the slot's purpose).
     fn replay(&self) {
-        let store = Arc::clone(&self.collect.store);
-        let mut served: HashMap<Uuid, (Pseudonym, Value, UtcMicros)> = HashMap::new();
-        let mut outcomes: Vec<(Uuid, OutcomeKind)> = Vec::new();
-        for e in store.read_all(lethe_domain::Position(0)).flatten() {
-            let t = e.envelope.event_type.as_str();
-            if t != DECISION_SERVED && t != OUTCOME_RECORDED {
-                continue;
-            }
-            let lethe_domain::EventBody::Plain(bytes) = &e.body else { continue };
-            let Ok(v) = serde_json::from_slice::<Value>(bytes) else { continue };
-            let p = &v["properties"];
-            let Some(id) = p["decision"].as_str().and_then(|s| Uuid::parse_str(s).ok()) else { continue };
-            if t == DECISION_SERVED {
-                served.insert(id, (e.envelope.subject, p.clone(), e.envelope.time));
-            } else if let Ok(k) = serde_json::from_value::<OutcomeKind>(p["outcome"].clone()) {
-                outcomes.push((id, k));
-            }
-        }
+        let Logged { served, outcomes } = read_receipts(self.collect.store.as_ref());
         let sale_share = Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose");
-        for (id, (subject, p, at)) in served {
+        for Served { decision: id, subject, at, properties: p } in served {
             let Some(slot) = p["slot"].as_str().and_then(|s| self.slots.index_of(s)) else { continue };
             let purpose = &self.slots.all()[slot].purpose;
             if !self.collect.book.verdict(&subject, purpose, true, &sale_share).allows() {
@@ -1323,11 +1306,6 @@ impl Engine {
     pub fn privacy(&self) -> &Arc<Privacy> {
         &self.privacy
     }
-
-    /// Whether a slot serves recommendations.
-    pub fn is_recommendations(&self, slot: usize) -> bool {
-        self.slots.all()[slot].kind == SlotKind::Recommendations
-    }
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
@@ -1397,6 +1375,45 @@ fn load_version(personalizer: &Personalizer, id: ModelId, number: u32) -> Result
     let bytes = personalizer.load_model(id).map_err(registry_error)?;
     let params: PolicyParams = serde_json::from_slice(&bytes).map_err(registry_error)?;
     Version::new(id, number, params)
+}
+
+/// A decision receipt read back from the log.
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub decision: Uuid,
+    pub subject: Pseudonym,
+    pub at: UtcMicros,
+    /// The receipt's `properties`.
+    pub properties: Value,
+}
+
+/// The readable receipts in the log: decisions, and outcomes in log order.
+#[derive(Debug, Default)]
+pub(crate) struct Logged {
+    pub served: Vec<Served>,
+    pub outcomes: Vec<(Uuid, OutcomeKind)>,
+}
+
+/// Reads every decision receipt and outcome the log can still decrypt (an erased subject's are
+/// shredded, and so left out).
+pub(crate) fn read_receipts(store: &dyn EventStore) -> Logged {
+    let mut logged = Logged::default();
+    for e in store.read_all(lethe_domain::Position(0)).flatten() {
+        let t = e.envelope.event_type.as_str();
+        if t != DECISION_SERVED && t != OUTCOME_RECORDED {
+            continue;
+        }
+        let lethe_domain::EventBody::Plain(bytes) = &e.body else { continue };
+        let Ok(mut v) = serde_json::from_slice::<Value>(bytes) else { continue };
+        let properties = v["properties"].take();
+        let Some(decision) = properties["decision"].as_str().and_then(|s| Uuid::parse_str(s).ok()) else { continue };
+        if t == DECISION_SERVED {
+            logged.served.push(Served { decision, subject: e.envelope.subject, at: e.envelope.time, properties });
+        } else if let Ok(k) = serde_json::from_value::<OutcomeKind>(properties["outcome"].clone()) {
+            logged.outcomes.push((decision, k));
+        }
+    }
+    logged
 }
 
 /// The receipt writer: drains the queue in group commits.

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use lethe_audit::AuditKind;
-use lethe_domain::{EventBody, Position, Pseudonym, Purpose, UtcMicros};
+use lethe_domain::{Pseudonym, Purpose, UtcMicros};
 use lethe_ml::engagement::EngagementModel as _;
 use lethe_ml::engagement::{self, EngagementParams, GbmParams, LogisticParams, ModelKind};
 use lethe_ml::validation::{grid_search, group_k_fold, Goal};
@@ -17,8 +17,9 @@ use lethe_ml::{EngagementDataset, FeatureSchema};
 use lethe_registry::{Manifest, Membership, ModelName, NewModel};
 use serde::Serialize;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
-use crate::engine::{DecideError, Engine, DECISION_SERVED, OUTCOME_RECORDED};
+use crate::engine::{read_receipts, DecideError, Engine, OutcomeKind};
 use crate::features::{self, D};
 
 /// Folds of the cross-validation.
@@ -86,44 +87,25 @@ pub fn train_engagement(engine: &Engine, slot: &str, actor: &str) -> Result<Enga
     let purpose = engine.slots.all()[index].purpose.clone();
     let collect = engine.collect();
     let head = collect.store.head();
-    // Receipts of this slot, then their outcomes.
-    let mut served: HashMap<String, (Pseudonym, [f64; D], UtcMicros)> = HashMap::new();
-    let mut clicked: BTreeSet<String> = BTreeSet::new();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    for e in collect.store.read_all(Position(0)).flatten() {
-        let t = e.envelope.event_type.as_str();
-        if t != DECISION_SERVED && t != OUTCOME_RECORDED {
+    // Receipts of this slot, and which of them had an outcome, and a click.
+    let logged = read_receipts(collect.store.as_ref());
+    let mut served: HashMap<Uuid, (Pseudonym, [f64; D], UtcMicros)> = HashMap::new();
+    for s in logged.served {
+        if s.properties["slot"].as_str() != Some(slot) {
             continue;
         }
-        let EventBody::Plain(bytes) = &e.body else { continue };
-        let Ok(v) = serde_json::from_slice::<Value>(bytes) else { continue };
-        let p = &v["properties"];
-        if p["slot"].as_str() != Some(slot) {
-            continue;
-        }
-        let Some(id) = p["decision"].as_str().map(str::to_owned) else { continue };
-        if t == DECISION_SERVED {
-            if let Ok(x) = serde_json::from_value::<[f64; D]>(p["policy"]["features"].clone()) {
-                served.insert(id, (e.envelope.subject, x, e.envelope.time));
-            }
-        } else {
-            match p["outcome"].as_str() {
-                Some("click" | "conversion") => {
-                    clicked.insert(id.clone());
-                    seen.insert(id);
-                }
-                Some("impression") => {
-                    seen.insert(id);
-                }
-                _ => {}
-            }
+        if let Ok(x) = serde_json::from_value::<[f64; D]>(s.properties["policy"]["features"].clone()) {
+            served.insert(s.decision, (s.subject, x, s.at));
         }
     }
+    let seen: BTreeSet<Uuid> = logged.outcomes.iter().map(|(id, _)| *id).collect();
+    let clicked: BTreeSet<Uuid> =
+        logged.outcomes.iter().filter(|(_, k)| *k != OutcomeKind::Impression).map(|(id, _)| *id).collect();
     let sale_share = Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose");
     let allows = |s: &Pseudonym| collect.book.verdict(s, &purpose, true, &sale_share).allows();
     let mut excluded: BTreeSet<Pseudonym> = BTreeSet::new();
     let mut rows: Vec<(Pseudonym, [f64; D], bool, UtcMicros)> = Vec::new();
-    let mut ids: Vec<&String> = served.keys().filter(|id| seen.contains(*id)).collect();
+    let mut ids: Vec<&Uuid> = served.keys().filter(|id| seen.contains(*id)).collect();
     ids.sort_unstable();
     for id in ids {
         let (subject, x, at) = served[id];

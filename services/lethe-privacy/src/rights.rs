@@ -356,7 +356,7 @@ fn write_body(
             buf.push(b',');
         }
         let item = event_json(e);
-        if matches!(e.envelope.event_type.as_str(), "decision.served" | "outcome.recorded") {
+        if lethe_collect::LETHE_RECORDED.contains(&e.envelope.event_type.as_str()) {
             decisions.push(item.clone());
         }
         serde_json::to_writer(&mut buf, &item).expect("values serialize");

@@ -480,16 +480,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Decide { command: DecideCommand::Evaluate { slot, alpha, lambda, epsilon, max_weight } } => {
-            let privacy = open_privacy(&cli, store()?)?;
-            let personalizer = open_personalizer(&cli, Arc::clone(&privacy))?;
-            let views = Arc::new(
-                lethe_personalize::Views::replay(Arc::clone(&privacy.collect.store), &privacy.collect.policies)
-                    .context("cannot build the feature views")?,
-            );
-            let slots = load_slots(cli.policies.as_deref(), &privacy.collect.policies)?;
-            let engine =
-                lethe_decide::Engine::open(slots, privacy.collect.clone(), views, personalizer, Arc::clone(&privacy))
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+            let engine = open_engine(&cli, store()?)?;
             let index = engine.slots.index_of(slot).with_context(|| format!("no slot `{slot}` is declared"))?;
             let params = lethe_decide::engine::PolicyParams {
                 alpha: *alpha,
@@ -503,16 +494,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Decide { command: DecideCommand::Train { slot } } => {
-            let privacy = open_privacy(&cli, store()?)?;
-            let personalizer = open_personalizer(&cli, Arc::clone(&privacy))?;
-            let views = Arc::new(
-                lethe_personalize::Views::replay(Arc::clone(&privacy.collect.store), &privacy.collect.policies)
-                    .context("cannot build the feature views")?,
-            );
-            let slots = load_slots(cli.policies.as_deref(), &privacy.collect.policies)?;
-            let engine =
-                lethe_decide::Engine::open(slots, privacy.collect.clone(), views, personalizer, Arc::clone(&privacy))
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+            let engine = open_engine(&cli, store()?)?;
             let report = lethe_decide::train::train_engagement(&engine, slot, "cli")
                 .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -554,6 +536,20 @@ fn open_personalizer(cli: &Cli, privacy: Arc<Privacy>) -> anyhow::Result<Arc<Per
             .context("cannot open the model registry")?;
     privacy.register(personalizer.clone());
     Ok(personalizer)
+}
+
+/// The decision engine over the log, offline: privacy, registry, feature views replayed from the
+/// log, and the decisions still in their window replayed from their receipts.
+fn open_engine(cli: &Cli, store: SledEventLog) -> anyhow::Result<Arc<lethe_decide::Engine>> {
+    let privacy = open_privacy(cli, store)?;
+    let personalizer = open_personalizer(cli, Arc::clone(&privacy))?;
+    let views = Arc::new(
+        lethe_personalize::Views::replay(Arc::clone(&privacy.collect.store), &privacy.collect.policies)
+            .context("cannot build the feature views")?,
+    );
+    let slots = load_slots(cli.policies.as_deref(), &privacy.collect.policies)?;
+    lethe_decide::Engine::open(slots, privacy.collect.clone(), views, personalizer, Arc::clone(&privacy))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))
 }
 
 /// The controller file: in the policy folder when it has one, else the built-in copy.

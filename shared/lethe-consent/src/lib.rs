@@ -179,7 +179,17 @@ impl ConsentHistory {
 
     /// The verdict now, telling a withdrawal (granted before, not now) from a plain denial.
     pub fn verdict(&self, purpose: &Purpose, requires_consent: bool, sale_share: &Purpose) -> Verdict {
-        let current = self.current();
+        self.verdict_given(&self.current(), purpose, requires_consent, sale_share)
+    }
+
+    /// [`ConsentHistory::verdict`] for a caller that already folded [`ConsentHistory::current`].
+    pub fn verdict_given(
+        &self,
+        current: &SubjectConsent,
+        purpose: &Purpose,
+        requires_consent: bool,
+        sale_share: &Purpose,
+    ) -> Verdict {
         let v = current.verdict(purpose, requires_consent, sale_share);
         if v == Verdict::Denied
             && self.records.iter().any(|r| r.choices.iter().any(|c| &c.purpose == purpose && c.granted))

@@ -17,6 +17,10 @@ pub mod types {
     pub const ERASURE_FENCE: &str = "lethe.erasure_fence";
     /// A page view.
     pub const PAGE_VIEWED: &str = "page.viewed";
+    /// The receipt of a decision, in the subject's stream: written by Lethe only.
+    pub const DECISION_SERVED: &str = "decision.served";
+    /// An outcome of a decision, in the subject's stream: written by Lethe only.
+    pub const OUTCOME_RECORDED: &str = "outcome.recorded";
 }
 
 /// The catalogue: latest versions and upcasters.
