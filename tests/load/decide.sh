@@ -3,17 +3,29 @@
 # concurrency, then a paced run at RATE requests/s (default 5000) for the latency percentiles.
 #
 #   tests/load/decide.sh [SUBJECTS] [RATE]
+#   PIN=1 tests/load/decide.sh …   # servers on CPU 0 (one worker each), wrk on CPU 1 (one thread)
 #
+# Unpinned, the servers and wrk share both cores and the scheduler's preemptions show in the tail;
+# pinned, each side has a core of its own. Both servers run under the same conditions either way.
 # Needs `wrk` (apt-get install wrk). Builds lethe-bench in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SUBJECTS=${1:-100000}
 RATE=${2:-5000}
-CONNECTIONS=${CONNECTIONS:-50}
+CONNECTIONS=${CONNECTIONS:-10} # of the paced run: a CMS's connection pool
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
 cargo build --release -q -p lethe-bench
 out=$(mktemp)
-./target/release/lethe-bench decide --subjects "$SUBJECTS" --hold 600 >"$out" 2>&1 &
+if [[ ${PIN:-0} == 1 ]]; then
+  server=(taskset -c 0 ./target/release/lethe-bench decide --workers 1)
+  client=(taskset -c 1 wrk)
+  THREADS=1
+else
+  server=(./target/release/lethe-bench decide)
+  client=(wrk)
+  THREADS=2
+fi
+"${server[@]}" --subjects "$SUBJECTS" --hold 600 >"$out" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$out"' EXIT
 for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done
@@ -21,8 +33,8 @@ grep -v '^TOKEN=' "$out"
 eval "$(grep -E '^(LETHE_PORT|BARE_PORT|SUBJECTS|TOKEN)=' "$out")"
 export TOKEN SUBJECTS
 run() { # name port connections rate [threads]
-  local name=$1 port=$2 c=$3 rate=$4 t=${5:-2}
-  RATE=$rate CONNECTIONS=$c wrk -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
+  local name=$1 port=$2 c=$3 rate=$4 t=${5:-$THREADS}
+  RATE=$rate CONNECTIONS=$c "${client[@]}" -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
     | awk -v name="$name" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {err=$NF}
         END {printf "%-40s %10s req/s  p50 %8s  p99 %8s  non-2xx %s\n", name, rps, p50, p99, (err==""?0:err)}'
 }

@@ -174,7 +174,29 @@ pub fn run(
                 outcomes += 1;
             }
         }
-        println!("engagement model trained online on {outcomes} outcomes in {:.1} s", trained.elapsed().as_secs_f64());
+        println!("online model updated by {outcomes} outcomes in {:.1} s", trained.elapsed().as_secs_f64());
+        // The offline engagement model from those receipts, served as the slot's live base.
+        tokio::time::sleep(Duration::from_millis(500)).await; // receipts are written in the background
+        let offline = Instant::now();
+        let e = Arc::clone(&engine);
+        let report = tokio::task::spawn_blocking(move || {
+            let report = lethe_decide::train::train_engagement(&e, "bench", "bench")?;
+            let params = lethe_decide::engine::PolicyParams {
+                engagement: Some(report.model_id.clone()),
+                ..lethe_decide::engine::PolicyParams::default()
+            };
+            e.start_canary(0, params, 1000, "bench")?;
+            e.promote(0, "bench", None)?;
+            anyhow::Ok(report)
+        })
+        .await??;
+        println!(
+            "engagement model ({:?}, cv AUC {:.3}) trained offline on {} decisions and promoted in {:.1} s",
+            report.algorithm,
+            report.cv_auc_mean,
+            report.rows,
+            offline.elapsed().as_secs_f64()
+        );
         let sample: Value = client.post(&url).bearer_auth(&token).json(&bodies[7]).send().await?.json().await?;
         println!(
             "a sample decision: mode {}, {} variants, model {}",

@@ -392,9 +392,10 @@ pub async fn canary(
 }
 
 /// `POST /v1/decide/slots/{slot}/promote` and `/rollback`.
-#[utoipa::path(post, path = "/v1/decide/slots/{slot}/{action}", tag = "decisions", summary = "Promotes or rolls back the canary by hand (audited)",
-    params(("slot" = String, Path), ("action" = String, Path, description = "promote or rollback")),
-    responses((status = 200, body = Object), (status = 409, description = "no canary", body = ApiError)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/decide/slots/{slot}/{action}", tag = "decisions", summary = "Promotes or rolls back the canary by hand, or trains the slot's engagement model as a candidate (audited)",
+    description = "`train` fits the slot's engagement model on the logged outcomes of consenting subjects (grid search under k-fold grouped by subject) and registers it as a candidate; serve it with `POST /v1/decide/slots/{slot}/canary` and `{\"params\": {\"engagement\": model_id, …}}`.",
+    params(("slot" = String, Path), ("action" = String, Path, description = "promote, rollback or train")),
+    responses((status = 200, body = Object), (status = 409, description = "no canary; too few labelled decisions to train", body = ApiError)), security(("bearer" = [])))]
 pub async fn act(
     state: web::Data<DecideState>,
     req: HttpRequest,
@@ -407,7 +408,14 @@ pub async fn act(
     let detail = match action.as_str() {
         "promote" => web::block(move || engine.promote(i, "admin", None)).await,
         "rollback" => web::block(move || engine.rollback(i, "admin", None)).await,
-        _ => return Err(ApiError::new(404, "not_found", "actions: promote, rollback")),
+        "train" => {
+            web::block(move || {
+                crate::train::train_engagement(&engine, &slot, "admin")
+                    .map(|r| serde_json::to_value(r).unwrap_or(serde_json::Value::Null))
+            })
+            .await
+        }
+        _ => return Err(ApiError::new(404, "not_found", "actions: promote, rollback, train")),
     }
     .map_err(|_| ApiError::new(500, "internal", "task failed"))??;
     Ok(HttpResponse::Ok().json(detail))

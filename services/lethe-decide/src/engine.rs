@@ -4,6 +4,11 @@
 //! The hot path (`gate`, `score`, `record`) reads memory only: consent from the collector's book,
 //! features from the views, the policy's linear model from its slot state. Receipts go to the log
 //! through a background writer, so a decision never waits for a disk.
+//!
+//! A policy version may name an offline engagement model of its slot (`PolicyParams::engagement`);
+//! its predicted click probability is then the base the online model learns the residual of. As the
+//! personalizer's [`Unlearner`] the engine retrains such a model without the subjects who left and
+//! swaps the successor in (R-ERASE-7).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
@@ -15,7 +20,8 @@ use lethe_collect::CollectState;
 use lethe_consent::Verdict;
 use lethe_domain::{EventType, NewEvent, Pseudonym, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros};
 use lethe_eventlog::{AppendRequest, EventStore};
-use lethe_personalize::{Personalizer, Views};
+use lethe_ml::engagement::{EngagementModel as _, TrainedModel};
+use lethe_personalize::{Personalizer, Unlearner, Views};
 use lethe_privacy::{ErasureHook, Privacy};
 use lethe_registry::{Manifest, Membership, ModelId, ModelName, NewModel, RetireReason, Status};
 use rand::{Rng, SeedableRng};
@@ -175,11 +181,17 @@ pub struct PolicyParams {
     pub epsilon: Option<f64>,
     /// The linear model's prior weights, one per feature.
     pub prior: Vec<f64>,
+    /// An offline engagement model of the slot (`lethe decide train`: `engagement-<slot>` in the
+    /// registry, by model id). Its predicted click probability replaces `prior · x` as the base the
+    /// online model learns the residual of. A version of it that unlearning replaced is followed to
+    /// its successor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engagement: Option<String>,
 }
 
 impl Default for PolicyParams {
     fn default() -> Self {
-        Self { alpha: 0.05, lambda: 10.0, epsilon: None, prior: features::PRIOR.to_vec() }
+        Self { alpha: 0.05, lambda: 10.0, epsilon: None, prior: features::PRIOR.to_vec(), engagement: None }
     }
 }
 
@@ -192,6 +204,9 @@ impl PolicyParams {
             && self.epsilon.is_none_or(|e| e.is_finite() && (0.0..=1.0).contains(&e))
             && self.prior.len() == D
             && self.prior.iter().all(|p| p.is_finite());
+        if self.engagement.as_deref().is_some_and(|e| e.parse::<ModelId>().is_err()) {
+            return Err(DecideError::BadCandidates("policy: engagement is a model id".into()));
+        }
         if ok {
             Ok(())
         } else {
@@ -208,6 +223,8 @@ impl PolicyParams {
 #[derive(Debug, Clone)]
 pub struct Model {
     prior: [f64; D],
+    /// The offline engagement model that replaces the prior, with its registry id.
+    engagement: Option<(ModelId, Arc<TrainedModel>)>,
     ucb: LinUcb,
 }
 
@@ -221,11 +238,29 @@ impl Model {
         for (p, v) in prior.iter_mut().zip(&params.prior) {
             *p = *v;
         }
-        Ok(Self { prior, ucb: LinUcb::new(D, params.lambda, params.alpha)? })
+        Ok(Self { prior, engagement: None, ucb: LinUcb::new(D, params.lambda, params.alpha)? })
+    }
+
+    /// The same model with `engagement` as its base instead of the prior.
+    #[must_use]
+    pub fn with_engagement(mut self, engagement: Option<(ModelId, Arc<TrainedModel>)>) -> Self {
+        self.engagement = engagement;
+        self
+    }
+
+    /// The engagement model in use, if any.
+    pub fn engagement(&self) -> Option<ModelId> {
+        self.engagement.as_ref().map(|(id, _)| *id)
     }
 
     fn base(&self, x: &[f64]) -> f64 {
-        self.prior.iter().zip(x).map(|(a, b)| a * b).sum()
+        let linear = || self.prior.iter().zip(x).map(|(a, b)| a * b).sum();
+        match &self.engagement {
+            // A trained model takes the D features it was trained on, so it cannot fail on them;
+            // should it, the prior stands in (deterministically, so unlearning stays exact).
+            Some((_, m)) => m.predict_proba(x).unwrap_or_else(|_| linear()),
+            None => linear(),
+        }
     }
 
     /// Upper confidence bounds of the candidates.
@@ -235,8 +270,11 @@ impl Model {
     pub fn scores(&self, xs: &[[f64; D]]) -> Result<Vec<f64>, lethe_bandit::BanditError> {
         let refs: Vec<&[f64]> = xs.iter().map(|x| &x[..]).collect();
         let mut out = self.ucb.scores(&refs)?;
-        for (o, x) in out.iter_mut().zip(xs) {
-            *o += self.base(x);
+        // The engagement model predicts every candidate in one pass (the same values as `base`).
+        let batch = self.engagement.as_ref().and_then(|(_, m)| m.predict_rows(&refs).ok());
+        match batch {
+            Some(bases) => out.iter_mut().zip(bases).for_each(|(o, b)| *o += b),
+            None => out.iter_mut().zip(xs).for_each(|(o, x)| *o += self.base(x)),
         }
         Ok(out)
     }
@@ -301,9 +339,14 @@ struct Version {
 }
 
 impl Version {
-    fn new(id: ModelId, number: u32, params: PolicyParams) -> Result<Self, DecideError> {
+    fn new(
+        id: ModelId,
+        number: u32,
+        params: PolicyParams,
+        engagement: Option<(ModelId, Arc<TrainedModel>)>,
+    ) -> Result<Self, DecideError> {
         params.check()?;
-        let model = Model::new(&params).map_err(|e| DecideError::Registry(e.to_string()))?;
+        let model = Model::new(&params).map_err(|e| DecideError::Registry(e.to_string()))?.with_engagement(engagement);
         Ok(Self { id, number, params, model })
     }
 
@@ -538,18 +581,18 @@ impl Engine {
             let name = ModelName::parse(&slot.model_name()).map_err(registry_error)?;
             let reg = personalizer.registry();
             let live = match reg.live(&name).map_err(registry_error)? {
-                Some(v) => load_version(&personalizer, v.id, v.version)?,
+                Some(v) => load_version(&personalizer, &slot.id, v.id, v.version)?,
                 None => {
                     let (id, number) =
                         register(&personalizer, &name, &PolicyParams::default(), "initial", collect.store.head().0)?;
                     reg.set_status(id, Status::Live, UtcMicros::now()).map_err(registry_error)?;
-                    Version::new(id, number, PolicyParams::default())?
+                    Version::new(id, number, PolicyParams::default(), None)?
                 }
             };
             let canary = match reg.canary(&name).map_err(registry_error)? {
                 Some(v) => match v.status {
                     Status::Canary { share_permille } => {
-                        Some((load_version(&personalizer, v.id, v.version)?, share_permille))
+                        Some((load_version(&personalizer, &slot.id, v.id, v.version)?, share_permille))
                     }
                     _ => None,
                 },
@@ -583,6 +626,8 @@ impl Engine {
             privacy,
         });
         engine.replay();
+        let weak: std::sync::Weak<dyn Unlearner> = Arc::downgrade(&engine) as std::sync::Weak<dyn Unlearner>;
+        engine.personalizer.add_unlearner(weak);
         Ok(engine)
     }
 
@@ -1017,6 +1062,14 @@ impl Engine {
             return Err(DecideError::BadCandidates("share_permille is 1..=1000".into()));
         }
         let s = &self.slots.all()[slot];
+        let engagement = match params.engagement.as_deref().map(str::parse::<ModelId>) {
+            Some(Ok(id)) => Some(
+                resolve_engagement(&self.personalizer, &s.id, id)
+                    .and_then(|m| m.ok_or_else(|| format!("engagement model {id} was unlearned and not replaced")))
+                    .map_err(|why| DecideError::BadCandidates(format!("policy: {why}")))?,
+            ),
+            _ => None,
+        };
         if self.state[slot].read().expect("slot lock").canary.is_some() {
             self.rollback(slot, actor, Some(json!({"replaced_by_new_canary": true})))?;
         }
@@ -1026,7 +1079,22 @@ impl Engine {
             .registry()
             .set_status(id, Status::Canary { share_permille }, UtcMicros::now())
             .map_err(registry_error)?;
-        let version = Version::new(id, number, params.clone())?;
+        if let Some((e, _)) = &engagement {
+            // The engagement model serves as a canary too, unless it already serves.
+            if self
+                .personalizer
+                .registry()
+                .get(*e)
+                .map_err(registry_error)?
+                .is_some_and(|v| v.status == Status::Candidate)
+            {
+                self.personalizer
+                    .registry()
+                    .set_status(*e, Status::Canary { share_permille }, UtcMicros::now())
+                    .map_err(registry_error)?;
+            }
+        }
+        let version = Version::new(id, number, params.clone(), engagement)?;
         let label = version.label();
         self.state[slot].write().expect("slot lock").canary = Some((version, share_permille));
         let detail = json!({"action": "canary_started", "slot": s.id, "version": label, "share_permille": share_permille, "params": params});
@@ -1074,11 +1142,23 @@ impl Engine {
             state.canary = Some((canary, share));
             return Err(registry_error(format!("{label}: {e}")));
         }
+        let engagement = canary.model.engagement().filter(|e| Some(*e) != state.live.model.engagement());
         let (action, retired) = if promote {
             ("canary_promoted", std::mem::replace(&mut state.live, canary).label())
         } else {
             ("canary_rolled_back", canary.label())
         };
+        // The canary's engagement model follows it: live with it, or out of service with it.
+        if let Some(e) = engagement {
+            let changed = if promote {
+                registry.set_status(e, Status::Live, now)
+            } else {
+                registry.retire(e, RetireReason::RolledBack, now)
+            };
+            if let Err(err) = changed {
+                tracing::warn!(engagement = %e, error = %err, "the canary's engagement model kept its status");
+            }
+        }
         let detail = json!({"action": action, "slot": s.id, "live": state.live.label(), "retired": retired, "evidence": evidence});
         drop(state);
         self.audit(actor, detail.clone());
@@ -1111,8 +1191,8 @@ impl Engine {
         };
         json!({
             "slot": s.id,
-            "live": {"version": state.live.label(), "params": state.live.params, "observations": state.live.model.observations(), "figures": figures(&state.live.label())},
-            "canary": state.canary.as_ref().map(|(v, share)| json!({"version": v.label(), "share_permille": share, "params": v.params, "observations": v.model.observations(), "figures": figures(&v.label())})),
+            "live": {"version": state.live.label(), "params": state.live.params, "engagement": state.live.model.engagement().map(|e| e.to_string()), "observations": state.live.model.observations(), "figures": figures(&state.live.label())},
+            "canary": state.canary.as_ref().map(|(v, share)| json!({"version": v.label(), "share_permille": share, "params": v.params, "engagement": v.model.engagement().map(|e| e.to_string()), "observations": v.model.observations(), "figures": figures(&v.label())})),
         })
     }
 
@@ -1371,10 +1451,64 @@ fn register(
     Ok((v.id, v.version))
 }
 
-fn load_version(personalizer: &Personalizer, id: ModelId, number: u32) -> Result<Version, DecideError> {
+fn load_version(personalizer: &Personalizer, slot: &str, id: ModelId, number: u32) -> Result<Version, DecideError> {
     let bytes = personalizer.load_model(id).map_err(registry_error)?;
     let params: PolicyParams = serde_json::from_slice(&bytes).map_err(registry_error)?;
-    Version::new(id, number, params)
+    let engagement = match params.engagement.as_deref().map(str::parse::<ModelId>) {
+        Some(Ok(e)) => match resolve_engagement(personalizer, slot, e) {
+            Ok(found) => found,
+            Err(why) => {
+                // The version still serves, on its prior: a start never fails for a lost model.
+                tracing::warn!(slot, version = %id, %why, "a policy version's engagement model cannot be loaded");
+                None
+            }
+        },
+        _ => None,
+    };
+    Version::new(id, number, params, engagement)
+}
+
+/// The registry name of a slot's engagement models.
+pub fn engagement_name(slot: &str) -> String {
+    format!("engagement-{slot}")
+}
+
+/// Loads the engagement model `id` of `slot`, following unlearning to the version that replaced
+/// it (its manifest's `replaces`). `None` when unlearning retired it and nothing replaced it.
+///
+/// # Errors
+/// An unknown model, another slot's, one retired for another reason, or bytes that do not load.
+pub(crate) fn resolve_engagement(
+    personalizer: &Personalizer,
+    slot: &str,
+    mut id: ModelId,
+) -> Result<Option<(ModelId, Arc<TrainedModel>)>, String> {
+    let registry = personalizer.registry();
+    for _ in 0..64 {
+        let v = registry.get(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("no model {id}"))?;
+        if v.name.as_str() != engagement_name(slot) {
+            return Err(format!("model {id} is `{}`, not slot `{slot}`'s engagement model", v.name.as_str()));
+        }
+        match v.status {
+            Status::Retired { reason: RetireReason::Unlearning, .. } => {
+                let key = id.to_string();
+                let successor = registry.versions(&v.name).map_err(|e| e.to_string())?.into_iter().find(|w| {
+                    w.manifest.hyperparameters["replaces"].as_array().is_some_and(|r| r.iter().any(|x| x == &key))
+                });
+                match successor {
+                    Some(w) => id = w.id,
+                    None => return Ok(None),
+                }
+            }
+            Status::Retired { .. } => return Err(format!("engagement model {id} is retired")),
+            _ => {
+                let bytes = personalizer.load_model(id).map_err(|e| e.to_string())?;
+                let model: TrainedModel = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                return Ok(Some((id, Arc::new(model))));
+            }
+        }
+    }
+    Err(format!("engagement model {id}: too many successors"))
 }
 
 /// A decision receipt read back from the log.
@@ -1431,6 +1565,90 @@ fn write_receipts(store: &dyn EventStore, rx: &mpsc::Receiver<AppendRequest>) {
                 tracing::error!(error = %e, "a decision receipt could not be logged");
             }
         }
+    }
+}
+
+impl Engine {
+    /// Gives the versions of `slot` that serve one of the engagement models `old` the engagement
+    /// model `new` (or the prior, when `None`), and rebuilds their online models on the new base
+    /// from the contributions they learned, so that later unlearning stays exact. Returns how many
+    /// versions changed.
+    fn rebase(&self, slot: usize, old: &[ModelId], new: Option<(ModelId, Arc<TrainedModel>)>) -> usize {
+        let mut state = self.state[slot].write().expect("slot lock");
+        let SlotState { live, canary } = &mut *state;
+        let mut changed = 0;
+        for v in std::iter::once(live).chain(canary.as_mut().map(|(v, _)| v)) {
+            if !v.model.engagement().is_some_and(|e| old.contains(&e)) {
+                continue;
+            }
+            let Ok(fresh) = Model::new(&v.params) else { continue };
+            let mut model = fresh.with_engagement(new.clone());
+            let all = self.contributions.lock().expect("contributions lock");
+            for c in all.values().flatten().filter(|c| c.slot == slot && c.version == v.id) {
+                let _ = model.update(&c.x, c.reward);
+            }
+            v.model = model;
+            changed += 1;
+        }
+        changed
+    }
+}
+
+impl Unlearner for Engine {
+    fn owns(&self, name: &ModelName) -> bool {
+        self.slots.all().iter().any(|s| name.as_str() == engagement_name(&s.id))
+    }
+
+    /// Retrains the slot's engagement model on the receipts that remain (an erased subject's are
+    /// shredded, a withdrawn subject's consent no longer allows them), retires the old versions,
+    /// gives the successor the status they had, and swaps it into every policy version that served
+    /// them. With too little data left there is no successor: those versions serve on their prior.
+    fn retrain_without(&self, name: &ModelName, ids: &[ModelId]) -> Result<Value, String> {
+        let slot = self
+            .slots
+            .all()
+            .iter()
+            .position(|s| name.as_str() == engagement_name(&s.id))
+            .ok_or_else(|| format!("`{}` is no slot's engagement model", name.as_str()))?;
+        let slot_id = self.slots.all()[slot].id.clone();
+        let registry = self.personalizer.registry();
+        let mut serving = None;
+        for id in ids {
+            match registry.get(*id).map_err(|e| e.to_string())?.map(|v| v.status) {
+                Some(Status::Live) => serving = Some(Status::Live),
+                Some(s @ Status::Canary { .. }) if serving.is_none() => serving = Some(s),
+                _ => {}
+            }
+        }
+        let trained = crate::train::train_engagement_replacing(self, &slot_id, "system", ids);
+        let now = UtcMicros::now();
+        for id in ids {
+            if registry
+                .get(*id)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|v| !matches!(v.status, Status::Retired { .. }))
+            {
+                registry.retire(*id, RetireReason::Unlearning, now).map_err(|e| e.to_string())?;
+            }
+        }
+        let successor = trained.as_ref().ok().and_then(|r| r.model_id.parse::<ModelId>().ok());
+        if let (Some(new), Some(status)) = (successor, serving) {
+            if let Err(e) = registry.set_status(new, status, now) {
+                tracing::warn!(engagement = %new, error = %e, "the retrained engagement model stays a candidate");
+            }
+        }
+        let model = successor.and_then(|id| resolve_engagement(&self.personalizer, &slot_id, id).ok().flatten());
+        let rebased = self.rebase(slot, ids, model);
+        let detail = json!({
+            "action": "engagement_unlearned",
+            "slot": slot_id,
+            "retired": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "successor": successor.map(|s| s.to_string()),
+            "not_retrained_because": trained.as_ref().err().map(ToString::to_string),
+            "policy_versions_rebased": rebased,
+        });
+        self.audit("system", detail.clone());
+        Ok(detail)
     }
 }
 

@@ -14,7 +14,7 @@ use lethe_ml::engagement::EngagementModel as _;
 use lethe_ml::engagement::{self, EngagementParams, GbmParams, LogisticParams, ModelKind};
 use lethe_ml::validation::{grid_search, group_k_fold, Goal};
 use lethe_ml::{EngagementDataset, FeatureSchema};
-use lethe_registry::{Manifest, Membership, ModelName, NewModel};
+use lethe_registry::{Manifest, Membership, ModelId, ModelName, NewModel};
 use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -83,6 +83,20 @@ fn refused(message: impl Into<String>) -> DecideError {
 /// Unknown slot; too few labelled decisions or a single class; a consent change during training;
 /// registry errors.
 pub fn train_engagement(engine: &Engine, slot: &str, actor: &str) -> Result<EngagementReport, DecideError> {
+    train_engagement_replacing(engine, slot, actor, &[])
+}
+
+/// As [`train_engagement`], for unlearning: the new version's manifest names the versions it
+/// `replaces`, so that a policy version that served one of them serves it instead.
+///
+/// # Errors
+/// As [`train_engagement`].
+pub fn train_engagement_replacing(
+    engine: &Engine,
+    slot: &str,
+    actor: &str,
+    replaces: &[ModelId],
+) -> Result<EngagementReport, DecideError> {
     let index = engine.slots.index_of(slot).ok_or_else(|| DecideError::UnknownSlot(slot.to_owned()))?;
     let purpose = engine.slots.all()[index].purpose.clone();
     let collect = engine.collect();
@@ -165,7 +179,8 @@ pub fn train_engagement(engine: &Engine, slot: &str, actor: &str) -> Result<Enga
     }
     let from = rows.iter().map(|r| r.3).min().unwrap_or(UtcMicros(0));
     let to = rows.iter().map(|r| r.3).max().unwrap_or(UtcMicros(0));
-    let name = ModelName::parse(&format!("engagement-{slot}")).map_err(|e| DecideError::Registry(e.to_string()))?;
+    let name =
+        ModelName::parse(&crate::engine::engagement_name(slot)).map_err(|e| DecideError::Registry(e.to_string()))?;
     let new = NewModel {
         name,
         algorithm: serde_json::to_value(best.params.kind)
@@ -178,7 +193,7 @@ pub fn train_engagement(engine: &Engine, slot: &str, actor: &str) -> Result<Enga
             subjects: subjects.len() as u64,
             membership: Membership::new(subjects.iter()),
             features: features::NAMES.iter().map(|s| (*s).to_owned()).collect(),
-            hyperparameters: json!({"chosen": best.params, "grid": grid_json, "folds": folds.len(), "grouped_by": "subject"}),
+            hyperparameters: json!({"chosen": best.params, "grid": grid_json, "folds": folds.len(), "grouped_by": "subject", "replaces": replaces.iter().map(ToString::to_string).collect::<Vec<_>>()}),
             metrics: metrics.clone(),
             code_version: format!("lethe {}", env!("CARGO_PKG_VERSION")),
             shards: Vec::new(),

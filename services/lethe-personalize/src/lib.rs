@@ -1,10 +1,19 @@
 //! Personalization models trained only on consented data. [`Personalizer::train`] selects the
-//! training set by consent at training time (R-TRAIN-1, [`select`]), trains the recommenders of
-//! `lethe-ml` (item-kNN, ALS, popularity), evaluates them on held-out interactions (NDCG@10,
-//! precision@10), re-checks every member's consent just before registering (fail closed), and
-//! registers the chosen model in `lethe-registry` with its manifest: window, log position, salted
-//! membership, hyperparameters, metrics, code version. The registry lives in `<data>/models`; its
-//! key-encryption key is a sealed blob of the key store.
+//! training set by consent at training time (R-TRAIN-1, [`select()`]) and chooses a recommender of
+//! `lethe-ml` by cross-validated grid search: the interactions of every subject with two or more are
+//! dealt into [`TrainConfig::folds`] folds (3 by default; seeded, so a run is reproducible), each
+//! candidate of [`TrainConfig::grid`] (three item-kNN and two ALS variants by default) is trained on
+//! every fold's rest and scored by NDCG@10 and precision@10 on what it held out, and the best mean
+//! NDCG wins, the earlier candidate on a tie. The winner is retrained on all the data. With too little
+//! data to hold anything out, item-kNN with [`TrainConfig::knn`] is trained unevaluated. Training then
+//! re-checks every member's consent just before registering (fail closed), and registers the model in
+//! `lethe-registry` with its manifest: window, log position, salted membership, hyperparameters (the
+//! chosen candidate and the evaluated grid with each candidate's mean and standard deviation), metrics
+//! (`ndcg_at_10`, `precision_at_10` and their `_sd` for the chosen candidate, the same with an
+//! `itemknn_` or `als_` prefix for each algorithm's best, `evaluated_subjects`, `cv_folds`), code
+//! version. Training blocks: with the default grid it trains 16 models (5 candidates × 3 folds, plus
+//! the winner). The registry lives in `<data>/models`; its key-encryption key is a sealed blob of the
+//! key store.
 //!
 //! Unlearning (R-ERASE-7): the personalizer is an [`ErasureHook`] of the privacy service. When a
 //! subject is erased or withdraws personalization, every model containing it is marked in a durable
@@ -24,7 +33,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use lethe_audit::AuditKind;
 use lethe_crypto::{Keyring, SecretBytes};
 use lethe_domain::{Pseudonym, Purpose, UtcMicros};
-use lethe_ml::recommend::{evaluate_at_k, AlsModel, AlsParams, Interactions, ItemId, ItemKnn, ItemKnnParams, UserId};
+use lethe_ml::recommend::{
+    default_grid, search, user_k_fold, AlsModel, Candidate, Interactions, ItemId, ItemKnn, ItemKnnParams, Trained,
+    UserId,
+};
 use lethe_privacy::{ErasureHook, Privacy};
 use lethe_registry::{
     Manifest, Membership, ModelId, ModelName, ModelVersion, NewModel, Registry, RetireReason, Status,
@@ -60,6 +72,8 @@ pub enum TrainError {
     Keys(#[from] lethe_crypto::CryptoError),
     #[error("audit: {0}")]
     Audit(String),
+    #[error("unlearning by {0}")]
+    Unlearner(String),
 }
 
 impl TrainError {
@@ -74,6 +88,7 @@ impl TrainError {
             Self::Storage(_) => "storage_error",
             Self::Keys(_) => "key_store_error",
             Self::Audit(_) => "audit_unavailable",
+            Self::Unlearner(_) => "unlearning_failed",
         }
     }
 }
@@ -81,26 +96,26 @@ impl TrainError {
 /// Training settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainConfig {
+    /// Seeds the folds and ALS.
     pub seed: u64,
-    /// Held-out interactions per subject for evaluation.
-    pub holdout_per_subject: usize,
+    /// Cross-validation folds (2 at least; a smaller value counts as 2): each fold holds out about
+    /// `1/folds` of every subject's interactions. Default 3.
+    pub folds: usize,
+    /// The cutoff of NDCG@k and precision@k. Default 10 (the metric names say 10 whatever it is).
     pub k: usize,
+    /// The candidates of the grid search, in tie-break order: the earlier wins a tie. Each costs one
+    /// training per fold. Default [`default_grid`]: three item-kNN and two ALS variants.
+    pub grid: Vec<Candidate>,
+    /// The item-kNN parameters trained without evaluation when there is too little data to
+    /// cross-validate (no subject with two interactions) or the grid is empty.
     pub knn: ItemKnnParams,
-    pub als: AlsParams,
     /// Shards of the membership, so unlearning can tell which part of the data a subject was in.
     pub shards: u32,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self {
-            seed: 7,
-            holdout_per_subject: 1,
-            k: 10,
-            knn: ItemKnnParams::default(),
-            als: AlsParams::default(),
-            shards: 8,
-        }
+        Self { seed: 7, folds: 3, k: 10, grid: default_grid(), knn: ItemKnnParams::default(), shards: 8 }
     }
 }
 
@@ -142,6 +157,8 @@ pub struct Personalizer {
     views: OnceLock<Arc<Views>>,
     /// The live model's training distribution of the serving features, in memory only ([`drift`]).
     train_dist: Mutex<Option<(ModelId, drift::Distribution)>>,
+    /// Services that retrain their own models for unlearning.
+    unlearners: Mutex<Vec<std::sync::Weak<dyn Unlearner>>>,
     pub config: TrainConfig,
 }
 
@@ -185,6 +202,7 @@ impl Personalizer {
             master: master.clone(),
             views: OnceLock::new(),
             train_dist: Mutex::new(None),
+            unlearners: Mutex::new(Vec::new()),
             config,
         }))
     }
@@ -272,29 +290,59 @@ impl Personalizer {
         let all = Interactions::from_triples(&triples)?;
         let c = &self.config;
         let mut metrics = BTreeMap::new();
-        let (chosen, knn_ndcg) = match all.split_holdout(c.holdout_per_subject, c.seed) {
-            Ok((train, test)) if !test.is_empty() => {
-                let knn = ItemKnn::train(&train, &c.knn)?;
-                let k = evaluate_at_k(&knn, &train, &test, c.k)?;
-                let als = AlsModel::train(&train, &c.als, c.seed)?;
-                let a = evaluate_at_k(&als, &train, &test, c.k)?;
-                metrics.insert("itemknn_ndcg_at_10".to_owned(), k.ndcg);
-                metrics.insert("itemknn_precision_at_10".to_owned(), k.precision);
-                metrics.insert("als_ndcg_at_10".to_owned(), a.ndcg);
-                metrics.insert("als_precision_at_10".to_owned(), a.precision);
-                metrics.insert("evaluated_subjects".to_owned(), k.users as f64);
-                (if a.ndcg > k.ndcg { "als" } else { "itemknn" }, k.ndcg.max(a.ndcg))
+        // Cross-validated grid search; it needs someone to hold out, a subject with two interactions.
+        let found = if c.grid.is_empty() || all.iter().all(|(_, history)| history.len() < 2) {
+            None
+        } else {
+            let folds = user_k_fold(&all, c.folds.max(2), c.seed)?;
+            Some(search(&c.grid, &all, &folds, c.k, c.seed)?)
+        };
+        let (chosen, validation) = match &found {
+            Some(found) => {
+                let best = &found.best_entry().score;
+                metrics.insert("ndcg_at_10".to_owned(), best.ndcg_mean);
+                metrics.insert("ndcg_at_10_sd".to_owned(), best.ndcg_sd);
+                metrics.insert("precision_at_10".to_owned(), best.precision_mean);
+                metrics.insert("precision_at_10_sd".to_owned(), best.precision_sd);
+                // Each algorithm's best candidate, so the two stay comparable from one run to the next.
+                for algorithm in ["itemknn", "als"] {
+                    if let Some(e) = found.best_of(algorithm) {
+                        metrics.insert(format!("{algorithm}_ndcg_at_10"), e.score.ndcg_mean);
+                        metrics.insert(format!("{algorithm}_ndcg_at_10_sd"), e.score.ndcg_sd);
+                        metrics.insert(format!("{algorithm}_precision_at_10"), e.score.precision_mean);
+                        metrics.insert(format!("{algorithm}_precision_at_10_sd"), e.score.precision_sd);
+                    }
+                }
+                metrics.insert("evaluated_subjects".to_owned(), found.users as f64);
+                metrics.insert("cv_folds".to_owned(), found.folds as f64);
+                let grid: Vec<serde_json::Value> = found
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let mut entry = json!(e.candidate);
+                        entry["ndcg_mean"] = json!(e.score.ndcg_mean);
+                        entry["ndcg_sd"] = json!(e.score.ndcg_sd);
+                        entry["precision_mean"] = json!(e.score.precision_mean);
+                        entry["precision_sd"] = json!(e.score.precision_sd);
+                        entry
+                    })
+                    .collect();
+                let validation = json!({"method": "k-fold per subject", "folds": found.folds, "grid": grid});
+                (found.best_entry().candidate.clone(), validation)
             }
-            _ => ("itemknn", 0.0),
+            None => {
+                metrics.insert("ndcg_at_10".to_owned(), 0.0);
+                let why = if c.grid.is_empty() { "no grid" } else { "no subject has two interactions to hold one out" };
+                let validation = json!({"method": format!("none: {why}")});
+                (Candidate::ItemKnn(c.knn.clone()), validation)
+            }
         };
-        metrics.insert("ndcg_at_10".to_owned(), knn_ndcg);
         let distribution = drift::training_distribution(self, &subjects);
-        let stored = StoredRecommender {
-            algorithm: chosen.to_owned(),
-            items: items.clone(),
-            knn: (chosen == "itemknn").then(|| ItemKnn::train(&all, &c.knn)).transpose()?,
-            als: (chosen == "als").then(|| AlsModel::train(&all, &c.als, c.seed)).transpose()?,
+        let (knn, als) = match chosen.train(&all, c.seed)? {
+            Trained::ItemKnn(m) => (Some(m), None),
+            Trained::Als(m) => (None, Some(m)),
         };
+        let stored = StoredRecommender { algorithm: chosen.algorithm().to_owned(), items: items.clone(), knn, als };
         let blob = serde_json::to_vec(&stored).map_err(|e| TrainError::Audit(e.to_string()))?;
 
         // R-TRAIN-1, fail closed: consent is checked again against the live consent book just before
@@ -311,13 +359,14 @@ impl Personalizer {
             subjects: subjects.len() as u64,
             membership,
             features: vec!["item interactions (views 1, clicks 2, likes 3, ratings, purchases 5)".to_owned()],
-            hyperparameters: json!({"knn": c.knn, "als": c.als, "holdout_per_subject": c.holdout_per_subject, "k": c.k, "seed": c.seed}),
+            hyperparameters: json!({"chosen": chosen, "validation": validation, "k": c.k, "seed": c.seed}),
             metrics: metrics.clone(),
             code_version: format!("lethe {}", env!("CARGO_PKG_VERSION")),
             shards,
         };
         let now = UtcMicros::now();
-        let new = NewModel { name: name(), algorithm: chosen.to_owned(), manifest, metrics: metrics.clone() };
+        let new =
+            NewModel { name: name(), algorithm: chosen.algorithm().to_owned(), manifest, metrics: metrics.clone() };
         let version = {
             let kek = self.kek.lock().expect("kek lock");
             self.registry.register(new, &blob, &kek, now)?
@@ -340,7 +389,7 @@ impl Personalizer {
         let report = TrainReport {
             model_id: live.id.to_string(),
             version: live.version,
-            algorithm: chosen.to_owned(),
+            algorithm: chosen.algorithm().to_owned(),
             status: "live".to_owned(),
             subjects: subjects.len() as u64,
             items: items.len(),
@@ -401,9 +450,34 @@ impl Personalizer {
         if queued.is_empty() {
             return Ok(None);
         }
-        let ids: Vec<ModelId> = queued.iter().filter_map(|(id, _)| id.parse::<ModelId>().ok()).collect();
-        let set = select(self.privacy.collect.store.as_ref(), &self.privacy.collect.policies)?;
-        let report = if set.interactions.is_empty() {
+        let mut ids: Vec<ModelId> = Vec::new();
+        let mut owned: BTreeMap<String, (Arc<dyn Unlearner>, Vec<ModelId>)> = BTreeMap::new();
+        for id in queued.iter().filter_map(|(id, _)| id.parse::<ModelId>().ok()) {
+            let Some(v) = self.registry.get(id)?.filter(|v| !matches!(v.status, Status::Retired { .. })) else {
+                continue;
+            };
+            match self.unlearner_of(&v.name) {
+                Some(u) => owned.entry(v.name.as_str().to_owned()).or_insert_with(|| (u, Vec::new())).1.push(id),
+                None if v.name == name() => ids.push(id),
+                None => {
+                    // Nobody can retrain it here: it stops serving.
+                    self.registry.retire(id, RetireReason::Unlearning, UtcMicros::now())?;
+                }
+            }
+        }
+        // Models of other services (the decision engine's engagement models) are retrained by them.
+        for (model, (unlearner, ids)) in &owned {
+            let name = ModelName::parse(model).map_err(|e| TrainError::Unlearner(e.to_string()))?;
+            unlearner.retrain_without(&name, ids).map_err(|e| TrainError::Unlearner(format!("{model}: {e}")))?;
+        }
+        let set = if ids.is_empty() {
+            None
+        } else {
+            Some(select(self.privacy.collect.store.as_ref(), &self.privacy.collect.policies)?)
+        };
+        let report = if let Some(set) = set.filter(|s| !s.interactions.is_empty()) {
+            Some(self.train_on(set, "system", &ids)?)
+        } else {
             // Nobody is left to train on: the old versions are retired and nothing replaces them.
             let now = UtcMicros::now();
             for id in &ids {
@@ -412,8 +486,6 @@ impl Personalizer {
                 }
             }
             None
-        } else {
-            Some(self.train_on(set, "system", &ids)?)
         };
         self.rotate_kek()?;
         for (id, _) in &queued {
@@ -421,6 +493,17 @@ impl Personalizer {
         }
         self.pending.flush()?;
         Ok(report)
+    }
+
+    /// Hands the models named as `unlearner` owns to it for unlearning (the decision engine registers
+    /// itself for its engagement models). Held weakly: the owner holds the personalizer.
+    pub fn add_unlearner(&self, unlearner: std::sync::Weak<dyn Unlearner>) {
+        self.unlearners.lock().expect("unlearners lock").push(unlearner);
+    }
+
+    fn unlearner_of(&self, name: &ModelName) -> Option<Arc<dyn Unlearner>> {
+        let list = self.unlearners.lock().expect("unlearners lock");
+        list.iter().filter_map(std::sync::Weak::upgrade).find(|u| u.owns(name))
     }
 
     /// Re-wraps every surviving model key under a new KEK and replaces the sealed KEK, so the keys of
@@ -433,6 +516,20 @@ impl Personalizer {
         *kek = new;
         Ok(())
     }
+}
+
+/// A service whose models live in this registry and that retrains them itself when a subject they
+/// hold leaves (R-ERASE-7): [`Personalizer::unlearn_pending`] hands it the queued versions.
+pub trait Unlearner: Send + Sync {
+    /// Whether models of this name are this service's.
+    fn owns(&self, name: &ModelName) -> bool;
+
+    /// Retrains the models of `name` without the subjects that left, and retires `ids` (reason
+    /// unlearning) so that they never serve again, whether or not a successor could be trained.
+    ///
+    /// # Errors
+    /// A message; the queue is kept and the call repeated later.
+    fn retrain_without(&self, name: &ModelName, ids: &[ModelId]) -> Result<serde_json::Value, String>;
 }
 
 fn name() -> ModelName {

@@ -1,47 +1,267 @@
-//! The live feature views of `lethe serve`: a [`Projector`] rebuilt from the log at start (views
-//! are never written to disk in plaintext), kept current by [`Views::catch_up`], and an
+//! The live feature views of `lethe serve`: a [`Projector`] kept in memory, restored at start from
+//! a sealed checkpoint (or rebuilt from the log), kept current by [`Views::catch_up`], and an
 //! [`ErasureHook`] so that an erasure removes the subject from every view at once and the access
 //! export includes the subject's features.
+//!
+//! **Checkpoints.** Views are personal data, so they are never written to disk in plaintext (sled
+//! and the file system keep deleted bytes: a plaintext view entry would survive an erasure). They
+//! are written only as the sealed checkpoints of `lethe_features::snapshot` (AES-256-GCM, the log
+//! position in the authenticated header), in `<data>/views/checkpoint` (temp file, fsync, rename,
+//! fsync of the folder). The key of a checkpoint is a 32-byte blob of the key store, sealed under
+//! the master secret: `views-key-<generation>` ([`Keyring::put_blob`]). The key files are only
+//! ever listed, read and destroyed through the [`Keyring`] ([`Keyring::blob_names`],
+//! [`Keyring::destroy_blob`]): only `lethe-crypto` touches secret files.
+//!
+//! [`Views::open`] restores the checkpoint with the newest key that opens it and replays only the
+//! events after its position ([`Projector::catch_up`]); it falls back to a full replay (with a
+//! warning, never an error) when there is no checkpoint, no key opens it, its format version is
+//! unknown, it is truncated or corrupt, the policies' gate changed, or it lies ahead of the log.
+//! [`Views::origin`] says which happened. [`Views::checkpoint`] and [`Views::checkpoint_if_due`]
+//! write a new checkpoint under the current key (`lethe serve` does it periodically and at
+//! shutdown).
+//!
+//! **Erasure (invariant 5, R-ERASE-3).** Deleting or overwriting a checkpoint file does not
+//! destroy its bytes; destroying its key does. So [`ErasureHook::forget`] forgets the subject, then
+//! stores a *new* key under a new generation, writes a fresh checkpoint under it, and only then
+//! destroys every other generation's key file (overwritten, synced, unlinked): every checkpoint
+//! that held the subject, wherever its bytes went, no longer opens. The erasure fails (and stays
+//! open, to be retried) only if an old key cannot be destroyed (or the key store cannot be opened
+//! to destroy it); if the new checkpoint cannot be written, the next start replays the log.
+//! [`Views::open`] also moves to a new generation at every start, so a checkpoint that outlived an
+//! erasure made while the views were not running (or an interrupted rotation) is unreadable once
+//! the views are back; `lethe erase` and `lethe restore`, which run without the views, call
+//! [`discard_checkpoint`].
+//!
+//! **Retention (R-RETAIN-1, invariant 5).** A retention sweep destroys the keys of expired periods,
+//! so their events no longer decrypt; the views still hold what was derived from them, in memory
+//! and in the checkpoint. [`ErasureHook::retention_shredded`], which the sweep of `lethe serve`
+//! calls, rebuilds the projector by a full replay of the log (the expired events are left out, a
+//! subject held only by them is gone), swaps it in, and then re-keys the checkpoint exactly as a
+//! forget does. The replay runs beside the live views (twice the memory for its duration) and
+//! holds back checkpoints and erasures, not reads or catch-ups. A sweep made while the views are
+//! not running (`lethe retention sweep`) is not seen by them: the checkpoint still holds the
+//! expired features until it is discarded ([`discard_checkpoint`]) or a later sweep of
+//! `lethe serve` that destroys keys rebuilds them.
+//!
+//! Lock order: the checkpoint state, then the projector. Checkpoints are sealed under the
+//! projector's read lock; a forget or a retention rebuild holds the checkpoint state throughout, so
+//! no checkpoint taken before it can be written after it.
 
-use std::sync::RwLock;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use lethe_domain::{Pseudonym, Purpose};
+use lethe_crypto::{CryptoError, Keyring, MasterSource, SecretBytes};
+use lethe_domain::{Position, Pseudonym, Purpose};
 use lethe_eventlog::EventStore;
-use lethe_features::{Projector, ProjectorConfig};
+use lethe_features::{FeatureError, Projector, ProjectorConfig};
 use lethe_policy::Policies;
 use lethe_privacy::ErasureHook;
+
+/// Folder of the feature-view checkpoint inside the data directory.
+pub const VIEWS_DIR: &str = "views";
+/// The checkpoint file inside [`VIEWS_DIR`].
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// Prefix of the key store blobs holding checkpoint keys: `views-key-<generation>`.
+pub const KEY_BLOB_PREFIX: &str = "views-key-";
+
+/// What can go wrong with the views or their checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewsError {
+    /// Building the projection (the gate is missing from the policies, the log cannot be read).
+    #[error(transparent)]
+    Features(#[from] FeatureError),
+    /// The key store cannot be opened or written, or a checkpoint key cannot be destroyed.
+    #[error("key store: {0}")]
+    Keys(#[from] CryptoError),
+    /// A checkpoint file cannot be read, written or destroyed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl ViewsError {
+    /// A stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Features(e) => e.code(),
+            Self::Keys(_) => "key_store_error",
+            Self::Io { .. } => "checkpoint_io",
+        }
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| Self::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// How the views in memory were obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Restored from the checkpoint covering the log up to `position`, then `caught_up` events
+    /// after it were applied.
+    Restored { position: Position, caught_up: u64 },
+    /// Replayed from the whole log (`events` events). `fallback` is why no checkpoint was used:
+    /// `no_checkpoint`, `checkpoint_unreadable` (IO), `key_store_error`, `key_missing`,
+    /// `checkpoint_tampered` (opens under no stored key), `checkpoint_truncated`,
+    /// `checkpoint_format`, `checkpoint_version`, `snapshot_corrupt`, `policy_changed` (the
+    /// policies' gate differs from the checkpoint's) or `checkpoint_ahead_of_log` (the log was
+    /// replaced); `None` when [`Views::replay`] was asked for.
+    Replayed { events: u64, fallback: Option<&'static str> },
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Restored { position, caught_up } => {
+                write!(f, "restored from the checkpoint at position {} and caught up {caught_up} events", position.0)
+            }
+            Self::Replayed { events, fallback: Some(why) } => write!(f, "replayed {events} events ({why})"),
+            Self::Replayed { events, fallback: None } => write!(f, "replayed {events} events"),
+        }
+    }
+}
+
+/// A checkpoint written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// The log position it covers.
+    pub position: Position,
+    /// The generation of its key (`views-key-<generation>`).
+    pub generation: u64,
+    /// Its size.
+    pub bytes: usize,
+}
 
 /// The feature views, shared by the handlers and the background catch-up.
 pub struct Views {
     projector: RwLock<Projector>,
-    store: std::sync::Arc<dyn EventStore>,
+    store: Arc<dyn EventStore>,
+    origin: Origin,
+    /// `None` for views built by [`Views::replay`]: they are never checkpointed.
+    sealer: Option<Sealer>,
 }
 
 impl std::fmt::Debug for Views {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Views").finish_non_exhaustive()
+        f.debug_struct("Views").field("origin", &self.origin).finish_non_exhaustive()
     }
 }
 
 impl Views {
-    /// Replays the whole log into fresh views.
+    /// Replays the whole log into fresh views that are never checkpointed (tests, benches and
+    /// offline commands).
     ///
     /// # Errors
     /// The policies lack the personalization purpose, or the log cannot be read.
-    pub fn replay(
-        store: std::sync::Arc<dyn EventStore>,
-        policies: &Policies,
-    ) -> Result<Self, lethe_features::FeatureError> {
+    pub fn replay(store: Arc<dyn EventStore>, policies: &Policies) -> Result<Self, FeatureError> {
         let projector = Projector::replay(store.as_ref(), ProjectorConfig::from_policies(policies)?)?;
-        Ok(Self { projector: RwLock::new(projector), store })
+        let origin = Origin::Replayed { events: projector.stats().events, fallback: None };
+        Ok(Self { projector: RwLock::new(projector), store, origin, sealer: None })
+    }
+
+    /// Restores the views from the checkpoint in `<data_dir>/views` and catches up from its
+    /// position, or replays the whole log when the checkpoint cannot be used (see the module
+    /// docs; a warning says why). Then writes a fresh checkpoint under a new key and destroys
+    /// every older key, so that nothing sealed before this start opens again.
+    ///
+    /// # Errors
+    /// The policies lack the personalization purpose, or the log cannot be read. A missing, bad
+    /// or unreadable checkpoint, or a key store that cannot be used, is never an error.
+    pub fn open(
+        store: Arc<dyn EventStore>,
+        policies: &Policies,
+        data_dir: &Path,
+        master: &MasterSource,
+    ) -> Result<Self, ViewsError> {
+        let started = Instant::now();
+        let config = ProjectorConfig::from_policies(policies)?;
+        let sealer = Sealer {
+            data_dir: data_dir.to_path_buf(),
+            master: master.clone(),
+            state: Mutex::new(SealState { key: None, written: None, attempted: Instant::now(), failed: false }),
+        };
+        let (projector, origin) = match sealer.restore(&config, store.head()) {
+            Ok(mut p) => {
+                let position = p.position();
+                p.catch_up(store.as_ref())?;
+                let caught_up = p.stats().events;
+                (p, Origin::Restored { position, caught_up })
+            }
+            Err((fallback, why)) => {
+                tracing::warn!(reason = fallback, detail = %why, "feature views: no usable checkpoint; replaying the whole log");
+                let p = Projector::replay(store.as_ref(), config)?;
+                let events = p.stats().events;
+                (p, Origin::Replayed { events, fallback: Some(fallback) })
+            }
+        };
+        let views = Self { projector: RwLock::new(projector), store, origin, sealer: Some(sealer) };
+        if let Some(sealer) = &views.sealer {
+            let mut state = sealer.state.lock().expect("checkpoint lock");
+            match sealer.rotate(&mut state, &views.projector) {
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::warn!("feature views: no checkpoint could be written at start"),
+                Err(e) => {
+                    tracing::error!(code = e.code(), error = %e, "feature views: the checkpoint keys cannot be rotated; an older checkpoint may still open")
+                }
+            }
+        }
+        tracing::info!(
+            origin = %views.origin,
+            subjects = views.subjects(),
+            millis = started.elapsed().as_millis() as u64,
+            "feature views opened"
+        );
+        Ok(views)
+    }
+
+    /// How the views were obtained at start.
+    pub fn origin(&self) -> Origin {
+        self.origin
     }
 
     /// Applies the events appended since the last call.
     ///
     /// # Errors
     /// The log cannot be read.
-    pub fn catch_up(&self) -> Result<(), lethe_features::FeatureError> {
+    pub fn catch_up(&self) -> Result<(), FeatureError> {
         self.projector.write().expect("views lock").catch_up(self.store.as_ref()).map(|_| ())
+    }
+
+    /// Writes a checkpoint of the views as they stand, under the current key (a new key when there
+    /// is none). `None` for views built by [`Self::replay`].
+    ///
+    /// # Errors
+    /// The checkpoint or its key cannot be written.
+    pub fn checkpoint(&self) -> Result<Option<CheckpointInfo>, ViewsError> {
+        let Some(sealer) = &self.sealer else { return Ok(None) };
+        let mut state = sealer.state.lock().expect("checkpoint lock");
+        sealer.write_or_rotate(&mut state, &self.projector).map(Some)
+    }
+
+    /// Writes a checkpoint when the views moved past the last one and either `every` has passed
+    /// since the last attempt or `events` positions were added (after a failed attempt, only once
+    /// `every` has passed).
+    ///
+    /// # Errors
+    /// As [`Self::checkpoint`].
+    pub fn checkpoint_if_due(&self, every: Duration, events: u64) -> Result<Option<CheckpointInfo>, ViewsError> {
+        let Some(sealer) = &self.sealer else { return Ok(None) };
+        let mut state = sealer.state.lock().expect("checkpoint lock");
+        let position = self.projector.read().expect("views lock").position();
+        let written = state.written.unwrap_or(Position(0));
+        let moved = state.written != Some(position);
+        let by_time = state.attempted.elapsed() >= every;
+        let by_events = !state.failed && position.0.saturating_sub(written.0) >= events;
+        if !moved || !(by_time || by_events) {
+            return Ok(None);
+        }
+        sealer.write_or_rotate(&mut state, &self.projector).map(Some)
     }
 
     /// Whether the views hold anything of the subject.
@@ -58,6 +278,33 @@ impl Views {
     pub fn with<T>(&self, f: impl FnOnce(&Projector) -> T) -> T {
         f(&self.projector.read().expect("views lock"))
     }
+
+    /// Replays the whole log into a new projector and swaps it in; returns how many events the
+    /// replay read. The live views keep serving (and catching up) during the replay; the events
+    /// appended meanwhile, erasure fences among them, are applied to the new projector under the
+    /// write lock before the swap, so an erasure whose forget reached the old projector during the
+    /// replay also holds for the new one.
+    fn rebuild(&self) -> Result<u64, FeatureError> {
+        let config = self.projector.read().expect("views lock").config().clone();
+        let mut fresh = Projector::replay(self.store.as_ref(), config)?;
+        let mut live = self.projector.write().expect("views lock");
+        fresh.catch_up(self.store.as_ref())?;
+        let events = fresh.stats().events;
+        *live = fresh;
+        Ok(events)
+    }
+
+    /// Invariant 5: a new checkpoint under a new key, then every older key destroyed (nothing for
+    /// views that are never checkpointed). `after` names the cause, for the log.
+    fn reseal(&self, state: Option<&mut SealState>, after: &str) -> Result<(), String> {
+        let (Some(sealer), Some(state)) = (&self.sealer, state) else { return Ok(()) };
+        if sealer.rotate(state, &self.projector).map_err(|e| format!("feature view checkpoint: {e}"))?.is_none() {
+            tracing::warn!(
+                "feature views: the checkpoint after {after} could not be written; the next start replays the log"
+            );
+        }
+        Ok(())
+    }
 }
 
 impl ErasureHook for Views {
@@ -66,10 +313,32 @@ impl ErasureHook for Views {
     }
 
     fn forget(&self, subject: &Pseudonym) -> Result<bool, String> {
-        // Events up to the fence are applied first, so that nothing of the subject arrives after.
-        let mut p = self.projector.write().expect("views lock");
-        p.catch_up(self.store.as_ref()).map_err(|e| e.to_string())?;
-        Ok(p.forget(subject))
+        // The checkpoint state is held throughout: no checkpoint sealed before the forget can be
+        // written after it.
+        let mut state = self.sealer.as_ref().map(|s| s.state.lock().expect("checkpoint lock"));
+        let held = {
+            // Events up to the fence are applied first, so that nothing of the subject arrives after.
+            let mut p = self.projector.write().expect("views lock");
+            p.catch_up(self.store.as_ref()).map_err(|e| e.to_string())?;
+            p.forget(subject)
+        };
+        self.reseal(state.as_deref_mut(), "an erasure")?;
+        Ok(held)
+    }
+
+    fn retention_shredded(&self) -> Result<(), String> {
+        // As for a forget, the checkpoint state is held throughout: no checkpoint of the views as
+        // they were before the rebuild can be written after it.
+        let mut state = self.sealer.as_ref().map(|s| s.state.lock().expect("checkpoint lock"));
+        let started = Instant::now();
+        let events = self.rebuild().map_err(|e| format!("feature views rebuild: {e}"))?;
+        tracing::info!(
+            events,
+            subjects = self.subjects(),
+            millis = started.elapsed().as_millis() as u64,
+            "feature views rebuilt from the log after a retention sweep"
+        );
+        self.reseal(state.as_deref_mut(), "a retention sweep")
     }
 
     fn withdrawn(&self, _subject: &Pseudonym, _purposes: &[Purpose]) -> Result<(), String> {
@@ -80,5 +349,228 @@ impl ErasureHook for Views {
     fn export(&self, subject: &Pseudonym) -> Option<serde_json::Value> {
         let _ = self.catch_up();
         self.projector.read().expect("views lock").export(subject)
+    }
+}
+
+/// Destroys every checkpoint key of the views in `data_dir` (overwritten, synced, unlinked, through
+/// the key store opened with `master`) and the checkpoint file, so that no checkpoint written so far
+/// opens again; the next [`Views::open`] replays the log. For commands that erase or replace the
+/// log while the views are not running (`lethe erase`, `lethe restore`). Returns how many keys were
+/// destroyed.
+///
+/// # Errors
+/// The key store cannot be opened (as [`Keyring::open`]: it is created when there is none), or a
+/// key or checkpoint file cannot be destroyed.
+pub fn discard_checkpoint(data_dir: &Path, master: &MasterSource) -> Result<usize, ViewsError> {
+    let destroyed = destroy_keys(&Keyring::open(data_dir, master)?, None)?;
+    let views = data_dir.join(VIEWS_DIR);
+    for file in [views.join(CHECKPOINT_FILE), views.join(CHECKPOINT_FILE).with_extension("tmp")] {
+        lethe_crypto::destroy_file(&file)?;
+    }
+    Ok(destroyed)
+}
+
+/// Writes and restores checkpoints.
+struct Sealer {
+    data_dir: PathBuf,
+    master: MasterSource,
+    state: Mutex<SealState>,
+}
+
+struct SealState {
+    /// The current key and its generation; `None` until one is stored.
+    key: Option<(u64, SecretBytes)>,
+    /// The position of the last checkpoint written.
+    written: Option<Position>,
+    attempted: Instant,
+    failed: bool,
+}
+
+fn key_name(generation: u64) -> String {
+    format!("{KEY_BLOB_PREFIX}{generation}")
+}
+
+/// The generations of the checkpoint keys in the key store, with those of which only the temp file
+/// of an interrupted store is left.
+fn generations(keyring: &Keyring) -> Result<Vec<u64>, CryptoError> {
+    Ok(keyring
+        .blob_names(KEY_BLOB_PREFIX)?
+        .iter()
+        .filter_map(|name| name.strip_prefix(KEY_BLOB_PREFIX)?.parse::<u64>().ok().filter(|g| key_name(*g) == *name))
+        .collect())
+}
+
+/// Destroys every checkpoint key but `keep`'s, and any leftover temp file ([`Keyring::destroy_blob`]).
+/// Returns how many keys were destroyed.
+fn destroy_keys(keyring: &Keyring, keep: Option<u64>) -> Result<usize, ViewsError> {
+    let keep = keep.map(key_name);
+    let mut destroyed = 0;
+    for name in keyring.blob_names(KEY_BLOB_PREFIX)? {
+        if keep.as_ref() != Some(&name) {
+            destroyed += usize::from(keyring.destroy_blob(&name)?);
+        }
+    }
+    Ok(destroyed)
+}
+
+/// Writes `bytes` to `path` atomically: temp file (mode 0600), fsync, rename, fsync of the folder.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ViewsError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(ViewsError::io(dir))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp).map_err(ViewsError::io(&tmp))?;
+        f.write_all(bytes).map_err(ViewsError::io(&tmp))?;
+        f.sync_all().map_err(ViewsError::io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(ViewsError::io(path))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(ViewsError::io(dir))
+}
+
+impl Sealer {
+    fn file(&self) -> PathBuf {
+        self.data_dir.join(VIEWS_DIR).join(CHECKPOINT_FILE)
+    }
+
+    /// Opens the checkpoint with the newest key that opens it; on failure, a reason code and
+    /// details for the log.
+    fn restore(&self, config: &ProjectorConfig, head: Position) -> Result<Projector, (&'static str, String)> {
+        let path = self.file();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(("no_checkpoint", format!("{} does not exist", path.display())))
+            }
+            Err(e) => return Err(("checkpoint_unreadable", format!("{}: {e}", path.display()))),
+        };
+        let keyring = Keyring::open(&self.data_dir, &self.master).map_err(|e| ("key_store_error", e.to_string()))?;
+        let mut generations = generations(&keyring).map_err(|e| ("key_store_error", e.to_string()))?;
+        generations.sort_unstable_by(|a, b| b.cmp(a));
+        let mut tried = 0;
+        for generation in generations {
+            let key = match keyring.blob(&key_name(generation)) {
+                Ok(Some(k)) => match <[u8; 32]>::try_from(&k[..]) {
+                    Ok(k) => SecretBytes::new(k),
+                    Err(_) => continue,
+                },
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(generation, error = %e, "feature views: a checkpoint key does not open");
+                    continue;
+                }
+            };
+            tried += 1;
+            match Projector::restore(&bytes, key.expose()) {
+                Ok((p, position)) => {
+                    if p.config() != config {
+                        return Err(("policy_changed", "the policies' personalization gate changed".into()));
+                    }
+                    if position > head {
+                        return Err((
+                            "checkpoint_ahead_of_log",
+                            format!("the checkpoint covers position {} but the log ends at {}", position.0, head.0),
+                        ));
+                    }
+                    return Ok(p);
+                }
+                Err(FeatureError::CheckpointTampered) => continue,
+                Err(e) => return Err((e.code(), e.to_string())),
+            }
+        }
+        if tried == 0 {
+            Err(("key_missing", "no checkpoint key in the key store".into()))
+        } else {
+            Err(("checkpoint_tampered", format!("the checkpoint opens under none of {tried} stored key(s)")))
+        }
+    }
+
+    /// Seals the views under the current key and writes them.
+    fn write(&self, state: &mut SealState, projector: &RwLock<Projector>) -> Result<CheckpointInfo, ViewsError> {
+        let (generation, key) = state.key.as_ref().expect("a current key");
+        let (bytes, position) = {
+            let p = projector.read().expect("views lock");
+            (p.checkpoint(key.expose()), p.position())
+        };
+        state.attempted = Instant::now();
+        state.failed = true;
+        write_atomic(&self.file(), &bytes)?;
+        state.failed = false;
+        state.written = Some(position);
+        let info = CheckpointInfo { position, generation: *generation, bytes: bytes.len() };
+        tracing::debug!(position = position.0, generation, bytes = bytes.len(), "feature views checkpointed");
+        Ok(info)
+    }
+
+    fn write_or_rotate(
+        &self,
+        state: &mut SealState,
+        projector: &RwLock<Projector>,
+    ) -> Result<CheckpointInfo, ViewsError> {
+        if state.key.is_some() {
+            return self.write(state, projector);
+        }
+        match self.rotate(state, projector)? {
+            Some(info) => Ok(info),
+            // The reason was logged; retried once the period has passed.
+            None => Err(ViewsError::Io {
+                path: self.file(),
+                source: std::io::Error::other("no checkpoint key could be stored"),
+            }),
+        }
+    }
+
+    /// Stores a new key under the next generation, writes a checkpoint under it, then destroys
+    /// every other generation's key (invariant 5). `Ok(None)` when the new key or checkpoint could
+    /// not be written (logged): the old keys are destroyed all the same.
+    ///
+    /// # Errors
+    /// The key store cannot be opened, or an old key cannot be destroyed: a checkpoint that may
+    /// hold an erased subject (or expired data) could still open.
+    fn rotate(
+        &self,
+        state: &mut SealState,
+        projector: &RwLock<Projector>,
+    ) -> Result<Option<CheckpointInfo>, ViewsError> {
+        let keyring = match Keyring::open(&self.data_dir, &self.master) {
+            Ok(k) => k,
+            Err(e) => {
+                // No checkpoint under the old key from now on; the next one tries a new key again.
+                state.key = None;
+                state.attempted = Instant::now();
+                state.failed = true;
+                return Err(e.into());
+            }
+        };
+        let newest = generations(&keyring)?.into_iter().max();
+        let next = newest.max(state.key.as_ref().map(|(g, _)| *g)).map_or(1, |g| g.saturating_add(1));
+        let key = SecretBytes::random();
+        let stored = keyring.put_blob(&key_name(next), key.expose());
+        let mut written = None;
+        match stored {
+            Ok(()) => {
+                state.key = Some((next, key));
+                match self.write(state, projector) {
+                    Ok(info) => written = Some(info),
+                    Err(e) => tracing::warn!(code = e.code(), error = %e, "feature views: cannot write a checkpoint"),
+                }
+            }
+            Err(e) => {
+                state.key = None;
+                state.attempted = Instant::now();
+                state.failed = true;
+                tracing::warn!(error = %e, "feature views: cannot store a new checkpoint key");
+            }
+        }
+        destroy_keys(&keyring, state.key.as_ref().map(|(g, _)| *g))?;
+        Ok(written)
     }
 }

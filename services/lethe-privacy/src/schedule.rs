@@ -1,7 +1,9 @@
 //! The background work of `lethe serve`: the key rotation that makes erasures and retention sweeps
-//! final within the configured window (R-ERASE-4/5), the retention sweeps themselves (R-RETAIN-1),
-//! and the delivery of recipient notices (Art. 19).
+//! final within the configured window (R-ERASE-4/5), the retention sweeps themselves (R-RETAIN-1,
+//! with the rebuild of the derived stores that held what they expired), and the delivery of
+//! recipient notices (Art. 19).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,18 +54,61 @@ pub fn finalize_if_due(privacy: &Privacy, now: UtcMicros, force: bool) -> Result
     Ok(Some(report))
 }
 
-/// Destroys the keys of every retention period that ended by `now`. Blocking.
+/// Destroys the keys of every retention period that ended by `now`, then has every registered
+/// [`ErasureHook`](crate::ErasureHook) drop what it derived from the expired events
+/// ([`retention_shredded`](crate::ErasureHook::retention_shredded); the feature views rebuild from
+/// the log and re-key their checkpoint). A hook that fails does not fail the sweep: it is logged,
+/// counted, named in the audit entry (`derived_stores_failed`) and called again at the next sweep,
+/// even one that destroys nothing. Blocking.
 ///
 /// # Errors
 /// The sweep or its audit entry failed.
 pub fn sweep(privacy: &Privacy, now: UtcMicros) -> Result<RetentionReport, ApiError> {
     let report = privacy.collect.store.expire_keys(now).map_err(ApiError::from)?;
+    // The hooks run before the audit entry, so that an audit failure cannot leave derived data of
+    // expired events behind (the next sweep would find no key to destroy and call no hook).
+    let failed = rebuild_derived(privacy, report.keys_destroyed > 0);
     if report.keys_destroyed > 0 {
         privacy.rotation_needed(now);
-        privacy.audit(AuditKind::RetentionShred, "system", None, serde_json::to_value(&report).expect("serializes"))?;
+        let mut detail = serde_json::to_value(&report).expect("serializes");
+        if !failed.is_empty() {
+            detail["derived_stores_failed"] = serde_json::json!(failed);
+        }
+        privacy.audit(AuditKind::RetentionShred, "system", None, detail)?;
         tracing::info!(keys = report.keys_destroyed, subjects = report.subjects, "retention sweep destroyed keys");
     }
     Ok(report)
+}
+
+/// Calls [`retention_shredded`](crate::ErasureHook::retention_shredded) on every hook when keys
+/// were destroyed, else only on those that failed before. Returns the names of the hooks that failed
+/// (kept for the next sweep).
+fn rebuild_derived(privacy: &Privacy, destroyed: bool) -> Vec<String> {
+    let mut retry = privacy.retention_retry.lock().expect("retention retry lock");
+    if !destroyed && retry.is_empty() {
+        return Vec::new();
+    }
+    let mut failed = Vec::new();
+    for hook in privacy.hooks() {
+        let name = hook.name().to_owned();
+        if !destroyed && !retry.contains(&name) {
+            continue;
+        }
+        match hook.retention_shredded() {
+            Ok(()) => tracing::debug!(store = %name, "a derived store dropped what the retention sweep expired"),
+            Err(e) => {
+                tracing::error!(
+                    store = %name,
+                    error = %e,
+                    "a derived store could not drop what a retention sweep expired; retried at the next sweep"
+                );
+                failed.push(name);
+            }
+        }
+    }
+    privacy.retention_failures.fetch_add(failed.len() as u64, Ordering::Relaxed);
+    *retry = failed.iter().cloned().collect();
+    failed
 }
 
 /// Starts the background tasks on the current actix/tokio runtime.
@@ -119,6 +164,11 @@ pub fn metrics(privacy: &Privacy) -> String {
         out.push_str(&format!("lethe_recipient_notices{{state=\"delivered\"}} {}\n", s.delivered));
         out.push_str(&format!("lethe_recipient_notices{{state=\"dead_letter\"}} {}\n", s.dead_letter));
     }
+    out.push_str("# TYPE lethe_retention_rebuild_failures_total counter\n");
+    out.push_str(&format!(
+        "lethe_retention_rebuild_failures_total {}\n",
+        privacy.retention_failures.load(Ordering::Relaxed)
+    ));
     out.push_str("# TYPE lethe_audit_entries gauge\n");
     out.push_str(&format!("lethe_audit_entries {}\n", privacy.audit.head().0));
     out

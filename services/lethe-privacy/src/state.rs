@@ -3,7 +3,9 @@
 //! pseudonym, only digests and per-recipient references), the clock that makes erasures final,
 //! and the hooks other parts register to forget a subject.
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -49,6 +51,17 @@ pub trait ErasureHook: Send + Sync + std::fmt::Debug {
         let _ = subject;
         None
     }
+    /// Called after a retention sweep destroyed keys (R-RETAIN-1): the events under them no longer
+    /// decrypt, so what the store derived from them must go too. A store derived from the log
+    /// rebuilds from what the log can still read (and replaces any copy it keeps at rest).
+    ///
+    /// # Errors
+    /// The store cannot be rebuilt. The sweep stands (its keys are destroyed): the failure is
+    /// logged, counted on `/metrics` (`lethe_retention_rebuild_failures_total`), named in the
+    /// sweep's audit entry, and the call is repeated at the next sweep.
+    fn retention_shredded(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Settings of the privacy service.
@@ -89,6 +102,10 @@ pub struct Privacy {
     hooks: RwLock<Vec<Arc<dyn ErasureHook>>>,
     /// The earliest erasure or retention sweep that no rotation has made final yet.
     pub(crate) pending_since: Mutex<Option<UtcMicros>>,
+    /// The hooks whose [`ErasureHook::retention_shredded`] failed, called again at the next sweep.
+    pub(crate) retention_retry: Mutex<BTreeSet<String>>,
+    /// How many [`ErasureHook::retention_shredded`] calls failed since the start.
+    pub(crate) retention_failures: AtomicU64,
 }
 
 impl std::fmt::Debug for Privacy {
@@ -201,6 +218,8 @@ impl Privacy {
             reference_key,
             hooks: RwLock::new(Vec::new()),
             pending_since: Mutex::new(pending),
+            retention_retry: Mutex::new(BTreeSet::new()),
+            retention_failures: AtomicU64::new(0),
         }))
     }
 

@@ -396,6 +396,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let subject = privacy.collect.store.pseudonymize(&id);
             let asker = Asker { role: "cli", law: Law::Gdpr, channel: Channel::Api };
             let certificate = lethe_privacy::erasure::erase(&privacy, &subject, asker).map_err(api_err)?;
+            // The feature views are not running: the keys of their checkpoint (which held the subject) go.
+            lethe_personalize::views::discard_checkpoint(&cli.data_dir, &master_source(&cli))
+                .context("cannot discard the views checkpoint")?;
             println!("{}", serde_json::to_string_pretty(&certificate)?);
             if *now {
                 let report = schedule::finalize_if_due(&privacy, UtcMicros::now(), true).map_err(api_err)?;
@@ -421,6 +424,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { file } => {
+            // The feature-view checkpoint describes the log being replaced.
+            lethe_personalize::views::discard_checkpoint(&cli.data_dir, &master_source(&cli))
+                .context("cannot discard the views checkpoint")?;
             let (log, report) = lethe_eventlog::restore(LogConfig::new(&cli.data_dir, master_source(&cli)), file)
                 .with_context(|| format!("cannot restore {}", file.display()))?;
             let privacy = open_privacy(&cli, log)?;
@@ -435,6 +441,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let privacy = open_privacy(&cli, store()?)?;
             let report = schedule::sweep(&privacy, at).map_err(api_err)?;
+            if report.keys_destroyed > 0 {
+                // The views are not running here: their checkpoint may hold what expired.
+                lethe_personalize::views::discard_checkpoint(&cli.data_dir, &master_source(&cli))
+                    .context("cannot discard the views checkpoint")?;
+            }
             println!("{}", serde_json::to_string_pretty(&report)?);
             let rotation = schedule::finalize_if_due(&privacy, UtcMicros::now(), true).map_err(api_err)?;
             println!("{}", serde_json::to_string_pretty(&rotation)?);
@@ -820,15 +831,21 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     let personalizer = Personalizer::open(&data_dir, &master, Arc::clone(&privacy), TrainConfig::default())
         .context("cannot open the model registry")?;
     privacy.register(personalizer.clone());
-    // Feature views live in memory only; they are rebuilt from the log at every start.
+    // Feature views live in memory; at start they are restored from their sealed checkpoint and caught up (or
+    // replayed from the log), and they are checkpointed under a new key at start and at every erasure.
     let views = Arc::new(
-        lethe_personalize::Views::replay(Arc::clone(&privacy.collect.store), &privacy.collect.policies)
-            .context("cannot build the feature views")?,
+        lethe_personalize::Views::open(
+            Arc::clone(&privacy.collect.store),
+            &privacy.collect.policies,
+            &data_dir,
+            &master,
+        )
+        .context("cannot build the feature views")?,
     );
     privacy.register(views.clone());
     // Training records the serving features' distribution from these views (drift monitoring).
     personalizer.attach_views(Arc::clone(&views));
-    tracing::info!(subjects = views.subjects(), "feature views built");
+    tracing::info!(subjects = views.subjects(), origin = %views.origin(), "feature views built");
     let engine = lethe_decide::Engine::open(
         slots,
         privacy.collect.clone(),
@@ -839,6 +856,7 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     .context("cannot open the decision engine")?;
     privacy.register(engine.clone());
     let decide = Arc::new(lethe_decide::DecideState { engine: Arc::clone(&engine), recommenders: Default::default() });
+    let views_at_exit = Arc::clone(&views);
     actix_web::rt::System::new().block_on(async move {
         let _background = settings
             .parts
@@ -855,6 +873,12 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || v.catch_up()).await {
                     tracing::error!(code = e.code(), "feature views cannot follow the log");
                 }
+                // A sealed checkpoint every 5 minutes or 100 000 events, so a restart replays only what follows.
+                let v = Arc::clone(&views);
+                let due = move || v.checkpoint_if_due(Duration::from_secs(300), 100_000);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(due).await {
+                    tracing::warn!(code = e.code(), error = %e, "cannot checkpoint the feature views");
+                }
             }
         });
         actix_web::rt::spawn(async move {
@@ -868,6 +892,10 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         app.run_until_stopped().await?;
         anyhow::Ok(())
     })?;
+    // Orderly shutdown: the next start catches up from here.
+    if let Err(e) = views_at_exit.checkpoint() {
+        tracing::warn!(code = e.code(), error = %e, "cannot checkpoint the feature views at shutdown");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

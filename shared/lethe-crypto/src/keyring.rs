@@ -403,7 +403,7 @@ impl Keyring {
     pub fn put_blob(&self, name: &str, data: &[u8]) -> Result<()> {
         let path = self.blob_path(name)?;
         let nonce: Nonce = crate::random_bytes();
-        let mut bytes = b"LBLB".to_vec();
+        let mut bytes = BLOB_MAGIC.to_vec();
         bytes.extend_from_slice(&nonce);
         bytes.extend(self.master.seal(&nonce, &blob_aad(name), data));
         write_atomic(&path, &bytes)
@@ -421,7 +421,7 @@ impl Keyring {
             Err(e) => return Err(CryptoError::io(&path)(e)),
         };
         let malformed = |reason: &str| CryptoError::Malformed { path: path.clone(), reason: reason.into() };
-        if bytes.len() < 4 + NONCE_LEN + TAG_LEN || &bytes[..4] != b"LBLB" {
+        if bytes.len() < 4 + NONCE_LEN + TAG_LEN || &bytes[..4] != BLOB_MAGIC {
             return Err(malformed("not a Lethe sealed file"));
         }
         let nonce: Nonce = bytes[4..4 + NONCE_LEN].try_into().expect("12 bytes");
@@ -432,13 +432,64 @@ impl Keyring {
         Ok(Some(zeroize::Zeroizing::new(plain)))
     }
 
+    /// The names of the blobs stored by [`Self::put_blob`] that start with `prefix`, sorted (as
+    /// strings). A name whose sealed file is missing but whose temp file, left by an interrupted
+    /// [`Self::put_blob`], holds a blob is listed too, so that [`Self::destroy_blob`] can remove it;
+    /// [`Self::blob`] reads such a name as `None`.
+    ///
+    /// # Errors
+    /// A prefix that no blob name can start with (not `[a-z0-9-]{0,32}`), or IO errors.
+    pub fn blob_names(&self, prefix: &str) -> Result<Vec<String>> {
+        if prefix.len() > 32 || !prefix.bytes().all(blob_name_byte) {
+            return Err(CryptoError::InvalidMasterSecret(format!("bad sealed file name prefix `{prefix}`")));
+        }
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(CryptoError::io(&self.dir))? {
+            let entry = entry.map_err(CryptoError::io(&self.dir))?;
+            let file = entry.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let name = match (file.strip_suffix(BLOB_SUFFIX), file.strip_suffix(TEMP_SUFFIX)) {
+                (Some(name), _) => name,
+                (None, Some(name)) if is_blob_file(&entry.path()) => name,
+                _ => continue,
+            };
+            if name.starts_with(prefix) && valid_blob_name(name) {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Destroys a blob stored by [`Self::put_blob`]: its sealed file is overwritten, synced and
+    /// unlinked ([`destroy_file`]), and so is a temp file of the name left by an interrupted
+    /// [`Self::put_blob`]. Returns whether the blob existed (its sealed file); destroying a blob
+    /// that does not exist is not an error.
+    ///
+    /// # Errors
+    /// A bad name, or IO errors: the blob may then still exist.
+    pub fn destroy_blob(&self, name: &str) -> Result<bool> {
+        let path = self.blob_path(name)?;
+        let tmp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
+        // A temp file of the name that is not a blob belongs to another writer of this folder.
+        if is_blob_file(&tmp) {
+            destroy_file(&tmp)?;
+        }
+        let existed = match std::fs::symlink_metadata(&path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(CryptoError::io(&path)(e)),
+        };
+        destroy_file(&path)?;
+        Ok(existed)
+    }
+
     fn blob_path(&self, name: &str) -> Result<PathBuf> {
-        let ok = (1..=32).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !ok {
+        if !valid_blob_name(name) {
             return Err(CryptoError::InvalidMasterSecret(format!("bad sealed file name `{name}`")));
         }
-        Ok(self.dir.join(format!("{name}.sealed")))
+        Ok(self.dir.join(format!("{name}{BLOB_SUFFIX}")))
     }
 
     /// The argon2id parameters, when the master secret comes from a passphrase.
@@ -488,6 +539,28 @@ fn read_secret_file(master: &DataKey, path: &Path, magic: [u8; 4], n: u32) -> Re
         .map_err(|_| malformed("does not decrypt under the master secret"))?;
     let arr: [u8; 32] = plain.as_slice().try_into().map_err(|_| malformed("wrong secret length"))?;
     Ok(SecretBytes::new(arr))
+}
+
+/// The file of a blob is `<name>.sealed`; [`write_atomic`] writes it as `<name>.tmp` first.
+const BLOB_SUFFIX: &str = ".sealed";
+const TEMP_SUFFIX: &str = ".tmp";
+/// First bytes of a blob's file.
+const BLOB_MAGIC: &[u8; 4] = b"LBLB";
+
+fn blob_name_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
+}
+
+fn valid_blob_name(name: &str) -> bool {
+    (1..=32).contains(&name.len()) && name.bytes().all(blob_name_byte)
+}
+
+/// Whether `path` is a file that starts as a blob does (a temp file of the manifest or of an epoch
+/// also ends in `.tmp`).
+fn is_blob_file(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && &magic == BLOB_MAGIC
 }
 
 fn blob_aad(name: &str) -> Vec<u8> {
@@ -580,6 +653,68 @@ mod tests {
         let raw = std::fs::read(d.path().join(KEYS_DIR).join("api-keys.sealed")).unwrap();
         assert!(!raw.windows(7).any(|w| w == b"private"));
         assert!(k.put_blob("../escape", b"x").is_err());
+    }
+
+    #[test]
+    fn blob_names_list_a_prefix_sorted_with_leftover_temp_files() {
+        let d = tempfile::tempdir().unwrap();
+        let k = Keyring::open(d.path(), &MasterSource::DevKeyFile).unwrap();
+        assert_eq!(k.blob_names("views-key-").unwrap(), Vec::<String>::new());
+        for name in ["views-key-2", "views-key-10", "api-keys", "views-key-1"] {
+            k.put_blob(name, name.as_bytes()).unwrap();
+        }
+        // An interrupted put_blob leaves a temp file holding a blob; the manifest's temp file is not one.
+        let dir = d.path().join(KEYS_DIR);
+        std::fs::copy(dir.join("views-key-1.sealed"), dir.join("views-key-7.tmp")).unwrap();
+        std::fs::write(dir.join("views-key-8.tmp"), b"{\"format\": 1}").unwrap();
+        std::fs::write(dir.join("views-key-9.sealed.bak"), b"x").unwrap();
+        assert_eq!(k.blob_names("views-key-").unwrap(), ["views-key-1", "views-key-10", "views-key-2", "views-key-7"]);
+        assert_eq!(k.blob_names("api").unwrap(), ["api-keys"]);
+        let all = k.blob_names("").unwrap();
+        assert_eq!(all.len(), 5, "{all:?}");
+        assert!(!all.iter().any(|n| n == "keyring" || n == "pseudonym"), "{all:?}");
+        assert_eq!(k.blob("views-key-7").unwrap(), None, "a leftover temp file is not a stored blob");
+        assert!(k.blob_names("../").is_err());
+        assert!(k.blob_names("Views").is_err());
+    }
+
+    #[test]
+    fn a_destroyed_blob_is_overwritten_unlinked_and_reads_as_none() {
+        let d = tempfile::tempdir().unwrap();
+        let k = Keyring::open(d.path(), &MasterSource::DevKeyFile).unwrap();
+        k.put_blob("views-key-1", &[7u8; 32]).unwrap();
+        k.put_blob("views-key-2", &[8u8; 32]).unwrap();
+        let dir = d.path().join(KEYS_DIR);
+        let path = dir.join("views-key-1.sealed");
+        let sealed = std::fs::read(&path).unwrap();
+        // A second name for the same inode sees what destroy_blob does to the file's bytes.
+        let witness = d.path().join("witness");
+        std::fs::hard_link(&path, &witness).unwrap();
+        std::fs::copy(&path, dir.join("views-key-1.tmp")).unwrap();
+
+        assert!(k.destroy_blob("views-key-1").unwrap());
+        assert_eq!(k.blob("views-key-1").unwrap(), None);
+        assert!(!path.exists());
+        assert!(!dir.join("views-key-1.tmp").exists(), "the leftover temp file goes too");
+        let after = std::fs::read(&witness).unwrap();
+        assert_eq!(after.len(), sealed.len());
+        assert!(after.iter().all(|b| *b == 0), "the sealed bytes are overwritten before the unlink");
+        // Others are kept; destroying again, or what never existed, is fine and says so.
+        assert_eq!(k.blob("views-key-2").unwrap().unwrap().as_slice(), &[8u8; 32]);
+        assert_eq!(k.blob_names("views-key-").unwrap(), ["views-key-2"]);
+        assert!(!k.destroy_blob("views-key-1").unwrap());
+        assert!(!k.destroy_blob("never-stored").unwrap());
+        // A temp file of the name that is not a blob is left to its writer.
+        std::fs::write(dir.join("keyring.tmp"), b"{}").unwrap();
+        assert!(!k.destroy_blob("keyring").unwrap());
+        assert!(dir.join("keyring.tmp").exists());
+        assert!(dir.join(MANIFEST).exists());
+        // Bad names are refused and touch nothing.
+        for bad in ["", "../keyring", "keyring.json", "Views-key-2", "a/b", &"x".repeat(33)] {
+            assert!(k.destroy_blob(bad).is_err(), "{bad:?}");
+        }
+        assert!(dir.join(MANIFEST).exists());
+        assert!(Keyring::open(d.path(), &MasterSource::DevKeyFile).is_ok());
     }
 
     #[test]

@@ -647,3 +647,87 @@ async fn the_engagement_model_trains_on_logged_outcomes_of_consenting_subjects_o
         .expect_err("nothing logged");
     assert_eq!(err.code(), "version_conflict");
 }
+
+/// The offline engagement model, trained through the admin API, serves as a canary of the slot,
+/// is promoted with it, and, when a subject it was trained on is erased, is retrained without her
+/// and swapped into the live version in place of the old one, which is retired (R-ERASE-7).
+#[actix_web::test]
+async fn r_erase_7_the_engagement_model_serves_as_a_canary_and_is_retrained_without_an_erased_subject() {
+    use lethe_ml::engagement::{EngagementModel as _, TrainedModel};
+    use lethe_registry::{ModelId, RetireReason, Status};
+
+    let app = spawn_app().await;
+    let admin = app.token(Role::Admin, None);
+    let hero = app.engine.slots.index_of("home-hero").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let id = format!("canary-{i}");
+        let (status, _) = app.consent(&id, &["analytics", "personalization"], &["sale_share"]).await;
+        assert_eq!(status, 201);
+        browse(&app, &id, if i % 2 == 0 { "outdoor" } else { "kitchen" }, 3).await;
+        ids.push(id);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let d = decide(&app, id, "home-hero").await;
+        let click = i % 2 == 0 && first(&d) == "outdoor-gear";
+        outcome(&app, &d, if click { "click" } else { "impression" }).await;
+    }
+    receipts(&app, "canary-29", "outcome.recorded", 1).await;
+
+    // Trained by the running service, as a candidate.
+    let (status, report) = app.post("/v1/decide/slots/home-hero/train", Some(&admin), &json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["status"], "candidate");
+    let first_model: ModelId = report["model_id"].as_str().unwrap().parse().unwrap();
+    let registry = app.engine.personalizer().registry();
+    let load = |id: ModelId| -> TrainedModel {
+        serde_json::from_slice(&app.engine.personalizer().load_model(id).unwrap()).unwrap()
+    };
+
+    // Served as the canary's base on every subject.
+    let params = json!({"alpha": 0.05, "lambda": 10.0, "prior": lethe_decide::features::PRIOR, "engagement": first_model.to_string()});
+    let (status, body) = app
+        .post("/v1/decide/slots/home-hero/canary", Some(&admin), &json!({"params": params, "share_permille": 1000}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(matches!(registry.get(first_model).unwrap().unwrap().status, Status::Canary { .. }));
+    let (_, versions) = app.get("/v1/decide/slots/home-hero/versions", Some(&admin)).await;
+    assert_eq!(versions["canary"]["engagement"], first_model.to_string(), "{versions}");
+    let d = decide(&app, "canary-4", "home-hero").await;
+    assert_eq!(d["modelVersion"], versions["canary"]["version"], "{d}");
+    // Another slot's model, or no model, is refused.
+    let bad = json!({"alpha": 0.05, "lambda": 10.0, "prior": lethe_decide::features::PRIOR, "engagement": first_model.to_string()});
+    let (status, body) =
+        app.post("/v1/decide/slots/home-cta/canary", Some(&admin), &json!({"params": bad, "share_permille": 10})).await;
+    assert_eq!(status, 400, "{body}");
+
+    // Promoted with it: the live version's expectation of a fresh context is the model's prediction.
+    let (status, body) = app.post("/v1/decide/slots/home-hero/promote", Some(&admin), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(registry.get(first_model).unwrap().unwrap().status, Status::Live);
+    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
+    let predicted = load(first_model).predict_proba(&probe).unwrap();
+    assert!((app.engine.live_expected(hero, &probe) - predicted).abs() < 1e-9);
+
+    // An erased member: the model is retrained without her, and the live version serves the successor.
+    let erased = app.store.pseudonymize(&SubjectId::parse("canary-2").unwrap());
+    assert!(registry.containing(&erased).unwrap().contains(&first_model));
+    let token = app.token(Role::Subject, Some("canary-2"));
+    let (status, cert) = app.post("/v1/me/erasure", Some(&token), &json!({})).await;
+    assert_eq!(status, 200, "{cert}");
+    let personalizer = Arc::clone(app.engine.personalizer());
+    actix_web::web::block(move || personalizer.unlearn_pending()).await.unwrap().expect("unlearned");
+    let old = registry.get(first_model).unwrap().unwrap();
+    assert!(matches!(old.status, Status::Retired { reason: RetireReason::Unlearning, .. }), "{:?}", old.status);
+    assert!(app.engine.personalizer().load_model(first_model).is_err(), "its bytes are gone");
+    assert!(registry.containing(&erased).unwrap().is_empty(), "no model holds her");
+    let (_, versions) = app.get("/v1/decide/slots/home-hero/versions", Some(&admin)).await;
+    let successor: ModelId = versions["live"]["engagement"].as_str().expect("a successor serves").parse().unwrap();
+    assert_ne!(successor, first_model);
+    let new = registry.get(successor).unwrap().unwrap();
+    assert_eq!(new.status, Status::Live);
+    assert_eq!((old.manifest.subjects, new.manifest.subjects), (30, 29), "the same subjects but her");
+    assert_eq!(new.manifest.hyperparameters["replaces"], json!([first_model.to_string()]));
+    let predicted = load(successor).predict_proba(&probe).unwrap();
+    assert!((app.engine.live_expected(hero, &probe) - predicted).abs() < 1e-9);
+}

@@ -154,6 +154,18 @@ impl EngagementModel for GbmModel {
         Ok(sigmoid(z))
     }
 
+    fn predict_rows(&self, rows: &[&[f64]]) -> Result<Vec<f64>> {
+        let width = self.schema.width();
+        let mut columns = vec![0.0; rows.len() * width];
+        for (r, x) in rows.iter().enumerate() {
+            self.schema.check(x)?;
+            for (c, v) in x.iter().enumerate() {
+                columns[c * rows.len() + r] = *v;
+            }
+        }
+        Ok(self.log_odds(&columns, rows.len()).into_iter().map(sigmoid).collect())
+    }
+
     fn predict_dataset(&self, dataset: &EngagementDataset) -> Result<Vec<f64>> {
         super::ensure_same_schema(&self.schema, dataset.schema())?;
         Ok(self.log_odds(&dataset.column_major(), dataset.len()).into_iter().map(sigmoid).collect())

@@ -61,6 +61,15 @@ pub trait EngagementModel {
     /// [`MlError::NonFinite`] for NaN or infinite features.
     fn predict_proba(&self, x: &[f64]) -> Result<f64>;
 
+    /// The probability of engagement for each of `rows` (the candidates of one decision): the same
+    /// values as [`EngagementModel::predict_proba`] row by row, in one pass where the model can.
+    ///
+    /// # Errors
+    /// As [`EngagementModel::predict_proba`], for any row.
+    fn predict_rows(&self, rows: &[&[f64]]) -> Result<Vec<f64>> {
+        rows.iter().map(|x| self.predict_proba(x)).collect()
+    }
+
     /// The probability of engagement for every row of a dataset.
     ///
     /// # Errors
@@ -137,6 +146,10 @@ impl EngagementModel for TrainedModel {
 
     fn predict_proba(&self, x: &[f64]) -> Result<f64> {
         self.inner().predict_proba(x)
+    }
+
+    fn predict_rows(&self, rows: &[&[f64]]) -> Result<Vec<f64>> {
+        self.inner().predict_rows(rows)
     }
 
     fn predict_dataset(&self, dataset: &EngagementDataset) -> Result<Vec<f64>> {

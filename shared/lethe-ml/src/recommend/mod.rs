@@ -1,6 +1,8 @@
 //! Recommenders over implicit feedback: item-to-item collaborative filtering ([`ItemKnn`]), implicit
 //! matrix factorization ([`AlsModel`]), content similarity ([`ContentModel`]) and popularity by segment
-//! ([`Popularity`]) for cold start, plus ranking evaluation on held-out interactions.
+//! ([`Popularity`]) for cold start, plus ranking evaluation on held-out interactions ([`evaluate_at_k`])
+//! and model selection: per-user k-fold cross-validation and a grid search over item-kNN and ALS
+//! candidates by mean NDCG@k ([`user_k_fold`], [`search`]).
 //!
 //! Ids are the caller's dense catalogue numbers, never subject identifiers. Every `recommend` returns at
 //! most `k` `(item, score)` pairs, best first, with ties broken by ascending item id, and skips the items
@@ -10,6 +12,7 @@ mod als;
 mod content;
 mod knn;
 mod popularity;
+mod select;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -21,6 +24,10 @@ pub use als::{AlsModel, AlsParams};
 pub use content::{ContentModel, ContentParams, ItemContent};
 pub use knn::{ItemKnn, ItemKnnParams};
 pub use popularity::{Popularity, PopularityParams};
+pub use select::{
+    cross_validate, default_grid, search, split_fold, user_k_fold, Candidate, CvScore, RecommenderSearch,
+    ScoredCandidate, Trained,
+};
 
 use crate::error::{invalid, MlError, Result};
 use crate::metrics::{ndcg_binary_at_k, precision_at_k, recall_at_k};

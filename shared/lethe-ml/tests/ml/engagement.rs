@@ -98,6 +98,12 @@ fn serde_round_trip_predicts_identically() {
         // Single-row and batch prediction agree.
         let one = back.predict_proba(test_set.row(0).unwrap()).unwrap();
         assert_eq!(one.to_bits(), after[0]);
+        // So do the rows of one decision, predicted together.
+        let rows: Vec<&[f64]> = (3..53).map(|i| test_set.row(i).unwrap()).collect();
+        let together: Vec<u64> = back.predict_rows(&rows).unwrap().iter().map(|p| p.to_bits()).collect();
+        assert_eq!(together, after[3..53], "{kind:?}: predict_rows differs from row-by-row prediction");
+        let short = [0.5_f64];
+        assert!(matches!(back.predict_rows(&[rows[0], &short]), Err(MlError::WidthMismatch { .. })));
     }
 }
 
