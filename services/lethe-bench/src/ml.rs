@@ -116,6 +116,15 @@ pub struct MlArgs {
     /// ALS iterations [default: lethe-ml's AlsParams].
     #[arg(long)]
     als_iterations: Option<usize>,
+    /// ALS conjugate-gradient steps per row and sweep, 0 for the exact Cholesky solve [default: lethe-ml's
+    /// AlsParams].
+    // u32, not usize: `MlArgs` is the largest variant of `Suite`, within clippy's large_enum_variant limit.
+    #[arg(long)]
+    als_cg_steps: Option<u32>,
+    /// Only the recommenders: skips the engagement models (synthetic and `--obd`), so `lethe-results.json`
+    /// lists no engagement data and `tests/ml/compare.py` compares the recommenders alone.
+    #[arg(long)]
+    recommend_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -142,6 +151,7 @@ impl Params {
         als.regularization = args.als_regularization.unwrap_or(als.regularization);
         als.alpha = args.als_alpha.unwrap_or(als.alpha);
         als.iterations = args.als_iterations.unwrap_or(als.iterations);
+        als.cg_steps = args.als_cg_steps.map_or(als.cg_steps, |steps| steps as usize);
         Self { gbm, logistic: LogisticParams::default(), als, knn: ItemKnnParams::default() }
     }
 }
@@ -163,19 +173,24 @@ pub fn run(args: &MlArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.export_dir).with_context(|| format!("create {}", args.export_dir.display()))?;
 
     let mut engagement_results = Vec::new();
-    let synthetic = synthetic_engagement(args)?;
-    engagement_results.push(evaluate_engagement(&synthetic, &args.export_dir.join("engagement.csv"), &params, args)?);
-    if let Some(dir) = &args.obd {
-        for &encoding in &args.obd_encoding {
-            for policy in OBD_POLICIES {
-                let set = load_obd(dir, policy, encoding, args)?;
-                let file = if encoding == ObdEncoding::OneHot { "features.csv" } else { "features-ordinal.csv" };
-                let out = dir.join(policy).join(file);
-                engagement_results.push(evaluate_engagement(&set, &out, &params, args)?);
-            }
-        }
+    if args.recommend_only {
+        println!("\n(--recommend-only: skipping the engagement models)");
     } else {
-        println!("\n(no --obd: skipping the Open Bandit Dataset)");
+        let synthetic = synthetic_engagement(args)?;
+        let csv = args.export_dir.join("engagement.csv");
+        engagement_results.push(evaluate_engagement(&synthetic, &csv, &params, args)?);
+        if let Some(dir) = &args.obd {
+            for &encoding in &args.obd_encoding {
+                for policy in OBD_POLICIES {
+                    let set = load_obd(dir, policy, encoding, args)?;
+                    let file = if encoding == ObdEncoding::OneHot { "features.csv" } else { "features-ordinal.csv" };
+                    let out = dir.join(policy).join(file);
+                    engagement_results.push(evaluate_engagement(&set, &out, &params, args)?);
+                }
+            }
+        } else {
+            println!("\n(no --obd: skipping the Open Bandit Dataset)");
+        }
     }
     let recommend_results = vec![evaluate_recommenders(args, &params)?];
 

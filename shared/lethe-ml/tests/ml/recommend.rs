@@ -15,7 +15,7 @@ fn data() -> ClusteredData {
 }
 
 fn als_params() -> AlsParams {
-    AlsParams { factors: 16, regularization: 0.1, alpha: 2.0, iterations: 8 }
+    AlsParams { factors: 16, regularization: 0.1, alpha: 2.0, iterations: 8, ..AlsParams::default() }
 }
 
 #[test]
