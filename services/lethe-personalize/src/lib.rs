@@ -426,6 +426,25 @@ impl Personalizer {
         Ok(ids.len())
     }
 
+    /// Queues every model trained on subjects for retraining: after a retention sweep destroyed keys,
+    /// a model may hold what the log no longer does (R-RETAIN-1). Retraining reads only what still
+    /// decrypts. Returns how many were queued.
+    ///
+    /// # Errors
+    /// Registry or storage errors.
+    pub fn mark_all_for_retraining(&self) -> Result<usize, TrainError> {
+        let now = UtcMicros::now().0.to_be_bytes();
+        let mut queued = 0;
+        for v in self.registry.all()? {
+            if v.manifest.subjects > 0 && !matches!(v.status, Status::Retired { .. }) {
+                self.pending.insert(v.id.to_string().as_bytes(), &now[..])?;
+                queued += 1;
+            }
+        }
+        self.pending.flush()?;
+        Ok(queued)
+    }
+
     /// Models waiting for unlearning, with the time they were queued.
     ///
     /// # Errors
@@ -550,6 +569,10 @@ impl ErasureHook for Personalizer {
             self.mark_for_unlearning(subject).map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    fn retention_shredded(&self) -> Result<(), String> {
+        self.mark_all_for_retraining().map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn export(&self, subject: &Pseudonym) -> Option<serde_json::Value> {

@@ -555,3 +555,42 @@ fn r_retain_1_a_store_that_fails_to_rebuild_is_reported_and_retried_without_fail
     assert_eq!(stuck.calls.load(Ordering::SeqCst), 3, "healed: not called again until keys are destroyed");
     assert!(lethe_privacy::schedule::metrics(&w.privacy).contains("lethe_retention_rebuild_failures_total 2\n"));
 }
+
+/// R-RETAIN-1 reaches the models too: a retention sweep queues every model trained on subjects,
+/// and retraining reads only what still decrypts, so a subject whose every event expired is in no
+/// serving model afterwards.
+#[test]
+fn r_retain_1_a_retention_sweep_retrains_the_models_on_what_the_log_still_holds() {
+    let w = World::new();
+    w.seed(0, 6);
+    let now = UtcMicros::now().0;
+    let ephemeral_id = "ephemeral-model-subject";
+    w.expiring_grant_at(ephemeral_id, UtcMicros(now - 3 * DAY), 10);
+    w.like_at(ephemeral_id, &["tent-1", "stove-2", "lamp-3"], UtcMicros(now - 2 * DAY), Retention::Days(10));
+    let ephemeral = w.subject(ephemeral_id);
+    // The consent book learns of the consent written straight to the log when it is rebuilt.
+    let w = w.restart();
+    let personalizer = lethe_personalize::Personalizer::open(
+        w.path(),
+        &master(),
+        Arc::clone(&w.privacy),
+        lethe_personalize::TrainConfig::default(),
+    )
+    .unwrap();
+    w.privacy.register(personalizer.clone());
+    let first = personalizer.train("test").unwrap();
+    let registry = personalizer.registry();
+    assert!(registry.containing(&ephemeral).unwrap().iter().any(|id| id.to_string() == first.model_id));
+
+    let report = lethe_privacy::schedule::sweep(&w.privacy, UtcMicros(now + 14 * DAY)).unwrap();
+    assert!(report.keys_destroyed > 0, "{report:?}");
+    let queued = personalizer.pending().unwrap();
+    assert_eq!(queued.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), [first.model_id.as_str()]);
+
+    let second = personalizer.unlearn_pending().unwrap().expect("retrained on what is left");
+    assert_eq!(second.subjects, first.subjects - 1, "the same subjects but the expired one");
+    assert!(registry.containing(&ephemeral).unwrap().is_empty(), "no model holds the expired subject");
+    let old = registry.get(first.model_id.parse().unwrap()).unwrap().unwrap();
+    assert!(matches!(old.status, lethe_registry::Status::Retired { .. }), "{:?}", old.status);
+    assert!(personalizer.pending().unwrap().is_empty());
+}

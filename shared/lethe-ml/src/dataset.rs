@@ -208,16 +208,6 @@ impl EngagementDataset {
     pub fn has_both_classes(&self) -> bool {
         self.labels.iter().any(|&l| l) && self.labels.iter().any(|&l| !l)
     }
-
-    /// Column-major copy of the features (feature 0 of every row, then feature 1, ...).
-    pub(crate) fn column_major(&self) -> Vec<f64> {
-        let (n, w) = (self.len(), self.width());
-        let mut out = Vec::with_capacity(n * w);
-        for j in 0..w {
-            out.extend((0..n).map(|i| self.values[i * w + j]));
-        }
-        out
-    }
 }
 
 #[cfg(test)]
@@ -249,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn subset_and_columns() {
+    fn subset_and_values() {
         let ds = EngagementDataset::new(schema(), &[vec![1.0, 2.0], vec![3.0, 4.0]], vec![true, false])
             .unwrap()
             .with_groups(vec![7, 8])
@@ -257,7 +247,7 @@ mod tests {
         let sub = ds.subset(&[1]).unwrap();
         assert_eq!(sub.row(0), Some(&[3.0, 4.0][..]));
         assert_eq!(sub.groups(), Some(&[8][..]));
-        assert_eq!(ds.column_major(), vec![1.0, 3.0, 2.0, 4.0]);
+        assert_eq!(ds.values(), &[1.0, 2.0, 3.0, 4.0]);
         assert_eq!(ds.subset(&[2]).unwrap_err().code(), "out_of_range");
     }
 }

@@ -1,8 +1,8 @@
 //! Engagement models: quality on synthetic data, determinism, serde round trips, typed errors.
 
 use lethe_ml::engagement::{
-    train, EngagementModel, EngagementParams, FtrlModel, FtrlParams, GbmParams, HoldoutStopping, LogisticParams,
-    ModelKind, TrainedModel, MODEL_FORMAT_VERSION,
+    train, EngagementModel, EngagementParams, FtrlModel, FtrlParams, GbmModel, GbmParams, HoldoutStopping,
+    LogisticParams, ModelKind, TrainedModel, MODEL_FORMAT_VERSION,
 };
 use lethe_ml::metrics::auc_roc;
 use lethe_ml::synthetic::{engagement, EngagementConfig, Truth};
@@ -176,4 +176,116 @@ fn bad_inputs_give_typed_errors() {
         r#"{"logistic":{"format_version":1,"schema":[],"weights":[],"intercept":0}}"#
     )
     .is_err());
+}
+
+/// One-hot clicks: a dense feature `x`, then one-hot `pos` (3 levels), `item` (40) and `seg` (6), each level
+/// with its own effect on the log-odds. Columns 0, 1–3, 4–43, 44–49.
+fn one_hot(rows: usize, seed: u64) -> EngagementDataset {
+    use rand::Rng;
+    let mut rng = lethe_ml::seeded_rng(seed);
+    let levels = [3_usize, 40, 6];
+    let effects: Vec<Vec<f64>> = levels.iter().map(|&k| (0..k).map(|_| rng.gen_range(-1.5..1.5)).collect()).collect();
+    let mut names = vec!["x".to_string()];
+    for (name, &k) in ["pos", "item", "seg"].iter().zip(&levels) {
+        names.extend((0..k).map(|l| format!("{name}_{l}")));
+    }
+    let width = names.len();
+    let (mut values, mut labels) = (Vec::with_capacity(rows * width), Vec::with_capacity(rows));
+    for _ in 0..rows {
+        let x: f64 = rng.gen_range(-1.0..1.0);
+        let mut row = vec![0.0; width];
+        row[0] = x;
+        let (mut logit, mut offset) = (x - 1.0, 1);
+        for (k, effect) in levels.iter().zip(&effects) {
+            let level = rng.gen_range(0..*k);
+            row[offset + level] = 1.0;
+            logit += effect[level];
+            offset += k;
+        }
+        values.extend(row);
+        labels.push(rng.gen::<f64>() < 1.0 / (1.0 + (-logit).exp()));
+    }
+    EngagementDataset::from_row_major(FeatureSchema::new(names).unwrap(), values, labels).unwrap()
+}
+
+fn bits(p: &[f64]) -> Vec<u64> {
+    p.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn gbm_bundles_one_hot_columns_without_losing_auc() {
+    let data = one_hot(5000, 11);
+    let train_set = data.subset(&(0..3000).collect::<Vec<_>>()).unwrap();
+    let test_set = data.subset(&(3000..5000).collect::<Vec<_>>()).unwrap();
+    let on = GbmParams::default();
+    let off = GbmParams { feature_bundling: false, ..GbmParams::default() };
+    let bundled = GbmModel::train(&train_set, &on, 3).unwrap();
+    let plain = GbmModel::train(&train_set, &off, 3).unwrap();
+    // Each categorical becomes one bundle; the dense column passes through.
+    let expected: Vec<Vec<usize>> = vec![(1..4).collect(), (4..44).collect(), (44..50).collect()];
+    assert_eq!(bundled.bundles(), &expected[..]);
+    assert!(plain.bundles().is_empty());
+    let auc = |m: &GbmModel| auc_roc(test_set.labels(), &m.predict_dataset(&test_set).unwrap()).unwrap();
+    let (auc_on, auc_off) = (auc(&bundled), auc(&plain));
+    eprintln!("one-hot data: GBM AUC {auc_on:.4} with bundling, {auc_off:.4} without");
+    assert!(auc_off > 0.7, "{auc_off}");
+    assert!(auc_on >= auc_off - 0.01, "bundling costs AUC: {auc_on} vs {auc_off}");
+}
+
+#[test]
+fn bundled_gbm_round_trips_and_predicts_identically() {
+    let data = one_hot(1500, 12);
+    let train_set = data.subset(&(0..1000).collect::<Vec<_>>()).unwrap();
+    let test_set = data.subset(&(1000..1500).collect::<Vec<_>>()).unwrap();
+    let p = EngagementParams { gbm: GbmParams { iterations: 30, ..GbmParams::default() }, ..params() };
+    let model = train(ModelKind::Gbm, &train_set, &p, 5).unwrap();
+    let json = serde_json::to_string(&model).unwrap();
+    assert_eq!(json, serde_json::to_string(&train(ModelKind::Gbm, &train_set, &p, 5).unwrap()).unwrap());
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        value["gbm"]["bundling"]["bundles"].as_array().is_some_and(|b| b.len() == 3),
+        "{}",
+        value["gbm"]["bundling"]
+    );
+
+    let back: TrainedModel = serde_json::from_str(&json).unwrap();
+    let before = bits(&model.predict_dataset(&test_set).unwrap());
+    assert_eq!(bits(&back.predict_dataset(&test_set).unwrap()), before);
+    assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    let rows: Vec<&[f64]> = (0..test_set.len()).map(|i| test_set.row(i).unwrap()).collect();
+    assert_eq!(bits(&back.predict_rows(&rows).unwrap()), before);
+    for (i, row) in rows.iter().enumerate().take(20) {
+        assert_eq!(back.predict_proba(row).unwrap().to_bits(), before[i]);
+    }
+
+    // Two active columns of one bundle (never seen in training): the first one (position 1) wins.
+    let mut both = rows[0].to_vec();
+    both[1..4].copy_from_slice(&[0.0, 1.0, 1.0]);
+    let mut first = both.clone();
+    first[3] = 0.0;
+    assert_eq!(back.predict_proba(&both).unwrap().to_bits(), back.predict_proba(&first).unwrap().to_bits());
+}
+
+#[test]
+fn gbm_serialized_without_bundling_loads_and_predicts_as_before() {
+    let data = one_hot(1500, 13);
+    let train_set = data.subset(&(0..1000).collect::<Vec<_>>()).unwrap();
+    let test_set = data.subset(&(1000..1500).collect::<Vec<_>>()).unwrap();
+    let mut p = params();
+    p.gbm.iterations = 30;
+    p.gbm.feature_bundling = false; // as every model trained before bundling existed
+    let model = train(ModelKind::Gbm, &train_set, &p, 5).unwrap();
+    let before = bits(&model.predict_dataset(&test_set).unwrap());
+    // Without bundles the field is left out, as in the format before bundling existed.
+    let json = serde_json::to_string(&model).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(value["gbm"].get("bundling").is_none(), "{}", &json[..200]);
+    let back: TrainedModel = serde_json::from_str(&json).unwrap();
+    assert_eq!(bits(&back.predict_dataset(&test_set).unwrap()), before);
+    assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    // An explicit empty plan reads the same.
+    value["gbm"]["bundling"] = serde_json::json!({ "passthrough": [], "bundles": [] });
+    let explicit: TrainedModel = serde_json::from_value(value).unwrap();
+    assert_eq!(bits(&explicit.predict_dataset(&test_set).unwrap()), before);
+    assert_eq!(serde_json::to_string(&explicit).unwrap(), json);
 }
