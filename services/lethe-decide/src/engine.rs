@@ -335,7 +335,8 @@ struct Version {
     id: ModelId,
     number: u32,
     params: PolicyParams,
-    model: Model,
+    /// Copied on write: decisions in flight share it.
+    model: Arc<Model>,
 }
 
 impl Version {
@@ -347,7 +348,7 @@ impl Version {
     ) -> Result<Self, DecideError> {
         params.check()?;
         let model = Model::new(&params).map_err(|e| DecideError::Registry(e.to_string()))?.with_engagement(engagement);
-        Ok(Self { id, number, params, model })
+        Ok(Self { id, number, params, model: Arc::new(model) })
     }
 
     fn label(&self) -> String {
@@ -550,7 +551,8 @@ pub struct Scoring {
     xs: Vec<[f64; D]>,
     count: usize,
     version: Option<(ModelId, String, f64)>,
-    model: Option<Model>,
+    /// Shared with the slot state: an outcome that changes the model meanwhile copies it first.
+    model: Option<Arc<Model>>,
     cold: bool,
 }
 
@@ -755,7 +757,7 @@ impl Engine {
             xs,
             count,
             version: Some((version.id, version.label(), epsilon)),
-            model: Some(version.model.clone()),
+            model: Some(Arc::clone(&version.model)),
             cold,
         }
     }
@@ -999,7 +1001,9 @@ impl Engine {
     }
 
     fn learn(&self, slot: usize, version: ModelId, x: &[f64; D], previous: Option<f64>, reward: f64) {
-        if let Some(m) = self.state[slot].write().expect("slot lock").version_mut(version).map(|v| &mut v.model) {
+        if let Some(m) =
+            self.state[slot].write().expect("slot lock").version_mut(version).map(|v| Arc::make_mut(&mut v.model))
+        {
             if let Some(p) = previous {
                 let _ = m.remove(x, p);
             }
@@ -1254,7 +1258,7 @@ impl Engine {
         let list = self.contributions.lock().expect("contributions lock").remove(subject).unwrap_or_default();
         for c in &list {
             if let Some(v) = self.state[c.slot].write().expect("slot lock").version_mut(c.version) {
-                let _ = v.model.remove(&c.x, c.reward);
+                let _ = Arc::make_mut(&mut v.model).remove(&c.x, c.reward);
             }
         }
         let removed = self.records.retain(|r| r.subject.as_ref() != Some(subject));
@@ -1364,7 +1368,7 @@ impl Engine {
 
     /// The live version's model of a slot.
     pub fn live_model(&self, slot: usize) -> Model {
-        self.state[slot].read().expect("slot lock").live.model.clone()
+        self.state[slot].read().expect("slot lock").live.model.as_ref().clone()
     }
 
     /// The collector state (consent book, store, policies).
@@ -1587,7 +1591,7 @@ impl Engine {
             for c in all.values().flatten().filter(|c| c.slot == slot && c.version == v.id) {
                 let _ = model.update(&c.x, c.reward);
             }
-            v.model = model;
+            v.model = Arc::new(model);
             changed += 1;
         }
         changed
