@@ -1672,6 +1672,36 @@ impl ErasureHook for Engine {
         Ok(())
     }
 
+    /// Outcomes whose receipts no longer decrypt (their retention ended, R-RETAIN-1) are
+    /// subtracted from the models exactly, as at erasure; the engagement models are retrained by the
+    /// personalizer's queue.
+    fn retention_shredded(&self) -> Result<(), String> {
+        let readable: std::collections::HashSet<Uuid> =
+            read_receipts(self.collect.store.as_ref()).served.iter().map(|s| s.decision).collect();
+        let mut gone = Vec::new();
+        {
+            let mut all = self.contributions.lock().expect("contributions lock");
+            for list in all.values_mut() {
+                list.retain(|c| {
+                    readable.contains(&c.decision) || {
+                        gone.push(c.clone());
+                        false
+                    }
+                });
+            }
+            all.retain(|_, list| !list.is_empty());
+        }
+        for c in &gone {
+            if let Some(v) = self.state[c.slot].write().expect("slot lock").version_mut(c.version) {
+                let _ = Arc::make_mut(&mut v.model).remove(&c.x, c.reward);
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(outcomes = gone.len(), "outcomes whose retention ended were unlearned");
+        }
+        Ok(())
+    }
+
     fn export(&self, subject: &Pseudonym) -> Option<Value> {
         let mut pending: Vec<Value> = Vec::new();
         self.records.for_each(|id, r| {

@@ -731,3 +731,48 @@ async fn r_erase_7_the_engagement_model_serves_as_a_canary_and_is_retrained_with
     let predicted = load(successor).predict_proba(&probe).unwrap();
     assert!((app.engine.live_expected(hero, &probe) - predicted).abs() < 1e-9);
 }
+
+/// R-RETAIN-1 reaches the online models: once the retention of decision receipts (395 days) ends,
+/// a sweep destroys their keys and the outcomes they carried are subtracted exactly, as at erasure.
+#[actix_web::test]
+async fn r_retain_1_outcomes_whose_receipts_expired_are_unlearned_exactly() {
+    let app = spawn_app().await;
+    let hero = app.engine.slots.index_of("home-hero").unwrap();
+    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
+    let before = app.engine.live_expected(hero, &probe);
+    outdoor_fan(&app, "old-timer").await;
+    for _ in 0..3 {
+        let d = exploit(&app, "old-timer", "home-hero").await;
+        outcome(&app, &d, "impression").await;
+        outcome(&app, &d, "click").await;
+    }
+    receipts(&app, "old-timer", "outcome.recorded", 3).await;
+    let p = app.store.pseudonymize(&SubjectId::parse("old-timer").unwrap());
+    assert_eq!(app.engine.contributions_of(&p), 3);
+    assert!((app.engine.live_expected(hero, &probe) - before).abs() > 1e-6, "her clicks moved the model");
+
+    // A year on, nothing has expired yet.
+    let day = 86_400_000_000_i64;
+    let now = lethe_domain::UtcMicros::now().0;
+    let privacy = Arc::clone(&app.privacy);
+    actix_web::web::block(move || lethe_privacy::schedule::sweep(&privacy, lethe_domain::UtcMicros(now + 300 * day)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(app.engine.contributions_of(&p), 3);
+
+    let privacy = Arc::clone(&app.privacy);
+    let report = actix_web::web::block(move || {
+        lethe_privacy::schedule::sweep(&privacy, lethe_domain::UtcMicros(now + 400 * day))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(report.keys_destroyed > 0, "{report:?}");
+    assert_eq!(app.engine.contributions_of(&p), 0);
+    let after = app.engine.live_expected(hero, &probe);
+    assert!(
+        (after - before).abs() < 1e-9,
+        "exactly as if the expired outcomes had never been seen: {after} vs {before}"
+    );
+}
