@@ -369,13 +369,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policies { command: PoliciesCommand::Check { dir } } => {
             let dir = dir.clone().or_else(|| cli.policies.clone()).unwrap_or_else(|| PathBuf::from("policies"));
             let p = Policies::load(&dir)?;
+            // The folder's other files, checked as `lethe serve` reads them.
+            let mut also = Vec::new();
+            if dir.join(lethe_web::config::FILE).exists() {
+                lethe_web::SdkPolicy::load(&dir)?;
+                also.push(lethe_web::config::FILE);
+            }
+            if dir.join("slots.toml").exists() {
+                lethe_decide::Slots::load(&dir, &p)?;
+                also.push("slots.toml");
+            }
             println!(
-                "{}: {} purposes, {} data categories, {} event types, {} notices: valid",
+                "{}: {} purposes, {} data categories, {} event types, {} notices{}: valid",
                 dir.display(),
                 p.purposes().count(),
                 p.categories().count(),
                 p.events().count(),
-                p.notices().count()
+                p.notices().count(),
+                also.iter().map(|f| format!(", {f}")).collect::<String>()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -128,3 +128,34 @@ fn serve_and_token_issue_work_together() {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
 }
+
+#[test]
+fn policies_check_also_checks_the_sdk_and_slot_files() {
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let pol = d.path().join("policies");
+    std::fs::create_dir_all(pol.join("notices")).unwrap();
+    for f in ["purposes.toml", "data_categories.toml", "events.toml", "notices/banner.toml", "sdk.toml", "slots.toml"] {
+        std::fs::copy(src.join(f), pol.join(f)).unwrap();
+    }
+    let o = lethe(d.path(), &["policies", "check", pol.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(", sdk.toml, slots.toml: valid"), "{}", text(&o));
+
+    // A broken sdk.toml is named with its line, as `lethe serve` would name it.
+    let sdk = std::fs::read_to_string(pol.join("sdk.toml")).unwrap();
+    let line = sdk.lines().count() + 2;
+    std::fs::write(pol.join("sdk.toml"), format!("{sdk}\n[broken\n")).unwrap();
+    let o = lethe(d.path(), &["policies", "check", pol.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains(&format!("sdk.toml:{line}:")), "{}", text(&o));
+
+    // A slot whose purpose no policy declares is refused.
+    std::fs::write(pol.join("sdk.toml"), sdk).unwrap();
+    let slots = std::fs::read_to_string(pol.join("slots.toml")).unwrap();
+    let first = slots.lines().find(|l| l.trim_start().starts_with("purpose =")).expect("a slot purpose");
+    std::fs::write(pol.join("slots.toml"), slots.replacen(first, "purpose = \"no_such_purpose\"", 1)).unwrap();
+    let o = lethe(d.path(), &["policies", "check", pol.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no_such_purpose"), "{}", text(&o));
+}
