@@ -39,9 +39,8 @@
 //! subject held only by them is gone), swaps it in, and then re-keys the checkpoint exactly as a
 //! forget does. The replay runs beside the live views (twice the memory for its duration) and
 //! holds back checkpoints and erasures, not reads or catch-ups. A sweep made while the views are
-//! not running (`lethe retention sweep`) is not seen by them: the checkpoint still holds the
-//! expired features until it is discarded ([`discard_checkpoint`]) or a later sweep of
-//! `lethe serve` that destroys keys rebuilds them.
+//! not running (`lethe retention sweep`) is not seen by them, so that command discards the
+//! checkpoint ([`discard_checkpoint`]) when it destroyed keys, and the next start replays.
 //!
 //! Lock order: the checkpoint state, then the projector. Checkpoints are sealed under the
 //! projector's read lock; a forget or a retention rebuild holds the checkpoint state throughout, so
