@@ -196,6 +196,11 @@ impl Default for PolicyParams {
 }
 
 impl PolicyParams {
+    /// The engagement model's id ([`PolicyParams::check`] refuses one that does not parse).
+    fn engagement_id(&self) -> Option<ModelId> {
+        self.engagement.as_deref().and_then(|e| e.parse().ok())
+    }
+
     pub(crate) fn check(&self) -> Result<(), DecideError> {
         let ok = self.alpha.is_finite()
             && self.alpha >= 0.0
@@ -204,7 +209,7 @@ impl PolicyParams {
             && self.epsilon.is_none_or(|e| e.is_finite() && (0.0..=1.0).contains(&e))
             && self.prior.len() == D
             && self.prior.iter().all(|p| p.is_finite());
-        if self.engagement.as_deref().is_some_and(|e| e.parse::<ModelId>().is_err()) {
+        if self.engagement.is_some() && self.engagement_id().is_none() {
             return Err(DecideError::BadCandidates("policy: engagement is a model id".into()));
         }
         if ok {
@@ -1066,13 +1071,13 @@ impl Engine {
             return Err(DecideError::BadCandidates("share_permille is 1..=1000".into()));
         }
         let s = &self.slots.all()[slot];
-        let engagement = match params.engagement.as_deref().map(str::parse::<ModelId>) {
-            Some(Ok(id)) => Some(
+        let engagement = match params.engagement_id() {
+            Some(id) => Some(
                 resolve_engagement(&self.personalizer, &s.id, id)
                     .and_then(|m| m.ok_or_else(|| format!("engagement model {id} was unlearned and not replaced")))
                     .map_err(|why| DecideError::BadCandidates(format!("policy: {why}")))?,
             ),
-            _ => None,
+            None => None,
         };
         if self.state[slot].read().expect("slot lock").canary.is_some() {
             self.rollback(slot, actor, Some(json!({"replaced_by_new_canary": true})))?;
@@ -1256,13 +1261,18 @@ impl Engine {
     /// from every model, exactly (R-ERASE-7: a linear model's update is subtracted).
     fn unlearn(&self, subject: &Pseudonym) -> bool {
         let list = self.contributions.lock().expect("contributions lock").remove(subject).unwrap_or_default();
-        for c in &list {
+        self.subtract(&list);
+        let removed = self.records.retain(|r| r.subject.as_ref() != Some(subject));
+        !list.is_empty() || removed > 0
+    }
+
+    /// Subtracts contributions, already taken from the kept list, from the versions they updated.
+    fn subtract(&self, contributions: &[Contribution]) {
+        for c in contributions {
             if let Some(v) = self.state[c.slot].write().expect("slot lock").version_mut(c.version) {
                 let _ = Arc::make_mut(&mut v.model).remove(&c.x, c.reward);
             }
         }
-        let removed = self.records.retain(|r| r.subject.as_ref() != Some(subject));
-        !list.is_empty() || removed > 0
     }
 
     /// Rebuilds pending decisions and online learning from the receipts in the log (only of
@@ -1458,17 +1468,13 @@ fn register(
 fn load_version(personalizer: &Personalizer, slot: &str, id: ModelId, number: u32) -> Result<Version, DecideError> {
     let bytes = personalizer.load_model(id).map_err(registry_error)?;
     let params: PolicyParams = serde_json::from_slice(&bytes).map_err(registry_error)?;
-    let engagement = match params.engagement.as_deref().map(str::parse::<ModelId>) {
-        Some(Ok(e)) => match resolve_engagement(personalizer, slot, e) {
-            Ok(found) => found,
-            Err(why) => {
-                // The version still serves, on its prior: a start never fails for a lost model.
-                tracing::warn!(slot, version = %id, %why, "a policy version's engagement model cannot be loaded");
-                None
-            }
-        },
-        _ => None,
-    };
+    let engagement = params.engagement_id().and_then(|e| {
+        resolve_engagement(personalizer, slot, e).unwrap_or_else(|why| {
+            // The version still serves, on its prior: a start never fails for a lost model.
+            tracing::warn!(slot, version = %id, %why, "a policy version's engagement model cannot be loaded");
+            None
+        })
+    });
     Version::new(id, number, params, engagement)
 }
 
@@ -1679,23 +1685,13 @@ impl ErasureHook for Engine {
         let readable: std::collections::HashSet<Uuid> =
             read_receipts(self.collect.store.as_ref()).served.iter().map(|s| s.decision).collect();
         let mut gone = Vec::new();
-        {
-            let mut all = self.contributions.lock().expect("contributions lock");
-            for list in all.values_mut() {
-                list.retain(|c| {
-                    readable.contains(&c.decision) || {
-                        gone.push(c.clone());
-                        false
-                    }
-                });
-            }
-            all.retain(|_, list| !list.is_empty());
-        }
-        for c in &gone {
-            if let Some(v) = self.state[c.slot].write().expect("slot lock").version_mut(c.version) {
-                let _ = Arc::make_mut(&mut v.model).remove(&c.x, c.reward);
-            }
-        }
+        self.contributions.lock().expect("contributions lock").retain(|_, list| {
+            let (kept, expired) = std::mem::take(list).into_iter().partition(|c| readable.contains(&c.decision));
+            *list = kept;
+            gone.extend::<Vec<Contribution>>(expired);
+            !list.is_empty()
+        });
+        self.subtract(&gone);
         if !gone.is_empty() {
             tracing::info!(outcomes = gone.len(), "outcomes whose retention ended were unlearned");
         }

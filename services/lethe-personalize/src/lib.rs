@@ -417,13 +417,19 @@ impl Personalizer {
     /// # Errors
     /// Registry or storage errors.
     pub fn mark_for_unlearning(&self, subject: &Pseudonym) -> Result<usize, TrainError> {
-        let ids = self.registry.containing(subject)?;
+        self.enqueue(self.registry.containing(subject)?)
+    }
+
+    /// Adds `ids` to the durable unlearning queue, stamped now. Returns how many.
+    fn enqueue(&self, ids: impl IntoIterator<Item = ModelId>) -> Result<usize, TrainError> {
         let now = UtcMicros::now().0.to_be_bytes();
-        for id in &ids {
+        let mut queued = 0;
+        for id in ids {
             self.pending.insert(id.to_string().as_bytes(), &now[..])?;
+            queued += 1;
         }
         self.pending.flush()?;
-        Ok(ids.len())
+        Ok(queued)
     }
 
     /// Queues every model trained on subjects for retraining: after a retention sweep destroyed keys,
@@ -433,16 +439,10 @@ impl Personalizer {
     /// # Errors
     /// Registry or storage errors.
     pub fn mark_all_for_retraining(&self) -> Result<usize, TrainError> {
-        let now = UtcMicros::now().0.to_be_bytes();
-        let mut queued = 0;
-        for v in self.registry.all()? {
-            if v.manifest.subjects > 0 && !matches!(v.status, Status::Retired { .. }) {
-                self.pending.insert(v.id.to_string().as_bytes(), &now[..])?;
-                queued += 1;
-            }
-        }
-        self.pending.flush()?;
-        Ok(queued)
+        let trained = self.registry.all()?.into_iter();
+        self.enqueue(
+            trained.filter(|v| v.manifest.subjects > 0 && !matches!(v.status, Status::Retired { .. })).map(|v| v.id),
+        )
     }
 
     /// Models waiting for unlearning, with the time they were queued.

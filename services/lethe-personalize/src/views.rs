@@ -46,7 +46,6 @@
 //! projector's read lock; a forget or a retention rebuild holds the checkpoint state throughout, so
 //! no checkpoint taken before it can be written after it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -412,7 +411,7 @@ fn destroy_keys(keyring: &Keyring, keep: Option<u64>) -> Result<usize, ViewsErro
     Ok(destroyed)
 }
 
-/// Writes `bytes` to `path` atomically: temp file (mode 0600), fsync, rename, fsync of the folder.
+/// Writes `bytes` to `path` atomically ([`lethe_crypto::write_atomic`]) in a folder of its owner's.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ViewsError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(ViewsError::io(dir))?;
@@ -421,18 +420,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ViewsError> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp).map_err(ViewsError::io(&tmp))?;
-        f.write_all(bytes).map_err(ViewsError::io(&tmp))?;
-        f.sync_all().map_err(ViewsError::io(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(ViewsError::io(path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(ViewsError::io(dir))
+    lethe_crypto::write_atomic(path, bytes).map_err(|e| match e {
+        CryptoError::Io { path, source } => ViewsError::Io { path, source },
+        other => ViewsError::Keys(other),
+    })
 }
 
 impl Sealer {

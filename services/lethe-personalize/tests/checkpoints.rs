@@ -192,6 +192,11 @@ impl World {
 }
 
 /// Every file under `dir` holding `needle` in its raw bytes, with the offset.
+/// A random string no data directory holds by chance.
+fn canary() -> String {
+    lethe_crypto::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn scan(dir: &Path, needle: &[u8]) -> Vec<(PathBuf, usize)> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -281,7 +286,7 @@ fn a_restart_restores_the_checkpoint_and_replays_only_what_follows() {
 fn r_erase_3_an_erasure_destroys_the_key_of_every_checkpoint_that_held_the_subject() {
     let w = World::new();
     w.seed(0, 4);
-    let canary: String = lethe_crypto::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
+    let canary = canary();
     let canary_item = format!("canary-item-{canary}");
     let erased_id = format!("canary-subject-{canary}");
     w.consent(&erased_id, true);
@@ -407,7 +412,7 @@ fn a_bad_checkpoint_falls_back_to_a_replay_with_the_same_digest() {
 fn r_retain_1_a_retention_sweep_rebuilds_the_views_and_destroys_the_key_of_the_checkpoint_that_held_them() {
     let w = World::new();
     w.seed(0, 4);
-    let canary: String = lethe_crypto::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect();
+    let canary = canary();
     let expiring_item = format!("expiring-item-{canary}");
     let ephemeral_item = format!("ephemeral-item-{canary}");
     let now = UtcMicros::now().0;

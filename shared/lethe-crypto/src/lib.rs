@@ -17,7 +17,7 @@ pub use aead::{DataKey, Nonce, SecretBytes, NONCE_LEN, TAG_LEN};
 pub use error::{CryptoError, Result};
 pub use keyring::{Epoch, Keyring, RotationPlan, WrappedKey, KEYS_DIR, WRAPPED_KEY_LEN, WRAPPED_KEY_MAGIC};
 pub use master::{KdfParams, MasterSource, DEV_KEY_FILE};
-pub use shred::destroy_file;
+pub use shred::{destroy_file, write_atomic};
 
 /// Fills a buffer from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {

@@ -46,16 +46,18 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(CryptoError::io(dir))
 }
 
-/// Writes a file atomically: temp file, fsync, rename, fsync the directory.
+/// Writes a file atomically: temp file (readable by its owner only), fsync, rename, fsync the
+/// directory. For secrets and for what is sealed under them.
 ///
 /// # Errors
 /// Any IO error, with the path.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f =
-            OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(CryptoError::io(&tmp))?;
-        restrict(&f);
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        owner_only(&mut options);
+        let mut f = options.open(&tmp).map_err(CryptoError::io(&tmp))?;
         f.write_all(bytes).map_err(CryptoError::io(&tmp))?;
         f.sync_all().map_err(CryptoError::io(&tmp))?;
     }
@@ -66,14 +68,14 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Mode 0600 from the file's creation on, so its bytes are never readable by others.
 #[cfg(unix)]
-fn restrict(f: &std::fs::File) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
+fn owner_only(options: &mut OpenOptions) {
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
 }
 
 #[cfg(not(unix))]
-fn restrict(_f: &std::fs::File) {}
+fn owner_only(_options: &mut OpenOptions) {}
 
 #[cfg(test)]
 mod tests {

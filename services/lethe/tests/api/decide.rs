@@ -74,6 +74,23 @@ async fn outcome(app: &TestApp, decision: &Value, kind: &str) -> Value {
     body
 }
 
+/// Thirty consenting visitors `{prefix}-0` … `{prefix}-29`, one decision of `home-hero` each with
+/// its outcome: the even ones browse outdoor gear and click the outdoor-gear banner when shown it;
+/// the others browse kitchenware and never click, whatever they are shown.
+async fn outdoor_clickers(app: &TestApp, prefix: &str) {
+    for i in 0..30 {
+        let id = format!("{prefix}-{i}");
+        let (status, _) = app.consent(&id, &["analytics", "personalization"], &["sale_share"]).await;
+        assert_eq!(status, 201);
+        browse(app, &id, if i % 2 == 0 { "outdoor" } else { "kitchen" }, 3).await;
+    }
+    for i in 0..30 {
+        let d = decide(app, &format!("{prefix}-{i}"), "home-hero").await;
+        let click = i % 2 == 0 && first(&d) == "outdoor-gear";
+        outcome(app, &d, if click { "click" } else { "impression" }).await;
+    }
+}
+
 fn first(d: &Value) -> &str {
     d["variants"][0]["id"].as_str().unwrap_or_default()
 }
@@ -602,20 +619,7 @@ async fn a_cold_start_gets_the_popularity_of_its_segment() {
 #[actix_web::test]
 async fn the_engagement_model_trains_on_logged_outcomes_of_consenting_subjects_only() {
     let app = spawn_app().await;
-    let mut ids = Vec::new();
-    for i in 0..30 {
-        let id = format!("eng-{i}");
-        let (status, _) = app.consent(&id, &["analytics", "personalization"], &["sale_share"]).await;
-        assert_eq!(status, 201);
-        browse(&app, &id, if i % 2 == 0 { "outdoor" } else { "kitchen" }, 3).await;
-        ids.push(id);
-    }
-    // Outdoor fans click the outdoor-gear banner; the others do not, whatever they are shown.
-    for (i, id) in ids.iter().enumerate() {
-        let d = decide(&app, id, "home-hero").await;
-        let click = i % 2 == 0 && first(&d) == "outdoor-gear";
-        outcome(&app, &d, if click { "click" } else { "impression" }).await;
-    }
+    outdoor_clickers(&app, "eng").await;
     // One of the clickers withdraws before training.
     let token = app.token(Role::Subject, Some("eng-0"));
     let (status, _) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": ["personalization"]})).await;
@@ -659,19 +663,7 @@ async fn r_erase_7_the_engagement_model_serves_as_a_canary_and_is_retrained_with
     let app = spawn_app().await;
     let admin = app.token(Role::Admin, None);
     let hero = app.engine.slots.index_of("home-hero").unwrap();
-    let mut ids = Vec::new();
-    for i in 0..30 {
-        let id = format!("canary-{i}");
-        let (status, _) = app.consent(&id, &["analytics", "personalization"], &["sale_share"]).await;
-        assert_eq!(status, 201);
-        browse(&app, &id, if i % 2 == 0 { "outdoor" } else { "kitchen" }, 3).await;
-        ids.push(id);
-    }
-    for (i, id) in ids.iter().enumerate() {
-        let d = decide(&app, id, "home-hero").await;
-        let click = i % 2 == 0 && first(&d) == "outdoor-gear";
-        outcome(&app, &d, if click { "click" } else { "impression" }).await;
-    }
+    outdoor_clickers(&app, "canary").await;
     receipts(&app, "canary-29", "outcome.recorded", 1).await;
 
     // Trained by the running service, as a candidate.
