@@ -3,7 +3,7 @@
 //! also bound to its origins: a browser request from any other origin is refused.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 
 use actix_web::HttpRequest;
 use lethe_auth::{token_from_authorization, AuthConfig, AuthError, Principal, Role, SigningKeys, Verifier};
@@ -19,7 +19,7 @@ pub struct Auth {
     pub config: AuthConfig,
     /// SHA-256 of a verified token → its principal and expiry (Unix seconds). A hit skips the
     /// signature check, never the expiry check; the cache is emptied when full.
-    verified: Mutex<HashMap<[u8; 32], (Principal, u64)>>,
+    verified: RwLock<HashMap<[u8; 32], (Principal, u64)>>,
 }
 
 /// Most tokens kept verified at once.
@@ -28,7 +28,7 @@ const MAX_VERIFIED: usize = 10_000;
 impl Auth {
     /// Checks tokens against `keys` and `config`.
     pub fn new(keys: SigningKeys, config: AuthConfig) -> Self {
-        Self { keys: RwLock::new(keys), config, verified: Mutex::new(HashMap::new()) }
+        Self { keys: RwLock::new(keys), config, verified: RwLock::new(HashMap::new()) }
     }
 
     /// Verifies a token, from the cache when it was verified before and has not expired.
@@ -38,7 +38,7 @@ impl Auth {
     pub fn principal(&self, token: &str) -> Result<Principal, ApiError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if let Some((p, exp)) = self.verified.lock().ok().and_then(|c| c.get(&digest).cloned()) {
+        if let Some((p, exp)) = self.verified.read().ok().and_then(|c| c.get(&digest).cloned()) {
             if now < exp {
                 return Ok(p);
             }
@@ -47,7 +47,7 @@ impl Auth {
         let claims = Verifier::verify(&keys, &self.config, token)?;
         let exp = claims.exp;
         let principal = Principal::try_from(claims)?;
-        if let Ok(mut cache) = self.verified.lock() {
+        if let Ok(mut cache) = self.verified.write() {
             if cache.len() >= MAX_VERIFIED {
                 cache.clear();
             }
@@ -61,14 +61,14 @@ impl Auth {
     /// Drops every cached verification of a token bound to `subject` (after its erasure, so that the
     /// cache holds no identifier of an erased subject). The tokens still verify if presented again.
     pub fn forget_subject(&self, subject: &lethe_domain::SubjectId) {
-        if let Ok(mut cache) = self.verified.lock() {
+        if let Ok(mut cache) = self.verified.write() {
             cache.retain(|_, (p, _)| p.subject() != Some(subject));
         }
     }
 
     /// How many verified tokens are cached for `subject`.
     pub fn cached_for(&self, subject: &lethe_domain::SubjectId) -> usize {
-        self.verified.lock().map_or(0, |c| c.values().filter(|(p, _)| p.subject() == Some(subject)).count())
+        self.verified.read().map_or(0, |c| c.values().filter(|(p, _)| p.subject() == Some(subject)).count())
     }
 }
 

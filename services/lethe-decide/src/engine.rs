@@ -415,24 +415,55 @@ struct Record {
 /// Most candidates a decision may have for its features to be kept for off-policy evaluation.
 pub const OPE_MAX_CANDIDATES: usize = 16;
 
-/// Decisions in their attribution window, in shards so that no lock (or rehash) stops every
-/// request at once.
+/// Most decisions held for their outcomes (about 300 bytes each). Past it, the oldest give way: an
+/// outcome for one of them is an unknown decision (its receipt stays in the log), and
+/// `lethe_decisions_evicted_total` counts them. At 5,000 decisions/s this holds the last 6.7 minutes
+/// of the 24-hour attribution window; a sustained rate that high needs outcomes reported promptly.
+pub const MAX_PENDING_DECISIONS: usize = 2_000_000;
+
+/// Decisions in their attribution window, in shards so that no lock stops every request at once.
+/// Each shard is ordered by id: decision ids are UUIDv7, so a new decision lands at the end of its
+/// shard, no insert ever rehashes (a hash map doubling under its lock held a request for as long as
+/// it took to move every entry of the shard), and the oldest is the first to evict.
 #[derive(Debug)]
 struct Shards<V> {
-    shards: Vec<Mutex<HashMap<Uuid, V>>>,
+    shards: Vec<Mutex<BTreeMap<Uuid, V>>>,
+    per_shard: usize,
+    evicted: std::sync::atomic::AtomicU64,
 }
 
 impl<V> Shards<V> {
     const COUNT: usize = 64;
 
-    fn new() -> Self {
-        Self { shards: (0..Self::COUNT).map(|_| Mutex::new(HashMap::new())).collect() }
+    /// Shards holding at most about `capacity` entries in all.
+    fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..Self::COUNT).map(|_| Mutex::new(BTreeMap::new())).collect(),
+            per_shard: capacity.div_ceil(Self::COUNT).max(1),
+            evicted: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
-    fn shard(&self, id: &Uuid) -> std::sync::MutexGuard<'_, HashMap<Uuid, V>> {
+    fn shard(&self, id: &Uuid) -> std::sync::MutexGuard<'_, BTreeMap<Uuid, V>> {
         // v7 ids start with the time: take the random tail.
         let i = usize::from(id.as_bytes()[15]) % Self::COUNT;
         self.shards[i].lock().expect("records lock")
+    }
+
+    /// Inserts an entry; the oldest of its shard give way when the shard is full.
+    fn insert(&self, id: Uuid, value: V) {
+        let mut shard = self.shard(&id);
+        shard.insert(id, value);
+        while shard.len() > self.per_shard {
+            shard.pop_first();
+            self.evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// How many entries the shards hold, and how many were evicted so far.
+    fn stats(&self) -> (usize, u64) {
+        let held = self.shards.iter().map(|s| s.lock().expect("records lock").len()).sum();
+        (held, self.evicted.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Keeps the entries `keep` accepts; returns how many were removed.
@@ -619,7 +650,7 @@ impl Engine {
             declared,
             slots,
             state,
-            records: Shards::new(),
+            records: Shards::new(MAX_PENDING_DECISIONS),
             contributions: Mutex::new(HashMap::new()),
             counts: Mutex::new(BTreeMap::new()),
             reasons: Mutex::new(BTreeMap::new()),
@@ -812,7 +843,9 @@ impl Engine {
         slot_index: usize,
     ) -> Decision {
         let slot = &self.slots.all()[slot_index];
-        let decision_id = Uuid::now_v7();
+        // Time-ordered with a random tail, without `now_v7`'s process-wide counter lock: a lock a
+        // preempted request could hold while the others wait.
+        let decision_id = Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
         let now = UtcMicros::now();
         let (consent_record, personal_subject) = match gate {
             Gate::Personalize { consent_record, subject } => (*consent_record, Some(*subject)),
@@ -863,7 +896,7 @@ impl Engine {
         }
         let version_label = version.as_ref().map(|v| v.1.clone());
         self.count(slot, &first, version_label.as_deref(), mode, |c| c.decisions += 1);
-        self.records.shard(&decision_id).insert(
+        self.records.insert(
             decision_id,
             Record {
                 at: now,
@@ -1237,6 +1270,11 @@ impl Engine {
         for (reason, n) in self.reasons.lock().expect("reasons lock").iter() {
             out.push_str(&format!("lethe_decision_reasons_total{{reason=\"{reason}\"}} {n}\n"));
         }
+        let (pending, evicted) = self.records.stats();
+        out.push_str(&format!("# TYPE lethe_decisions_pending gauge\nlethe_decisions_pending {pending}\n"));
+        out.push_str(&format!(
+            "# TYPE lethe_decisions_evicted_total counter\nlethe_decisions_evicted_total {evicted}\n"
+        ));
         out
     }
 
@@ -1295,7 +1333,7 @@ impl Engine {
                 .and_then(|c| c.iter().position(|id| id.as_str() == Some(variant.as_str())));
             let candidates = xs.zip(chosen).filter(|(xs, chosen)| *chosen < xs.len());
             let mode = serde_json::from_value(p["policy"]["mode"].clone()).unwrap_or(Mode::Personalized);
-            self.records.shard(&id).insert(
+            self.records.insert(
                 id,
                 Record {
                     at,
@@ -1708,5 +1746,49 @@ impl ErasureHook for Engine {
         let learned = self.contributions_of(subject);
         (!pending.is_empty() || learned > 0)
             .then(|| json!({"decisions_in_attribution_window": pending, "model_updates_from_your_outcomes": learned}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v7 id at `ms` milliseconds whose random tail puts it in shard `shard`.
+    fn id_at(ms: u64, shard: u8) -> Uuid {
+        let mut b = [0u8; 16];
+        b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        b[6] = 0x70;
+        b[8] = 0x80;
+        b[15] = shard;
+        Uuid::from_bytes(b)
+    }
+
+    #[test]
+    fn a_full_shard_evicts_its_oldest_decisions_and_counts_them() {
+        let shards = Shards::<u64>::new(3 * Shards::<u64>::COUNT);
+        // Shard 5 gets five decisions, inserted out of time order; shard 6 gets two.
+        for ms in [30, 10, 50, 20, 40] {
+            shards.insert(id_at(ms, 5), ms);
+        }
+        shards.insert(id_at(1, 6), 1);
+        shards.insert(id_at(2, 6), 2);
+        let kept: Vec<u64> = shards.shard(&id_at(0, 5)).values().copied().collect();
+        assert_eq!(kept, vec![30, 40, 50], "the oldest two of the full shard gave way");
+        assert_eq!(shards.shard(&id_at(0, 6)).len(), 2, "another shard is untouched");
+        assert_eq!(shards.stats(), (5, 2));
+    }
+
+    #[test]
+    fn shards_retain_and_visit_every_entry() {
+        let shards = Shards::<u64>::new(1000);
+        for ms in 0..200 {
+            shards.insert(id_at(ms, u8::try_from(ms % 256).unwrap_or(0)), ms);
+        }
+        assert_eq!(shards.retain(|v| v % 2 == 0), 100);
+        let mut seen = Vec::new();
+        shards.for_each(|_, v| seen.push(*v));
+        seen.sort_unstable();
+        assert_eq!(seen, (0..200).step_by(2).collect::<Vec<_>>());
+        assert_eq!(shards.stats(), (100, 0));
     }
 }

@@ -259,6 +259,13 @@ async fn every_reason_falls_back_to_the_slot_default() {
     for reason in ["no_consent", "opted_out", "gpc", "model_error", "deadline", "cold_start"] {
         assert!(metrics.contains(&format!("lethe_decision_reasons_total{{reason=\"{reason}\"}} 1")), "{reason}");
     }
+    // Every decision waits for its outcomes, far below the cap: none was evicted.
+    let gauge = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+        line[name.len() + 1..].parse().expect("a count")
+    };
+    assert!(gauge("lethe_decisions_pending") >= 6, "{metrics}");
+    assert_eq!(gauge("lethe_decisions_evicted_total"), 0);
 }
 
 #[actix_web::test]
