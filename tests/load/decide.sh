@@ -4,6 +4,7 @@
 #
 #   tests/load/decide.sh [SUBJECTS] [RATE]
 #   PIN=1 tests/load/decide.sh …   # servers on CPU 0 (one worker each), wrk on CPU 1 (one thread)
+#   REPEAT=5 tests/load/decide.sh … # the paced pair five times, alternating (the tail moves from run to run)
 #
 # Unpinned, the servers and wrk share both cores and the scheduler's preemptions show in the tail;
 # pinned, each side has a core of its own. Both servers run under the same conditions either way.
@@ -40,5 +41,7 @@ run() { # name port connections rate [threads]
 }
 run "bare actix, constant (max, 64 conn)" "$BARE_PORT" 64 0
 run "lethe /v1/decide (max, 64 conn)" "$LETHE_PORT" 64 0
-run "bare actix, constant @ ${RATE}/s" "$BARE_PORT" "$CONNECTIONS" "$RATE"
-run "lethe /v1/decide @ ${RATE}/s" "$LETHE_PORT" "$CONNECTIONS" "$RATE"
+for _ in $(seq 1 "${REPEAT:-1}"); do
+  run "bare actix, constant @ ${RATE}/s" "$BARE_PORT" "$CONNECTIONS" "$RATE"
+  run "lethe /v1/decide @ ${RATE}/s" "$LETHE_PORT" "$CONNECTIONS" "$RATE"
+done
