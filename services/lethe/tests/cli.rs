@@ -75,15 +75,21 @@ fn a_wrong_master_key_is_refused_plainly() {
     assert!(text(&o).contains("does not open the key store"), "{}", text(&o));
 }
 
-#[test]
-fn a_bad_policy_file_is_named_with_its_line() {
+/// A temporary directory holding `policies/` with copies of these files of the shipped policies.
+fn policies_copy(files: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
     let pol = d.path().join("policies");
     std::fs::create_dir_all(pol.join("notices")).unwrap();
-    for f in ["purposes.toml", "data_categories.toml", "events.toml", "notices/banner.toml"] {
+    for f in files {
         std::fs::copy(src.join(f), pol.join(f)).unwrap();
     }
+    (d, pol)
+}
+
+#[test]
+fn a_bad_policy_file_is_named_with_its_line() {
+    let (d, pol) = policies_copy(&["purposes.toml", "data_categories.toml", "events.toml", "notices/banner.toml"]);
     let events = std::fs::read_to_string(pol.join("events.toml")).unwrap();
     let line = events.lines().position(|l| l.contains("purpose = \"analytics\"")).unwrap() + 1;
     std::fs::write(pol.join("events.toml"), events.replacen("purpose = \"analytics\"", "purpose = \"analitics\"", 1))
@@ -131,13 +137,14 @@ fn serve_and_token_issue_work_together() {
 
 #[test]
 fn policies_check_also_checks_the_sdk_and_slot_files() {
-    let d = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-    let pol = d.path().join("policies");
-    std::fs::create_dir_all(pol.join("notices")).unwrap();
-    for f in ["purposes.toml", "data_categories.toml", "events.toml", "notices/banner.toml", "sdk.toml", "slots.toml"] {
-        std::fs::copy(src.join(f), pol.join(f)).unwrap();
-    }
+    let (d, pol) = policies_copy(&[
+        "purposes.toml",
+        "data_categories.toml",
+        "events.toml",
+        "notices/banner.toml",
+        "sdk.toml",
+        "slots.toml",
+    ]);
     let o = lethe(d.path(), &["policies", "check", pol.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains(", sdk.toml, slots.toml: valid"), "{}", text(&o));
