@@ -778,3 +778,69 @@ fn append_batch_then_delivers_durable_results_to_a_callback() {
     assert!(log.head().0 >= first + 2, "durable before the callback");
     assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3"]);
 }
+
+fn open_deferring(dir: &std::path::Path, window: std::time::Duration) -> lethe_eventlog::SledEventLog {
+    let mut config = lethe_eventlog::LogConfig::new(dir, common::master());
+    config.defer_window = window;
+    lethe_eventlog::SledEventLog::open(config).expect("open the log")
+}
+
+type Results = Vec<lethe_eventlog::Result<lethe_eventlog::Appended>>;
+
+fn deferred(
+    log: &lethe_eventlog::SledEventLog,
+    req: lethe_eventlog::AppendRequest,
+) -> std::sync::mpsc::Receiver<Results> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    log.append_batch_deferred(vec![req], Box::new(move |results| tx.send(results).expect("send")));
+    rx
+}
+
+/// A deferred append (decision receipts) is applied at once but waits for its fsync: it is not
+/// published or answered while the window runs, the next ordinary append's fsync carries it (its
+/// callback runs first, with the earlier position), and closing the log makes a held one durable.
+#[test]
+fn deferred_appends_ride_on_the_next_fsync_and_closing_the_log_keeps_them() {
+    let dir = common::temp_dir();
+    let (a, b, first) = {
+        let log = open_deferring(dir.path(), std::time::Duration::from_secs(600));
+        let a = common::pseudonym(&log, "deferred-a");
+        let b = common::pseudonym(&log, "deferred-b");
+        let head = log.head();
+        let rx = deferred(&log, request(a, &["a-1"]));
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "answered before any fsync");
+        assert_eq!(log.head(), head, "published before its fsync");
+        assert!(plain_bodies(&log, &a).is_empty(), "readable before its fsync");
+
+        let urgent = log.append_batch(vec![request(b, &["b-1"])]).pop().expect("one result").expect("b appended");
+        let held = rx.try_recv().expect("answered by the same fsync").pop().expect("one result").expect("a appended");
+        assert!(held.last_position < urgent.first_position, "{held:?} {urgent:?}");
+        assert!(log.head() >= urgent.last_position);
+        assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..]]);
+
+        let rx = deferred(&log, request(a, &["a-2"]));
+        drop(log);
+        let closed = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("answered on close");
+        (a, b, closed[0].as_ref().expect("a-2 appended").first_position)
+    };
+    let log = common::open(dir.path());
+    assert!(log.head() >= first, "the held append was flushed on close");
+    assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2"]);
+    assert_eq!(plain_bodies(&log, &b), [&b"b-1"[..]]);
+}
+
+/// With nothing else written, a deferred append still becomes durable and is answered once its
+/// window ends; a window of zero makes it an ordinary append.
+#[test]
+fn a_deferred_append_alone_is_answered_when_its_window_ends() {
+    for window in [std::time::Duration::from_millis(50), std::time::Duration::ZERO] {
+        let dir = common::temp_dir();
+        let log = open_deferring(dir.path(), window);
+        let a = common::pseudonym(&log, "alone");
+        let rx = deferred(&log, request(a, &["a-1"]));
+        let results = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("answered after the window");
+        let appended = results[0].as_ref().expect("appended");
+        assert!(log.head() >= appended.last_position, "{window:?}: answered before it was durable");
+        assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..]]);
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use lethe_crypto::{DataKey, Keyring, MasterSource, SecretBytes, WrappedKey};
 use lethe_domain::schema::types;
@@ -34,6 +35,9 @@ use crate::{LogError, Result};
 /// Folder of the log database inside the data directory.
 pub const LOG_DIR: &str = "log";
 
+/// The default [`LogConfig::defer_window`].
+pub const DEFAULT_DEFER_WINDOW: Duration = Duration::from_millis(20);
+
 /// How to open the embedded log.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -41,12 +45,15 @@ pub struct LogConfig {
     pub master: MasterSource,
     /// Most events one group commit takes.
     pub max_group_events: usize,
+    /// How long the log may hold the fsync of a deferred append
+    /// ([`EventStore::append_batch_deferred`]) to share it with later appends.
+    pub defer_window: Duration,
 }
 
 impl LogConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>, master: MasterSource) -> Self {
-        Self { data_dir: data_dir.into(), master, max_group_events: 16_384 }
+        Self { data_dir: data_dir.into(), master, max_group_events: 16_384, defer_window: DEFAULT_DEFER_WINDOW }
     }
 }
 
@@ -58,21 +65,27 @@ struct FenceRecord {
 
 type Reply<T> = SyncSender<T>;
 
-/// Where an append's results go: a thread waiting for them, or a callback that must not block.
+/// Where an append's results go: a thread waiting for them, or a callback that must not block;
+/// `Deferred` is a callback whose fsync may wait for the defer window.
 enum AppendReply {
     Wait(Reply<Vec<Result<Appended>>>),
     Call(crate::store::AppendDone),
+    Deferred(crate::store::AppendDone),
 }
 
 impl AppendReply {
     fn send(self, results: Vec<Result<Appended>>) -> std::result::Result<(), ()> {
         match self {
             Self::Wait(tx) => tx.send(results).map_err(|_| ()),
-            Self::Call(done) => {
+            Self::Call(done) | Self::Deferred(done) => {
                 done(results);
                 Ok(())
             }
         }
+    }
+
+    fn deferred(&self) -> bool {
+        matches!(self, Self::Deferred(_))
     }
 }
 
@@ -243,6 +256,8 @@ impl SledEventLog {
             max_group: config.max_group_events,
             applied: head,
             flusher: flush_tx,
+            defer_window: config.defer_window,
+            deferred: None,
         };
         if shared.keyring.read().expect("keyring lock").epochs().len() > 1 {
             tracing::warn!("completing a key rotation that was interrupted");
@@ -298,6 +313,20 @@ impl SledEventLog {
     #[doc(hidden)]
     pub fn forensic_epoch_secret(&self, epoch: u32) -> Option<SecretBytes> {
         self.shared.keyring.read().ok()?.epoch_secret_for_forensics(lethe_crypto::Epoch(epoch))
+    }
+
+    /// Queues an append whose results go to a callback (`Call` or `Deferred`).
+    fn send_append(&self, requests: Vec<AppendRequest>, reply: AppendReply) {
+        let n = requests.len();
+        let closed = || (0..n).map(|_| Err(LogError::Closed)).collect::<Vec<_>>();
+        let tx = self.tx.lock();
+        let Some(tx) = tx.as_ref().ok().and_then(|tx| tx.as_ref()) else {
+            let _ = reply.send(closed());
+            return;
+        };
+        if let Err(mpsc::SendError(Command::Append(_, reply))) = tx.send(Command::Append(requests, reply)) {
+            let _ = reply.send(closed());
+        }
     }
 
     fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
@@ -446,19 +475,41 @@ struct Writer {
     /// Last position applied to sled (durable or not).
     applied: u64,
     flusher: Sender<FlushJob>,
+    defer_window: Duration,
+    /// Applied groups of deferred appends only, and when their fsync is due at the latest.
+    deferred: Option<(Instant, FlushJob)>,
 }
 
 impl Writer {
     fn run(mut self, rx: &Receiver<Command>) {
         let mut next: Option<Command> = None;
         loop {
+            let due = self.deferred.as_ref().map(|(at, _)| *at);
+            if due.is_some_and(|at| at <= Instant::now()) {
+                self.release_deferred();
+            }
             let cmd = match next.take() {
                 Some(c) => c,
-                None => match rx.recv() {
-                    Ok(c) => c,
-                    Err(_) => return,
-                },
+                None => {
+                    let received = match due {
+                        Some(at) => rx.recv_timeout(at.saturating_duration_since(Instant::now())),
+                        None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                    };
+                    match received {
+                        Ok(c) => c,
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            self.release_deferred();
+                            return;
+                        }
+                    }
+                }
             };
+            if !matches!(cmd, Command::Append(..)) {
+                // Erasures, rotations, sweeps and backups flush themselves; nothing applied before
+                // them waits past them.
+                self.release_deferred();
+            }
             match cmd {
                 Command::Append(reqs, reply) => {
                     let mut group = vec![(reqs, reply)];
@@ -585,8 +636,35 @@ impl Writer {
                 cache.keys.insert((s, id), k);
             }
         }
-        let replies = group.into_iter().map(|(_, reply)| reply).zip(results).collect();
-        let job = FlushJob { last_position: pos, replies };
+        let replies: Vec<_> = group.into_iter().map(|(_, reply)| reply).zip(results).collect();
+        let urgent = self.defer_window.is_zero() || replies.iter().any(|(reply, _)| !reply.deferred());
+        let job = match self.deferred.take() {
+            Some((due, mut held)) => {
+                held.last_position = held.last_position.max(pos);
+                held.replies.extend(replies);
+                if !urgent && due > Instant::now() {
+                    self.deferred = Some((due, held));
+                    return;
+                }
+                held
+            }
+            None if urgent => FlushJob { last_position: pos, replies },
+            None => {
+                self.deferred = Some((Instant::now() + self.defer_window, FlushJob { last_position: pos, replies }));
+                return;
+            }
+        };
+        self.flush_later(job);
+    }
+
+    /// Hands the held deferred groups to the flusher.
+    fn release_deferred(&mut self) {
+        if let Some((_, job)) = self.deferred.take() {
+            self.flush_later(job);
+        }
+    }
+
+    fn flush_later(&self, job: FlushJob) {
         if let Err(mpsc::SendError(job)) = self.flusher.send(job) {
             for (reply, r) in job.replies {
                 let _ = reply.send(r.into_iter().map(|_| Err(LogError::Closed)).collect());
@@ -898,15 +976,11 @@ impl EventStore for SledEventLog {
     }
 
     fn append_batch_then(&self, requests: Vec<AppendRequest>, done: crate::store::AppendDone) {
-        let n = requests.len();
-        let closed = || (0..n).map(|_| Err(LogError::Closed)).collect::<Vec<_>>();
-        let Ok(tx) = self.tx.lock() else { return done(closed()) };
-        let Some(tx) = tx.as_ref() else { return done(closed()) };
-        if let Err(mpsc::SendError(Command::Append(_, reply))) =
-            tx.send(Command::Append(requests, AppendReply::Call(done)))
-        {
-            let _ = reply.send(closed());
-        }
+        self.send_append(requests, AppendReply::Call(done));
+    }
+
+    fn append_batch_deferred(&self, requests: Vec<AppendRequest>, done: crate::store::AppendDone) {
+        self.send_append(requests, AppendReply::Deferred(done));
     }
 
     fn read_stream(&self, subject: &Pseudonym) -> Result<Vec<RecordedEvent>> {

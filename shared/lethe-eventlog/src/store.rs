@@ -150,6 +150,14 @@ pub trait EventStore: Send + Sync + Debug {
         done(self.append_batch(requests));
     }
 
+    /// [`EventStore::append_batch_then`] for appends nobody waits on (decision receipts): the log
+    /// may hold their fsync for a short window to share it with later appends, so that a steady
+    /// trickle of them costs a few fsyncs a second instead of one each. `done` still receives the
+    /// results once they are durable. The default is [`EventStore::append_batch_then`].
+    fn append_batch_deferred(&self, requests: Vec<AppendRequest>, done: AppendDone) {
+        self.append_batch_then(requests, done);
+    }
+
     /// One subject's events in sequence order; erased payloads read as [`lethe_domain::EventBody::Shredded`].
     ///
     /// # Errors
