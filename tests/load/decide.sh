@@ -17,6 +17,9 @@ CONNECTIONS=${CONNECTIONS:-10} # of the paced run: a CMS's connection pool
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
 cargo build --release -q -p lethe-bench
 out=$(mktemp)
+# The server's data directory goes under a directory of this run's own, removed on exit: it is killed,
+# not stopped, so it cannot remove its data itself (with receipts of 50 candidates it grows by gigabytes).
+export TMPDIR=$(mktemp -d)
 if [[ ${PIN:-0} == 1 ]]; then
   server=(taskset -c 0 ./target/release/lethe-bench decide --workers 1)
   client=(taskset -c 1 wrk)
@@ -28,7 +31,7 @@ else
 fi
 "${server[@]}" --subjects "$SUBJECTS" --hold 600 >"$out" 2>&1 &
 pid=$!
-trap 'kill -KILL $pid 2>/dev/null || true; rm -f "$out"' EXIT # SIGTERM stops the servers but not the hold
+trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$TMPDIR"' EXIT # SIGTERM stops the servers but not the hold
 for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done
 grep -v '^TOKEN=' "$out"
 eval "$(grep -E '^(LETHE_PORT|BARE_PORT|SUBJECTS|TOKEN)=' "$out")"

@@ -916,29 +916,28 @@ impl Engine {
         // allowed personalization: it proves the lawful basis. A non-personalized decision is about
         // no one in particular and is only counted.
         if personal_subject.is_some() {
-            let body = json!({
-                "properties": {
-                    "decision": decision_id,
-                    "slot": slot.id,
-                    "variant": first,
-                    "model": version_label,
-                    "policy": {
-                        "mode": mode,
-                        "reason": reason,
-                        "propensity": propensity,
-                        "explored": explored,
-                        "candidates": candidates.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-                        "consent_record": consent_record,
-                        "purpose": slot.purpose,
-                        "features": x,
-                        "candidate_features": logged_candidates.as_ref().map(|(xs, _)| xs),
+            // Serialized straight from borrowed fields: no JSON tree of the candidates is built (and
+            // freed by another thread) on the request path.
+            let body = ServedReceipt {
+                properties: ServedProperties {
+                    decision: decision_id,
+                    slot: &slot.id,
+                    variant: &first,
+                    model: version_label.as_deref(),
+                    policy: ServedPolicy {
+                        mode,
+                        reason,
+                        propensity,
+                        explored,
+                        candidates: Ids(&candidates),
+                        consent_record,
+                        purpose: &slot.purpose,
+                        features: x.as_ref(),
+                        candidate_features: logged_candidates.as_ref().map(|(xs, _)| xs),
                     },
                 },
-                "context": {
-                    "device_class": ctx.device.map(|d| d.as_str()),
-                    "daypart": ctx.daypart.as_str(),
-                },
-            });
+                context: ReceiptContext { device_class: ctx.device.map(|d| d.as_str()), daypart: ctx.daypart.as_str() },
+            };
             self.receipt(subject, DECISION_SERVED, &slot.purpose, now, &body);
         }
         Decision {
@@ -958,7 +957,7 @@ impl Engine {
         f(self.counts.lock().expect("counts lock").entry(key).or_default());
     }
 
-    fn receipt(&self, subject: Pseudonym, event_type: &str, purpose: &Purpose, time: UtcMicros, body: &Value) {
+    fn receipt(&self, subject: Pseudonym, event_type: &str, purpose: &Purpose, time: UtcMicros, body: &impl Serialize) {
         let event_type = EventType::parse(event_type).expect("valid type");
         let retention = self.collect.policies.retention_of_event(&event_type).map_or(Retention::UntilErased, |r| {
             Retention::Days(u16::try_from(r.days()).unwrap_or(lethe_domain::KeyId::MAX_RETENTION_DAYS))
@@ -969,7 +968,7 @@ impl Engine {
             purpose: purpose.clone(),
             time,
             retention,
-            payload: serde_json::to_vec(body).expect("values serialize"),
+            payload: serde_json::to_vec(body).expect("receipts serialize"),
         };
         let request = AppendRequest { subject, expected: lethe_domain::ExpectedVersion::Any, events: vec![event] };
         if self.receipts.send(request).is_err() {
@@ -1599,6 +1598,50 @@ pub(crate) fn read_receipts(store: &dyn EventStore) -> Logged {
 }
 
 /// The receipt writer: drains the queue in group commits.
+/// The payload of a `decision.served` receipt (schema version 1).
+#[derive(Serialize)]
+struct ServedReceipt<'a> {
+    properties: ServedProperties<'a>,
+    context: ReceiptContext<'a>,
+}
+
+#[derive(Serialize)]
+struct ServedProperties<'a> {
+    decision: Uuid,
+    slot: &'a str,
+    variant: &'a str,
+    model: Option<&'a str>,
+    policy: ServedPolicy<'a>,
+}
+
+#[derive(Serialize)]
+struct ServedPolicy<'a> {
+    mode: Mode,
+    reason: Option<Reason>,
+    propensity: f64,
+    explored: bool,
+    candidates: Ids<'a>,
+    consent_record: Option<Uuid>,
+    purpose: &'a Purpose,
+    features: Option<&'a [f64; D]>,
+    candidate_features: Option<&'a Vec<[f64; D]>>,
+}
+
+#[derive(Serialize)]
+struct ReceiptContext<'a> {
+    device_class: Option<&'a str>,
+    daypart: &'a str,
+}
+
+/// The candidates' ids, as a JSON array.
+struct Ids<'a>(&'a [Candidate]);
+
+impl Serialize for Ids<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|c| c.id.as_str()))
+    }
+}
+
 /// How long the receipt writer waits after handing over a batch. Receipts sent meanwhile queue on
 /// the channel without waking anyone, so at 5,000 decisions/s the log receives about ten receipts
 /// every 2 ms instead of one per decision. Each hand-over costs the log a sled batch (and sled wakes
