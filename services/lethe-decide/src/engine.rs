@@ -1597,7 +1597,6 @@ pub(crate) fn read_receipts(store: &dyn EventStore) -> Logged {
     logged
 }
 
-/// The receipt writer: drains the queue in group commits.
 /// The payload of a `decision.served` receipt (schema version 1).
 #[derive(Serialize)]
 struct ServedReceipt<'a> {
@@ -1644,8 +1643,8 @@ impl Serialize for Ids<'_> {
 
 /// How long the receipt writer waits after handing over a batch. Receipts sent meanwhile queue on
 /// the channel without waking anyone, so at 5,000 decisions/s the log receives about ten receipts
-/// every 2 ms instead of one per decision. Each hand-over costs the log a sled batch (and sled wakes
-/// its I/O threads for each), so fewer, slightly larger ones keep the request threads' cores free;
+/// every 2 ms instead of one per decision. Each hand-over costs the log a sled batch (two buffer
+/// writes), so fewer, slightly larger ones keep the request threads' cores free;
 /// much larger ones (5–10 ms) make the writer's bursts long enough to show in the decisions' tail.
 const RECEIPT_TICK: std::time::Duration = std::time::Duration::from_millis(2);
 

@@ -484,10 +484,10 @@ impl Writer {
     fn run(mut self, rx: &Receiver<Command>) {
         let mut next: Option<Command> = None;
         loop {
-            let due = self.deferred.as_ref().map(|(at, _)| *at);
-            if due.is_some_and(|at| at <= Instant::now()) {
+            if self.deferred.as_ref().is_some_and(|(at, _)| *at <= Instant::now()) {
                 self.release_deferred();
             }
+            let due = self.deferred.as_ref().map(|(at, _)| *at);
             let cmd = match next.take() {
                 Some(c) => c,
                 None => {
