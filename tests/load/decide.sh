@@ -8,13 +8,16 @@
 #
 # Unpinned, the servers and wrk share both cores and the scheduler's preemptions show in the tail;
 # pinned, each side has a core of its own. Both servers run under the same conditions either way.
-# Needs `wrk` (apt-get install wrk). Builds lethe-bench in release mode.
+# Each round also prints how idle the host's cores were and its steal time (a round where the bare
+# handler's own tail is long was the host's), and for Lethe the p99 inside the engine, read from its
+# `lethe_decide_duration_seconds` histogram: what the rest of the tail spent in the host's queues.
+# Needs `wrk` and `curl` (apt-get install wrk curl). Builds lethe-bench in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SUBJECTS=${1:-100000}
 RATE=${2:-5000}
 CONNECTIONS=${CONNECTIONS:-10} # of the paced run: a CMS's connection pool
-command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
+for tool in wrk curl; do command -v $tool >/dev/null || { echo "$tool is required: apt-get install $tool" >&2; exit 1; }; done
 cargo build --release -q -p lethe-bench
 out=$(mktemp)
 # The server's data directory goes under a directory of this run's own, removed on exit: it is killed,
@@ -25,22 +28,40 @@ if [[ ${PIN:-0} == 1 ]]; then
   client=(taskset -c 1 wrk)
   THREADS=1
 else
-  server=(./target/release/lethe-bench decide)
+  server=(./target/release/lethe-bench decide ${WORKERS:+--workers $WORKERS})
   client=(wrk)
   THREADS=2
 fi
 "${server[@]}" --subjects "$SUBJECTS" --hold 600 >"$out" 2>&1 &
 pid=$!
-trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$TMPDIR"' EXIT # SIGTERM stops the servers but not the hold
+trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$out.b0" "$out.b1" "$TMPDIR"' EXIT # SIGTERM stops the servers but not the hold
 for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done
 grep -v '^TOKEN=' "$out"
 eval "$(grep -E '^(LETHE_PORT|BARE_PORT|SUBJECTS|TOKEN)=' "$out")"
 export TOKEN SUBJECTS
+cpu() { head -1 /proc/stat; } # aggregate jiffies: user nice system idle iowait irq softirq steal
+# The buckets of Lethe's in-engine latency histogram (slot `bench`), cumulative, one `le count` a line.
+buckets() {
+  curl -s "http://127.0.0.1:$LETHE_PORT/metrics" |
+    awk -F'[{}" ]+' '/^lethe_decide_duration_seconds_bucket\{slot="bench"/ {print $5, $NF}'
+}
 run() { # name port connections rate [threads]
-  local name=$1 port=$2 c=$3 rate=$4 t=${5:-$THREADS}
+  local name=$1 port=$2 c=$3 rate=$4 t=${5:-$THREADS} before after
+  before=$(cpu) && buckets >"$out.b0"
   RATE=$rate CONNECTIONS=$c "${client[@]}" -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
     | awk -v name="$name" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {err=$NF}
-        END {printf "%-40s %10s req/s  p50 %8s  p99 %8s  non-2xx %s\n", name, rps, p50, p99, (err==""?0:err)}'
+        END {printf "%-40s %10s req/s  p50 %8s  p99 %8s  non-2xx %s", name, rps, p50, p99, (err==""?0:err)}'
+  after=$(cpu) && buckets >"$out.b1"
+  # The host: how idle both cores were, and how much time the hypervisor took (steal).
+  printf '%s\n%s\n' "$before" "$after" | awk '{for (i = 2; i <= 9; i++) v[NR, i] = $i}
+    END {for (i = 2; i <= 9; i++) {d[i] = v[2, i] - v[1, i]; t += d[i]}; printf "  idle %2d%%  steal %d%%", 100 * d[5] / t, 100 * d[9] / t}'
+  # Lethe's rounds: the bound of the first bucket that holds 99 % of this round's decisions, as timed
+  # inside the engine (no HTTP, no wait for a worker thread).
+  if [[ $port == "$LETHE_PORT" ]]; then
+    paste -d' ' "$out.b0" "$out.b1" | awk '{le[NR] = $1; n[NR] = $4 - $2} END {
+      for (i = 1; i <= NR; i++) if (n[i] >= 0.99 * n[NR]) {printf "  in-engine p99 <= %s s", le[i]; break}}'
+  fi
+  echo
 }
 run "bare actix, constant (max, 64 conn)" "$BARE_PORT" 64 0
 run "lethe /v1/decide (max, 64 conn)" "$LETHE_PORT" 64 0

@@ -106,9 +106,21 @@ impl CandidateBody {
 
 /// Makes one decision: the consent gate, then (when allowed) the model under the slot's deadline,
 /// off the request thread; the slot's default on any failure. Never an error for a failing model.
+/// How long it took joins the slot's `lethe_decide_duration_seconds` histogram.
 pub async fn decide_one(engine: &Arc<Engine>, req: DecideRequest) -> Result<Decision, ApiError> {
     let started = Instant::now();
     let slot_index = engine.slots.index_of(&req.slot).ok_or_else(|| DecideError::UnknownSlot(req.slot.clone()))?;
+    let decision = decide_in(engine, req, slot_index, started).await?;
+    engine.observe_latency(slot_index, started.elapsed());
+    Ok(decision)
+}
+
+async fn decide_in(
+    engine: &Arc<Engine>,
+    req: DecideRequest,
+    slot_index: usize,
+    started: Instant,
+) -> Result<Decision, ApiError> {
     let slot = &engine.slots.all()[slot_index];
     let (candidates, default) = engine.candidates(slot, &req)?;
     let count = req.count.clamp(1, MAX_COUNT.min(candidates.len()));

@@ -525,6 +525,8 @@ pub struct Engine {
     contributions: Mutex<HashMap<Pseudonym, Vec<Contribution>>>,
     counts: Mutex<BTreeMap<(String, String, String, Mode), Counts>>,
     reasons: Mutex<BTreeMap<&'static str, u64>>,
+    /// How long decisions took, per slot (index of `slots`).
+    latency: Vec<crate::latency::Latency>,
     scorer: RwLock<Arc<dyn Scorer>>,
     custom_scorer: std::sync::atomic::AtomicBool,
     canary_rule: RwLock<CanaryRule>,
@@ -646,8 +648,10 @@ impl Engine {
             .spawn(move || write_receipts(store.as_ref(), &rx))
             .map_err(registry_error)?;
         let declared = slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
+        let latency = slots.all().iter().map(|_| crate::latency::Latency::default()).collect();
         let engine = Arc::new(Self {
             declared,
+            latency,
             slots,
             state,
             records: Shards::new(MAX_PENDING_DECISIONS),
@@ -949,6 +953,13 @@ impl Engine {
             explored,
             consent_record,
             variants,
+        }
+    }
+
+    /// Records how long a decision of slot `slot_index` took.
+    pub fn observe_latency(&self, slot_index: usize, took: std::time::Duration) {
+        if let Some(l) = self.latency.get(slot_index) {
+            l.observe(took);
         }
     }
 
@@ -1268,6 +1279,11 @@ impl Engine {
         out.push_str("# TYPE lethe_decision_reasons_total counter\n");
         for (reason, n) in self.reasons.lock().expect("reasons lock").iter() {
             out.push_str(&format!("lethe_decision_reasons_total{{reason=\"{reason}\"}} {n}\n"));
+        }
+        out.push_str("# HELP lethe_decide_duration_seconds Time from a decision request's arrival in the engine to its answer.\n");
+        out.push_str("# TYPE lethe_decide_duration_seconds histogram\n");
+        for (slot, latency) in self.slots.all().iter().zip(&self.latency) {
+            latency.render("lethe_decide_duration_seconds", &format!("slot=\"{}\"", slot.id), &mut out);
         }
         let (pending, evicted) = self.records.stats();
         out.push_str(&format!("# TYPE lethe_decisions_pending gauge\nlethe_decisions_pending {pending}\n"));

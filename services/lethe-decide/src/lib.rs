@@ -16,6 +16,7 @@ pub mod catalog_api;
 pub mod content;
 pub mod engine;
 pub mod features;
+pub mod latency;
 pub mod ope;
 pub mod recommend;
 pub mod slots;

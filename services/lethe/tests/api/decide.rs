@@ -266,6 +266,19 @@ async fn every_reason_falls_back_to_the_slot_default() {
     };
     assert!(gauge("lethe_decisions_pending") >= 6, "{metrics}");
     assert_eq!(gauge("lethe_decisions_evicted_total"), 0);
+    // Every answer above is in the slot's latency histogram; the one that waited out the slow
+    // model's deadline (50 ms) is past the 25 ms bucket.
+    let decisions: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("lethe_decisions_total{slot=\"home-hero\""))
+        .map(|l| l.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()).expect("a count"))
+        .sum();
+    let count = gauge("lethe_decide_duration_seconds_count{slot=\"home-hero\"}");
+    assert_eq!(count, decisions, "{metrics}");
+    assert_eq!(gauge("lethe_decide_duration_seconds_bucket{slot=\"home-hero\",le=\"+Inf\"}"), count);
+    let within_25ms = gauge("lethe_decide_duration_seconds_bucket{slot=\"home-hero\",le=\"0.025\"}");
+    assert!(within_25ms < count, "the deadline's fallback took ≥ 50 ms: {metrics}");
+    assert!(within_25ms >= 1, "{metrics}");
 }
 
 #[actix_web::test]
