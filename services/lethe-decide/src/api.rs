@@ -131,6 +131,11 @@ async fn decide_in(
     let Gate::Personalize { .. } = gate else {
         return Ok(engine.finish(subject, &gate, None, Err(Reason::NoConsent), &ctx, fallback, slot_index));
     };
+    if engine.receipts_backlogged() {
+        // No receipt could be queued for a personalized answer: do not compute one.
+        let gate = Gate::NonPersonalized(Reason::ReceiptBacklog);
+        return Ok(engine.finish(subject, &gate, None, Err(Reason::ReceiptBacklog), &ctx, fallback, slot_index));
+    }
     let scoring = engine.prepare(slot_index, &subject, candidates, default, &ctx, count);
     let deadline = slot.deadline.saturating_sub(started.elapsed());
     let seed = rand::random::<u64>();

@@ -11,6 +11,7 @@
 //! swaps the successor in (R-ERASE-7).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -68,6 +69,9 @@ pub enum Reason {
     Deadline,
     /// The model failed.
     ModelError,
+    /// Too many receipts are on their way to the log (it is behind): a personalized answer needs
+    /// its receipt queued, so none is given until the log catches up.
+    ReceiptBacklog,
 }
 
 /// A candidate as the caller may send it (open slots) or as declared.
@@ -421,6 +425,13 @@ pub const OPE_MAX_CANDIDATES: usize = 16;
 /// of the 24-hour attribution window; a sustained rate that high needs outcomes reported promptly.
 pub const MAX_PENDING_DECISIONS: usize = 2_000_000;
 
+/// Most decision receipts on their way to the log at once (queued, or appended and not yet
+/// durable) before decisions stop being personalized (reason `receipt_backlog`). The writer keeps
+/// a few dozen in flight at 5,000 decisions/s; a log that falls behind would otherwise let the
+/// queue grow without bound, and with it what a crash would lose: personalized decisions with no
+/// receipt to show their lawful basis. At about 1 KB each, the default bounds that at ~20 MB.
+pub const DEFAULT_RECEIPT_BACKLOG: usize = 20_000;
+
 /// Decisions in their attribution window, in shards so that no lock stops every request at once.
 /// Each shard is ordered by id: decision ids are UUIDv7, so a new decision lands at the end of its
 /// shard, no insert ever rehashes (a hash map doubling under its lock held a request for as long as
@@ -456,14 +467,14 @@ impl<V> Shards<V> {
         shard.insert(id, value);
         while shard.len() > self.per_shard {
             shard.pop_first();
-            self.evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.evicted.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// How many entries the shards hold, and how many were evicted so far.
     fn stats(&self) -> (usize, u64) {
         let held = self.shards.iter().map(|s| s.lock().expect("records lock").len()).sum();
-        (held, self.evicted.load(std::sync::atomic::Ordering::Relaxed))
+        (held, self.evicted.load(Ordering::Relaxed))
     }
 
     /// Keeps the entries `keep` accepts; returns how many were removed.
@@ -531,6 +542,9 @@ pub struct Engine {
     custom_scorer: std::sync::atomic::AtomicBool,
     canary_rule: RwLock<CanaryRule>,
     receipts: mpsc::Sender<AppendRequest>,
+    /// Receipts queued or not yet durable; the writer's callbacks count them down.
+    receipts_in_flight: Arc<AtomicUsize>,
+    receipt_backlog: AtomicUsize,
     collect: CollectState,
     views: Arc<Views>,
     personalizer: Arc<Personalizer>,
@@ -569,6 +583,7 @@ impl Reason {
             Self::ColdStart => "cold_start",
             Self::Deadline => "deadline",
             Self::ModelError => "model_error",
+            Self::ReceiptBacklog => "receipt_backlog",
         }
     }
 }
@@ -643,9 +658,11 @@ impl Engine {
         let rule = canary_rule(&slots.canary);
         let (tx, rx) = mpsc::channel::<AppendRequest>();
         let store = Arc::clone(&collect.store);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&in_flight);
         std::thread::Builder::new()
             .name("decision-receipts".into())
-            .spawn(move || write_receipts(store.as_ref(), &rx))
+            .spawn(move || write_receipts(store.as_ref(), &rx, &counted))
             .map_err(registry_error)?;
         let declared = slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
         let latency = slots.all().iter().map(|_| crate::latency::Latency::default()).collect();
@@ -662,6 +679,8 @@ impl Engine {
             custom_scorer: std::sync::atomic::AtomicBool::new(false),
             canary_rule: RwLock::new(rule),
             receipts: tx,
+            receipts_in_flight: in_flight,
+            receipt_backlog: AtomicUsize::new(DEFAULT_RECEIPT_BACKLOG),
             collect,
             views,
             personalizer,
@@ -677,13 +696,13 @@ impl Engine {
     /// the blocking pool under the slot's deadline.
     pub fn set_scorer(&self, scorer: Arc<dyn Scorer>) {
         *self.scorer.write().expect("scorer lock") = scorer;
-        self.custom_scorer.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.custom_scorer.store(true, Ordering::Relaxed);
     }
 
     /// Whether scoring may run on the request thread: the built-in linear model is a bounded
     /// amount of arithmetic (candidates × features²) that cannot block; any other scorer might.
     pub fn scores_inline(&self) -> bool {
-        !self.custom_scorer.load(std::sync::atomic::Ordering::Relaxed)
+        !self.custom_scorer.load(Ordering::Relaxed)
     }
 
     /// Replaces the canary rule.
@@ -856,6 +875,7 @@ impl Engine {
             Gate::NonPersonalized(_) => (None, None),
         };
         let mut logged_candidates = None;
+        let retry = fallback.clone();
         let (mode, reason, variants, version, x, propensity, explored, candidates) = match (gate, scoring, scored) {
             (Gate::NonPersonalized(r), _, _) => {
                 let (c, d, n) = fallback;
@@ -895,30 +915,11 @@ impl Engine {
             }
         };
         let first = variants.first().map(|v| v.id.clone()).unwrap_or_default();
-        if let Some(r) = reason {
-            *self.reasons.lock().expect("reasons lock").entry(r.as_str()).or_default() += 1;
-        }
         let version_label = version.as_ref().map(|v| v.1.clone());
-        self.count(slot, &first, version_label.as_deref(), mode, |c| c.decisions += 1);
-        self.records.insert(
-            decision_id,
-            Record {
-                at: now,
-                subject: personal_subject,
-                slot: slot_index,
-                version: version.as_ref().map(|v| v.0),
-                mode,
-                variant: first.clone(),
-                x: x.filter(|_| mode == Mode::Personalized),
-                candidates: logged_candidates.clone(),
-                propensity,
-                impressed: false,
-                clicked: false,
-            },
-        );
         // The receipt goes into the subject's own stream, under its key, only when consent
         // allowed personalization: it proves the lawful basis. A non-personalized decision is about
-        // no one in particular and is only counted.
+        // no one in particular and is only counted. Without a queued receipt there is no
+        // personalized answer: the slot's fallback is given instead.
         if personal_subject.is_some() {
             // Serialized straight from borrowed fields: no JSON tree of the candidates is built (and
             // freed by another thread) on the request path.
@@ -942,8 +943,32 @@ impl Engine {
                 },
                 context: ReceiptContext { device_class: ctx.device.map(|d| d.as_str()), daypart: ctx.daypart.as_str() },
             };
-            self.receipt(subject, DECISION_SERVED, &slot.purpose, now, &body);
+            if !self.receipt(subject, DECISION_SERVED, &slot.purpose, now, &body, true) {
+                let refused = Err(Reason::ReceiptBacklog);
+                let gate = Gate::NonPersonalized(Reason::ReceiptBacklog);
+                return self.finish(subject, &gate, None, refused, ctx, retry, slot_index);
+            }
         }
+        if let Some(r) = reason {
+            *self.reasons.lock().expect("reasons lock").entry(r.as_str()).or_default() += 1;
+        }
+        self.count(slot, &first, version_label.as_deref(), mode, |c| c.decisions += 1);
+        self.records.insert(
+            decision_id,
+            Record {
+                at: now,
+                subject: personal_subject,
+                slot: slot_index,
+                version: version.as_ref().map(|v| v.0),
+                mode,
+                variant: first,
+                x: x.filter(|_| mode == Mode::Personalized),
+                candidates: logged_candidates,
+                propensity,
+                impressed: false,
+                clicked: false,
+            },
+        );
         Decision {
             decision_id,
             slot: slot.id.clone(),
@@ -968,7 +993,24 @@ impl Engine {
         f(self.counts.lock().expect("counts lock").entry(key).or_default());
     }
 
-    fn receipt(&self, subject: Pseudonym, event_type: &str, purpose: &Purpose, time: UtcMicros, body: &impl Serialize) {
+    /// Queues a receipt for the log. A `bounded` one (a decision's) is refused when
+    /// [`DEFAULT_RECEIPT_BACKLOG`] (or [`Engine::set_receipt_backlog`]) receipts are already in
+    /// flight; an outcome's is always queued (outcomes are bounded by the decisions they follow).
+    /// False: not queued.
+    fn receipt(
+        &self,
+        subject: Pseudonym,
+        event_type: &str,
+        purpose: &Purpose,
+        time: UtcMicros,
+        body: &impl Serialize,
+        bounded: bool,
+    ) -> bool {
+        let in_flight = self.receipts_in_flight.fetch_add(1, Ordering::AcqRel);
+        if bounded && in_flight >= self.receipt_backlog.load(Ordering::Relaxed) {
+            self.receipts_in_flight.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
         let event_type = EventType::parse(event_type).expect("valid type");
         let retention = self.collect.policies.retention_of_event(&event_type).map_or(Retention::UntilErased, |r| {
             Retention::Days(u16::try_from(r.days()).unwrap_or(lethe_domain::KeyId::MAX_RETENTION_DAYS))
@@ -983,8 +1025,23 @@ impl Engine {
         };
         let request = AppendRequest { subject, expected: lethe_domain::ExpectedVersion::Any, events: vec![event] };
         if self.receipts.send(request).is_err() {
-            tracing::error!("the receipt writer stopped; a decision receipt was not logged");
+            self.receipts_in_flight.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!("the receipt writer stopped; a receipt was not logged");
+            return false;
         }
+        true
+    }
+
+    /// Whether decisions are refused a receipt now (the log is behind): personalizing would be
+    /// wasted work.
+    pub fn receipts_backlogged(&self) -> bool {
+        self.receipts_in_flight.load(Ordering::Acquire) >= self.receipt_backlog.load(Ordering::Relaxed)
+    }
+
+    /// Sets how many decision receipts may be in flight at once (tests set 0 to stand for a log
+    /// that is behind).
+    pub fn set_receipt_backlog(&self, limit: usize) {
+        self.receipt_backlog.store(limit, Ordering::Relaxed);
     }
 
     /// Records an outcome of a decision: counters, the model's online update (personalized
@@ -1027,7 +1084,7 @@ impl Engine {
                     "value": value,
                 }
             });
-            self.receipt(subject, OUTCOME_RECORDED, &slot.purpose, now, &body);
+            self.receipt(subject, OUTCOME_RECORDED, &slot.purpose, now, &body, false);
         }
         let canary = match rec.version {
             Some(v) if self.is_canary(rec.slot, v) => self.judge(rec.slot)?,
@@ -1285,6 +1342,10 @@ impl Engine {
         for (slot, latency) in self.slots.all().iter().zip(&self.latency) {
             latency.render("lethe_decide_duration_seconds", &format!("slot=\"{}\"", slot.id), &mut out);
         }
+        let in_flight = self.receipts_in_flight.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "# TYPE lethe_decision_receipts_in_flight gauge\nlethe_decision_receipts_in_flight {in_flight}\n"
+        ));
         let (pending, evicted) = self.records.stats();
         out.push_str(&format!("# TYPE lethe_decisions_pending gauge\nlethe_decisions_pending {pending}\n"));
         out.push_str(&format!(
@@ -1667,13 +1728,16 @@ const RECEIPT_TICK: std::time::Duration = std::time::Duration::from_millis(2);
 /// Writes decision and outcome receipts: whatever has queued, as one deferred append (the log may
 /// hold its fsync for [`lethe_eventlog::LogConfig::defer_window`]), then a pause of
 /// [`RECEIPT_TICK`]. Nothing waits for a receipt, so nothing here waits for the log either.
-fn write_receipts(store: &dyn EventStore, rx: &mpsc::Receiver<AppendRequest>) {
+fn write_receipts(store: &dyn EventStore, rx: &mpsc::Receiver<AppendRequest>, in_flight: &Arc<AtomicUsize>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(4095));
+        let n = batch.len();
+        let in_flight = Arc::clone(in_flight);
         store.append_batch_deferred(
             batch,
-            Box::new(|results| {
+            Box::new(move |results| {
+                in_flight.fetch_sub(n, Ordering::AcqRel);
                 for r in results {
                     if let Err(e) = r {
                         tracing::error!(error = %e, "a decision receipt could not be logged");

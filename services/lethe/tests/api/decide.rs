@@ -281,6 +281,92 @@ async fn every_reason_falls_back_to_the_slot_default() {
     assert!(within_25ms >= 1, "{metrics}");
 }
 
+/// The decision receipts of the subject's stream, once the writer has logged them all.
+async fn served_count(app: &TestApp, id: &str) -> usize {
+    let p = app.store.pseudonymize(&SubjectId::parse(id).unwrap());
+    let count = || {
+        app.store
+            .read_stream(&p)
+            .unwrap()
+            .iter()
+            .filter(|e| e.envelope.event_type.as_str() == "decision.served")
+            .count()
+    };
+    let mut last = usize::MAX;
+    // Settled: the same count twice, 100 ms apart (the writer hands receipts over every 2 ms and the
+    // log holds them at most 20 ms).
+    loop {
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        let now = count();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[actix_web::test]
+async fn no_personalized_answer_is_given_without_its_receipt_on_its_way_to_the_log() {
+    // Invariants 3 and 8: a personalized decision always leaves its receipt (the lawful basis);
+    // when the log is too far behind to take one, the answer is the slot's fallback, with the
+    // reason, and personalization resumes once the log catches up.
+    let app = spawn_app().await;
+    outdoor_fan(&app, "rita").await;
+    let d = exploit(&app, "rita", "home-hero").await;
+    assert_eq!((d["mode"].as_str(), first(&d)), (Some("personalized"), "outdoor-gear"));
+    let before = served_count(&app, "rita").await;
+    assert!(before >= 1);
+
+    // A log that is behind: no room for one more receipt.
+    app.engine.set_receipt_backlog(0);
+    let d = decide(&app, "rita", "home-hero").await;
+    assert_eq!(
+        (d["mode"].as_str(), d["reason"].as_str(), first(&d)),
+        (Some("non_personalized"), Some("receipt_backlog"), "default"),
+        "{d}"
+    );
+    assert_eq!(d["consentRecord"], Value::Null, "no lawful basis is claimed for it: {d}");
+    // Also when the room runs out after the model has scored (a race with other requests): the
+    // engine refuses the receipt and gives the fallback instead.
+    let engine = &app.engine;
+    let slot_index = engine.slots.index_of("home-hero").unwrap();
+    let slot = &engine.slots.all()[slot_index];
+    let req = lethe_decide::engine::DecideRequest {
+        subject: SubjectId::parse("rita").unwrap(),
+        slot: "home-hero".into(),
+        device: Some("desktop".into()),
+        gpc: false,
+        candidates: None,
+        count: 1,
+    };
+    let (candidates, default) = engine.candidates(slot, &req).unwrap();
+    let ctx = lethe_decide::features::Context::new(Some("desktop"), lethe_domain::UtcMicros::now());
+    let (subject, gate) = engine.gate(&req, slot);
+    assert!(matches!(gate, lethe_decide::engine::Gate::Personalize { .. }), "{gate:?}");
+    let scoring = engine.prepare(slot_index, &subject, Arc::clone(&candidates), default, &ctx, 1);
+    let scored = engine.score(&scoring, 7).unwrap();
+    let decision = engine.finish(subject, &gate, Some(scoring), Ok(scored), &ctx, (candidates, default, 1), slot_index);
+    assert_eq!(
+        (decision.mode, decision.reason),
+        (lethe_decide::Mode::NonPersonalized, Some(lethe_decide::Reason::ReceiptBacklog))
+    );
+    assert_eq!(decision.consent_record, None);
+    assert_eq!(served_count(&app, "rita").await, before, "no receipt was written for either");
+
+    // The log caught up.
+    app.engine.set_receipt_backlog(lethe_decide::engine::DEFAULT_RECEIPT_BACKLOG);
+    let d = exploit(&app, "rita", "home-hero").await;
+    assert_eq!((d["mode"].as_str(), first(&d)), (Some("personalized"), "outdoor-gear"));
+    assert!(served_count(&app, "rita").await > before);
+    let (_, metrics) = {
+        let r = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    };
+    assert!(metrics.contains("lethe_decision_reasons_total{reason=\"receipt_backlog\"} 2\n"), "{metrics}");
+    // Every receipt that was queued has been answered by the log.
+    assert!(metrics.contains("lethe_decision_receipts_in_flight 0\n"), "{metrics}");
+}
+
 #[actix_web::test]
 async fn a_withdrawn_subject_gets_non_personalized_answers_at_once() {
     let app = spawn_app().await;
