@@ -252,10 +252,7 @@ async fn every_reason_falls_back_to_the_slot_default() {
     let d = decide(&app, "newbie", "home-hero").await;
     assert_eq!((d["mode"].as_str(), d["reason"].as_str()), (Some("non_personalized"), Some("cold_start")), "{d}");
 
-    let (_, metrics) = {
-        let r = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
-        (r.status(), r.text().await.unwrap())
-    };
+    let metrics = app.metrics().await;
     for reason in ["no_consent", "opted_out", "gpc", "model_error", "deadline", "cold_start"] {
         assert!(metrics.contains(&format!("lethe_decision_reasons_total{{reason=\"{reason}\"}} 1")), "{reason}");
     }
@@ -358,10 +355,7 @@ async fn no_personalized_answer_is_given_without_its_receipt_on_its_way_to_the_l
     let d = exploit(&app, "rita", "home-hero").await;
     assert_eq!((d["mode"].as_str(), first(&d)), (Some("personalized"), "outdoor-gear"));
     assert!(served_count(&app, "rita").await > before);
-    let (_, metrics) = {
-        let r = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
-        (r.status(), r.text().await.unwrap())
-    };
+    let metrics = app.metrics().await;
     assert!(metrics.contains("lethe_decision_reasons_total{reason=\"receipt_backlog\"} 2\n"), "{metrics}");
     // Every receipt that was queued has been answered by the log.
     assert!(metrics.contains("lethe_decision_receipts_in_flight 0\n"), "{metrics}");

@@ -27,10 +27,6 @@ async fn shopper(app: &TestApp, id: &str, user_agent: &str) {
     }
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap()
-}
-
 /// The value of one sample line, `None` when absent.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -43,7 +39,7 @@ async fn a_device_shift_after_training_raises_the_psi_alert() {
         shopper(&app, &format!("mobile-{n}"), MOBILE).await;
     }
     app.views.catch_up().unwrap();
-    assert_eq!(sample(&metrics(&app).await, "lethe_feature_psi{feature=\"device\"}"), None, "no model, no reference");
+    assert_eq!(sample(&app.metrics().await, "lethe_feature_psi{feature=\"device\"}"), None, "no model, no reference");
 
     let engine = Arc::clone(&app.engine);
     let report = actix_web::web::block(move || engine.personalizer().train("test")).await.unwrap().expect("trained");
@@ -58,7 +54,7 @@ async fn a_device_shift_after_training_raises_the_psi_alert() {
     assert_eq!(m["train_dist.activity.4-7"], 0.0);
 
     // Serving the population it was trained on: stable.
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     assert_eq!(sample(&text, "lethe_feature_psi{feature=\"device\"}"), Some(0.0), "{text}");
     assert_eq!(sample(&text, "lethe_feature_psi_alert{feature=\"device\"}"), Some(0.0), "{text}");
     assert!(text.contains("# TYPE lethe_feature_psi gauge"), "{text}");
@@ -68,7 +64,7 @@ async fn a_device_shift_after_training_raises_the_psi_alert() {
         shopper(&app, &format!("desktop-{n}"), DESKTOP).await;
     }
     app.views.catch_up().unwrap();
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     let device = sample(&text, "lethe_feature_psi{feature=\"device\"}").expect("device PSI");
     // (0.5 − 1)·ln(0.5) + (0.5 − 1e-4)·ln(0.5 / 1e-4) ≈ 4.604, far above the 0.2 threshold.
     assert!((device - 4.604_318).abs() < 1e-3, "{text}");

@@ -31,7 +31,7 @@ async fn metrics_count_outcomes_per_reason() {
     let site = app.site();
     app.post("/v1/track", Some(&site), &serde_json::json!({"anonymousId": "m1", "event": "Clicked", "messageId": "x"}))
         .await;
-    let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    let text = app.metrics().await;
     assert!(text.contains("lethe_collect_events_total{reason=\"no_consent\"} 1"), "{text}");
     assert!(text.contains("lethe_log_head 0"), "{text}");
 }

@@ -132,6 +132,11 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.client.get(format!("{}/metrics", self.address)).send().await.unwrap().text().await.unwrap()
+    }
+
     /// The current banner notice as the SDK would show it.
     pub fn notice(&self) -> Value {
         let n = self.state.policies.notices().next().expect("a notice");

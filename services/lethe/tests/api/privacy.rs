@@ -184,8 +184,7 @@ async fn r_erase_4_the_erasure_becomes_final_within_the_window() {
         .filter(|e| e.kind == lethe_audit::AuditKind::KeyRotation)
         .count();
     assert_eq!(rotations, 1);
-    let (_, metrics) =
-        (0, app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap());
+    let metrics = app.metrics().await;
     assert!(metrics.contains("lethe_rotation_pending 0"), "{metrics}");
 }
 
