@@ -758,8 +758,18 @@ impl PageCache {
 
     /// Flushes any pending IO buffers to disk to ensure durability.
     /// Returns the number of bytes written during this call.
+    ///
+    /// LETHE: then `fdatasync`s the file. On Linux each buffer write is
+    /// followed only by `sync_file_range`, which writes neither the file's
+    /// metadata (the extents of newly allocated blocks) nor the device's
+    /// volatile cache; upstream left those to the periodic flusher's
+    /// `sync_all` (every 500 ms by default).
     pub(crate) fn flush(&self) -> Result<usize> {
-        self.log.flush()
+        let written = self.log.flush()?;
+        if !self.config.temporary {
+            self.config.file.sync_data()?;
+        }
+        Ok(written)
     }
 
     /// Create a new page, trying to reuse old freed pages if possible
