@@ -561,6 +561,69 @@ fn r_retain_1_a_store_that_fails_to_rebuild_is_reported_and_retried_without_fail
     assert!(lethe_privacy::schedule::metrics(&w.privacy).contains("lethe_retention_rebuild_failures_total 2\n"));
 }
 
+/// A derived store whose rebuild takes the process down with it.
+#[derive(Debug)]
+struct Crashing;
+
+impl ErasureHook for Crashing {
+    fn name(&self) -> &str {
+        "crashing_store"
+    }
+
+    fn forget(&self, _subject: &Pseudonym) -> Result<bool, String> {
+        Ok(false)
+    }
+
+    fn retention_shredded(&self) -> Result<(), String> {
+        panic!("the process dies between the keys' destruction and the rebuilds");
+    }
+}
+
+/// R-RETAIN-1: a crash after a sweep destroyed its keys and before the derived stores rebuilt
+/// would leave their data of the expired events behind: the restarted views come back from a
+/// checkpoint sealed before the sweep, and the next sweep finds no key to destroy. The sweep
+/// records what it owes before it destroys anything, so the first sweep after the restart
+/// rebuilds every store, once.
+#[test]
+fn r_retain_1_a_crash_between_the_keys_destruction_and_the_rebuilds_is_made_good_after_a_restart() {
+    let w = World::new();
+    w.seed(0, 2);
+    let now = UtcMicros::now().0;
+    w.expiring_grant_at("short-lived", UtcMicros(now - 3 * DAY), 10);
+    w.like_at("short-lived", &["lamp-3"], UtcMicros(now - 2 * DAY), Retention::Days(10));
+    let short_lived = w.subject("short-lived");
+    w.privacy.register(Arc::new(Crashing)); // before the views: the crash comes before they rebuild
+    let views = w.views();
+    assert!(views.holds(&short_lived));
+    views.checkpoint().unwrap().unwrap();
+
+    let later = UtcMicros(now + 14 * DAY);
+    let crashed =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lethe_privacy::schedule::sweep(&w.privacy, later)));
+    assert!(crashed.is_err(), "the sweep died in the crashing store");
+    drop(views);
+
+    let w = w.restart();
+    let views = w.views();
+    assert!(views.holds(&short_lived), "restored from the checkpoint sealed before the sweep");
+    let generations = w.generations();
+    // Its keys are gone already: this sweep destroys nothing, and rebuilds all the same.
+    assert_eq!(lethe_privacy::schedule::sweep(&w.privacy, later).unwrap().keys_destroyed, 0);
+    assert!(!views.holds(&short_lived), "the views rebuilt from what the log still reads");
+    assert_ne!(w.generations(), generations, "and re-keyed their checkpoint");
+    assert_eq!(views.with(Projector::snapshot_digest), w.replay_digest());
+    // Paid: the next sweep rebuilds nothing, and neither does the one after another restart.
+    let generations = w.generations();
+    lethe_privacy::schedule::sweep(&w.privacy, later).unwrap();
+    assert_eq!(w.generations(), generations);
+    drop(views);
+    let w = w.restart();
+    let _views = w.views();
+    let generations = w.generations();
+    lethe_privacy::schedule::sweep(&w.privacy, later).unwrap();
+    assert_eq!(w.generations(), generations);
+}
+
 /// R-RETAIN-1 reaches the models too: a retention sweep queues every model trained on subjects,
 /// and retraining reads only what still decrypts, so a subject whose every event expired is in no
 /// serving model afterwards.

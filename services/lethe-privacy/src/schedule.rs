@@ -64,10 +64,22 @@ pub fn finalize_if_due(privacy: &Privacy, now: UtcMicros, force: bool) -> Result
 /// # Errors
 /// The sweep or its audit entry failed.
 pub fn sweep(privacy: &Privacy, now: UtcMicros) -> Result<RetentionReport, ApiError> {
+    // The debt is written before any key is destroyed: a crash between the destruction and the
+    // rebuilds leaves it for the next start, whose first sweep pays it (R-RETAIN-1).
+    let mut owed = privacy.retention_retry.lock().expect("retention retry lock").clone();
+    owed.insert(crate::state::ALL_STORES.to_owned());
+    privacy.owe_rebuild(&owed).map_err(|e| {
+        ApiError::new(500, "storage_error", format!("the retention sweep could not record its rebuilds: {e}"))
+    })?;
     let report = privacy.collect.store.expire_keys(now).map_err(ApiError::from)?;
     // The hooks run before the audit entry, so that an audit failure cannot leave derived data of
     // expired events behind (the next sweep would find no key to destroy and call no hook).
     let failed = rebuild_derived(privacy, report.keys_destroyed > 0);
+    let still_owed = failed.iter().cloned().collect();
+    if let Err(e) = privacy.owe_rebuild(&still_owed) {
+        // Left as it was: every store rebuilds again at the next sweep, which is safe.
+        tracing::error!(error = %e, "the retention sweep could not record what it still owes");
+    }
     if report.keys_destroyed > 0 {
         privacy.rotation_needed(now);
         let mut detail = serde_json::to_value(&report).expect("serializes");
@@ -88,10 +100,12 @@ fn rebuild_derived(privacy: &Privacy, destroyed: bool) -> Vec<String> {
     if !destroyed && retry.is_empty() {
         return Vec::new();
     }
+    // A sweep before a restart that died before rebuilding owes every store.
+    let every = destroyed || retry.contains(crate::state::ALL_STORES);
     let mut failed = Vec::new();
     for hook in privacy.hooks() {
         let name = hook.name().to_owned();
-        if !destroyed && !retry.contains(&name) {
+        if !every && !retry.contains(&name) {
             continue;
         }
         match hook.retention_shredded() {

@@ -102,8 +102,10 @@ pub struct Privacy {
     hooks: RwLock<Vec<Arc<dyn ErasureHook>>>,
     /// The earliest erasure or retention sweep that no rotation has made final yet.
     pub(crate) pending_since: Mutex<Option<UtcMicros>>,
-    /// The hooks whose [`ErasureHook::retention_shredded`] failed, called again at the next sweep.
+    /// The hooks whose [`ErasureHook::retention_shredded`] failed, called again at the next sweep
+    /// ([`ALL_STORES`]: every hook). Kept in `meta` too, so that a restart does not forget them.
     pub(crate) retention_retry: Mutex<BTreeSet<String>>,
+    pub(crate) meta: sled::Tree,
     /// How many [`ErasureHook::retention_shredded`] calls failed since the start.
     pub(crate) retention_failures: AtomicU64,
 }
@@ -204,6 +206,10 @@ impl Privacy {
             meta.insert(POLICY_DIGEST, policy_digest.as_bytes())?;
             meta.flush()?;
         }
+        // What a sweep before this start still owed the derived stores (a crash between its keys'
+        // destruction and their rebuilds leaves `ALL_STORES`).
+        let owed: BTreeSet<String> =
+            meta.get(RETENTION_OWED)?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default();
         Ok(Arc::new(Self {
             collect,
             controller: Arc::new(controller),
@@ -218,7 +224,8 @@ impl Privacy {
             reference_key,
             hooks: RwLock::new(Vec::new()),
             pending_since: Mutex::new(pending),
-            retention_retry: Mutex::new(BTreeSet::new()),
+            retention_retry: Mutex::new(owed),
+            meta,
             retention_failures: AtomicU64::new(0),
         }))
     }
@@ -323,6 +330,27 @@ pub(crate) fn dsr_error(e: lethe_dsr::DsrError) -> ApiError {
 }
 
 const POLICY_DIGEST: &[u8] = b"policy-digest";
+
+/// `meta` key: the derived stores a retention sweep still owes a rebuild, as a JSON list of hook
+/// names ([`ALL_STORES`]: every one). Absent when nothing is owed.
+const RETENTION_OWED: &[u8] = b"retention-owed";
+
+/// In the owed list: every registered derived store.
+pub(crate) const ALL_STORES: &str = "*";
+
+impl Privacy {
+    /// Records durably which derived stores a retention sweep owes a rebuild (none: the record is
+    /// removed).
+    pub(crate) fn owe_rebuild(&self, stores: &BTreeSet<String>) -> Result<(), sled::Error> {
+        if stores.is_empty() {
+            self.meta.remove(RETENTION_OWED)?;
+        } else {
+            self.meta.insert(RETENTION_OWED, serde_json::to_vec(stores).expect("names serialize"))?;
+        }
+        self.meta.flush()?;
+        Ok(())
+    }
+}
 
 /// SHA-256 over the records of processing generated from the policies and the controller file:
 /// any change of purposes, categories, retention, events, notices or recipients changes it.
