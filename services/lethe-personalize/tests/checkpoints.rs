@@ -197,22 +197,6 @@ fn canary() -> String {
     lethe_crypto::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn scan(dir: &Path, needle: &[u8]) -> Vec<(PathBuf, usize)> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                hits.extend(bytes.windows(needle.len()).position(|w| w == needle).map(|at| (path.clone(), at)));
-            }
-        }
-    }
-    hits
-}
-
 /// The items a subject of the views liked (its access export's `recently_liked`).
 fn liked(views: &Views, subject: &Pseudonym) -> Vec<String> {
     let export = views.with(|p| p.export(subject)).unwrap_or_default();
@@ -302,7 +286,7 @@ fn r_erase_3_an_erasure_destroys_the_key_of_every_checkpoint_that_held_the_subje
     let (old, _) = Projector::restore(&old_bytes, &old_key).unwrap();
     assert!(old.holds(&erased));
     assert!(old.snapshot_bytes().windows(canary_item.len()).any(|x| x == canary_item.as_bytes()));
-    assert_eq!(scan(w.path(), canary_item.as_bytes()), vec![], "views at rest are sealed");
+    assert_eq!(lethe_testkit::find_in_files(w.path(), canary_item.as_bytes()), vec![], "views at rest are sealed");
 
     let touched = erase(&w, &erased);
     assert!(touched.iter().any(|s| s.starts_with("feature_views")), "{touched:?}");
@@ -334,7 +318,11 @@ fn r_erase_3_an_erasure_destroys_the_key_of_every_checkpoint_that_held_the_subje
     assert_eq!(views.subjects(), 4);
     assert_eq!(views.with(Projector::snapshot_digest), w.replay_digest());
     for needle in [canary_item.as_bytes(), erased_id.as_bytes(), canary.as_bytes()] {
-        assert_eq!(scan(w.path(), needle), vec![], "a raw byte of the data directory holds the canary");
+        assert_eq!(
+            lethe_testkit::find_in_files(w.path(), needle),
+            vec![],
+            "a raw byte of the data directory holds the canary"
+        );
     }
 }
 
@@ -482,7 +470,11 @@ fn r_retain_1_a_retention_sweep_rebuilds_the_views_and_destroys_the_key_of_the_c
     assert_eq!(views.with(Projector::snapshot_digest), w.replay_digest(), "restored views equal a full replay");
     drop(views);
     for needle in [expiring_item.as_bytes(), ephemeral_item.as_bytes(), canary.as_bytes()] {
-        assert_eq!(scan(w.path(), needle), vec![], "a raw byte of the data directory holds the canary");
+        assert_eq!(
+            lethe_testkit::find_in_files(w.path(), needle),
+            vec![],
+            "a raw byte of the data directory holds the canary"
+        );
     }
 }
 

@@ -96,24 +96,7 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-/// Every regular file under `dir`, recursively, sorted.
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read directory") {
-            let entry = entry.expect("directory entry");
-            let kind = entry.file_type().expect("file type");
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() {
-                out.push(entry.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
+pub use lethe_testkit::files_under;
 
 /// One occurrence of a needle in a file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,26 +48,7 @@ async fn erase(app: &TestApp, id: &str) -> (u16, Value) {
     app.post("/v1/me/erasure", Some(&token), &json!({})).await
 }
 
-/// Every file under a folder, as one byte vector each.
-fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
+use lethe_testkit::{contains, file_contents_under as files};
 
 /// A store of derived data, registered like a feature view would be.
 #[derive(Debug, Default)]

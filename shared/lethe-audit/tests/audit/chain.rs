@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use lethe_audit::{verify_tree, AuditChain, AuditEntry, AuditError, AuditKind, AuditRecord, VerifyReport};
+use lethe_testkit::sled_open_retrying;
 use serde_json::json;
 
 use crate::{chain, config, record, signer, T0};
@@ -183,19 +184,4 @@ fn r_audit_1_open_continues_from_the_last_entry() {
     let err = AuditChain::open(f.tree.clone(), f.signer.clone(), config(0)).expect_err("refused");
     assert_eq!(err.tampered_seq(), Some(6));
     assert_eq!(crate::tampered_at(verify_tree(&f.tree, f.chain.verifier())), 6);
-}
-
-/// Opens a sled database, waiting for a just-dropped handle's background threads to release the
-/// file lock (they let go a moment after the drop).
-fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("open sled at {}: {e}", path.display()),
-        }
-    }
 }

@@ -6,6 +6,7 @@ use lethe_domain::UtcMicros;
 use lethe_outbox::{
     Attempt, MessageState, Outbox, OutboxError, Outcome, RetryPolicy, StateKind, Stats, Topic, MAX_BODY_BYTES,
 };
+use lethe_testkit::sled_open_retrying;
 use serde_json::json;
 
 use crate::helpers::{at, closed_port_url, deliverer, policy, recipient, temp_tree, Reply, TestRecipient, T0};
@@ -137,19 +138,4 @@ fn list_filters_by_state_and_prune_removes_only_old_finished_messages() {
     assert_eq!(outbox.prune_finished(UtcMicros(i64::MAX)).unwrap(), 1);
     assert_eq!(outbox.stats().unwrap(), Stats { pending: 1, delivered: 0, dead_letter: 0 });
     assert_eq!(outbox.list(None).unwrap().len(), 1);
-}
-
-/// Opens a sled database, waiting for a just-dropped handle's background threads to release the
-/// file lock (they let go a moment after the drop).
-fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("open sled at {}: {e}", path.display()),
-        }
-    }
 }

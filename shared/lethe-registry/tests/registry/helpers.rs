@@ -1,7 +1,6 @@
 //! A registry in a temporary directory, subjects, manifests and byte scans.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use lethe_domain::{Pseudonym, UtcMicros};
 use lethe_registry::{Manifest, Membership, ModelId, ModelName, ModelVersion, NewModel, Registry, SecretBytes};
@@ -154,34 +153,4 @@ pub fn tree_bytes(tree: &sled::Tree) -> Vec<u8> {
     out
 }
 
-/// The contents of every file under `dir`, one entry per file.
-pub fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.clone(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out
-}
-
-/// Opens a sled database, waiting for a just-dropped handle's background threads to release the
-/// file lock (they let go a moment after the drop).
-pub fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("open sled at {}: {e}", path.display()),
-        }
-    }
-}
+pub use lethe_testkit::{file_contents_under as files_under, sled_open_retrying};
