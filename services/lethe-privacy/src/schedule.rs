@@ -3,6 +3,7 @@
 //! with the rebuild of the derived stores that held what they expired), and the delivery of
 //! recipient notices (Art. 19).
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,9 +65,12 @@ pub fn finalize_if_due(privacy: &Privacy, now: UtcMicros, force: bool) -> Result
 /// # Errors
 /// The sweep or its audit entry failed.
 pub fn sweep(privacy: &Privacy, now: UtcMicros) -> Result<RetentionReport, ApiError> {
+    // One sweep at a time: the record of what is owed is read, raised and settled by the sweep
+    // that holds this lock.
+    let mut retry = privacy.retention_retry.lock().expect("retention retry lock");
     // The debt is written before any key is destroyed: a crash between the destruction and the
     // rebuilds leaves it for the next start, whose first sweep pays it (R-RETAIN-1).
-    let mut owed = privacy.retention_retry.lock().expect("retention retry lock").clone();
+    let mut owed = retry.clone();
     owed.insert(crate::state::ALL_STORES.to_owned());
     privacy.owe_rebuild(&owed).map_err(|e| {
         ApiError::new(500, "storage_error", format!("the retention sweep could not record its rebuilds: {e}"))
@@ -74,12 +78,12 @@ pub fn sweep(privacy: &Privacy, now: UtcMicros) -> Result<RetentionReport, ApiEr
     let report = privacy.collect.store.expire_keys(now).map_err(ApiError::from)?;
     // The hooks run before the audit entry, so that an audit failure cannot leave derived data of
     // expired events behind (the next sweep would find no key to destroy and call no hook).
-    let failed = rebuild_derived(privacy, report.keys_destroyed > 0);
-    let still_owed = failed.iter().cloned().collect();
-    if let Err(e) = privacy.owe_rebuild(&still_owed) {
+    let failed = rebuild_derived(privacy, &mut retry, report.keys_destroyed > 0);
+    if let Err(e) = privacy.owe_rebuild(&retry) {
         // Left as it was: every store rebuilds again at the next sweep, which is safe.
         tracing::error!(error = %e, "the retention sweep could not record what it still owes");
     }
+    drop(retry);
     if report.keys_destroyed > 0 {
         privacy.rotation_needed(now);
         let mut detail = serde_json::to_value(&report).expect("serializes");
@@ -93,10 +97,9 @@ pub fn sweep(privacy: &Privacy, now: UtcMicros) -> Result<RetentionReport, ApiEr
 }
 
 /// Calls [`retention_shredded`](crate::ErasureHook::retention_shredded) on every hook when keys
-/// were destroyed, else only on those that failed before. Returns the names of the hooks that failed
-/// (kept for the next sweep).
-fn rebuild_derived(privacy: &Privacy, destroyed: bool) -> Vec<String> {
-    let mut retry = privacy.retention_retry.lock().expect("retention retry lock");
+/// were destroyed (or a sweep before a restart owed them all), else only on those that failed
+/// before. Returns the names of the hooks that failed, which `retry` keeps for the next sweep.
+fn rebuild_derived(privacy: &Privacy, retry: &mut BTreeSet<String>, destroyed: bool) -> Vec<String> {
     if !destroyed && retry.is_empty() {
         return Vec::new();
     }
