@@ -478,11 +478,13 @@ fn r_retain_1_a_retention_sweep_rebuilds_the_views_and_destroys_the_key_of_the_c
     }
 }
 
-/// A derived store that cannot rebuild after a retention sweep.
+/// A derived store that cannot rebuild after a retention sweep, or (`crashes`) whose rebuild takes
+/// the process down with it.
 #[derive(Debug, Default)]
 struct Stuck {
     calls: AtomicU32,
     healed: std::sync::atomic::AtomicBool,
+    crashes: bool,
 }
 
 impl ErasureHook for Stuck {
@@ -496,6 +498,7 @@ impl ErasureHook for Stuck {
 
     fn retention_shredded(&self) -> Result<(), String> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        assert!(!self.crashes, "the process dies between the keys' destruction and the rebuilds");
         if self.healed.load(Ordering::SeqCst) {
             Ok(())
         } else {
@@ -504,18 +507,25 @@ impl ErasureHook for Stuck {
     }
 }
 
-/// R-RETAIN-1: a derived store that fails to rebuild does not fail the sweep (its keys are
-/// destroyed) nor keep the other stores from rebuilding; the failure is counted on `/metrics`,
-/// named in the sweep's audit entry, and the store is called again at the next sweep, even one that
-/// destroys nothing, until it succeeds.
-#[test]
-fn r_retain_1_a_store_that_fails_to_rebuild_is_reported_and_retried_without_failing_the_sweep() {
+/// Two seeded subjects and one whose consent and events expire ten days after they were given,
+/// two and three days ago; with the current time (µs).
+fn short_lived_world() -> (World, Pseudonym, i64) {
     let w = World::new();
     w.seed(0, 2);
     let now = UtcMicros::now().0;
     w.expiring_grant_at("short-lived", UtcMicros(now - 3 * DAY), 10);
     w.like_at("short-lived", &["lamp-3"], UtcMicros(now - 2 * DAY), Retention::Days(10));
     let short_lived = w.subject("short-lived");
+    (w, short_lived, now)
+}
+
+/// R-RETAIN-1: a derived store that fails to rebuild does not fail the sweep (its keys are
+/// destroyed) nor keep the other stores from rebuilding; the failure is counted on `/metrics`,
+/// named in the sweep's audit entry, and the store is called again at the next sweep, even one that
+/// destroys nothing, until it succeeds.
+#[test]
+fn r_retain_1_a_store_that_fails_to_rebuild_is_reported_and_retried_without_failing_the_sweep() {
+    let (w, short_lived, now) = short_lived_world();
     let stuck = Arc::new(Stuck::default());
     w.privacy.register(stuck.clone()); // before the views: its failure must not stop them
     let views = w.views();
@@ -553,24 +563,6 @@ fn r_retain_1_a_store_that_fails_to_rebuild_is_reported_and_retried_without_fail
     assert!(lethe_privacy::schedule::metrics(&w.privacy).contains("lethe_retention_rebuild_failures_total 2\n"));
 }
 
-/// A derived store whose rebuild takes the process down with it.
-#[derive(Debug)]
-struct Crashing;
-
-impl ErasureHook for Crashing {
-    fn name(&self) -> &str {
-        "crashing_store"
-    }
-
-    fn forget(&self, _subject: &Pseudonym) -> Result<bool, String> {
-        Ok(false)
-    }
-
-    fn retention_shredded(&self) -> Result<(), String> {
-        panic!("the process dies between the keys' destruction and the rebuilds");
-    }
-}
-
 /// R-RETAIN-1: a crash after a sweep destroyed its keys and before the derived stores rebuilt
 /// would leave their data of the expired events behind: the restarted views come back from a
 /// checkpoint sealed before the sweep, and the next sweep finds no key to destroy. The sweep
@@ -578,13 +570,9 @@ impl ErasureHook for Crashing {
 /// rebuilds every store, once.
 #[test]
 fn r_retain_1_a_crash_between_the_keys_destruction_and_the_rebuilds_is_made_good_after_a_restart() {
-    let w = World::new();
-    w.seed(0, 2);
-    let now = UtcMicros::now().0;
-    w.expiring_grant_at("short-lived", UtcMicros(now - 3 * DAY), 10);
-    w.like_at("short-lived", &["lamp-3"], UtcMicros(now - 2 * DAY), Retention::Days(10));
-    let short_lived = w.subject("short-lived");
-    w.privacy.register(Arc::new(Crashing)); // before the views: the crash comes before they rebuild
+    let (w, short_lived, now) = short_lived_world();
+    // Registered before the views: the crash comes before they rebuild.
+    w.privacy.register(Arc::new(Stuck { crashes: true, ..Stuck::default() }));
     let views = w.views();
     assert!(views.holds(&short_lived));
     views.checkpoint().unwrap().unwrap();
