@@ -43,7 +43,7 @@ cpu() { head -1 /proc/stat; } # aggregate jiffies: user nice system idle iowait 
 # The buckets of Lethe's in-engine latency histogram (slot `bench`), cumulative, one `le count` a line.
 # Last: the decisions that fell back because the log was behind (reason receipt_backlog).
 buckets() {
-  curl -s "http://127.0.0.1:$LETHE_PORT/metrics" |
+  curl -fsS "http://127.0.0.1:$LETHE_PORT/metrics" |
     awk -F'[{}" ]+' '/^lethe_decide_duration_seconds_bucket\{slot="bench"/ {print $5, $NF}
       /^lethe_decision_reasons_total\{reason="receipt_backlog"/ {backlog = $NF} END {print "backlog", backlog + 0}'
 }
@@ -61,7 +61,7 @@ run() { # name port connections rate [threads]
   # inside the engine (no HTTP, no wait for a worker thread).
   if [[ $port == "$LETHE_PORT" ]]; then
     paste -d' ' "$out.b0" "$out.b1" | awk '{le[NR] = $1; n[NR] = $4 - $2} END {
-      for (i = 1; i < NR; i++) if (n[i] >= 0.99 * n[NR - 1]) {printf "  in-engine p99 <= %s s", le[i]; break}
+      if (n[NR - 1] > 0) for (i = 1; i < NR; i++) if (n[i] >= 0.99 * n[NR - 1]) {printf "  in-engine p99 <= %s s", le[i]; break}
       printf "  receipt_backlog fallbacks %d", n[NR]}'
   fi
   echo

@@ -1725,6 +1725,15 @@ impl Serialize for Ids<'_> {
 /// much larger ones (5–10 ms) make the writer's bursts long enough to show in the decisions' tail.
 const RECEIPT_TICK: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// Receipts handed to the log, counted out of the in-flight count when dropped.
+struct InFlight(Arc<AtomicUsize>, usize);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
+}
+
 /// Writes decision and outcome receipts: whatever has queued, as one deferred append (the log may
 /// hold its fsync for [`lethe_eventlog::LogConfig::defer_window`]), then a pause of
 /// [`RECEIPT_TICK`]. Nothing waits for a receipt, so nothing here waits for the log either.
@@ -1732,12 +1741,13 @@ fn write_receipts(store: &dyn EventStore, rx: &mpsc::Receiver<AppendRequest>, in
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(4095));
-        let n = batch.len();
-        let in_flight = Arc::clone(in_flight);
+        // Counted down when the log answers, or when it drops the callback unanswered (a writer
+        // that died): a lost answer must not keep decisions from being personalized for good.
+        let answered = InFlight(Arc::clone(in_flight), batch.len());
         store.append_batch_deferred(
             batch,
             Box::new(move |results| {
-                in_flight.fetch_sub(n, Ordering::AcqRel);
+                let _answered = answered;
                 for r in results {
                     if let Err(e) = r {
                         tracing::error!(error = %e, "a decision receipt could not be logged");
@@ -1885,6 +1895,24 @@ impl ErasureHook for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receipts_leave_the_in_flight_count_whether_the_log_answers_or_drops_the_callback() {
+        let count = Arc::new(AtomicUsize::new(5));
+        let answered = InFlight(Arc::clone(&count), 2);
+        let callback: lethe_eventlog::AppendDone = Box::new(move |_| {
+            let _answered = answered;
+        });
+        callback(Vec::new());
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        // A log whose writer died drops the callback without calling it.
+        let lost = InFlight(Arc::clone(&count), 3);
+        let callback: lethe_eventlog::AppendDone = Box::new(move |_| {
+            let _lost = lost;
+        });
+        drop(callback);
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+    }
 
     /// A v7 id at `ms` milliseconds whose random tail puts it in shard `shard`.
     fn id_at(ms: u64, shard: u8) -> Uuid {

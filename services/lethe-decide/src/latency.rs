@@ -6,10 +6,13 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the buckets, in microseconds. Finer below the slots' usual deadlines, where the
-/// answers are; a slot's deadline shows as the bucket its fallbacks land in.
-pub const BOUNDS_US: [u64; 14] =
-    [50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000];
+/// Upper bounds of the buckets, in microseconds: finer below 2 ms, where the answers are, and up
+/// to 10 s, the longest deadline a slot may declare, so that a slot's deadline shows as the bucket
+/// its fallbacks land in.
+pub const BOUNDS_US: [u64; 20] = [
+    50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
 
 /// One histogram: a count per bucket (not cumulative; rendering sums them), the sum and the count.
 #[derive(Debug, Default)]
@@ -21,7 +24,8 @@ pub struct Latency {
 impl Latency {
     /// Records one decision.
     pub fn observe(&self, took: Duration) {
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // Rounded up: 50.2 µs is past the 50 µs bound (a bucket holds what is less or equal).
+        let us = u64::try_from(took.as_nanos().div_ceil(1_000)).unwrap_or(u64::MAX);
         let i = BOUNDS_US.partition_point(|b| *b < us);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
@@ -73,23 +77,23 @@ mod tests {
     fn a_decision_lands_in_the_first_bucket_whose_bound_it_does_not_pass() {
         let l = Latency::default();
         l.observe(Duration::from_micros(50)); // on a bound: that bucket (le is "less or equal")
-        l.observe(Duration::from_micros(51));
+        l.observe(Duration::from_nanos(50_001)); // a nanosecond past the bound: the next bucket
         l.observe(Duration::from_micros(1_999));
-        l.observe(Duration::from_secs(3)); // past every bound
+        l.observe(Duration::from_secs(30)); // past every bound
         let b = rendered(&l);
         let at = |le: &str| b.iter().find(|(l, _)| l == le).map(|(_, n)| *n);
         assert_eq!(at("0.00005"), Some(1));
         assert_eq!(at("0.0001"), Some(2));
         assert_eq!(at("0.0015"), Some(2));
         assert_eq!(at("0.002"), Some(3));
-        assert_eq!(at("0.1"), Some(3));
+        assert_eq!(at("10"), Some(3));
         assert_eq!(at("+Inf"), Some(4));
         assert_eq!(b.len(), BOUNDS_US.len() + 1);
         assert!(b.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {b:?}");
         let mut out = String::new();
         l.render("t", "", &mut out);
         assert!(out.contains("t_count{} 4\n"), "{out}");
-        assert!(out.contains("t_sum{} 3.0021\n"), "{out}");
+        assert!(out.contains("t_sum{} 30.0021\n"), "{out}");
         assert!(out.contains("t_bucket{le=\"+Inf\"} 4\n"), "{out}");
         assert_eq!(l.count(), 4);
     }

@@ -604,6 +604,25 @@ fn r_retain_1_a_crash_between_the_keys_destruction_and_the_rebuilds_is_made_good
     assert_eq!(w.generations(), generations);
 }
 
+/// R-RETAIN-1: a sweep run where no derived store is open (`lethe retention sweep` with the
+/// server stopped) leaves the rebuilds it owes to the next start that opens them.
+#[test]
+fn r_retain_1_a_sweep_without_the_derived_stores_leaves_their_rebuild_to_the_next_start() {
+    let (w, short_lived, now) = short_lived_world();
+    let views = w.views();
+    views.checkpoint().unwrap().unwrap();
+    drop(views);
+    let w = w.restart(); // no store registered, as in the command-line sweep
+    let later = UtcMicros(now + 14 * DAY);
+    assert_eq!(lethe_privacy::schedule::sweep(&w.privacy, later).unwrap().keys_destroyed, 2);
+    let w = w.restart();
+    let views = w.views();
+    assert!(views.holds(&short_lived), "restored from the checkpoint sealed before the sweep");
+    assert_eq!(lethe_privacy::schedule::sweep(&w.privacy, later).unwrap().keys_destroyed, 0);
+    assert!(!views.holds(&short_lived), "the first sweep with the views open rebuilt them");
+    assert_eq!(views.with(Projector::snapshot_digest), w.replay_digest());
+}
+
 /// R-RETAIN-1 reaches the models too: a retention sweep queues every model trained on subjects,
 /// and retraining reads only what still decrypts, so a subject whose every event expired is in no
 /// serving model afterwards.

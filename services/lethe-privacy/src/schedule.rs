@@ -67,7 +67,17 @@ pub fn finalize_if_due(privacy: &Privacy, now: UtcMicros, force: bool) -> Result
 pub fn sweep(privacy: &Privacy, now: UtcMicros) -> Result<RetentionReport, ApiError> {
     // One sweep at a time: the record of what is owed is read, raised and settled by the sweep
     // that holds this lock.
-    let mut retry = privacy.retention_retry.lock().expect("retention retry lock");
+    let mut retry = match privacy.retention_retry.lock() {
+        Ok(retry) => retry,
+        Err(poisoned) => {
+            // A store panicked in an earlier sweep's rebuild: retention goes on, and every store is
+            // owed a rebuild, since that sweep may not have reached them.
+            privacy.retention_retry.clear_poison();
+            let mut retry = poisoned.into_inner();
+            retry.insert(crate::state::ALL_STORES.to_owned());
+            retry
+        }
+    };
     // The debt is written before any key is destroyed: a crash between the destruction and the
     // rebuilds leaves it for the next start, whose first sweep pays it (R-RETAIN-1).
     let mut owed = retry.clone();
@@ -105,8 +115,17 @@ fn rebuild_derived(privacy: &Privacy, retry: &mut BTreeSet<String>, destroyed: b
     }
     // A sweep before a restart that died before rebuilding owes every store.
     let every = destroyed || retry.contains(crate::state::ALL_STORES);
+    let hooks = privacy.hooks();
+    if hooks.is_empty() {
+        // No derived store is open in this process (`lethe retention sweep`): what is owed stays
+        // owed, for the next start that opens them.
+        if every {
+            retry.insert(crate::state::ALL_STORES.to_owned());
+        }
+        return Vec::new();
+    }
     let mut failed = Vec::new();
-    for hook in privacy.hooks() {
+    for hook in hooks {
         let name = hook.name().to_owned();
         if !every && !retry.contains(&name) {
             continue;

@@ -208,8 +208,14 @@ impl Privacy {
         }
         // What a sweep before this start still owed the derived stores (a crash between its keys'
         // destruction and their rebuilds leaves `ALL_STORES`).
-        let owed: BTreeSet<String> =
-            meta.get(RETENTION_OWED)?.and_then(|v| serde_json::from_slice(&v).ok()).unwrap_or_default();
+        let owed: BTreeSet<String> = match meta.get(RETENTION_OWED)? {
+            None => BTreeSet::new(),
+            Some(v) => serde_json::from_slice(&v).unwrap_or_else(|e| {
+                // Unreadable: owe everything rather than nothing.
+                tracing::warn!(error = %e, "the record of owed retention rebuilds is damaged; every store rebuilds");
+                BTreeSet::from([ALL_STORES.to_owned()])
+            }),
+        };
         Ok(Arc::new(Self {
             collect,
             controller: Arc::new(controller),

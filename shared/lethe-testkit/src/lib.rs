@@ -28,9 +28,20 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every regular file under `dir` with its bytes, sorted by path. A file removed between the
-/// listing and the read is left out.
+/// listing and the read is left out; any other file that cannot be read fails the test (a scan for
+/// what must not be on disk may not skip a file it could not look at).
+///
+/// # Panics
+/// A file cannot be read for another reason than its removal.
 pub fn file_contents_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    files_under(dir).into_iter().filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b))).collect()
+    files_under(dir)
+        .into_iter()
+        .filter_map(|p| match std::fs::read(&p) {
+            Ok(bytes) => Some((p, bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("read {}: {e}", p.display()),
+        })
+        .collect()
 }
 
 /// Whether `needle` occurs in `haystack` (an empty needle occurs everywhere).
@@ -39,10 +50,14 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The files under `dir` that hold `needle`, each with the offset of its first occurrence.
+///
+/// # Panics
+/// An empty needle (it would be found everywhere), or as [`file_contents_under`].
 pub fn find_in_files(dir: &Path, needle: &[u8]) -> Vec<(PathBuf, usize)> {
+    assert!(!needle.is_empty(), "an empty needle is in every file");
     file_contents_under(dir)
         .into_iter()
-        .filter_map(|(p, bytes)| bytes.windows(needle.len().max(1)).position(|w| w == needle).map(|at| (p, at)))
+        .filter_map(|(p, bytes)| bytes.windows(needle.len()).position(|w| w == needle).map(|at| (p, at)))
         .collect()
 }
 
