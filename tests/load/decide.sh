@@ -48,18 +48,21 @@ buckets() {
       /^lethe_decision_reasons_total\{reason="receipt_backlog"/ {backlog = $NF} END {print "backlog", backlog + 0}'
 }
 run() { # name port connections rate [threads]
-  local name=$1 port=$2 c=$3 rate=$4 t=${5:-$THREADS} before after
-  before=$(cpu) && buckets >"$out.b0"
+  local name=$1 port=$2 c=$3 rate=$4 t=${5:-$THREADS} before after lethe=0
+  [[ $port == "$LETHE_PORT" ]] && lethe=1
+  if ((lethe)); then buckets >"$out.b0"; fi
+  before=$(cpu)
   RATE=$rate CONNECTIONS=$c "${client[@]}" -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
     | awk -v name="$name" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {err=$NF}
         END {printf "%-40s %10s req/s  p50 %8s  p99 %8s  non-2xx %s", name, rps, p50, p99, (err==""?0:err)}'
-  after=$(cpu) && buckets >"$out.b1"
+  after=$(cpu)
   # The host: how idle both cores were, and how much time the hypervisor took (steal).
   printf '%s\n%s\n' "$before" "$after" | awk '{for (i = 2; i <= 9; i++) v[NR, i] = $i}
     END {for (i = 2; i <= 9; i++) {d[i] = v[2, i] - v[1, i]; t += d[i]}; printf "  idle %2d%%  steal %d%%", 100 * d[5] / t, 100 * d[9] / t}'
   # Lethe's rounds: the bound of the first bucket that holds 99 % of this round's decisions, as timed
   # inside the engine (no HTTP, no wait for a worker thread).
-  if [[ $port == "$LETHE_PORT" ]]; then
+  if ((lethe)); then
+    buckets >"$out.b1"
     paste -d' ' "$out.b0" "$out.b1" | awk '{le[NR] = $1; n[NR] = $4 - $2} END {
       if (n[NR - 1] > 0) for (i = 1; i < NR; i++) if (n[i] >= 0.99 * n[NR - 1]) {printf "  in-engine p99 <= %s s", le[i]; break}
       printf "  receipt_backlog fallbacks %d", n[NR]}'

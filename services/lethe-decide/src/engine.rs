@@ -11,7 +11,7 @@
 //! swaps the successor in (R-ERASE-7).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -539,7 +539,7 @@ pub struct Engine {
     /// How long decisions took, per slot (index of `slots`).
     latency: Vec<crate::latency::Latency>,
     scorer: RwLock<Arc<dyn Scorer>>,
-    custom_scorer: std::sync::atomic::AtomicBool,
+    custom_scorer: AtomicBool,
     canary_rule: RwLock<CanaryRule>,
     receipts: mpsc::Sender<AppendRequest>,
     /// Receipts queued or not yet durable; the writer's callbacks count them down.
@@ -676,7 +676,7 @@ impl Engine {
             counts: Mutex::new(BTreeMap::new()),
             reasons: Mutex::new(BTreeMap::new()),
             scorer: RwLock::new(Arc::new(LinearScorer)),
-            custom_scorer: std::sync::atomic::AtomicBool::new(false),
+            custom_scorer: AtomicBool::new(false),
             canary_rule: RwLock::new(rule),
             receipts: tx,
             receipts_in_flight: in_flight,
@@ -1007,7 +1007,7 @@ impl Engine {
         bounded: bool,
     ) -> bool {
         let in_flight = self.receipts_in_flight.fetch_add(1, Ordering::AcqRel);
-        if bounded && in_flight >= self.receipt_backlog.load(Ordering::Relaxed) {
+        if bounded && self.past_backlog(in_flight) {
             self.receipts_in_flight.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
@@ -1035,7 +1035,12 @@ impl Engine {
     /// Whether decisions are refused a receipt now (the log is behind): personalizing would be
     /// wasted work.
     pub fn receipts_backlogged(&self) -> bool {
-        self.receipts_in_flight.load(Ordering::Acquire) >= self.receipt_backlog.load(Ordering::Relaxed)
+        self.past_backlog(self.receipts_in_flight.load(Ordering::Acquire))
+    }
+
+    /// Whether `in_flight` receipts leave no room for a decision's.
+    fn past_backlog(&self, in_flight: usize) -> bool {
+        in_flight >= self.receipt_backlog.load(Ordering::Relaxed)
     }
 
     /// Sets how many decision receipts may be in flight at once (tests set 0 to stand for a log
