@@ -87,3 +87,30 @@ fn replay_is_deterministic_and_forgets_an_erased_subject() {
     let log = common::open(dir.path());
     assert_eq!(common::read_all(&log), after, "the erased log reads differently after a reopen");
 }
+
+/// Group commits too large for sled's log buffers (over 128 KiB) are stored by sled as blob files
+/// beside the log, which it syncs before pointing at them (`vendor/sled/LETHE.md`). They read back
+/// the same after a reopen.
+#[test]
+fn group_commits_stored_as_blob_files_read_back_after_a_reopen() {
+    let dir = common::temp_dir();
+    let blobs = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("log").join("blobs")).map_or(0, |entries| entries.filter_map(Result::ok).count())
+    };
+    let first = {
+        let log = common::open(dir.path());
+        let subject = common::pseudonym(&log, "blob-subject");
+        for group in 0..3u8 {
+            // 64 events of 4 KiB: one chunk of about 260 KiB.
+            let payloads: Vec<Vec<u8>> = (0..64u8).map(|i| vec![group ^ i; 4096]).collect();
+            let events = payloads.into_iter().map(common::event).collect();
+            log.append(AppendRequest { subject, expected: ExpectedVersion::Any, events }).expect("append");
+        }
+        let first = common::read_all(&log);
+        assert_eq!(first.len(), 192);
+        first
+    };
+    assert!(blobs(dir.path()) > 0, "no group commit went to a blob file: the test no longer covers them");
+    let log = common::open(dir.path());
+    assert_eq!(common::read_all(&log), first, "a log with blob files reads differently after a reopen");
+}
