@@ -439,7 +439,7 @@ pub const DEFAULT_RECEIPT_BACKLOG: usize = 20_000;
 #[derive(Debug)]
 struct Shards<V> {
     shards: Vec<Mutex<BTreeMap<Uuid, V>>>,
-    per_shard: usize,
+    per_shard: AtomicUsize,
     evicted: std::sync::atomic::AtomicU64,
 }
 
@@ -450,8 +450,25 @@ impl<V> Shards<V> {
     fn new(capacity: usize) -> Self {
         Self {
             shards: (0..Self::COUNT).map(|_| Mutex::new(BTreeMap::new())).collect(),
-            per_shard: capacity.div_ceil(Self::COUNT).max(1),
+            per_shard: AtomicUsize::new(Self::per_shard(capacity)),
             evicted: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn per_shard(capacity: usize) -> usize {
+        capacity.div_ceil(Self::COUNT).max(1)
+    }
+
+    /// Holds at most about `capacity` entries from now on; the oldest past it give way at once.
+    fn set_capacity(&self, capacity: usize) {
+        let per_shard = Self::per_shard(capacity);
+        self.per_shard.store(per_shard, Ordering::Relaxed);
+        for shard in &self.shards {
+            let mut shard = shard.lock().expect("records lock");
+            while shard.len() > per_shard {
+                shard.pop_first();
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -465,13 +482,18 @@ impl<V> Shards<V> {
     fn insert(&self, id: Uuid, value: V) {
         let mut shard = self.shard(&id);
         shard.insert(id, value);
-        while shard.len() > self.per_shard {
+        while shard.len() > self.per_shard.load(Ordering::Relaxed) {
             shard.pop_first();
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// How many entries the shards hold, and how many were evicted so far.
+    /// The most entries held: the bound per shard, in all shards.
+    fn capacity(&self) -> usize {
+        self.per_shard.load(Ordering::Relaxed) * Self::COUNT
+    }
+
     fn stats(&self) -> (usize, u64) {
         let held = self.shards.iter().map(|s| s.lock().expect("records lock").len()).sum();
         (held, self.evicted.load(Ordering::Relaxed))
@@ -1043,10 +1065,17 @@ impl Engine {
         in_flight >= self.receipt_backlog.load(Ordering::Relaxed)
     }
 
-    /// Sets how many decision receipts may be in flight at once (tests set 0 to stand for a log
-    /// that is behind).
+    /// Sets how many decision receipts may be in flight at once (`lethe serve --receipt-backlog`;
+    /// tests set 0 to stand for a log that is behind).
     pub fn set_receipt_backlog(&self, limit: usize) {
         self.receipt_backlog.store(limit, Ordering::Relaxed);
+    }
+
+    /// Sets how many decisions are held for their outcomes (`lethe serve --pending-decisions`;
+    /// [`MAX_PENDING_DECISIONS`] by default, at least one per shard of 64). The oldest past the new
+    /// bound give way at once and are counted in `lethe_decisions_evicted_total`.
+    pub fn set_pending_decisions(&self, capacity: usize) {
+        self.records.set_capacity(capacity);
     }
 
     /// Records an outcome of a decision: counters, the model's online update (personalized
@@ -1351,8 +1380,18 @@ impl Engine {
         out.push_str(&format!(
             "# TYPE lethe_decision_receipts_in_flight gauge\nlethe_decision_receipts_in_flight {in_flight}\n"
         ));
+        out.push_str(&format!(
+            "# HELP lethe_decision_receipt_backlog_limit Receipts in flight past which decisions fall back.\n\
+             # TYPE lethe_decision_receipt_backlog_limit gauge\nlethe_decision_receipt_backlog_limit {}\n",
+            self.receipt_backlog.load(Ordering::Relaxed)
+        ));
         let (pending, evicted) = self.records.stats();
         out.push_str(&format!("# TYPE lethe_decisions_pending gauge\nlethe_decisions_pending {pending}\n"));
+        out.push_str(&format!(
+            "# HELP lethe_decisions_pending_limit Most decisions held for their outcomes.\n\
+             # TYPE lethe_decisions_pending_limit gauge\nlethe_decisions_pending_limit {}\n",
+            self.records.capacity()
+        ));
         out.push_str(&format!(
             "# TYPE lethe_decisions_evicted_total counter\nlethe_decisions_evicted_total {evicted}\n"
         ));
@@ -1942,6 +1981,28 @@ mod tests {
         assert_eq!(kept, vec![30, 40, 50], "the oldest two of the full shard gave way");
         assert_eq!(shards.shard(&id_at(0, 6)).len(), 2, "another shard is untouched");
         assert_eq!(shards.stats(), (5, 2));
+    }
+
+    #[test]
+    fn a_lower_capacity_evicts_the_oldest_at_once_and_bounds_later_inserts() {
+        let shards = Shards::<u64>::new(4 * Shards::<u64>::COUNT);
+        for ms in [40, 10, 30, 20] {
+            shards.insert(id_at(ms, 9), ms);
+        }
+        shards.insert(id_at(5, 10), 5);
+        shards.set_capacity(2 * Shards::<u64>::COUNT);
+        let kept: Vec<u64> = shards.shard(&id_at(0, 9)).values().copied().collect();
+        assert_eq!(kept, vec![30, 40], "the two oldest gave way when the bound fell");
+        assert_eq!(shards.stats(), (3, 2));
+        shards.insert(id_at(50, 9), 50);
+        let kept: Vec<u64> = shards.shard(&id_at(0, 9)).values().copied().collect();
+        assert_eq!(kept, vec![40, 50], "later inserts keep to the new bound");
+        // A raised bound keeps more; a bound under one per shard still keeps one.
+        shards.set_capacity(3 * Shards::<u64>::COUNT);
+        shards.insert(id_at(60, 9), 60);
+        assert_eq!(shards.shard(&id_at(0, 9)).len(), 3);
+        shards.set_capacity(0);
+        assert_eq!(shards.shard(&id_at(0, 9)).values().copied().collect::<Vec<_>>(), vec![60]);
     }
 
     #[test]

@@ -80,6 +80,18 @@ pub enum Command {
         /// Likewise for the region (ISO 3166-2 subdivision), such as `CloudFront-Viewer-Country-Region`.
         #[arg(long, env = "LETHE_REGION_HEADER")]
         region_header: Option<String>,
+        /// Decisions held in memory for their outcomes (about 300 bytes each). Past it the oldest
+        /// give way: an outcome for one is refused as unknown, and `lethe_decisions_evicted_total`
+        /// counts them. Size it to the decision rate times the time outcomes take to arrive.
+        #[arg(long, env = "LETHE_PENDING_DECISIONS", default_value_t = lethe_decide::MAX_PENDING_DECISIONS,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        pending_decisions: usize,
+        /// Decision receipts that may be on their way to the log at once (about 1 KB each). Past it,
+        /// decisions fall back to the slot's default (reason `receipt_backlog`) until the log catches
+        /// up: no personalized answer goes out without its receipt.
+        #[arg(long, env = "LETHE_RECEIPT_BACKLOG", default_value_t = lethe_decide::DEFAULT_RECEIPT_BACKLOG,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        receipt_backlog: usize,
     },
     /// Inspects the event log.
     Log {
@@ -338,6 +350,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             demo,
             country_header,
             region_header,
+            pending_decisions,
+            receipt_backlog,
         } => {
             let sdk = lethe_web::SdkPolicy::find(cli.policies.as_deref())?;
             let web = lethe_web::WebOptions { sdk, demo: *demo };
@@ -364,6 +378,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     country_header: country_header.clone(),
                     region_header: region_header.clone(),
                 },
+                pending_decisions: *pending_decisions,
+                receipt_backlog: *receipt_backlog,
             })
         }
         Command::Policies { command: PoliciesCommand::Check { dir } } => {
@@ -806,6 +822,8 @@ struct Serve {
     train_every: Duration,
     policies_dir: Option<PathBuf>,
     edge: lethe_collect::minimize::EdgeLocation,
+    pending_decisions: usize,
+    receipt_backlog: usize,
 }
 
 fn serve(args: Serve) -> anyhow::Result<ExitCode> {
@@ -822,6 +840,8 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         train_every,
         policies_dir,
         edge,
+        pending_decisions,
+        receipt_backlog,
     } = args;
     let slots = load_slots(policies_dir.as_deref(), &policies)?;
     tracing::info!(
@@ -865,6 +885,8 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         Arc::clone(&privacy),
     )
     .context("cannot open the decision engine")?;
+    engine.set_pending_decisions(pending_decisions);
+    engine.set_receipt_backlog(receipt_backlog);
     privacy.register(engine.clone());
     let decide = Arc::new(lethe_decide::DecideState { engine: Arc::clone(&engine), recommenders: Default::default() });
     let views_at_exit = Arc::clone(&views);

@@ -85,3 +85,46 @@ fn decisions_survive_a_restart_and_are_evaluated_off_policy_by_the_command() {
     assert!(!o.status.success());
     assert!(output_text(&o).contains("no slot `nowhere`"), "{}", output_text(&o));
 }
+
+/// The two memory bounds of the decision engine are operator settings of `lethe serve`: the decisions
+/// held for their outcomes (`--pending-decisions`) and the receipts on their way to the log
+/// (`--receipt-backlog`). Each shows in `/metrics`; past the first, the oldest decisions give way and
+/// are counted; a bound of zero is refused before anything starts.
+#[test]
+fn the_engine_memory_bounds_are_serve_settings() {
+    let d = tempfile::tempdir().unwrap();
+    for flag in ["--pending-decisions", "--receipt-backlog"] {
+        let o = run_lethe(d.path(), Some(MASTER_KEY), &["serve", flag, "0"]);
+        assert_eq!(o.status.code(), Some(2), "{flag} 0: {}", output_text(&o));
+        assert!(output_text(&o).contains(flag), "{flag} 0: {}", output_text(&o));
+    }
+    let client = reqwest::blocking::Client::new();
+    let metric = |base: &str, name: &str| -> u64 {
+        let text = client.get(format!("{base}/metrics")).send().unwrap().text().unwrap();
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+        line[name.len() + 1..].parse().unwrap()
+    };
+    let server = common::serve_with(
+        d.path(),
+        &[("LETHE_MASTER_KEY", MASTER_KEY), ("LETHE_RECEIPT_BACKLOG", "7")],
+        &["--pending-decisions", "1"],
+    );
+    assert_eq!(metric(&server.base, "lethe_decision_receipt_backlog_limit"), 7);
+    // One per shard: 64 in all.
+    assert_eq!(metric(&server.base, "lethe_decisions_pending_limit"), 64);
+    let cms = token(d.path(), "cms", &[]);
+    for i in 0..100 {
+        let r = client
+            .post(format!("{}/v1/decide", server.base))
+            .bearer_auth(&cms)
+            .json(&json!({"anonymousId": format!("visitor-{i}"), "slot": "home-hero"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (pending, evicted) =
+        (metric(&server.base, "lethe_decisions_pending"), metric(&server.base, "lethe_decisions_evicted_total"));
+    assert!(pending <= 64, "{pending} held past the bound");
+    assert_eq!(pending + evicted, 100, "every decision is held or counted as evicted");
+}
