@@ -72,7 +72,9 @@ fn row(name: &str, run: &Run, bare: Option<&Run>) {
     );
 }
 
-async fn constant() -> HttpResponse {
+/// The baseline: reads the request body (actix-web closes a connection whose request body was left
+/// unread, which would make every request a new TCP connection) and answers a constant.
+async fn constant(_body: web::Bytes) -> HttpResponse {
     HttpResponse::Ok().json(json!({"decisionId": "00000000-0000-0000-0000-000000000000", "variants": [{"id": "c0"}]}))
 }
 

@@ -419,7 +419,8 @@ struct Record {
 /// Most candidates a decision may have for its features to be kept for off-policy evaluation.
 pub const OPE_MAX_CANDIDATES: usize = 16;
 
-/// Most decisions held for their outcomes (about 300 bytes each). Past it, the oldest give way: an
+/// Most decisions held for their outcomes by default (`lethe serve --pending-decisions`; about 0.5 KB
+/// each, up to 1.8 KB with 16 candidates' features, so 1–3.5 GB in all). Past it, the oldest give way: an
 /// outcome for one of them is an unknown decision (its receipt stays in the log), and
 /// `lethe_decisions_evicted_total` counts them. At 5,000 decisions/s this holds the last 6.7 minutes
 /// of the 24-hour attribution window; a sustained rate that high needs outcomes reported promptly.
@@ -488,12 +489,12 @@ impl<V> Shards<V> {
         }
     }
 
-    /// How many entries the shards hold, and how many were evicted so far.
     /// The most entries held: the bound per shard, in all shards.
     fn capacity(&self) -> usize {
-        self.per_shard.load(Ordering::Relaxed) * Self::COUNT
+        self.per_shard.load(Ordering::Relaxed).saturating_mul(Self::COUNT)
     }
 
+    /// How many entries the shards hold, and how many were evicted so far.
     fn stats(&self) -> (usize, u64) {
         let held = self.shards.iter().map(|s| s.lock().expect("records lock").len()).sum();
         (held, self.evicted.load(Ordering::Relaxed))
@@ -640,9 +641,23 @@ pub struct Scored {
     explored: bool,
 }
 
+/// The engine's memory bounds (`lethe serve --pending-decisions`, `--receipt-backlog`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Decisions held for their outcomes ([`MAX_PENDING_DECISIONS`] by default).
+    pub pending_decisions: usize,
+    /// Decision receipts on their way to the log ([`DEFAULT_RECEIPT_BACKLOG`] by default).
+    pub receipt_backlog: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { pending_decisions: MAX_PENDING_DECISIONS, receipt_backlog: DEFAULT_RECEIPT_BACKLOG }
+    }
+}
+
 impl Engine {
-    /// Opens the engine: loads (or registers, on first start) each slot's live and canary policy
-    /// versions, starts the receipt writer and replays the decisions still in their window.
+    /// Opens the engine with the default [`Limits`]; see [`Engine::open_with`].
     ///
     /// # Errors
     /// Registry errors.
@@ -652,6 +667,23 @@ impl Engine {
         views: Arc<Views>,
         personalizer: Arc<Personalizer>,
         privacy: Arc<Privacy>,
+    ) -> Result<Arc<Self>, DecideError> {
+        Self::open_with(slots, collect, views, personalizer, privacy, Limits::default())
+    }
+
+    /// Opens the engine: loads (or registers, on first start) each slot's live and canary policy
+    /// versions, starts the receipt writer and replays the decisions still in their window, under
+    /// `limits` from the start (so a replay never holds more decisions than the bound).
+    ///
+    /// # Errors
+    /// Registry errors.
+    pub fn open_with(
+        slots: Slots,
+        collect: CollectState,
+        views: Arc<Views>,
+        personalizer: Arc<Personalizer>,
+        privacy: Arc<Privacy>,
+        limits: Limits,
     ) -> Result<Arc<Self>, DecideError> {
         let mut state = Vec::with_capacity(slots.all().len());
         for slot in slots.all() {
@@ -693,7 +725,7 @@ impl Engine {
             latency,
             slots,
             state,
-            records: Shards::new(MAX_PENDING_DECISIONS),
+            records: Shards::new(limits.pending_decisions),
             contributions: Mutex::new(HashMap::new()),
             counts: Mutex::new(BTreeMap::new()),
             reasons: Mutex::new(BTreeMap::new()),
@@ -702,7 +734,7 @@ impl Engine {
             canary_rule: RwLock::new(rule),
             receipts: tx,
             receipts_in_flight: in_flight,
-            receipt_backlog: AtomicUsize::new(DEFAULT_RECEIPT_BACKLOG),
+            receipt_backlog: AtomicUsize::new(limits.receipt_backlog),
             collect,
             views,
             personalizer,
@@ -1358,14 +1390,28 @@ impl Engine {
 
     /// Prometheus lines.
     pub fn metrics(&self) -> String {
-        let mut out = String::from("# TYPE lethe_decisions_total counter\n");
-        for ((slot, variant, version, mode), c) in self.counts.lock().expect("counts lock").iter() {
-            let mode = serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            let labels = format!("slot=\"{slot}\",variant=\"{variant}\",model_version=\"{version}\",mode=\"{mode}\"");
-            out.push_str(&format!("lethe_decisions_total{{{labels}}} {}\n", c.decisions));
-            out.push_str(&format!("lethe_decision_impressions_total{{{labels}}} {}\n", c.impressions));
-            out.push_str(&format!("lethe_decision_clicks_total{{{labels}}} {}\n", c.clicks));
-            out.push_str(&format!("lethe_decision_conversions_total{{{labels}}} {}\n", c.conversions));
+        let mut out = String::new();
+        {
+            let counts = self.counts.lock().expect("counts lock");
+            type Read = fn(&Counts) -> u64;
+            let series: [(&str, Read); 4] = [
+                ("lethe_decisions_total", |c| c.decisions),
+                ("lethe_decision_impressions_total", |c| c.impressions),
+                ("lethe_decision_clicks_total", |c| c.clicks),
+                ("lethe_decision_conversions_total", |c| c.conversions),
+            ];
+            // Each metric's samples together, after its TYPE line (the text format's rule).
+            for (name, value) in series {
+                out.push_str(&format!("# TYPE {name} counter\n"));
+                for ((slot, variant, version, mode), c) in counts.iter() {
+                    let mode =
+                        serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    out.push_str(&format!(
+                        "{name}{{slot=\"{slot}\",variant=\"{variant}\",model_version=\"{version}\",mode=\"{mode}\"}} {}\n",
+                        value(c)
+                    ));
+                }
+            }
         }
         out.push_str("# TYPE lethe_decision_reasons_total counter\n");
         for (reason, n) in self.reasons.lock().expect("reasons lock").iter() {

@@ -25,7 +25,7 @@ pub mod train;
 use actix_web::web;
 
 pub use api::{DecideState, EventIds};
-pub use engine::{Decision, Engine, Mode, Reason, Scorer, DEFAULT_RECEIPT_BACKLOG, MAX_PENDING_DECISIONS};
+pub use engine::{Decision, Engine, Limits, Mode, Reason, Scorer, DEFAULT_RECEIPT_BACKLOG, MAX_PENDING_DECISIONS};
 pub use slots::{Slot, Slots};
 
 /// Mounts the decision routes. The app must hold `web::Data<DecideState>` and `web::Data<EventIds>`.

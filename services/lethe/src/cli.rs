@@ -80,17 +80,19 @@ pub enum Command {
         /// Likewise for the region (ISO 3166-2 subdivision), such as `CloudFront-Viewer-Country-Region`.
         #[arg(long, env = "LETHE_REGION_HEADER")]
         region_header: Option<String>,
-        /// Decisions held in memory for their outcomes (about 300 bytes each). Past it the oldest
-        /// give way: an outcome for one is refused as unknown, and `lethe_decisions_evicted_total`
-        /// counts them. Size it to the decision rate times the time outcomes take to arrive.
+        /// Decisions held in memory for their outcomes (about 0.5 KB each, 0.75 KB when personalized
+        /// over 3 candidates, 1.8 KB over 16). Past it the oldest give way: an outcome for one is
+        /// refused as unknown, and `lethe_decisions_evicted_total` counts them. Size it to the
+        /// decision rate times the time outcomes take to arrive. Enforced per 64th (rounded up to a
+        /// multiple of 64); `lethe_decisions_pending_limit` shows the bound in effect.
         #[arg(long, env = "LETHE_PENDING_DECISIONS", default_value_t = lethe_decide::MAX_PENDING_DECISIONS,
-              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000_000))]
         pending_decisions: usize,
         /// Decision receipts that may be on their way to the log at once (about 1 KB each). Past it,
         /// decisions fall back to the slot's default (reason `receipt_backlog`) until the log catches
         /// up: no personalized answer goes out without its receipt.
         #[arg(long, env = "LETHE_RECEIPT_BACKLOG", default_value_t = lethe_decide::DEFAULT_RECEIPT_BACKLOG,
-              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000_000))]
         receipt_backlog: usize,
     },
     /// Inspects the event log.
@@ -877,16 +879,15 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     // Training records the serving features' distribution from these views (drift monitoring).
     personalizer.attach_views(Arc::clone(&views));
     tracing::info!(subjects = views.subjects(), origin = %views.origin(), "feature views built");
-    let engine = lethe_decide::Engine::open(
+    let engine = lethe_decide::Engine::open_with(
         slots,
         privacy.collect.clone(),
         Arc::clone(&views),
         Arc::clone(&personalizer),
         Arc::clone(&privacy),
+        lethe_decide::Limits { pending_decisions, receipt_backlog },
     )
     .context("cannot open the decision engine")?;
-    engine.set_pending_decisions(pending_decisions);
-    engine.set_receipt_backlog(receipt_backlog);
     privacy.register(engine.clone());
     let decide = Arc::new(lethe_decide::DecideState { engine: Arc::clone(&engine), recommenders: Default::default() });
     let views_at_exit = Arc::clone(&views);

@@ -94,7 +94,8 @@ fn decisions_survive_a_restart_and_are_evaluated_off_policy_by_the_command() {
 fn the_engine_memory_bounds_are_serve_settings() {
     let d = tempfile::tempdir().unwrap();
     for flag in ["--pending-decisions", "--receipt-backlog"] {
-        let o = run_lethe(d.path(), Some(MASTER_KEY), &["serve", flag, "0"]);
+        // An address that cannot be bound: were the bound accepted, `serve` would fail, not hang.
+        let o = run_lethe(d.path(), Some(MASTER_KEY), &["serve", "--listen", "not-an-address", flag, "0"]);
         assert_eq!(o.status.code(), Some(2), "{flag} 0: {}", output_text(&o));
         assert!(output_text(&o).contains(flag), "{flag} 0: {}", output_text(&o));
     }

@@ -573,7 +573,13 @@ impl Config {
             options.create_new(true);
         }
 
-        self.try_lock(options.open(&self.db_path())?)
+        let file = options.open(&self.db_path())?;
+        // LETHE: the entries of `db` and `blobs/` in the database directory
+        // are durable before anything is written to them.
+        if !self.temporary {
+            fs::File::open(self.get_path())?.sync_all()?;
+        }
+        self.try_lock(file)
     }
 
     fn try_lock(&self, file: File) -> Result<File> {
@@ -678,6 +684,12 @@ impl Config {
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
         io_fail!(self, "write_config post");
+        // LETHE: a torn or missing `conf` after a power loss would keep the
+        // database from opening.
+        if !self.temporary {
+            f.sync_all()?;
+            fs::File::open(self.get_path())?.sync_all()?;
+        }
         Ok(())
     }
 
@@ -836,6 +848,9 @@ impl RunningConfig {
                 let path_str = &*path.to_string_lossy();
                 if path_str.starts_with(&*absolute_path.to_string_lossy())
                     && !path_str.ends_with(".in___motion")
+                    // LETHE: a snapshot left half-written by a crash is not
+                    // one (upstream filters it too since 0.34.7).
+                    && !path_str.ends_with(".generating")
                 {
                     Some(path.to_path_buf())
                 } else {

@@ -136,6 +136,8 @@ fn run(
 
         if let Err(e) = pagecache.config.file.sync_all() {
             error!("failed to fsync from periodic flush thread: {}", e);
+            // LETHE: a failed sync stops the database, as in `flush`.
+            pagecache.config.set_global_error(e.into());
         }
 
         let sleep_duration = flush_every

@@ -361,12 +361,24 @@ impl Log {
             let blob_id =
                 if over_blob_threshold { Some(reservation_lsn) } else { None };
 
-            self.iobufs.encapsulate(
+            if let Err(e) = self.iobufs.encapsulate(
                 item,
                 message_header,
                 destination,
                 blob_id,
-            )?;
+            ) {
+                // LETHE: this reservation already counts as a writer of
+                // the buffer, which therefore can never be written: stop
+                // the database (as a failed segment allocation does) and
+                // wake whoever waits for the buffer, instead of leaving
+                // every later flush waiting forever. A blob that could not
+                // be synced is such an error.
+                self.config.set_global_error(e.clone());
+                let intervals = self.iobufs.intervals.lock();
+                drop(intervals);
+                let _notified = self.iobufs.interval_updated.notify_all();
+                return Err(e);
+            }
 
             M.log_reservation_success();
 

@@ -767,7 +767,13 @@ impl PageCache {
     pub(crate) fn flush(&self) -> Result<usize> {
         let written = self.log.flush()?;
         if !self.config.temporary {
-            self.config.file.sync_data()?;
+            if let Err(e) = self.config.file.sync_data() {
+                // After a failed sync the page cache may have dropped the
+                // writes: nothing later may report them durable.
+                let e = Error::from(e);
+                self.config.set_global_error(e.clone());
+                return Err(e);
+            }
         }
         Ok(written)
     }

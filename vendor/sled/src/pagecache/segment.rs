@@ -1016,6 +1016,14 @@ impl SegmentAccountant {
         let safe = self.free.iter().next().copied();
 
         let lid = if let Some(next) = safe {
+            // LETHE: a freed segment is overwritten in place. Its pages were
+            // rewritten elsewhere, but "stable" only means written with
+            // `sync_file_range`, which neither commits newly allocated blocks
+            // nor flushes the device's cache: sync before reusing it, so that
+            // a power loss cannot keep the overwrite and lose the rewrite.
+            if !self.config.temporary {
+                self.config.file.sync_data()?;
+            }
             self.free.remove(&next);
             next
         } else {
