@@ -440,7 +440,7 @@ pub const DEFAULT_RECEIPT_BACKLOG: usize = 20_000;
 #[derive(Debug)]
 struct Shards<V> {
     shards: Vec<Mutex<BTreeMap<Uuid, V>>>,
-    per_shard: AtomicUsize,
+    per_shard: usize,
     evicted: std::sync::atomic::AtomicU64,
 }
 
@@ -451,25 +451,8 @@ impl<V> Shards<V> {
     fn new(capacity: usize) -> Self {
         Self {
             shards: (0..Self::COUNT).map(|_| Mutex::new(BTreeMap::new())).collect(),
-            per_shard: AtomicUsize::new(Self::per_shard(capacity)),
+            per_shard: capacity.div_ceil(Self::COUNT).max(1),
             evicted: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn per_shard(capacity: usize) -> usize {
-        capacity.div_ceil(Self::COUNT).max(1)
-    }
-
-    /// Holds at most about `capacity` entries from now on; the oldest past it give way at once.
-    fn set_capacity(&self, capacity: usize) {
-        let per_shard = Self::per_shard(capacity);
-        self.per_shard.store(per_shard, Ordering::Relaxed);
-        for shard in &self.shards {
-            let mut shard = shard.lock().expect("records lock");
-            while shard.len() > per_shard {
-                shard.pop_first();
-                self.evicted.fetch_add(1, Ordering::Relaxed);
-            }
         }
     }
 
@@ -483,7 +466,7 @@ impl<V> Shards<V> {
     fn insert(&self, id: Uuid, value: V) {
         let mut shard = self.shard(&id);
         shard.insert(id, value);
-        while shard.len() > self.per_shard.load(Ordering::Relaxed) {
+        while shard.len() > self.per_shard {
             shard.pop_first();
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
@@ -491,7 +474,7 @@ impl<V> Shards<V> {
 
     /// The most entries held: the bound per shard, in all shards.
     fn capacity(&self) -> usize {
-        self.per_shard.load(Ordering::Relaxed).saturating_mul(Self::COUNT)
+        self.per_shard.saturating_mul(Self::COUNT)
     }
 
     /// How many entries the shards hold, and how many were evicted so far.
@@ -929,11 +912,11 @@ impl Engine {
             Gate::NonPersonalized(_) => (None, None),
         };
         let mut logged_candidates = None;
-        let retry = fallback.clone();
+        // Borrowed, so that a refused receipt can still give the fallback (below).
+        let fixed_fallback = || (fixed(&fallback.0, fallback.1, fallback.2), Arc::clone(&fallback.0));
         let (mode, reason, variants, version, x, propensity, explored, candidates) = match (gate, scoring, scored) {
             (Gate::NonPersonalized(r), _, _) => {
-                let (c, d, n) = fallback;
-                let v = fixed(&c, d, n);
+                let (v, c) = fixed_fallback();
                 (Mode::NonPersonalized, Some(*r), v, None, None, 1.0, false, c)
             }
             (Gate::Personalize { .. }, Some(s), Ok(sc)) => {
@@ -958,14 +941,13 @@ impl Engine {
                 (mode, reason, variants, v, Some(x), sc.propensity, sc.explored, s.candidates)
             }
             (Gate::Personalize { .. }, s, Err(r)) => {
-                let (c, d, n) = fallback;
-                let v = fixed(&c, d, n);
+                let (v, c) = fixed_fallback();
                 let version = s.and_then(|s| s.version.map(|v| (v.0, v.1)));
                 (Mode::Fallback, Some(r), v, version, None, 1.0, false, c)
             }
             (Gate::Personalize { .. }, None, Ok(_)) => {
-                let (c, d, n) = fallback;
-                (Mode::Fallback, Some(Reason::ModelError), fixed(&c, d, n), None, None, 1.0, false, c)
+                let (v, c) = fixed_fallback();
+                (Mode::Fallback, Some(Reason::ModelError), v, None, None, 1.0, false, c)
             }
         };
         let first = variants.first().map(|v| v.id.clone()).unwrap_or_default();
@@ -1000,7 +982,7 @@ impl Engine {
             if !self.receipt(subject, DECISION_SERVED, &slot.purpose, now, &body, true) {
                 let refused = Err(Reason::ReceiptBacklog);
                 let gate = Gate::NonPersonalized(Reason::ReceiptBacklog);
-                return self.finish(subject, &gate, None, refused, ctx, retry, slot_index);
+                return self.finish(subject, &gate, None, refused, ctx, fallback, slot_index);
             }
         }
         if let Some(r) = reason {
@@ -1101,13 +1083,6 @@ impl Engine {
     /// tests set 0 to stand for a log that is behind).
     pub fn set_receipt_backlog(&self, limit: usize) {
         self.receipt_backlog.store(limit, Ordering::Relaxed);
-    }
-
-    /// Sets how many decisions are held for their outcomes (`lethe serve --pending-decisions`;
-    /// [`MAX_PENDING_DECISIONS`] by default, at least one per shard of 64). The oldest past the new
-    /// bound give way at once and are counted in `lethe_decisions_evicted_total`.
-    pub fn set_pending_decisions(&self, capacity: usize) {
-        self.records.set_capacity(capacity);
     }
 
     /// Records an outcome of a decision: counters, the model's online update (personalized
@@ -1400,16 +1375,19 @@ impl Engine {
                 ("lethe_decision_clicks_total", |c| c.clicks),
                 ("lethe_decision_conversions_total", |c| c.conversions),
             ];
+            let labelled: Vec<(String, &Counts)> = counts
+                .iter()
+                .map(|((slot, variant, version, mode), c)| {
+                    let mode =
+                        serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    (format!("slot=\"{slot}\",variant=\"{variant}\",model_version=\"{version}\",mode=\"{mode}\""), c)
+                })
+                .collect();
             // Each metric's samples together, after its TYPE line (the text format's rule).
             for (name, value) in series {
                 out.push_str(&format!("# TYPE {name} counter\n"));
-                for ((slot, variant, version, mode), c) in counts.iter() {
-                    let mode =
-                        serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                    out.push_str(&format!(
-                        "{name}{{slot=\"{slot}\",variant=\"{variant}\",model_version=\"{version}\",mode=\"{mode}\"}} {}\n",
-                        value(c)
-                    ));
+                for (labels, c) in &labelled {
+                    out.push_str(&format!("{name}{{{labels}}} {}\n", value(c)));
                 }
             }
         }
@@ -2027,28 +2005,6 @@ mod tests {
         assert_eq!(kept, vec![30, 40, 50], "the oldest two of the full shard gave way");
         assert_eq!(shards.shard(&id_at(0, 6)).len(), 2, "another shard is untouched");
         assert_eq!(shards.stats(), (5, 2));
-    }
-
-    #[test]
-    fn a_lower_capacity_evicts_the_oldest_at_once_and_bounds_later_inserts() {
-        let shards = Shards::<u64>::new(4 * Shards::<u64>::COUNT);
-        for ms in [40, 10, 30, 20] {
-            shards.insert(id_at(ms, 9), ms);
-        }
-        shards.insert(id_at(5, 10), 5);
-        shards.set_capacity(2 * Shards::<u64>::COUNT);
-        let kept: Vec<u64> = shards.shard(&id_at(0, 9)).values().copied().collect();
-        assert_eq!(kept, vec![30, 40], "the two oldest gave way when the bound fell");
-        assert_eq!(shards.stats(), (3, 2));
-        shards.insert(id_at(50, 9), 50);
-        let kept: Vec<u64> = shards.shard(&id_at(0, 9)).values().copied().collect();
-        assert_eq!(kept, vec![40, 50], "later inserts keep to the new bound");
-        // A raised bound keeps more; a bound under one per shard still keeps one.
-        shards.set_capacity(3 * Shards::<u64>::COUNT);
-        shards.insert(id_at(60, 9), 60);
-        assert_eq!(shards.shard(&id_at(0, 9)).len(), 3);
-        shards.set_capacity(0);
-        assert_eq!(shards.shard(&id_at(0, 9)).values().copied().collect::<Vec<_>>(), vec![60]);
     }
 
     #[test]
