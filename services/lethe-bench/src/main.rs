@@ -47,7 +47,11 @@ enum Suite {
         /// Concurrent writers to try.
         #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
         writers: Vec<usize>,
-        /// Which measurements to run.
+        /// Subjects of the `receipts` measurement.
+        #[arg(long, default_value_t = 100_000)]
+        receipt_subjects: u64,
+        /// Which measurements to run (also `receipts`: the write path of decision receipts, with
+        /// `--events` receipts per cell; and `sled-probe`).
         #[arg(long, value_delimiter = ',', default_value = "appends,replay,erasure,rotation")]
         only: Vec<String>,
     },
@@ -137,7 +141,15 @@ const SUBJECTS_PER_WRITER: u64 = 1000;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.suite {
-        Suite::Log { events, replay_events, rotation_subjects, big_subject_events, writers, only } => {
+        Suite::Log {
+            events,
+            replay_events,
+            rotation_subjects,
+            big_subject_events,
+            writers,
+            receipt_subjects,
+            only,
+        } => {
             println!("lethe-bench log: {PAYLOAD}-byte payloads, durable (fsync) appends, {} cores", cores());
             let on = |name: &str| only.iter().any(|o| o == name);
             if on("appends") {
@@ -151,6 +163,9 @@ fn main() -> anyhow::Result<()> {
             }
             if on("rotation") {
                 rotation(rotation_subjects)?;
+            }
+            if on("receipts") {
+                receipts(receipt_subjects, events)?;
             }
             if on("sled-probe") {
                 sled_probe()?;
@@ -201,6 +216,132 @@ fn payload() -> Vec<u8> {
     let mut p = vec![0u8; PAYLOAD];
     rand::thread_rng().fill_bytes(&mut p);
     p
+}
+
+/// The CPU time (user and system) of this process's threads named `name`, from `/proc`.
+fn thread_cpu(name: &str) -> Duration {
+    let ticks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten().filter_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        if comm.trim_end() != name {
+            return None;
+        }
+        cpu_ticks(&std::fs::read_to_string(t.path().join("stat")).ok()?)
+    });
+    Duration::from_millis(ticks.sum::<u64>() * 10)
+}
+
+/// utime + stime of a `/proc/…/stat` line, in ticks (`USER_HZ`, 100 on Linux).
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Decision receipts as `/v1/decide` writes them: one event of about 700 bytes for each of many
+/// subjects met at random, handed to the log as deferred appends in groups, one group per tick of
+/// the receipt writer. For a few tick lengths (at the same rate of receipts, the group grows with
+/// the tick): the log writer thread's CPU per receipt, beside raw sled applying the same keys (one
+/// random 42-byte stream key per receipt, one chunk per group) on a tree of as many subjects.
+fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
+    const RECEIPT: usize = 700;
+    /// Receipts per millisecond: `/v1/decide` at 5,000 decisions/s.
+    const PER_MS: u64 = 5;
+    println!(
+        "\n## Decision receipts ({receipts} receipts of {RECEIPT} bytes per cell over {subjects} subjects, 5 per ms)"
+    );
+    println!("{:<26} {:>22} {:>22}", "writer tick (group)", "raw sled CPU µs/receipt", "lethe CPU µs/receipt");
+    let mut rng = rand::thread_rng();
+    let mut p = vec![0u8; RECEIPT];
+    rng.fill_bytes(&mut p);
+    let stream_key = |s: u64, seq: u64| {
+        let mut k = Vec::with_capacity(42);
+        k.extend_from_slice(b"s/");
+        k.extend_from_slice(subject(0, s).as_bytes());
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    };
+    for tick_ms in [2u64, 10] {
+        let per_group = PER_MS * tick_ms;
+        let groups = receipts.div_ceil(per_group);
+        let who: Vec<Vec<u64>> =
+            (0..groups).map(|_| (0..per_group).map(|_| rng.next_u64() % subjects).collect()).collect();
+
+        // Raw sled: the stream index entries and one chunk per group, on the calling thread.
+        let dir = tempfile::tempdir()?;
+        let db = sled::open(dir.path().join("raw"))?;
+        for start in (0..subjects).step_by(1000) {
+            let mut b = sled::Batch::default();
+            for s in start..(start + 1000).min(subjects) {
+                b.insert(stream_key(s, 1), &[0u8; 12][..]);
+            }
+            db.apply_batch(b)?;
+        }
+        db.flush()?;
+        let chunk = vec![0u8; (RECEIPT + 150) * per_group as usize];
+        let before = cpu_of_this_thread();
+        for (g, group) in who.iter().enumerate() {
+            let mut b = sled::Batch::default();
+            let mut k = b"e/".to_vec();
+            k.extend_from_slice(&(g as u64).to_be_bytes());
+            b.insert(k, chunk.as_slice());
+            for (i, s) in group.iter().enumerate() {
+                b.insert(stream_key(*s, 2 + g as u64 * per_group + i as u64), &[0u8; 12][..]);
+            }
+            db.apply_batch(b)?;
+        }
+        let raw = cpu_of_this_thread() - before;
+        drop(db);
+
+        let dir2 = tempfile::tempdir()?;
+        let log = open_log(dir2.path())?;
+        for start in (0..subjects).step_by(1000) {
+            let warm = (start..(start + 1000).min(subjects))
+                .map(|s| AppendRequest {
+                    subject: subject(0, s),
+                    expected: ExpectedVersion::Any,
+                    events: vec![event(&p)],
+                })
+                .collect();
+            for r in log.append_batch(warm) {
+                r?;
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<bool>();
+        let before = thread_cpu("lethe-log-write");
+        for group in &who {
+            let requests = group
+                .iter()
+                .map(|s| AppendRequest {
+                    subject: subject(0, *s),
+                    expected: ExpectedVersion::Any,
+                    events: vec![event(&p)],
+                })
+                .collect();
+            let tx = tx.clone();
+            log.append_batch_deferred(
+                requests,
+                Box::new(move |results| {
+                    // The receiver outlives every group: it counts them all.
+                    let _ = tx.send(results.iter().all(Result::is_ok));
+                }),
+            );
+            std::thread::sleep(Duration::from_millis(tick_ms));
+        }
+        drop(tx);
+        let answers: Vec<bool> = rx.iter().collect();
+        let lethe = thread_cpu("lethe-log-write") - before;
+        anyhow::ensure!(answers.len() as u64 == groups && answers.iter().all(|ok| *ok), "a receipt group failed");
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / (groups * per_group) as f64;
+        let cell = format!("{tick_ms} ms ({per_group} receipts)");
+        println!("{cell:<26} {:>22.1} {:>22.1}", per(raw), per(lethe));
+    }
+    Ok(())
+}
+
+/// The CPU time (user and system) of the calling thread, from `/proc` (10 ms ticks).
+fn cpu_of_this_thread() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/thread-self/stat").ok().and_then(|stat| cpu_ticks(&stat));
+    Duration::from_millis(ticks.unwrap_or(0) * 10)
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
@@ -463,4 +604,31 @@ fn rotation(subjects: u64) -> anyhow::Result<()> {
         rate(subjects, d)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_reads_utime_and_stime_after_a_command_with_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime …
+        let stat = "4242 (actix-rt|system (2)) S 1 4242 4242 0 -1 4194560 120 0 0 0 1234 56 0 0 20 0 3 0";
+        assert_eq!(cpu_ticks(stat), Some(1290));
+        assert_eq!(cpu_ticks("4242 (truncated) S 1"), None);
+    }
+
+    #[test]
+    fn the_cpu_time_of_this_thread_grows_while_it_works() {
+        let before = cpu_of_this_thread();
+        let started = Instant::now();
+        let mut x = 0u64;
+        // Up to two seconds of work: a tick is 10 ms of CPU, however busy the machine is.
+        while cpu_of_this_thread() == before && started.elapsed() < Duration::from_secs(2) {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+        assert!(cpu_of_this_thread() > before, "no CPU time read for this thread");
+    }
 }
