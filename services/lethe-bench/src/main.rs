@@ -218,38 +218,63 @@ fn payload() -> Vec<u8> {
     p
 }
 
-/// The CPU time (user and system) of this process's threads named `name`, from `/proc`.
-fn thread_cpu(name: &str) -> Duration {
-    let ticks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten().filter_map(|t| {
-        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-        if comm.trim_end() != name {
-            return None;
+/// The log's writer and flusher threads, as `/proc` names them: Linux keeps the first 15 bytes of
+/// a thread's name (`lethe-log-writer`, `lethe-log-flusher`).
+const LOG_WRITER_THREAD: &str = "lethe-log-write";
+const LOG_FLUSHER_THREAD: &str = "lethe-log-flush";
+
+/// The CPU time (user and system) of this process's one thread named `name`, from `/proc`.
+fn thread_cpu(name: &str) -> anyhow::Result<Duration> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task")?.flatten() {
+        let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else { continue };
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(task.path().join("stat"))?;
+            found.push(cpu_ticks(&stat).context("unreadable /proc stat line")?);
         }
-        cpu_ticks(&std::fs::read_to_string(t.path().join("stat")).ok()?)
-    });
-    Duration::from_millis(ticks.sum::<u64>() * 10)
+    }
+    anyhow::ensure!(found.len() == 1, "{} threads named {name}", found.len());
+    Ok(ticks_to_duration(found[0]))
 }
 
-/// utime + stime of a `/proc/…/stat` line, in ticks (`USER_HZ`, 100 on Linux).
+/// The CPU time (user and system) of the calling thread, from `/proc`.
+fn cpu_of_this_thread() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    Ok(ticks_to_duration(cpu_ticks(&stat).context("unreadable /proc stat line")?))
+}
+
+/// utime + stime of a `/proc/…/stat` line, in clock ticks.
 fn cpu_ticks(stat: &str) -> Option<u64> {
     // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Clock ticks as time: Linux reports them in `USER_HZ`, 100 per second on every architecture it
+/// supports today (10 ms each, so a measurement should last seconds).
+fn ticks_to_duration(ticks: u64) -> Duration {
+    Duration::from_millis(ticks * 10)
+}
+
 /// Decision receipts as `/v1/decide` writes them: one event of about 700 bytes for each of many
 /// subjects met at random, handed to the log as deferred appends in groups, one group per tick of
-/// the receipt writer. For a few tick lengths (at the same rate of receipts, the group grows with
-/// the tick): the log writer thread's CPU per receipt, beside raw sled applying the same keys (one
-/// random 42-byte stream key per receipt, one chunk per group) on a tree of as many subjects.
+/// the receipt writer, at 5 receipts per ms (a larger tick makes larger groups). For each tick: the
+/// CPU per receipt of the log's writer thread (staging, sealing, sled's `apply_batch`) and of its
+/// flusher thread (the `flush` after the defer window, which writes sled's open buffer and syncs),
+/// beside raw sled on one thread applying the same keys at the same pace (one random 42-byte
+/// stream key per receipt and one chunk per group, on a tree of that many subjects' stream keys)
+/// and flushing as often. The log's tree also holds the subjects' data keys and first events.
 fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
     const RECEIPT: usize = 700;
     /// Receipts per millisecond: `/v1/decide` at 5,000 decisions/s.
     const PER_MS: u64 = 5;
+    anyhow::ensure!(subjects > 0 && receipts > 0, "the receipts measurement needs subjects and receipts");
+    let defer_ms = u64::try_from(lethe_eventlog::DEFAULT_DEFER_WINDOW.as_millis()).unwrap_or(20);
+    println!("\n## Decision receipts ({RECEIPT} bytes, {PER_MS} per ms, over {subjects} subjects; CPU µs per receipt)");
     println!(
-        "\n## Decision receipts ({receipts} receipts of {RECEIPT} bytes per cell over {subjects} subjects, 5 per ms)"
+        "{:<28} {:>16} {:>14} {:>14} {:>12}",
+        "writer tick (group)", "raw sled+flush", "lethe writer", "lethe flusher", "lethe total"
     );
-    println!("{:<26} {:>22} {:>22}", "writer tick (group)", "raw sled CPU µs/receipt", "lethe CPU µs/receipt");
     let mut rng = rand::thread_rng();
     let mut p = vec![0u8; RECEIPT];
     rng.fill_bytes(&mut p);
@@ -260,13 +285,23 @@ fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
         k.extend_from_slice(&seq.to_be_bytes());
         k
     };
+    // Sleeps until the start of group `g`'s tick, so that both sides keep the same pace.
+    let pace = |start: Instant, g: u64, tick: Duration| {
+        let due = start + tick * u32::try_from(g).unwrap_or(u32::MAX);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    };
     for tick_ms in [2u64, 10] {
+        let tick = Duration::from_millis(tick_ms);
         let per_group = PER_MS * tick_ms;
         let groups = receipts.div_ceil(per_group);
+        let total = groups * per_group;
         let who: Vec<Vec<u64>> =
             (0..groups).map(|_| (0..per_group).map(|_| rng.next_u64() % subjects).collect()).collect();
 
-        // Raw sled: the stream index entries and one chunk per group, on the calling thread.
+        // Raw sled: the stream index entries and one chunk per group, then a flush as often as
+        // the log's defer window lets its flusher run.
         let dir = tempfile::tempdir()?;
         let db = sled::open(dir.path().join("raw"))?;
         for start in (0..subjects).step_by(1000) {
@@ -278,18 +313,25 @@ fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
         }
         db.flush()?;
         let chunk = vec![0u8; (RECEIPT + 150) * per_group as usize];
-        let before = cpu_of_this_thread();
-        for (g, group) in who.iter().enumerate() {
+        let flush_every = (defer_ms / tick_ms).max(1);
+        let before = cpu_of_this_thread()?;
+        let start = Instant::now();
+        for (g, group) in (0u64..).zip(&who) {
+            pace(start, g, tick);
             let mut b = sled::Batch::default();
             let mut k = b"e/".to_vec();
-            k.extend_from_slice(&(g as u64).to_be_bytes());
+            k.extend_from_slice(&g.to_be_bytes());
             b.insert(k, chunk.as_slice());
-            for (i, s) in group.iter().enumerate() {
-                b.insert(stream_key(*s, 2 + g as u64 * per_group + i as u64), &[0u8; 12][..]);
+            for (i, s) in (0u64..).zip(group) {
+                b.insert(stream_key(*s, 2 + g * per_group + i), &[0u8; 12][..]);
             }
             db.apply_batch(b)?;
+            if (g + 1) % flush_every == 0 {
+                db.flush()?;
+            }
         }
-        let raw = cpu_of_this_thread() - before;
+        db.flush()?;
+        let raw = cpu_of_this_thread()? - before;
         drop(db);
 
         let dir2 = tempfile::tempdir()?;
@@ -307,8 +349,10 @@ fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
             }
         }
         let (tx, rx) = std::sync::mpsc::channel::<bool>();
-        let before = thread_cpu("lethe-log-write");
-        for group in &who {
+        let (writer0, flusher0) = (thread_cpu(LOG_WRITER_THREAD)?, thread_cpu(LOG_FLUSHER_THREAD)?);
+        let start = Instant::now();
+        for (g, group) in (0u64..).zip(&who) {
+            pace(start, g, tick);
             let requests = group
                 .iter()
                 .map(|s| AppendRequest {
@@ -325,23 +369,23 @@ fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
                     let _ = tx.send(results.iter().all(Result::is_ok));
                 }),
             );
-            std::thread::sleep(Duration::from_millis(tick_ms));
         }
         drop(tx);
         let answers: Vec<bool> = rx.iter().collect();
-        let lethe = thread_cpu("lethe-log-write") - before;
+        let writer = thread_cpu(LOG_WRITER_THREAD)? - writer0;
+        let flusher = thread_cpu(LOG_FLUSHER_THREAD)? - flusher0;
         anyhow::ensure!(answers.len() as u64 == groups && answers.iter().all(|ok| *ok), "a receipt group failed");
-        let per = |d: Duration| d.as_secs_f64() * 1e6 / (groups * per_group) as f64;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
         let cell = format!("{tick_ms} ms ({per_group} receipts)");
-        println!("{cell:<26} {:>22.1} {:>22.1}", per(raw), per(lethe));
+        println!(
+            "{cell:<28} {:>16.1} {:>14.1} {:>14.1} {:>12.1}",
+            per(raw),
+            per(writer),
+            per(flusher),
+            per(writer + flusher)
+        );
     }
     Ok(())
-}
-
-/// The CPU time (user and system) of the calling thread, from `/proc` (10 ms ticks).
-fn cpu_of_this_thread() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/thread-self/stat").ok().and_then(|stat| cpu_ticks(&stat));
-    Duration::from_millis(ticks.unwrap_or(0) * 10)
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
@@ -620,15 +664,15 @@ mod tests {
 
     #[test]
     fn the_cpu_time_of_this_thread_grows_while_it_works() {
-        let before = cpu_of_this_thread();
+        let before = cpu_of_this_thread().expect("read");
         let started = Instant::now();
         let mut x = 0u64;
-        // Up to two seconds of work: a tick is 10 ms of CPU, however busy the machine is.
-        while cpu_of_this_thread() == before && started.elapsed() < Duration::from_secs(2) {
+        // A tick is 10 ms of CPU; two seconds of wall time leave room for a busy machine.
+        while cpu_of_this_thread().expect("read") == before && started.elapsed() < Duration::from_secs(2) {
             for i in 0..100_000u64 {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
             }
         }
-        assert!(cpu_of_this_thread() > before, "no CPU time read for this thread");
+        assert!(cpu_of_this_thread().expect("read") > before, "no CPU time read for this thread");
     }
 }

@@ -12,7 +12,7 @@ mod store;
 
 pub use backup::{restore, BackupFile, BackupHeader, BackupReport, RestoreReport};
 pub use error::{LogError, Result};
-pub use sled_log::{LogConfig, SledEventLog, LOG_DIR};
+pub use sled_log::{LogConfig, SledEventLog, DEFAULT_DEFER_WINDOW, LOG_DIR};
 pub use store::{
     AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState,
     SubjectVerify, VerifyReport,
