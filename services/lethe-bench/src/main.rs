@@ -229,18 +229,23 @@ fn thread_cpu(name: &str) -> anyhow::Result<Duration> {
     for task in std::fs::read_dir("/proc/self/task")?.flatten() {
         let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else { continue };
         if comm.trim_end() == name {
-            let stat = std::fs::read_to_string(task.path().join("stat"))?;
-            found.push(cpu_ticks(&stat).context("unreadable /proc stat line")?);
+            found.push(stat_cpu(&task.path().join("stat"))?);
         }
     }
     anyhow::ensure!(found.len() == 1, "{} threads named {name}", found.len());
-    Ok(ticks_to_duration(found[0]))
+    Ok(found[0])
 }
 
 /// The CPU time (user and system) of the calling thread, from `/proc`.
 fn cpu_of_this_thread() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
-    Ok(ticks_to_duration(cpu_ticks(&stat).context("unreadable /proc stat line")?))
+    stat_cpu(std::path::Path::new("/proc/thread-self/stat"))
+}
+
+/// The CPU time of a `/proc/…/stat` file. Linux counts it in `USER_HZ` ticks, 100 per second on
+/// every architecture it supports today (10 ms each, so a measurement should last seconds).
+fn stat_cpu(path: &std::path::Path) -> anyhow::Result<Duration> {
+    let ticks = cpu_ticks(&std::fs::read_to_string(path)?).context("unreadable /proc stat line")?;
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 /// utime + stime of a `/proc/…/stat` line, in clock ticks.
@@ -248,12 +253,6 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Clock ticks as time: Linux reports them in `USER_HZ`, 100 per second on every architecture it
-/// supports today (10 ms each, so a measurement should last seconds).
-fn ticks_to_duration(ticks: u64) -> Duration {
-    Duration::from_millis(ticks * 10)
 }
 
 /// Decision receipts as `/v1/decide` writes them: one event of about 700 bytes for each of many
@@ -278,6 +277,9 @@ fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
     let mut rng = rand::thread_rng();
     let mut p = vec![0u8; RECEIPT];
     rng.fill_bytes(&mut p);
+    // A receipt: one event for subject `s`.
+    let receipt =
+        |s: u64| AppendRequest { subject: subject(0, s), expected: ExpectedVersion::Any, events: vec![event(&p)] };
     let stream_key = |s: u64, seq: u64| {
         let mut k = Vec::with_capacity(42);
         k.extend_from_slice(b"s/");
@@ -337,14 +339,7 @@ fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
         let dir2 = tempfile::tempdir()?;
         let log = open_log(dir2.path())?;
         for start in (0..subjects).step_by(1000) {
-            let warm = (start..(start + 1000).min(subjects))
-                .map(|s| AppendRequest {
-                    subject: subject(0, s),
-                    expected: ExpectedVersion::Any,
-                    events: vec![event(&p)],
-                })
-                .collect();
-            for r in log.append_batch(warm) {
+            for r in log.append_batch((start..(start + 1000).min(subjects)).map(receipt).collect()) {
                 r?;
             }
         }
@@ -353,17 +348,9 @@ fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
         let start = Instant::now();
         for (g, group) in (0u64..).zip(&who) {
             pace(start, g, tick);
-            let requests = group
-                .iter()
-                .map(|s| AppendRequest {
-                    subject: subject(0, *s),
-                    expected: ExpectedVersion::Any,
-                    events: vec![event(&p)],
-                })
-                .collect();
             let tx = tx.clone();
             log.append_batch_deferred(
-                requests,
+                group.iter().copied().map(receipt).collect(),
                 Box::new(move |results| {
                     // The receiver outlives every group: it counts them all.
                     let _ = tx.send(results.iter().all(Result::is_ok));
