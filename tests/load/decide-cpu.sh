@@ -8,6 +8,7 @@
 #   tests/load/decide-cpu.sh [SUBJECTS] [RATE]
 #   WINDOWS=9 WINDOW=30 tests/load/decide-cpu.sh   # a 4.5-minute soak
 #   BARE=1 WINDOWS=4 tests/load/decide-cpu.sh      # bare, Lethe, bare, Lethe
+#   BIN=/path/to/lethe-bench tests/load/decide-cpu.sh # a build of your own (A/B of two builds), not rebuilt
 #
 # Thread groups: `actix-rt|system` (the HTTP workers: parsing, the handler, the socket calls),
 # `lethe-log-write` (the log's writer: sealing and sled), `lethe-log-flush` (its fsyncs),
@@ -18,10 +19,14 @@ SUBJECTS=${1:-100000}
 RATE=${2:-5000}
 CONNECTIONS=${CONNECTIONS:-10}
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q -p lethe-bench
+BIN=${BIN:-}
+if [[ -z $BIN ]]; then
+  cargo build --release -q -p lethe-bench
+  BIN=./target/release/lethe-bench
+fi
 out=$(mktemp)
 export TMPDIR=$(mktemp -d) # the server's data directory: killed, not stopped, so removed here
-./target/release/lethe-bench decide --subjects "$SUBJECTS" --hold 3600 >"$out" 2>&1 &
+"$BIN" decide --subjects "$SUBJECTS" --hold 3600 >"$out" 2>&1 &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$out.0" "$out.1" "$out.w" "$TMPDIR"' EXIT
 for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done
@@ -41,7 +46,7 @@ hz=$(getconf CLK_TCK)
 for w in $(seq 1 "${WINDOWS:-6}"); do
   if [[ ${BARE:-0} == 1 ]] && ((w % 2 == 1)); then name=bare; port=$BARE_PORT; else name=lethe; port=$LETHE_PORT; fi
   ticks >"$out.0"
-  RATE=$RATE CONNECTIONS=$CONNECTIONS wrk -t2 -c"$CONNECTIONS" -d"${WINDOW:-20}s" --latency -s tests/load/decide.lua \
+  RATE=$RATE THREADS=2 wrk -t2 -c"$CONNECTIONS" -d"${WINDOW:-20}s" --latency -s tests/load/decide.lua \
     "http://127.0.0.1:$port" >"$out.w"
   ticks >"$out.1"
   requests=$(awk '/requests in/ {print $1}' "$out.w")

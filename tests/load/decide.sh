@@ -5,6 +5,7 @@
 #   tests/load/decide.sh [SUBJECTS] [RATE]
 #   PIN=1 tests/load/decide.sh …   # servers on CPU 0 (one worker each), wrk on CPU 1 (one thread)
 #   REPEAT=5 tests/load/decide.sh … # the paced pair five times, alternating (the tail moves from run to run)
+#   BIN=/path/to/lethe-bench tests/load/decide.sh … # a build of your own (A/B of two builds), not rebuilt
 #
 # Unpinned, the servers and wrk share both cores and the scheduler's preemptions show in the tail;
 # pinned, each side has a core of its own. Both servers run under the same conditions either way.
@@ -18,17 +19,21 @@ SUBJECTS=${1:-100000}
 RATE=${2:-5000}
 CONNECTIONS=${CONNECTIONS:-10} # of the paced run: a CMS's connection pool
 for tool in wrk curl; do command -v $tool >/dev/null || { echo "$tool is required: apt-get install $tool" >&2; exit 1; }; done
-cargo build --release -q -p lethe-bench
+BIN=${BIN:-}
+if [[ -z $BIN ]]; then
+  cargo build --release -q -p lethe-bench
+  BIN=./target/release/lethe-bench
+fi
 out=$(mktemp)
 # The server's data directory goes under a directory of this run's own, removed on exit: it is killed,
 # not stopped, so it cannot remove its data itself (with receipts of 50 candidates it grows by gigabytes).
 export TMPDIR=$(mktemp -d)
 if [[ ${PIN:-0} == 1 ]]; then
-  server=(taskset -c 0 ./target/release/lethe-bench decide --workers 1)
+  server=(taskset -c 0 "$BIN" decide --workers 1)
   client=(taskset -c 1 wrk)
   THREADS=1
 else
-  server=(./target/release/lethe-bench decide ${WORKERS:+--workers $WORKERS})
+  server=("$BIN" decide ${WORKERS:+--workers $WORKERS})
   client=(wrk)
   THREADS=2
 fi
@@ -52,7 +57,7 @@ run() { # name port connections rate [threads]
   [[ $port == "$LETHE_PORT" ]] && lethe=1
   if ((lethe)); then buckets >"$out.b0"; fi
   before=$(cpu)
-  RATE=$rate CONNECTIONS=$c "${client[@]}" -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
+  RATE=$rate THREADS=$t "${client[@]}" -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
     | awk -v name="$name" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {err=$NF}
         END {printf "%-40s %10s req/s  p50 %8s  p99 %8s  non-2xx %s", name, rps, p50, p99, (err==""?0:err)}'
   after=$(cpu)
