@@ -14,11 +14,25 @@ use sha2::{Digest, Sha256};
 /// A message id as the dedup index keeps it: 16 bytes of SHA-256 over the subject and the id.
 type MessageKey = [u8; 16];
 
+/// Told of every consent record added after start, with the subject it is about: stores that
+/// learned from a subject check whether its consent still allows what they keep.
+pub type ConsentListener = Box<dyn Fn(&Pseudonym) + Send + Sync>;
+
 /// Consent histories and stored message ids, by pseudonym.
 #[derive(Debug, Default)]
 pub struct ConsentBook {
     consents: RwLock<HashMap<Pseudonym, ConsentHistory>>,
     messages: RwLock<HashMap<Pseudonym, HashSet<MessageKey>>>,
+    listeners: Listeners,
+}
+
+#[derive(Default)]
+struct Listeners(RwLock<Vec<ConsentListener>>);
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} consent listeners", self.0.read().map_or(0, |l| l.len()))
+    }
 }
 
 fn message_key(subject: &Pseudonym, message_id: &str) -> MessageKey {
@@ -57,9 +71,17 @@ impl ConsentBook {
         Ok(book)
     }
 
-    /// Adds a durable consent record.
+    /// Adds a durable consent record, then tells the listeners (outside the book's lock).
     pub fn add_consent(&self, subject: Pseudonym, record: ConsentRecord) {
         self.consents.write().expect("book lock").entry(subject).or_default().push(record);
+        for listener in self.listeners.0.read().expect("listeners lock").iter() {
+            listener(&subject);
+        }
+    }
+
+    /// Registers a listener of the consent records added from now on.
+    pub fn listen(&self, listener: ConsentListener) {
+        self.listeners.0.write().expect("listeners lock").push(listener);
     }
 
     /// A copy of the subject's history.

@@ -260,7 +260,7 @@ fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> 
 
 /// Event types only Lethe writes, whatever purpose they fall under: decision receipts and their
 /// outcomes prove the lawful basis of a decision, so a site cannot forge them with a track call.
-pub const LETHE_RECORDED: [&str; 2] = [types::DECISION_SERVED, types::OUTCOME_RECORDED];
+pub const LETHE_RECORDED: [&str; 3] = [types::DECISION_SERVED, types::OUTCOME_RECORDED, types::RECOMMENDATIONS_SERVED];
 
 /// Appends a consent record and, once durable, adds it to the consent book.
 pub fn append_consent(state: &CollectState, subject: Pseudonym, record: ConsentRecord) -> Result<u64, ApiError> {

@@ -1,6 +1,6 @@
-//! The HTTP endpoints of the decision service: decisions, outcomes, recommendations, the policy
-//! versions of each slot (canary, promote, rollback, evaluation) and the Personalizer-compatible
-//! Rank and Reward API.
+//! The HTTP endpoints of the decision service: decisions, outcomes, recommendations and the policy
+//! versions of each slot (canary, promote, rollback, evaluation). The Personalizer-compatible Rank
+//! and Reward API is in `personalizer_api`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +42,15 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::new(413, "payload_too_large", format!("a body is at most {MAX_BODY} bytes")));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+}
+
+/// How many variants or items a request asks for: `default` when it does not say; 0 or more than
+/// [`MAX_COUNT`] is refused (fewer are answered when fewer exist).
+fn count_of(count: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    match count.unwrap_or(default) {
+        n @ 1..=MAX_COUNT => Ok(n),
+        n => Err(ApiError::bad_request("invalid_count", format!("count is 1..={MAX_COUNT}, not {n}"))),
+    }
 }
 
 /// The subject of a request: `userId` (not for a public site key) or `anonymousId`.
@@ -193,12 +202,12 @@ pub async fn decide(
     let b: DecideBody = parse(&body)?;
     let subject = subject_of(principal.role(), b.anonymous_id.as_deref(), b.user_id.as_deref())?;
     let request = DecideRequest {
-        subject,
+        subject: Some(subject),
         slot: b.slot,
         device: b.context.device,
         gpc: gpc(&req),
         candidates: b.candidates.map(|c| c.into_iter().map(CandidateBody::into_candidate).collect()),
-        count: b.count.unwrap_or(1),
+        count: count_of(b.count, 1)?,
     };
     let d = decide_one(engine, request).await?;
     Ok(HttpResponse::Ok().json(decision_json(&d)))
@@ -295,7 +304,7 @@ pub async fn recommendations(
     let engine = &state.engine;
     let principal = authorize(&req, engine.collect(), &[Role::Site, Role::Cms, Role::Admin])?;
     let q = query.into_inner();
-    let count = q.count.unwrap_or(10).clamp(1, MAX_COUNT);
+    let count = count_of(q.count, 10)?;
     let mut exclude = Exclude::default();
     for part in q.exclude.as_deref().unwrap_or("").split(',').filter(|s| !s.is_empty()) {
         match part {
@@ -309,6 +318,7 @@ pub async fn recommendations(
     }
     let personalizer = engine.personalizer();
     let views = engine.views();
+    let mut receipt = None;
     let answer = if let Some(item) = &q.item {
         state.recommenders.related(personalizer, views, item, count)
     } else {
@@ -322,29 +332,55 @@ pub async fn recommendations(
                 .map_or_else(|| "home-recs".to_owned(), |s| s.id.clone())
         });
         let slot = engine.slots.get(&slot_id).ok_or_else(|| DecideError::UnknownSlot(slot_id.clone()))?;
-        let request =
-            DecideRequest { subject, slot: slot_id.clone(), device: None, gpc: gpc(&req), candidates: None, count };
+        let request = DecideRequest {
+            subject: Some(subject),
+            slot: slot_id.clone(),
+            device: None,
+            gpc: gpc(&req),
+            candidates: None,
+            count,
+        };
         let (pseudonym, gate) = engine.gate(&request, slot);
+        let segment = q.segment.as_deref();
+        let anyone = |r| state.recommenders.for_subject(personalizer, views, None, Some(r), count, exclude, segment);
         match gate {
-            Gate::Personalize { .. } => state.recommenders.for_subject(
-                personalizer,
-                views,
-                Some(&pseudonym),
-                None,
-                count,
-                exclude,
-                q.segment.as_deref(),
-            ),
-            Gate::NonPersonalized(r) => {
-                state.recommenders.for_subject(personalizer, views, None, Some(r), count, exclude, q.segment.as_deref())
+            // No receipt could be queued for a personalized list: do not compute one.
+            Gate::Personalize { .. } if engine.receipts_backlogged() => anyone(Reason::ReceiptBacklog),
+            Gate::Personalize { consent_record, .. } => {
+                let answer = state.recommenders.for_subject(
+                    personalizer,
+                    views,
+                    Some(&pseudonym),
+                    None,
+                    count,
+                    exclude,
+                    segment,
+                );
+                if answer.personalized {
+                    // A personalized list, like a decision, is served only with its receipt.
+                    let items: Vec<&str> = answer.items.iter().map(|i| i.id.as_str()).collect();
+                    let model = answer.model_version.as_deref();
+                    match engine.recommendations_receipt(pseudonym, slot, consent_record, &items, model) {
+                        Some(id) => receipt = Some((id, consent_record)),
+                        None => return Ok(recommendations_json(&anyone(Reason::ReceiptBacklog), None)),
+                    }
+                }
+                answer
             }
+            Gate::NonPersonalized(r) => anyone(r),
         }
     };
+    Ok(recommendations_json(&answer, receipt))
+}
+
+/// A recommendation list as the API answers it; a personalized one names its receipt and the
+/// consent record that allowed it.
+fn recommendations_json(answer: &crate::recommend::Answer, receipt: Option<(Uuid, Option<Uuid>)>) -> HttpResponse {
     let mode = if answer.personalized { "personalized" } else { "non_personalized" };
-    Ok(HttpResponse::Ok().json(json!({
+    HttpResponse::Ok().json(json!({
         "items": answer.items, "mode": mode, "reason": answer.reason, "modelVersion": answer.model_version,
-        "segment": answer.segment,
-    })))
+        "segment": answer.segment, "decisionId": receipt.map(|r| r.0), "consentRecord": receipt.and_then(|r| r.1),
+    }))
 }
 
 fn slot_index(engine: &Engine, slot: &str) -> Result<usize, ApiError> {
@@ -396,15 +432,16 @@ pub async fn canary(
     let i = slot_index(&state.engine, &path)?;
     let b: CanaryBody = parse(&body)?;
     if let Some(rule) = &b.rule {
-        if !(rule.max_relative_drop.is_finite() && (0.0..1.0).contains(&rule.max_relative_drop) && rule.z > 0.0) {
-            return Err(ApiError::bad_request("invalid_rule", "max_relative_drop in [0, 1), z > 0"));
-        }
-        state.engine.set_canary_rule(rule);
+        rule.check().map_err(|e| ApiError::bad_request("invalid_rule", e))?;
     }
     let engine = Arc::clone(&state.engine);
     let detail = web::block(move || engine.start_canary(i, b.params.unwrap_or_default(), b.share_permille, "admin"))
         .await
         .map_err(|_| ApiError::new(500, "internal", "canary task failed"))??;
+    // The rule changes only with a canary that started: a refused request changes nothing.
+    if let Some(rule) = &b.rule {
+        state.engine.set_canary_rule(rule, "admin");
+    }
     Ok(HttpResponse::Created().json(detail))
 }
 
@@ -464,154 +501,4 @@ pub async fn evaluate(
         .await
         .map_err(|_| ApiError::new(500, "internal", "evaluation task failed"))??;
     Ok(HttpResponse::Ok().json(report))
-}
-
-// --- the Personalizer API (Rank and Reward) --------------------------------------------------------
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RankBody {
-    #[serde(default)]
-    context_features: Vec<Value>,
-    actions: Vec<RankAction>,
-    #[serde(default)]
-    excluded_actions: Vec<String>,
-    event_id: Option<String>,
-    #[serde(default)]
-    defer_activation: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RankAction {
-    id: String,
-    #[serde(default)]
-    features: Vec<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RankQuery {
-    slot: Option<String>,
-}
-
-/// Event ids of the Personalizer API → decisions.
-#[derive(Debug, Default)]
-pub struct EventIds(std::sync::Mutex<std::collections::HashMap<String, Uuid>>);
-
-/// `POST /personalizer/v1.0/rank`: Azure Personalizer's Rank over the same engine. The subject is
-/// the `anonymousId` or `userId` found in `contextFeatures`; without one the answer is the
-/// baseline (the first action). `?slot=` names an open slot (default `personalizer`).
-#[utoipa::path(post, path = "/personalizer/v1.0/rank", tag = "personalizer", summary = "Azure Personalizer's Rank, served by Lethe's decision engine",
-    request_body(content = Object, description = "{contextFeatures, actions: [{id, features}], excludedActions, eventId, deferActivation}", content_type = "application/json"),
-    responses((status = 201, description = "{ranking: [{id, probability}], eventId, rewardActionId}", body = Object), (status = 400, body = ApiError)), security(("bearer" = [])))]
-pub async fn rank(
-    state: web::Data<DecideState>,
-    ids: web::Data<EventIds>,
-    req: HttpRequest,
-    query: web::Query<RankQuery>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    let engine = &state.engine;
-    let principal = authorize(&req, engine.collect(), &[Role::Cms, Role::Admin])?;
-    let b: RankBody = parse(&body)?;
-    let find =
-        |key: &str| b.context_features.iter().find_map(|f| f.get(key).and_then(Value::as_str).map(str::to_owned));
-    let device = find("device").or_else(|| find("deviceType"));
-    let subject = match (find("userId"), find("anonymousId")) {
-        (None, None) => SubjectId::parse("personalizer-anonymous")
-            .map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?,
-        (u, a) => subject_of(principal.role(), a.as_deref(), u.as_deref())?,
-    };
-    let candidates: Vec<Candidate> = b
-        .actions
-        .iter()
-        .filter(|a| !b.excluded_actions.contains(&a.id))
-        .map(|a| Candidate {
-            id: a.id.clone(),
-            category: a.features.iter().find_map(|f| f.get("category").and_then(Value::as_str).map(str::to_owned)),
-            content: crate::slots::Content::default(),
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err(ApiError::bad_request("invalid_candidates", "send at least one action that is not excluded"));
-    }
-    let count = candidates.len();
-    let request = DecideRequest {
-        subject,
-        slot: query.into_inner().slot.unwrap_or_else(|| "personalizer".into()),
-        device,
-        gpc: gpc(&req),
-        candidates: Some(candidates),
-        count,
-    };
-    let d = decide_one(engine, request).await?;
-    let event_id =
-        b.event_id.filter(|e| !e.is_empty() && e.len() <= 256).unwrap_or_else(|| d.decision_id.simple().to_string());
-    {
-        let mut map = ids.0.lock().expect("event ids lock");
-        if map.len() > 1_000_000 {
-            map.clear();
-        }
-        map.insert(event_id.clone(), d.decision_id);
-    }
-    if !b.defer_activation {
-        let engine = Arc::clone(engine);
-        let id = d.decision_id;
-        let _ = web::block(move || engine.outcome(id, OutcomeKind::Impression, None)).await;
-    }
-    let mut ranking: Vec<Value> = d.variants.iter().map(|v| json!({"id": v.id, "probability": v.propensity})).collect();
-    for a in &b.excluded_actions {
-        ranking.push(json!({"id": a, "probability": 0.0}));
-    }
-    Ok(HttpResponse::Created().json(json!({
-        "ranking": ranking,
-        "eventId": event_id,
-        "rewardActionId": d.variants.first().map(|v| v.id.clone()),
-        "lethe": {"decisionId": d.decision_id, "mode": d.mode, "reason": d.reason, "modelVersion": d.model_version},
-    })))
-}
-
-#[derive(Debug, Deserialize)]
-struct RewardBody {
-    value: f64,
-}
-
-/// `POST /personalizer/v1.0/events/{eventId}/reward` and `/activate`.
-#[utoipa::path(post, path = "/personalizer/v1.0/events/{eventId}/{action}", tag = "personalizer", summary = "Azure Personalizer's Reward (value > 0 counts as a click) and Activate",
-    params(("eventId" = String, Path), ("action" = String, Path, description = "reward or activate")),
-    request_body(content = Object, description = "{value} for reward", content_type = "application/json"),
-    responses((status = 204, description = "recorded"), (status = 404, body = ApiError)), security(("bearer" = [])))]
-pub async fn event(
-    state: web::Data<DecideState>,
-    ids: web::Data<EventIds>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    authorize(&req, state.engine.collect(), &[Role::Cms, Role::Admin])?;
-    let (event_id, action) = path.into_inner();
-    let decision = ids
-        .0
-        .lock()
-        .expect("event ids lock")
-        .get(&event_id)
-        .copied()
-        .ok_or_else(|| ApiError::new(404, "unknown_event", "no rank call has this eventId"))?;
-    let (kind, value) = match action.as_str() {
-        "reward" => {
-            let b: RewardBody = parse(&body)?;
-            if !b.value.is_finite() {
-                return Err(ApiError::bad_request("invalid_value", "value is a finite number"));
-            }
-            (if b.value > 0.0 { OutcomeKind::Click } else { OutcomeKind::Impression }, Some(b.value))
-        }
-        "activate" => (OutcomeKind::Impression, None),
-        _ => return Err(ApiError::new(404, "not_found", "actions: reward, activate")),
-    };
-    let engine = Arc::clone(&state.engine);
-    web::block(move || engine.outcome(decision, kind, value))
-        .await
-        .map_err(|_| ApiError::new(500, "internal", "task failed"))??;
-    Ok(HttpResponse::NoContent().finish())
 }

@@ -33,7 +33,7 @@ use uuid::Uuid;
 use crate::features::{self, Context, D};
 use crate::slots::{CanarySettings, Content, Slot, Slots, Variant};
 
-pub use lethe_domain::schema::types::{DECISION_SERVED, OUTCOME_RECORDED};
+pub use lethe_domain::schema::types::{DECISION_SERVED, OUTCOME_RECORDED, RECOMMENDATIONS_SERVED};
 /// How long a decision can receive outcomes.
 pub const ATTRIBUTION_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
@@ -53,6 +53,8 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
+    /// The request names no subject: there is no one to personalize for.
+    NoSubject,
     /// The subject never answered for the slot's purpose.
     NoConsent,
     /// The subject refused the slot's purpose.
@@ -100,6 +102,11 @@ pub struct Chosen {
     pub score: f64,
     /// The probability the policy had of choosing it first (1 for deterministic answers).
     pub propensity: f64,
+    /// The probability the policy gave this candidate of being chosen first: over the candidates
+    /// these sum to 1 (the first of a deterministic answer has 1, the others 0). The Personalizer
+    /// API's ranking probabilities; `/v1/decide` answers `propensity` only.
+    #[serde(skip)]
+    pub probability: f64,
     pub content: Content,
 }
 
@@ -122,7 +129,9 @@ pub struct Decision {
 /// A decision request, parsed.
 #[derive(Debug, Clone)]
 pub struct DecideRequest {
-    pub subject: SubjectId,
+    /// Whom the decision is for; `None`: no one in particular (a Personalizer Rank call without a
+    /// subject), answered non-personalized without consulting anyone's consent.
+    pub subject: Option<SubjectId>,
     pub slot: String,
     pub device: Option<String>,
     /// `Sec-GPC: 1` on the request.
@@ -139,6 +148,9 @@ pub enum DecideError {
     UnknownSlot(String),
     #[error("{0}")]
     BadCandidates(String),
+    /// Policy parameters (or a canary's share) out of range.
+    #[error("{0}")]
+    BadParams(String),
     #[error("no decision `{0}` is known (unknown, or past its attribution window)")]
     UnknownDecision(Uuid),
     #[error("no model version `{0}` for this slot")]
@@ -155,6 +167,7 @@ impl DecideError {
         match self {
             Self::UnknownSlot(_) => "unknown_slot",
             Self::BadCandidates(_) => "invalid_candidates",
+            Self::BadParams(_) => "invalid_params",
             Self::UnknownDecision(_) => "unknown_decision",
             Self::UnknownVersion(_) => "unknown_version",
             Self::Conflict(_) => "version_conflict",
@@ -166,7 +179,7 @@ impl DecideError {
     pub fn status(&self) -> u16 {
         match self {
             Self::UnknownSlot(_) | Self::UnknownDecision(_) | Self::UnknownVersion(_) => 404,
-            Self::BadCandidates(_) => 400,
+            Self::BadCandidates(_) | Self::BadParams(_) => 400,
             Self::Conflict(_) => 409,
             Self::Registry(_) => 500,
         }
@@ -214,12 +227,12 @@ impl PolicyParams {
             && self.prior.len() == D
             && self.prior.iter().all(|p| p.is_finite());
         if self.engagement.is_some() && self.engagement_id().is_none() {
-            return Err(DecideError::BadCandidates("policy: engagement is a model id".into()));
+            return Err(DecideError::BadParams("policy: engagement is a model id".into()));
         }
         if ok {
             Ok(())
         } else {
-            Err(DecideError::BadCandidates(format!(
+            Err(DecideError::BadParams(format!(
                 "policy: alpha ≥ 0, lambda > 0, epsilon in [0, 1], prior of {D} finite numbers"
             )))
         }
@@ -414,6 +427,8 @@ struct Record {
     propensity: f64,
     impressed: bool,
     clicked: bool,
+    /// A decision converts once: a repeated conversion report changes nothing.
+    converted: bool,
 }
 
 /// Most candidates a decision may have for its features to be kept for off-policy evaluation.
@@ -540,7 +555,7 @@ pub struct Engine {
     state: Vec<RwLock<SlotState>>,
     records: Shards<Record>,
     contributions: Mutex<HashMap<Pseudonym, Vec<Contribution>>>,
-    counts: Mutex<BTreeMap<(String, String, String, Mode), Counts>>,
+    counts: Mutex<BTreeMap<CountKey, Counts>>,
     reasons: Mutex<BTreeMap<&'static str, u64>>,
     /// How long decisions took, per slot (index of `slots`).
     latency: Vec<crate::latency::Latency>,
@@ -581,6 +596,7 @@ impl Reason {
     /// The stable name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::NoSubject => "no_subject",
             Self::NoConsent => "no_consent",
             Self::ConsentDenied => "consent_denied",
             Self::ConsentWithdrawn => "consent_withdrawn",
@@ -620,6 +636,8 @@ pub struct Scoring {
 pub struct Scored {
     order: Vec<usize>,
     scores: Vec<f64>,
+    /// Each candidate's probability of being drawn first.
+    probabilities: Vec<f64>,
     propensity: f64,
     explored: bool,
 }
@@ -726,6 +744,12 @@ impl Engine {
         engine.replay();
         let weak: std::sync::Weak<dyn Unlearner> = Arc::downgrade(&engine) as std::sync::Weak<dyn Unlearner>;
         engine.personalizer.add_unlearner(weak);
+        let listening = Arc::downgrade(&engine);
+        engine.collect.book.listen(Box::new(move |subject| {
+            if let Some(engine) = listening.upgrade() {
+                engine.consent_changed(subject);
+            }
+        }));
         Ok(engine)
     }
 
@@ -742,23 +766,38 @@ impl Engine {
         !self.custom_scorer.load(Ordering::Relaxed)
     }
 
-    /// Replaces the canary rule.
-    pub fn set_canary_rule(&self, settings: &CanarySettings) {
+    /// Replaces the canary rule (audited).
+    pub fn set_canary_rule(&self, settings: &CanarySettings, actor: &str) {
         *self.canary_rule.write().expect("rule lock") = canary_rule(settings);
+        self.audit(actor, json!({"action": "canary_rule", "rule": settings}));
     }
 
     /// The consent gate of a request (memory only).
     pub fn gate(&self, req: &DecideRequest, slot: &Slot) -> (Pseudonym, Gate) {
-        let subject = self.collect.store.pseudonymize(&req.subject);
+        let Some(id) = &req.subject else {
+            // No one's pseudonym: the answer is non-personalized and leaves no receipt.
+            return (Pseudonym::from_bytes([0; Pseudonym::LEN]), Gate::NonPersonalized(Reason::NoSubject));
+        };
+        let subject = self.collect.store.pseudonymize(id);
+        match self.consent_gate(&subject, slot, req.gpc) {
+            Ok(consent_record) => (subject, Gate::Personalize { subject, consent_record }),
+            Err(reason) => (subject, Gate::NonPersonalized(reason)),
+        }
+    }
+
+    /// Whether the subject's consent, as it stands now, allows personalizing `slot` (and learning
+    /// from its outcomes): the record that allows it, or why not. `gpc`: the request carried the
+    /// GPC signal.
+    fn consent_gate(&self, subject: &Pseudonym, slot: &Slot, gpc: bool) -> Result<Option<Uuid>, Reason> {
         let policies = &self.collect.policies;
         let sale_share = Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose");
         let requires = policies.purpose(&slot.purpose).is_none_or(|p| p.requires_consent());
         let empty = lethe_consent::ConsentHistory::default();
-        let gate = self.collect.book.with_history(&subject, |history| {
+        self.collect.book.with_history(subject, |history| {
             let history = history.unwrap_or(&empty);
             let current = history.current();
             if slot.honor_opt_out {
-                if req.gpc || current.gpc {
+                if gpc || current.gpc {
                     return Err(Reason::Gpc);
                 }
                 // An explicit opt-out (the subject API, a GPC signal, an import) — not a banner that
@@ -775,12 +814,22 @@ impl Engine {
                 return Err(reason);
             }
             Ok(current.purposes.get(&slot.purpose).map(|s| s.record_id))
-        });
-        let consent_record = match gate {
-            Ok(record) => record,
-            Err(reason) => return (subject, Gate::NonPersonalized(reason)),
-        };
-        (subject, Gate::Personalize { subject, consent_record })
+        })
+    }
+
+    /// A consent record was added for `subject`: the outcomes it taught slots whose purpose its
+    /// consent no longer allows (a banner that withdrew, an opt-out, GPC) are unlearned at once,
+    /// exactly as on `POST /v1/me/withdraw` (R-CONSENT-2, R-ERASE-7).
+    fn consent_changed(&self, subject: &Pseudonym) {
+        if self.contributions_of(subject) == 0 {
+            return;
+        }
+        let refused: Vec<usize> = (0..self.slots.all().len())
+            .filter(|&i| self.consent_gate(subject, &self.slots.all()[i], false).is_err())
+            .collect();
+        if !refused.is_empty() {
+            self.unlearn_slots(subject, &refused);
+        }
     }
 
     /// The candidates of a request: the declared variants (restricted to the ids sent), or the
@@ -887,7 +936,13 @@ impl Engine {
         order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
         order.insert(0, first);
         order.truncate(s.count.max(1));
-        Ok(Scored { propensity: probs[first], explored: scores[first] < scores[best], order, scores })
+        Ok(Scored {
+            propensity: probs[first],
+            explored: scores[first] < scores[best],
+            order,
+            scores,
+            probabilities: probs,
+        })
     }
 
     /// The answer for `scoring` as scored (or its fallback), recorded and receipted.
@@ -929,6 +984,7 @@ impl Engine {
                         id: s.candidates[*i].id.clone(),
                         score: sc.scores[*i],
                         propensity: if rank == 0 { sc.propensity } else { 1.0 },
+                        probability: sc.probabilities[*i],
                         content: s.candidates[*i].content.clone(),
                     })
                     .collect();
@@ -1003,6 +1059,7 @@ impl Engine {
                 propensity,
                 impressed: false,
                 clicked: false,
+                converted: false,
             },
         );
         Decision {
@@ -1026,7 +1083,9 @@ impl Engine {
 
     fn count(&self, slot: &Slot, variant: &str, version: Option<&str>, mode: Mode, f: impl FnOnce(&mut Counts)) {
         let key = (slot.id.clone(), variant.to_owned(), version.unwrap_or("-").to_owned(), mode);
-        f(self.counts.lock().expect("counts lock").entry(key).or_default());
+        let mut counts = self.counts.lock().expect("counts lock");
+        let key = bounded_key(&counts, key);
+        f(counts.entry(key).or_default());
     }
 
     /// Queues a receipt for the log. A `bounded` one (a decision's) is refused when
@@ -1068,6 +1127,26 @@ impl Engine {
         true
     }
 
+    /// Queues the receipt of a personalized recommendation list for `subject`, refused like a
+    /// decision's when the log is behind: the items, the recommender version and the consent
+    /// record that allowed it, in the subject's stream (the lawful basis, as for a decision). The
+    /// receipt's id, or `None`: the caller answers the non-personalized list instead.
+    pub fn recommendations_receipt(
+        &self,
+        subject: Pseudonym,
+        slot: &Slot,
+        consent_record: Option<Uuid>,
+        items: &[&str],
+        model: Option<&str>,
+    ) -> Option<Uuid> {
+        let id = Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
+        let body = json!({"properties": {
+            "decision": id, "slot": slot.id, "items": items, "model": model,
+            "policy": {"mode": Mode::Personalized, "consent_record": consent_record, "purpose": slot.purpose},
+        }});
+        self.receipt(subject, RECOMMENDATIONS_SERVED, &slot.purpose, UtcMicros::now(), &body, true).then_some(id)
+    }
+
     /// Whether decisions are refused a receipt now (the log is behind): personalizing would be
     /// wasted work.
     pub fn receipts_backlogged(&self) -> bool {
@@ -1097,8 +1176,14 @@ impl Engine {
         value: Option<f64>,
     ) -> Result<OutcomeReceipt, DecideError> {
         let now = UtcMicros::now();
-        let (rec, update) = self.mark(decision, kind).ok_or(DecideError::UnknownDecision(decision))?;
+        let (rec, update, first_conversion) =
+            self.mark(decision, kind).ok_or(DecideError::UnknownDecision(decision))?;
+        let recorded = update.is_some() || first_conversion;
         let slot = &self.slots.all()[rec.slot];
+        // Consent is read again: a subject who withdrew, opted out or sent GPC since the decision
+        // teaches the models nothing more and gets no outcome receipt under the purpose; the
+        // anonymous counters still count the outcome (R-CONSENT-2).
+        let allowed = rec.subject.is_none_or(|s| self.consent_gate(&s, slot, false).is_ok());
         let version_label = rec.version.map(|id| self.version_label(rec.slot, id));
         let first_click = matches!(update, Some((_, r)) if r > 0.0);
         let first_impression = update.is_some() && !matches!(update, Some((Some(_), _)));
@@ -1109,13 +1194,18 @@ impl Engine {
             if first_click {
                 c.clicks += 1;
             }
-            if kind == OutcomeKind::Conversion {
+            if first_conversion {
                 c.conversions += 1;
                 c.value += value.unwrap_or(0.0);
             }
         });
-        self.learn_from(decision, &rec, update);
-        if let Some(subject) = rec.subject {
+        if allowed {
+            self.learn_from(decision, &rec, update);
+        } else if let Some(subject) = &rec.subject {
+            self.unlearn_slots(subject, &[rec.slot]);
+        }
+        // A repeated report records nothing, and leaves no receipt.
+        if let Some(subject) = rec.subject.filter(|_| allowed && recorded) {
             let body = json!({
                 "properties": {
                     "decision": decision,
@@ -1127,15 +1217,16 @@ impl Engine {
             });
             self.receipt(subject, OUTCOME_RECORDED, &slot.purpose, now, &body, false);
         }
+        // The outcome is recorded whatever the canary rule concludes: a rule that cannot judge (or
+        // a canary another outcome ended meanwhile) is logged, not answered as a failed outcome.
         let canary = match rec.version {
-            Some(v) if self.is_canary(rec.slot, v) => self.judge(rec.slot)?,
+            Some(v) if self.is_canary(rec.slot, v) => self.judge(rec.slot).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, slot = %slot.id, "the canary rule could not judge this outcome");
+                None
+            }),
             _ => None,
         };
-        Ok(OutcomeReceipt {
-            decision_id: decision,
-            recorded: update.is_some() || kind == OutcomeKind::Conversion,
-            canary,
-        })
+        Ok(OutcomeReceipt { decision_id: decision, recorded, canary })
     }
 
     fn version_label(&self, slot: usize, id: ModelId) -> String {
@@ -1178,7 +1269,9 @@ impl Engine {
                     clk += c.clicks;
                 }
             }
-            lethe_bandit::Arm { impressions: imp, clicks: clk }
+            // Counters restart at zero while replayed decisions keep their impressions: a click on
+            // one of them counts without its impression. Never more clicks than impressions.
+            lethe_bandit::Arm { impressions: imp, clicks: clk.min(imp) }
         };
         let rule = *self.canary_rule.read().expect("rule lock");
         let verdict = lethe_bandit::judge(&rule, arm(&live), arm(&canary)).map_err(registry_error)?;
@@ -1209,14 +1302,14 @@ impl Engine {
     ) -> Result<Value, DecideError> {
         params.check()?;
         if !(1..=1000).contains(&share_permille) {
-            return Err(DecideError::BadCandidates("share_permille is 1..=1000".into()));
+            return Err(DecideError::BadParams("share_permille is 1..=1000".into()));
         }
         let s = &self.slots.all()[slot];
         let engagement = match params.engagement_id() {
             Some(id) => Some(
                 resolve_engagement(&self.personalizer, &s.id, id)
                     .and_then(|m| m.ok_or_else(|| format!("engagement model {id} was unlearned and not replaced")))
-                    .map_err(|why| DecideError::BadCandidates(format!("policy: {why}")))?,
+                    .map_err(|why| DecideError::BadParams(format!("policy: {why}")))?,
             ),
             None => None,
         };
@@ -1380,6 +1473,7 @@ impl Engine {
                 .map(|((slot, variant, version, mode), c)| {
                     let mode =
                         serde_json::to_value(mode).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    let (slot, variant, version) = (label(slot), label(variant), label(version));
                     (format!("slot=\"{slot}\",variant=\"{variant}\",model_version=\"{version}\",mode=\"{mode}\""), c)
                 })
                 .collect();
@@ -1448,6 +1542,23 @@ impl Engine {
         !list.is_empty() || removed > 0
     }
 
+    /// Removes the subject's outcomes from the models of `slots` only, exactly; its pending
+    /// decisions of those slots can no longer teach them.
+    fn unlearn_slots(&self, subject: &Pseudonym, slots: &[usize]) {
+        let taken = {
+            let mut all = self.contributions.lock().expect("contributions lock");
+            let Some(list) = all.get_mut(subject) else { return };
+            let (taken, kept): (Vec<_>, Vec<_>) =
+                std::mem::take(list).into_iter().partition(|c| slots.contains(&c.slot));
+            *list = kept;
+            if list.is_empty() {
+                all.remove(subject);
+            }
+            taken
+        };
+        self.subtract(&taken);
+    }
+
     /// Subtracts contributions, already taken from the kept list, from the versions they updated.
     fn subtract(&self, contributions: &[Contribution]) {
         for c in contributions {
@@ -1491,6 +1602,7 @@ impl Engine {
                     propensity: p["policy"]["propensity"].as_f64().unwrap_or(1.0),
                     impressed: false,
                     clicked: false,
+                    converted: false,
                 },
             );
         }
@@ -1502,17 +1614,20 @@ impl Engine {
     }
 
     fn replay_outcome(&self, decision: Uuid, kind: OutcomeKind) {
-        if let Some((rec, update)) = self.mark(decision, kind) {
+        if let Some((rec, update, _)) = self.mark(decision, kind) {
             self.learn_from(decision, &rec, update);
         }
     }
 
     /// Marks an outcome on a decision's record, once per decision and kind: the record as it is
-    /// now, and the model change the outcome makes (a reward to remove, the reward to add).
+    /// now, the model change the outcome makes (a reward to remove, the reward to add), and
+    /// whether it is the decision's first conversion.
     #[allow(clippy::type_complexity)]
-    fn mark(&self, decision: Uuid, kind: OutcomeKind) -> Option<(Record, Option<(Option<f64>, f64)>)> {
+    fn mark(&self, decision: Uuid, kind: OutcomeKind) -> Option<(Record, Option<(Option<f64>, f64)>, bool)> {
         let mut records = self.records.shard(&decision);
         let rec = records.get_mut(&decision)?;
+        let first_conversion = kind == OutcomeKind::Conversion && !rec.converted;
+        rec.converted |= first_conversion;
         let update = match kind {
             OutcomeKind::Impression if !rec.impressed && !rec.clicked => {
                 rec.impressed = true;
@@ -1526,7 +1641,7 @@ impl Engine {
             }
             _ => None,
         };
-        Some((rec.clone(), update))
+        Some((rec.clone(), update, first_conversion))
     }
 
     /// Applies an outcome's model change to the version that decided (personalized decisions
@@ -1589,6 +1704,30 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }
 
+/// The counters' key: slot, variant, model version label, mode.
+type CountKey = (String, String, String, Mode);
+
+/// Most counter series kept: the variants of an open slot are the caller's candidate ids, and a
+/// caller sending new ones every time must not grow memory or `/metrics` without bound.
+pub const MAX_COUNTED_SERIES: usize = 10_000;
+
+/// The variant label that counts the variants past [`MAX_COUNTED_SERIES`].
+pub const OTHER_VARIANT: &str = "(other)";
+
+/// `key`, or once [`MAX_COUNTED_SERIES`] series exist and `key` is not one of them, the same key
+/// with its variant counted as [`OTHER_VARIANT`].
+fn bounded_key(counts: &BTreeMap<CountKey, Counts>, mut key: CountKey) -> CountKey {
+    if counts.len() >= MAX_COUNTED_SERIES && !counts.contains_key(&key) {
+        key.1 = OTHER_VARIANT.to_owned();
+    }
+    key
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped (the text format's rule).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 fn argmax(v: &[f64]) -> usize {
     v.iter().enumerate().fold(0, |best, (i, s)| if *s > v[best] { i } else { best })
 }
@@ -1600,7 +1739,14 @@ fn fixed(c: &[Candidate], default: usize, count: usize) -> Vec<Chosen> {
     order
         .into_iter()
         .take(count.max(1))
-        .map(|i| Chosen { id: c[i].id.clone(), score: 0.0, propensity: 1.0, content: c[i].content.clone() })
+        .enumerate()
+        .map(|(rank, i)| Chosen {
+            id: c[i].id.clone(),
+            score: 0.0,
+            propensity: 1.0,
+            probability: if rank == 0 { 1.0 } else { 0.0 },
+            content: c[i].content.clone(),
+        })
         .collect()
 }
 
@@ -1963,6 +2109,24 @@ impl ErasureHook for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counter_series_stop_growing_at_their_bound_and_known_ones_keep_counting() {
+        let key = |v: &str| ("personalizer".to_owned(), v.to_owned(), "-".to_owned(), Mode::Personalized);
+        let mut counts: BTreeMap<CountKey, Counts> =
+            (0..MAX_COUNTED_SERIES).map(|i| (key(&format!("c{i}")), Counts::default())).collect();
+        assert_eq!(bounded_key(&counts, key("c7")), key("c7"), "a series already kept");
+        assert_eq!(bounded_key(&counts, key("new")), key(OTHER_VARIANT), "a new one past the bound");
+        counts.remove(&key("c7"));
+        assert_eq!(bounded_key(&counts, key("new")), key("new"), "below the bound a new one is kept");
+    }
+
+    #[test]
+    fn label_values_cannot_break_out_of_their_quotes() {
+        assert_eq!(label("x\"} 1\nfake 1"), "x\\\"} 1\\nfake 1");
+        assert_eq!(label("a\\b"), "a\\\\b");
+        assert_eq!(label("plain-id"), "plain-id");
+    }
 
     #[test]
     fn receipts_leave_the_in_flight_count_whether_the_log_answers_or_drops_the_callback() {

@@ -6,9 +6,9 @@
 //! stream of the log (pseudonym, the consent record that allowed it, model version, candidates,
 //! propensity), outcomes feed CTR counters and the slot's online model, and a new model version can
 //! serve a canary share and be promoted or rolled back by rule or by hand, audited. Mounted by
-//! `lethe serve` through [`configure`]; the Personalizer-compatible Rank and Reward API is served
-//! over the same engine. The CMS puts its item catalog through [`catalog_api`] (`PUT /v1/items`), and
-//! items without interactions get related items by their text ([`content`]).
+//! `lethe serve` through [`configure`]; Azure Personalizer's Rank and Reward API is served over the
+//! same engine ([`personalizer_api`]). The CMS puts its item catalog through [`catalog_api`]
+//! (`PUT /v1/items`), and items without interactions get related items by their text ([`content`]).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -18,14 +18,17 @@ pub mod engine;
 pub mod features;
 pub mod latency;
 pub mod ope;
+pub mod personalizer_api;
 pub mod recommend;
 pub mod slots;
 pub mod train;
 
 use actix_web::web;
+use personalizer_api::SubscriptionKey;
 
-pub use api::{DecideState, EventIds};
+pub use api::DecideState;
 pub use engine::{Decision, Engine, Limits, Mode, Reason, Scorer, DEFAULT_RECEIPT_BACKLOG, MAX_PENDING_DECISIONS};
+pub use personalizer_api::EventIds;
 pub use slots::{Slot, Slots};
 
 /// Mounts the decision routes. The app must hold `web::Data<DecideState>` and `web::Data<EventIds>`.
@@ -40,8 +43,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/decide/slots/{slot}/canary", web::post().to(api::canary))
         .route("/v1/decide/slots/{slot}/evaluate", web::post().to(api::evaluate))
         .route("/v1/decide/slots/{slot}/{action}", web::post().to(api::act))
-        .route("/personalizer/v1.0/rank", web::post().to(api::rank))
-        .route("/personalizer/v1.0/events/{event_id}/{action}", web::post().to(api::event));
+        // Each Personalizer route reads its own body limit, so that a body past it is refused in
+        // Azure's error shape.
+        .service(
+            web::resource("/personalizer/v1.0/rank")
+                .app_data(web::PayloadConfig::new(personalizer_api::MAX_RANK_BODY))
+                .route(web::post().to(personalizer_api::rank)),
+        )
+        .service(
+            web::resource("/personalizer/v1.0/events/{event_id}/{action}")
+                .app_data(web::PayloadConfig::new(personalizer_api::MAX_EVENT_BODY))
+                .route(web::post().to(personalizer_api::event)),
+        );
 }
 
 /// The OpenAPI description of the decision endpoints.
@@ -58,9 +71,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         api::canary,
         api::act,
         api::evaluate,
-        api::rank,
-        api::event
+        personalizer_api::rank,
+        personalizer_api::event
     ),
+    modifiers(&SubscriptionKey),
     tags(
         (name = "decisions", description = "Slots, decisions, outcomes, recommendations and policy versions"),
         (name = "catalog", description = "The item catalog the CMS puts: ids, categories, texts, numeric features"),

@@ -21,7 +21,8 @@ pub fn evaluate_slot(
     params: &PolicyParams,
     max_weight: Option<f64>,
 ) -> Result<Value, DecideError> {
-    let bad = |e: lethe_bandit::BanditError| DecideError::BadCandidates(e.to_string());
+    let bad = |e: lethe_bandit::BanditError| DecideError::BadParams(e.to_string());
+    params.check()?;
     let logged = engine.logged(slot);
     if logged.is_empty() {
         return Err(DecideError::Conflict(
@@ -29,7 +30,6 @@ pub fn evaluate_slot(
         ));
     }
     let s = &engine.slots.all()[slot];
-    params.check()?;
     let target = Model::new(params).map_err(bad)?;
     let policy = EpsilonGreedy::new(params.epsilon.unwrap_or(s.epsilon)).map_err(bad)?;
     let live = engine.live_model(slot);

@@ -71,6 +71,25 @@ pub struct CanarySettings {
     pub z: f64,
 }
 
+impl CanarySettings {
+    /// Checks the settings as the rule needs them.
+    ///
+    /// # Errors
+    /// What is out of range.
+    pub fn check(&self) -> Result<(), String> {
+        if self.min_impressions == 0 {
+            return Err("min_impressions must be at least 1".into());
+        }
+        if !(self.max_relative_drop.is_finite() && (0.0..1.0).contains(&self.max_relative_drop)) {
+            return Err("max_relative_drop must be in [0, 1)".into());
+        }
+        if !(self.z.is_finite() && self.z > 0.0) {
+            return Err("z must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for CanarySettings {
     fn default() -> Self {
         Self { min_impressions: 1_000, max_relative_drop: 0.05, z: 1.96 }
@@ -192,12 +211,8 @@ impl Slots {
             return Err(invalid(format!("unknown format {}; this Lethe reads format 1", raw.format)));
         }
         let c = raw.canary;
-        if !(c.max_relative_drop.is_finite()
-            && (0.0..1.0).contains(&c.max_relative_drop)
-            && c.z.is_finite()
-            && c.z > 0.0)
-        {
-            return Err(invalid("canary: max_relative_drop must be in [0, 1) and z positive".into()));
+        if let Err(e) = c.check() {
+            return Err(invalid(format!("canary: {e}")));
         }
         let mut seen = HashSet::new();
         let mut slots = Vec::with_capacity(raw.slot.len());

@@ -21,6 +21,9 @@ pub mod types {
     pub const DECISION_SERVED: &str = "decision.served";
     /// An outcome of a decision, in the subject's stream: written by Lethe only.
     pub const OUTCOME_RECORDED: &str = "outcome.recorded";
+    /// The receipt of a personalized recommendation list, in the subject's stream: written by
+    /// Lethe only.
+    pub const RECOMMENDATIONS_SERVED: &str = "recommendations.served";
 }
 
 /// The catalogue: latest versions and upcasters.

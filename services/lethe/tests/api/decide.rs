@@ -1,6 +1,7 @@
 //! The decision API: consent-gated personalization with a fallback under every reason (invariants
 //! 3 and 8), receipts that carry the consent record, outcomes, canaries, exact unlearning at
-//! erasure (R-ERASE-7), off-policy evaluation and the Personalizer-compatible API.
+//! erasure (R-ERASE-7) and off-policy evaluation. The Personalizer-compatible API is in
+//! `personalizer.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -329,7 +330,7 @@ async fn no_personalized_answer_is_given_without_its_receipt_on_its_way_to_the_l
     let slot_index = engine.slots.index_of("home-hero").unwrap();
     let slot = &engine.slots.all()[slot_index];
     let req = lethe_decide::engine::DecideRequest {
-        subject: SubjectId::parse("rita").unwrap(),
+        subject: Some(SubjectId::parse("rita").unwrap()),
         slot: "home-hero".into(),
         device: Some("desktop".into()),
         gpc: false,
@@ -380,6 +381,128 @@ async fn a_withdrawn_subject_gets_non_personalized_answers_at_once() {
     );
     // R-ERASE-7: what the model learned from her is gone too.
     assert_eq!(app.engine.contributions_of(&p), 0);
+}
+
+/// An outcome receipt of `id`'s, by decision id, once the receipts queued before now are written:
+/// a marker subject's receipt, queued after, is waited for first (one writer, in order).
+async fn outcome_receipt_of(app: &TestApp, id: &str, decision: &Value, marker: &str) -> Option<Value> {
+    outdoor_fan(app, marker).await;
+    let d = decide(app, marker, "home-hero").await;
+    outcome(app, &d, "impression").await;
+    receipts(app, marker, "outcome.recorded", 1).await;
+    let p = app.store.pseudonymize(&SubjectId::parse(id).unwrap());
+    app.store
+        .read_stream(&p)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.envelope.event_type.as_str() == "outcome.recorded")
+        .filter_map(|e| match e.body {
+            lethe_domain::EventBody::Plain(b) => serde_json::from_slice::<Value>(&b).ok(),
+            _ => None,
+        })
+        .find(|r| r["properties"]["decision"] == decision["decisionId"])
+}
+
+#[actix_web::test]
+async fn r_consent_2_a_banner_withdrawal_unlearns_her_outcomes_and_later_ones_teach_nothing() {
+    let app = spawn_app().await;
+    let hero = app.engine.slots.index_of("home-hero").unwrap();
+    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
+    let before_her = app.engine.live_expected(hero, &probe);
+    outdoor_fan(&app, "walt").await;
+    let taught = exploit(&app, "walt", "home-hero").await;
+    outcome(&app, &taught, "click").await;
+    let pending = exploit(&app, "walt", "home-hero").await;
+    let p = app.store.pseudonymize(&SubjectId::parse("walt").unwrap());
+    assert_eq!(app.engine.contributions_of(&p), 1);
+    assert!((app.engine.live_expected(hero, &probe) - before_her).abs() > 1e-6, "her click moved the model");
+
+    // The banner, not the subject API: personalization unticked.
+    let (status, body) = app.consent("walt", &["analytics"], &["personalization", "sale_share"]).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(app.engine.contributions_of(&p), 0, "unlearned as the record was added");
+    assert!((app.engine.live_expected(hero, &probe) - before_her).abs() < 1e-9, "exactly as if never seen");
+
+    // The outcome of a decision made before the withdrawal is counted, but teaches nothing and
+    // leaves no receipt under the purpose she withdrew.
+    let body = outcome(&app, &pending, "click").await;
+    assert_eq!(body["recorded"], json!(true), "{body}");
+    assert_eq!(app.engine.contributions_of(&p), 0);
+    assert!((app.engine.live_expected(hero, &probe) - before_her).abs() < 1e-9);
+    assert!(outcome_receipt_of(&app, "walt", &taught, "walt-marker-1").await.is_some(), "the earlier one was logged");
+    assert!(outcome_receipt_of(&app, "walt", &pending, "walt-marker-2").await.is_none());
+}
+
+#[actix_web::test]
+async fn r_gpc_1_a_gpc_signal_unlearns_the_outcomes_of_a_slot_that_honors_opt_outs() {
+    let app = spawn_app().await;
+    outdoor_fan(&app, "gina").await;
+    let d = exploit(&app, "gina", "home-hero").await;
+    outcome(&app, &d, "click").await;
+    let p = app.store.pseudonymize(&SubjectId::parse("gina").unwrap());
+    assert_eq!(app.engine.contributions_of(&p), 1);
+    let status = app
+        .client
+        .post(format!("{}/v1/track", app.address))
+        .bearer_auth(app.site())
+        .header("Sec-GPC", "1")
+        .json(&json!({"anonymousId": "gina", "event": "Page Viewed", "messageId": "gina-gpc"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+    assert_eq!(app.engine.contributions_of(&p), 0, "home-hero honors opt-outs: her click is unlearned");
+    let d = decide(&app, "gina", "home-hero").await;
+    assert_eq!((d["mode"].as_str(), d["reason"].as_str()), (Some("non_personalized"), Some("gpc")));
+}
+
+#[actix_web::test]
+async fn candidate_ids_of_an_open_slot_cannot_forge_metrics() {
+    let app = spawn_app().await;
+    let forged = "x\"} 1\nlethe_forged_total 1\n#";
+    let (status, body) = app
+        .post(
+            "/v1/decide",
+            Some(&app.token(Role::Cms, None)),
+            &json!({"anonymousId": "mallory", "slot": "personalizer", "candidates": [{"id": forged}, {"id": "y"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let metrics = app.metrics().await;
+    assert!(!metrics.lines().any(|l| l.starts_with("lethe_forged_total")), "{metrics}");
+    assert!(metrics.contains(r#"variant="x\"} 1\nlethe_forged_total 1\n#""#), "escaped in its label: {metrics}");
+}
+
+#[actix_web::test]
+async fn a_repeated_outcome_report_counts_once_and_leaves_one_receipt() {
+    let app = spawn_app().await;
+    outdoor_fan(&app, "dora").await;
+    let d = exploit(&app, "dora", "home-hero").await;
+    let cms = app.token(Role::Cms, None);
+    let mut recorded = Vec::new();
+    for kind in ["click", "conversion", "conversion", "click"] {
+        let (status, body) = app
+            .post("/v1/outcomes", Some(&cms), &json!({"decisionId": d["decisionId"], "type": kind, "value": 10.0}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        recorded.push(body["recorded"].as_bool().unwrap());
+    }
+    assert_eq!(recorded, [true, true, false, false], "only the first of each kind is recorded");
+    let (_, stats) = app.get("/v1/decide/stats", Some(&cms)).await;
+    let row = stats["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["slot"] == "home-hero" && r["variant"] == first(&d) && r["mode"] == "personalized")
+        .cloned()
+        .unwrap();
+    assert_eq!((&row["clicks"], &row["conversions"], &row["value"]), (&json!(1), &json!(1), &json!(10.0)), "{row}");
+    assert_eq!(row["conversion_rate"], json!(1.0), "never above 1: {row}");
+    // One receipt per recorded outcome (the writer is asynchronous: a marker's receipt, queued
+    // last, is waited for first).
+    let _ = outcome_receipt_of(&app, "dora", &d, "dora-marker").await;
+    assert_eq!(receipts(&app, "dora", "outcome.recorded", 2).await.len(), 2);
 }
 
 #[actix_web::test]
@@ -465,6 +588,20 @@ async fn canaries_are_rolled_back_or_promoted_by_their_measured_ctr_and_audited(
         .post("/v1/decide/slots/home-hero/canary", Some(&app.token(Role::Cms, None)), &json!({"share_permille": 100}))
         .await;
     assert_eq!(status, 403, "only an admin starts a canary: {body}");
+    // A refused request changes nothing: a rule that cannot judge, or a good rule with a bad share.
+    let loose = json!({"min_impressions": 1, "max_relative_drop": 0.5, "z": 1.0});
+    for (request, code) in [
+        (
+            json!({"share_permille": 100, "rule": {"min_impressions": 0, "max_relative_drop": 0.05, "z": 1.64}}),
+            "invalid_rule",
+        ),
+        (json!({"share_permille": 5000, "rule": loose}), "invalid_params"),
+    ] {
+        let (status, body) = app.post("/v1/decide/slots/home-hero/canary", Some(&admin), &request).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some(code)), "{body}");
+    }
+    let (_, versions) = app.get("/v1/decide/slots/home-hero/versions", Some(&admin)).await;
+    assert!(versions["canary"].is_null(), "{versions}");
 
     // Every change is in the audit trail.
     let r = app
@@ -478,6 +615,13 @@ async fn canaries_are_rolled_back_or_promoted_by_their_measured_ctr_and_audited(
     for action in ["canary_started", "canary_rolled_back", "canary_promoted"] {
         assert!(trail.contains(action), "{action} is audited");
     }
+    // The one rule that was set is audited; the refused one was never set.
+    let rules: Vec<Value> = trail
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e.pointer("/detail/detail/rule").cloned())
+        .collect();
+    assert_eq!(rules, vec![rule], "{trail}");
 }
 
 #[actix_web::test]
@@ -502,44 +646,13 @@ async fn off_policy_evaluation_of_a_candidate_policy_from_logged_decisions() {
     }
     let (status, body) = app.post("/v1/decide/slots/home-cta/evaluate", Some(&cms), &json!({"params": params})).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("version_conflict")), "nothing logged for that slot");
-}
-
-#[actix_web::test]
-async fn the_personalizer_rank_and_reward_api_is_served_by_the_same_engine() {
-    let app = spawn_app().await;
-    outdoor_fan(&app, "pam").await;
-    let cms = app.token(Role::Cms, None);
-    let body = json!({
-        "contextFeatures": [{"anonymousId": "pam"}, {"device": "mobile"}],
-        "actions": [
-            {"id": "generic", "features": [{"category": "misc"}]},
-            {"id": "tents", "features": [{"category": "outdoor"}]},
-            {"id": "shoes", "features": [{"category": "running"}]}
-        ],
-        "excludedActions": ["shoes"],
-        "eventId": "evt-1",
-        "deferActivation": false
-    });
-    let (status, ranked) = app.post("/personalizer/v1.0/rank", Some(&cms), &body).await;
-    assert_eq!(status, 201, "{ranked}");
-    assert_eq!(ranked["eventId"], "evt-1");
-    let ranking = ranked["ranking"].as_array().unwrap();
-    assert_eq!(ranking.len(), 3, "{ranked}");
-    assert_eq!(ranking[2], json!({"id": "shoes", "probability": 0.0}));
-    assert_eq!(ranked["rewardActionId"], ranking[0]["id"]);
-    let p = ranking[0]["probability"].as_f64().unwrap();
-    assert!(p > 0.0 && p <= 1.0);
-    let r = app
-        .client
-        .post(format!("{}/personalizer/v1.0/events/evt-1/reward", app.address))
-        .bearer_auth(&cms)
-        .json(&json!({"value": 1.0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let (status, body) = app.post("/personalizer/v1.0/events/nope/reward", Some(&cms), &json!({"value": 1.0})).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("unknown_event")));
+    // Bad parameters are refused as such, whether or not anything is logged.
+    let bad = json!({"alpha": -1.0, "lambda": 10.0, "prior": vec![0.0; D]});
+    for slot in ["home-hero", "home-cta"] {
+        let (status, body) =
+            app.post(&format!("/v1/decide/slots/{slot}/evaluate"), Some(&cms), &json!({"params": bad})).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_params")), "{slot}: {body}");
+    }
 }
 
 #[actix_web::test]
@@ -556,6 +669,10 @@ async fn recommendations_fall_back_to_popularity_and_refuse_bad_input() {
     assert_eq!(body["reason"], "cold_start");
     let (status, body) = app.get("/v1/recommendations?anonymousId=rita&exclude=everything", Some(&cms)).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_exclude")));
+    for count in [0, 1000] {
+        let (status, body) = app.get(&format!("/v1/recommendations?anonymousId=rita&count={count}"), Some(&cms)).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_count")), "{count}: {body}");
+    }
 }
 
 #[actix_web::test]
@@ -569,6 +686,8 @@ async fn bad_requests_get_typed_errors_and_roles_are_enforced() {
         (json!({"anonymousId": "a", "slot": "home-hero", "candidates": ["ghost"]}), 400, "invalid_candidates"),
         (json!({"anonymousId": "a", "slot": "home-hero", "bogus": 1}), 400, "invalid_json"),
         (json!({"anonymousId": 7, "slot": "home-hero"}), 400, "invalid_json"),
+        (json!({"anonymousId": "a", "slot": "home-hero", "count": 0}), 400, "invalid_count"),
+        (json!({"anonymousId": "a", "slot": "home-hero", "count": 101}), 400, "invalid_count"),
     ];
     for (body, status, code) in cases {
         let (s, b) = app.post("/v1/decide", Some(&cms), &body).await;
@@ -652,6 +771,25 @@ async fn recommendations_come_from_the_live_recommender_with_consent() {
     let ids: Vec<&str> = body["items"].as_array().unwrap().iter().filter_map(|i| i["id"].as_str()).collect();
     assert_eq!(ids.first(), Some(&"boots"), "what her neighbour saw and she did not: {body}");
     assert!(!ids.contains(&"tent") && !ids.contains(&"lamp"), "nothing she has seen: {body}");
+    // Like a decision, the personalized list left a receipt naming the consent record that allowed it.
+    let ann = app.store.pseudonymize(&SubjectId::parse("ann").unwrap());
+    let record = app.state.book.history(&ann).current().purposes
+        [&lethe_domain::Purpose::parse("personalization").unwrap()]
+        .record_id;
+    assert_eq!(body["consentRecord"], json!(record), "{body}");
+    let served = receipts(&app, "ann", "recommendations.served", 1).await;
+    let p = &served[0]["properties"];
+    assert_eq!(p["decision"], body["decisionId"], "{p}");
+    assert_eq!((&p["policy"]["consent_record"], &p["items"][0]), (&json!(record), &json!("boots")), "{p}");
+    // No receipt can be queued (the log is behind): no personalized list either.
+    app.engine.set_receipt_backlog(0);
+    let (_, behind) = app.get("/v1/recommendations?anonymousId=ann&count=3", Some(&cms)).await;
+    assert_eq!(
+        (behind["mode"].as_str(), behind["reason"].as_str()),
+        (Some("non_personalized"), Some("receipt_backlog"))
+    );
+    assert_eq!(behind["decisionId"], Value::Null, "{behind}");
+    app.engine.set_receipt_backlog(lethe_decide::engine::DEFAULT_RECEIPT_BACKLOG);
     // Related items need no subject.
     let (status, body) = app.get("/v1/recommendations?item=tent&count=2", Some(&cms)).await;
     assert_eq!(status, 200, "{body}");

@@ -9,4 +9,5 @@ mod health;
 mod helpers;
 mod limits;
 mod malformed;
+mod personalizer;
 mod privacy;

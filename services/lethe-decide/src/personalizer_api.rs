@@ -1,0 +1,518 @@
+//! Azure Personalizer's Rank and Reward API over the decision engine, so that a former Personalizer
+//! user moves to Lethe by changing only its endpoint: `POST /personalizer/v1.0/rank`,
+//! `POST /personalizer/v1.0/events/{eventId}/reward` and `/activate`.
+//!
+//! The key is a Lethe token of role `cms` or `admin`, sent where Azure's SDKs put it
+//! (`Ocp-Apim-Subscription-Key`) or as a bearer token. Requests are checked as Azure checks them (at
+//! most [`MAX_ACTIONS`] actions with distinct ids, an `eventId` of at most [`MAX_EVENT_ID_CHARS`]
+//! characters), and every error comes in Azure's shape, Lethe's stable code as the inner one:
+//! `{"error": {"code": "BadRequest", "message": "…", "innerError": {"code": "invalid_json"}}}`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use lethe_auth::Role;
+use lethe_collect::auth::authorize_with;
+use lethe_collect::{subject_id, ApiError, CollectState};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::api::{decide_one, DecideState};
+use crate::engine::{Candidate, DecideError, DecideRequest, OutcomeKind};
+
+/// Largest body of a Rank call: its actions carry their features.
+pub const MAX_RANK_BODY: usize = 256 * 1024;
+/// Largest body of a Reward or Activate call.
+pub const MAX_EVENT_BODY: usize = crate::api::MAX_BODY;
+/// Most actions one Rank call may send (Azure's limit).
+pub const MAX_ACTIONS: usize = 50;
+/// Longest `eventId`, in characters (Azure's limit).
+pub const MAX_EVENT_ID_CHARS: usize = 256;
+/// Most events kept for their rewards; past it the oldest gives way first.
+pub const MAX_EVENTS: usize = 1_000_000;
+/// The header Azure's SDKs send the key in.
+pub const SUBSCRIPTION_KEY: &str = "ocp-apim-subscription-key";
+
+// --- errors ------------------------------------------------------------------------------------------
+
+/// An error of the Personalizer routes: Lethe's [`ApiError`], answered with the same HTTP status in
+/// Azure's shape ([`PersonalizerErrorResponse`]).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PersonalizerError(#[from] pub ApiError);
+
+impl From<DecideError> for PersonalizerError {
+    fn from(e: DecideError) -> Self {
+        Self(e.into())
+    }
+}
+
+/// Azure's error body: `{"error": {...}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PersonalizerErrorResponse {
+    pub error: PersonalizerErrorDetail,
+}
+
+/// Azure's error object.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersonalizerErrorDetail {
+    /// `BadRequest`, `Unauthorized`, `Forbidden`, `ResourceNotFound`, `PayloadTooLarge`,
+    /// `TooManyRequests` or `InternalServerError`, after the HTTP status.
+    pub code: String,
+    pub message: String,
+    pub inner_error: PersonalizerInnerError,
+}
+
+/// The finer error: Lethe's stable code (`invalid_json`, `unknown_event`, `missing_credentials`…).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PersonalizerInnerError {
+    pub code: String,
+}
+
+/// Azure's code for an HTTP status (other 4xx answers are `BadRequest`, 5xx `InternalServerError`).
+fn azure_code(status: u16) -> &'static str {
+    match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "ResourceNotFound",
+        413 => "PayloadTooLarge",
+        429 => "TooManyRequests",
+        s if s >= 500 => "InternalServerError",
+        _ => "BadRequest",
+    }
+}
+
+impl From<&ApiError> for PersonalizerErrorResponse {
+    fn from(e: &ApiError) -> Self {
+        Self {
+            error: PersonalizerErrorDetail {
+                code: azure_code(e.status).to_owned(),
+                message: e.message.clone(),
+                inner_error: PersonalizerInnerError { code: e.code.to_owned() },
+            },
+        }
+    }
+}
+
+impl ResponseError for PersonalizerError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(PersonalizerErrorResponse::from(&self.0))
+    }
+}
+
+/// Declares Azure's way to authenticate: the key in `Ocp-Apim-Subscription-Key`.
+#[derive(Debug)]
+pub struct SubscriptionKey;
+
+impl utoipa::Modify for SubscriptionKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "subscription_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("Ocp-Apim-Subscription-Key"))),
+        );
+    }
+}
+
+// --- request helpers ---------------------------------------------------------------------------------
+
+/// Verifies the credentials: a bearer token, or else a token in `Ocp-Apim-Subscription-Key`; role
+/// `cms` or `admin`.
+fn authorize(req: &HttpRequest, collect: &CollectState) -> Result<(), ApiError> {
+    let key = req
+        .headers()
+        .get(SUBSCRIPTION_KEY)
+        .map(|v| v.to_str().map(str::trim))
+        .transpose()
+        .map_err(|_| ApiError::new(401, "malformed_credentials", "bad Ocp-Apim-Subscription-Key header"))?;
+    authorize_with(req, collect, &[Role::Cms, Role::Admin], key)?;
+    Ok(())
+}
+
+/// The body, at most `limit` bytes (the route's `PayloadConfig` stops a longer one early).
+fn body_of(body: Result<web::Bytes, actix_web::Error>, limit: usize) -> Result<web::Bytes, ApiError> {
+    let too_large = || ApiError::new(413, "payload_too_large", format!("a body is at most {limit} bytes"));
+    match body {
+        Ok(b) if b.len() > limit => Err(too_large()),
+        Ok(b) => Ok(b),
+        Err(e) if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request("invalid_body", e.to_string())),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+}
+
+fn gpc(req: &HttpRequest) -> bool {
+    req.headers().get("sec-gpc").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1")
+}
+
+// --- events ------------------------------------------------------------------------------------------
+
+/// The events of Rank calls, kept for their rewards: `eventId` → the decision, whether the event is
+/// active, and a reward held until it is. At most a fixed number ([`MAX_EVENTS`] by default): past
+/// it the oldest event gives way first, and a reward for it is then unknown (404).
+#[derive(Debug)]
+pub struct EventIds {
+    capacity: usize,
+    events: Mutex<Events>,
+}
+
+#[derive(Debug, Default)]
+struct Events {
+    by_id: HashMap<Arc<str>, Event>,
+    /// Insertion order, each with its entry's number: an `eventId` sent again leaves its earlier
+    /// place here, which eviction then passes over.
+    order: VecDeque<(u64, Arc<str>)>,
+    next: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    decision: Uuid,
+    number: u64,
+    active: bool,
+    /// The highest reward sent while inactive.
+    held: Option<f64>,
+}
+
+/// What a reward does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reward {
+    /// The event is active: record it for this decision.
+    Record(Uuid),
+    /// The event waits for `/activate`: held until then.
+    Held,
+}
+
+impl Default for EventIds {
+    fn default() -> Self {
+        Self::with_capacity(MAX_EVENTS)
+    }
+}
+
+impl EventIds {
+    /// Keeps at most `capacity` events (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), events: Mutex::new(Events::default()) }
+    }
+
+    /// How many events are kept.
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    /// Whether no event is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The decision of an event.
+    pub fn decision(&self, event_id: &str) -> Option<Uuid> {
+        self.lock().by_id.get(event_id).map(|e| e.decision)
+    }
+
+    /// Whether an event is active (it was not deferred, or it was activated).
+    pub fn is_active(&self, event_id: &str) -> Option<bool> {
+        self.lock().by_id.get(event_id).map(|e| e.active)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Events> {
+        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps an event (an `eventId` sent again now names the new decision), forgetting the oldest
+    /// past the capacity.
+    pub fn insert(&self, event_id: &str, decision: Uuid, active: bool) {
+        let mut events = self.lock();
+        let events = &mut *events;
+        let id: Arc<str> = Arc::from(event_id);
+        let number = events.next;
+        events.next += 1;
+        events.by_id.insert(Arc::clone(&id), Event { decision, number, active, held: None });
+        events.order.push_back((number, id));
+        while events.order.len() > self.capacity {
+            let Some((n, old)) = events.order.pop_front() else { break };
+            if events.by_id.get(&old).is_some_and(|e| e.number == n) {
+                events.by_id.remove(&old);
+            }
+        }
+    }
+
+    /// A reward of `value` for an event: recorded if the event is active, else held.
+    fn reward(&self, event_id: &str, value: f64) -> Option<Reward> {
+        let mut events = self.lock();
+        let e = events.by_id.get_mut(event_id)?;
+        if e.active {
+            return Some(Reward::Record(e.decision));
+        }
+        e.held = Some(e.held.map_or(value, |h| h.max(value)));
+        Some(Reward::Held)
+    }
+
+    /// Activates an event: its decision and the reward held for it, if any (taken).
+    fn activate(&self, event_id: &str) -> Option<(Uuid, Option<f64>)> {
+        let mut events = self.lock();
+        let e = events.by_id.get_mut(event_id)?;
+        e.active = true;
+        Some((e.decision, e.held.take()))
+    }
+}
+
+// --- Rank --------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RankBody {
+    #[serde(default)]
+    context_features: Vec<Value>,
+    actions: Vec<RankAction>,
+    #[serde(default)]
+    excluded_actions: Vec<String>,
+    event_id: Option<String>,
+    #[serde(default)]
+    defer_activation: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RankAction {
+    id: String,
+    #[serde(default)]
+    features: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RankQuery {
+    slot: Option<String>,
+}
+
+/// `POST /personalizer/v1.0/rank`: Azure Personalizer's Rank over the same engine. The subject is
+/// the `userId` or `anonymousId` found in `contextFeatures`, and the ranking is personalized only
+/// under its consent; without one the answer is the baseline (the first action). `?slot=` names an
+/// open slot (default `personalizer`). Each action's `probability` is the one the policy gave it of
+/// being chosen first (they sum to 1); excluded actions follow with 0. Unless `deferActivation`, the
+/// impression is recorded now.
+#[utoipa::path(post, path = "/personalizer/v1.0/rank", tag = "personalizer", summary = "Azure Personalizer's Rank, served by Lethe's decision engine",
+    params(("slot" = Option<String>, Query, description = "an open slot (default personalizer)")),
+    request_body(content = Object, description = "{contextFeatures, actions: [{id, features}] (1..=50, distinct ids), excludedActions, eventId (at most 256 characters), deferActivation}", content_type = "application/json"),
+    responses((status = 201, description = "{ranking: [{id, probability}], eventId, rewardActionId, lethe: {decisionId, mode, reason, modelVersion}}", body = Object),
+        (status = 400, body = PersonalizerErrorResponse), (status = 401, body = PersonalizerErrorResponse), (status = 403, body = PersonalizerErrorResponse),
+        (status = 413, body = PersonalizerErrorResponse), (status = 429, body = PersonalizerErrorResponse)),
+    security(("subscription_key" = []), ("bearer" = [])))]
+pub async fn rank(
+    state: web::Data<DecideState>,
+    ids: web::Data<EventIds>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, PersonalizerError> {
+    let engine = &state.engine;
+    authorize(&req, engine.collect())?;
+    let query = web::Query::<RankQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
+        .into_inner();
+    let b: RankBody = parse(&body_of(body, MAX_RANK_BODY)?)?;
+    if b.actions.is_empty() || b.actions.len() > MAX_ACTIONS {
+        return Err(ApiError::bad_request("invalid_actions", format!("send 1..={MAX_ACTIONS} actions")).into());
+    }
+    let mut seen = HashSet::new();
+    if !b.actions.iter().all(|a| seen.insert(a.id.as_str())) {
+        return Err(ApiError::bad_request("invalid_actions", "action ids are distinct").into());
+    }
+    let sent_event_id = b.event_id.filter(|e| !e.is_empty());
+    if sent_event_id.as_ref().is_some_and(|e| e.chars().count() > MAX_EVENT_ID_CHARS) {
+        let message = format!("an eventId is at most {MAX_EVENT_ID_CHARS} characters");
+        return Err(ApiError::bad_request("invalid_event_id", message).into());
+    }
+    let find =
+        |key: &str| b.context_features.iter().find_map(|f| f.get(key).and_then(Value::as_str).map(str::to_owned));
+    let device = find("device").or_else(|| find("deviceType"));
+    // Without a subject the answer is non-personalized (`no_subject`): no shared stand-in id whose
+    // consent anyone could record.
+    let subject = find("userId").or_else(|| find("anonymousId")).map(|id| subject_id(&id)).transpose()?;
+    let excluded: HashSet<&str> = b.excluded_actions.iter().map(String::as_str).collect();
+    let candidates: Vec<Candidate> = b
+        .actions
+        .iter()
+        .filter(|a| !excluded.contains(a.id.as_str()))
+        .map(|a| Candidate {
+            id: a.id.clone(),
+            category: a.features.iter().find_map(|f| f.get("category").and_then(Value::as_str).map(str::to_owned)),
+            content: crate::slots::Content::default(),
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Err(ApiError::bad_request("invalid_candidates", "send at least one action that is not excluded").into());
+    }
+    let count = candidates.len();
+    let request = DecideRequest {
+        subject,
+        slot: query.slot.unwrap_or_else(|| "personalizer".into()),
+        device,
+        gpc: gpc(&req),
+        candidates: Some(candidates),
+        count,
+    };
+    let d = decide_one(engine, request).await?;
+    let event_id = sent_event_id.unwrap_or_else(|| d.decision_id.simple().to_string());
+    ids.insert(&event_id, d.decision_id, !b.defer_activation);
+    if !b.defer_activation {
+        let engine = Arc::clone(engine);
+        let id = d.decision_id;
+        let _ = web::block(move || engine.outcome(id, OutcomeKind::Impression, None)).await;
+    }
+    let ranking: Vec<Value> = d
+        .variants
+        .iter()
+        .map(|v| json!({"id": v.id, "probability": v.probability}))
+        .chain(
+            b.actions
+                .iter()
+                .filter(|a| excluded.contains(a.id.as_str()))
+                .map(|a| json!({"id": a.id, "probability": 0.0})),
+        )
+        .collect();
+    Ok(HttpResponse::Created().json(json!({
+        "ranking": ranking,
+        "eventId": event_id,
+        "rewardActionId": d.variants.first().map(|v| v.id.clone()),
+        "lethe": {"decisionId": d.decision_id, "mode": d.mode, "reason": d.reason, "modelVersion": d.model_version},
+    })))
+}
+
+// --- Reward and Activate -----------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct RewardBody {
+    value: f64,
+}
+
+/// A reward as an outcome: a value above 0 is a click, any other an impression.
+fn reward_outcome(value: f64) -> (OutcomeKind, Option<f64>) {
+    (if value > 0.0 { OutcomeKind::Click } else { OutcomeKind::Impression }, Some(value))
+}
+
+/// `POST /personalizer/v1.0/events/{eventId}/reward` and `/activate`.
+///
+/// An event ranked with `deferActivation: true` is inactive until `/activate`. A reward sent for it
+/// before then is answered 204 but not recorded: it is held (the highest value sent) and recorded
+/// when the event is activated, after the impression, and never if the event is not activated.
+/// This is what Azure documents for deferred events: without Activate, Personalizer does not learn
+/// from the event's reward; with Activate and Reward, it learns from the reward sent.
+#[utoipa::path(post, path = "/personalizer/v1.0/events/{eventId}/{action}", tag = "personalizer", summary = "Azure Personalizer's Reward (value > 0 counts as a click) and Activate",
+    params(("eventId" = String, Path), ("action" = String, Path, description = "reward or activate")),
+    request_body(content = Object, description = "{value} for reward", content_type = "application/json"),
+    responses((status = 204, description = "recorded, or held until the event is activated"), (status = 400, body = PersonalizerErrorResponse),
+        (status = 401, body = PersonalizerErrorResponse), (status = 404, body = PersonalizerErrorResponse)),
+    security(("subscription_key" = []), ("bearer" = [])))]
+pub async fn event(
+    state: web::Data<DecideState>,
+    ids: web::Data<EventIds>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, PersonalizerError> {
+    authorize(&req, state.engine.collect())?;
+    let (event_id, action) = path.into_inner();
+    let unknown = || ApiError::new(404, "unknown_event", "no rank call has this eventId");
+    let (decision, outcomes) = match action.as_str() {
+        "reward" => {
+            let b: RewardBody = parse(&body_of(body, MAX_EVENT_BODY)?)?;
+            if !b.value.is_finite() {
+                return Err(ApiError::bad_request("invalid_value", "value is a finite number").into());
+            }
+            match ids.reward(&event_id, b.value).ok_or_else(unknown)? {
+                Reward::Record(decision) => (decision, vec![reward_outcome(b.value)]),
+                Reward::Held => return Ok(HttpResponse::NoContent().finish()),
+            }
+        }
+        "activate" => {
+            let (decision, held) = ids.activate(&event_id).ok_or_else(unknown)?;
+            let mut outcomes = vec![(OutcomeKind::Impression, None)];
+            outcomes.extend(held.map(reward_outcome));
+            (decision, outcomes)
+        }
+        _ => return Err(ApiError::new(404, "not_found", "actions: reward, activate").into()),
+    };
+    let engine = Arc::clone(&state.engine);
+    web::block(move || {
+        outcomes.into_iter().try_for_each(|(kind, value)| engine.outcome(decision, kind, value).map(drop))
+    })
+    .await
+    .map_err(|_| ApiError::new(500, "internal", "task failed"))??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_events_give_way_first() {
+        let ids = EventIds::with_capacity(3);
+        let d: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        for (i, d) in d.iter().enumerate().take(3) {
+            ids.insert(&format!("e{i}"), *d, true);
+        }
+        assert_eq!(ids.len(), 3);
+        ids.insert("e3", d[3], true);
+        assert_eq!((ids.len(), ids.decision("e0")), (3, None), "the oldest went first, alone");
+        assert_eq!((ids.decision("e1"), ids.decision("e3")), (Some(d[1]), Some(d[3])));
+        // An eventId sent again names the new decision and is not evicted by its earlier place.
+        ids.insert("e1", d[4], true);
+        assert_eq!(ids.decision("e1"), Some(d[4]));
+        assert_eq!((ids.decision("e2"), ids.decision("e3")), (Some(d[2]), Some(d[3])));
+        ids.insert("e5", d[0], true);
+        assert_eq!(ids.decision("e1"), Some(d[4]), "its earlier place was passed over");
+        assert_eq!(ids.len(), 3);
+        assert!(ids.events.lock().unwrap().order.len() <= 3, "the order is bounded too");
+    }
+
+    #[test]
+    fn a_deferred_event_holds_its_reward_until_activated() {
+        let ids = EventIds::with_capacity(10);
+        let (live, deferred) = (Uuid::new_v4(), Uuid::new_v4());
+        ids.insert("live", live, true);
+        ids.insert("deferred", deferred, false);
+        assert_eq!(ids.reward("live", 1.0), Some(Reward::Record(live)));
+        assert_eq!(ids.reward("deferred", 0.0), Some(Reward::Held));
+        assert_eq!(ids.reward("deferred", 0.7), Some(Reward::Held));
+        assert_eq!(ids.reward("deferred", 0.2), Some(Reward::Held));
+        assert_eq!(ids.is_active("deferred"), Some(false));
+        assert_eq!(ids.activate("deferred"), Some((deferred, Some(0.7))), "the highest reward held");
+        assert_eq!(ids.is_active("deferred"), Some(true));
+        assert_eq!(ids.reward("deferred", 1.0), Some(Reward::Record(deferred)));
+        assert_eq!(ids.activate("deferred"), Some((deferred, None)), "nothing held twice");
+        assert_eq!((ids.reward("nope", 1.0), ids.activate("nope")), (None, None));
+    }
+
+    #[test]
+    fn errors_take_azures_codes_after_the_status() {
+        let cases = [
+            (400, "BadRequest"),
+            (401, "Unauthorized"),
+            (403, "Forbidden"),
+            (404, "ResourceNotFound"),
+            (409, "BadRequest"),
+            (413, "PayloadTooLarge"),
+            (429, "TooManyRequests"),
+            (500, "InternalServerError"),
+            (503, "InternalServerError"),
+        ];
+        for (status, code) in cases {
+            let body = serde_json::to_value(PersonalizerErrorResponse::from(&ApiError::new(status, "x", "m"))).unwrap();
+            assert_eq!(body, json!({"error": {"code": code, "message": "m", "innerError": {"code": "x"}}}), "{status}");
+        }
+    }
+}
