@@ -390,16 +390,9 @@ async fn outcome_receipt_of(app: &TestApp, id: &str, decision: &Value, marker: &
     let d = decide(app, marker, "home-hero").await;
     outcome(app, &d, "impression").await;
     receipts(app, marker, "outcome.recorded", 1).await;
-    let p = app.store.pseudonymize(&SubjectId::parse(id).unwrap());
-    app.store
-        .read_stream(&p)
-        .unwrap()
+    receipts(app, id, "outcome.recorded", 0)
+        .await
         .into_iter()
-        .filter(|e| e.envelope.event_type.as_str() == "outcome.recorded")
-        .filter_map(|e| match e.body {
-            lethe_domain::EventBody::Plain(b) => serde_json::from_slice::<Value>(&b).ok(),
-            _ => None,
-        })
         .find(|r| r["properties"]["decision"] == decision["decisionId"])
 }
 
