@@ -14,7 +14,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::engine::{Candidate, DecideError, DecideRequest, Decision, Engine, Gate, OutcomeKind, PolicyParams, Reason};
+use crate::engine::{
+    Candidate, DecideError, DecideRequest, Decision, Engine, Gate, OutcomeKind, PolicyParams, Reason, MAX_REWARD,
+    MIN_REWARD,
+};
 use crate::features::Context;
 use crate::recommend::{Exclude, Recommenders};
 use crate::slots::CanarySettings;
@@ -252,6 +255,27 @@ struct OutcomeBody {
     value: Option<f64>,
 }
 
+/// Checks an outcome's value: a conversion's is a finite, non-negative amount; a reward needs one
+/// in [`MIN_REWARD`, `MAX_REWARD`].
+pub(crate) fn check_outcome_value(kind: OutcomeKind, value: Option<f64>) -> Result<(), ApiError> {
+    let ok = match (kind, value) {
+        (OutcomeKind::Reward, Some(v)) => (MIN_REWARD..=MAX_REWARD).contains(&v),
+        (OutcomeKind::Reward, None) => false,
+        (_, Some(v)) => v.is_finite() && v >= 0.0,
+        (_, None) => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_value",
+            format!(
+                "a reward's value is in [{MIN_REWARD}, {MAX_REWARD}]; any other value is a finite, non-negative number"
+            ),
+        ))
+    }
+}
+
 /// `POST /v1/outcomes`.
 #[utoipa::path(post, path = "/v1/outcomes", tag = "decisions", summary = "Reports an impression, click or conversion of a decision",
     request_body(content = Object, description = "{decisionId, type: impression | click | conversion, value?}", content_type = "application/json"),
@@ -265,9 +289,7 @@ pub async fn outcomes(
     let engine = Arc::clone(&state.engine);
     authorize(&req, engine.collect(), &[Role::Site, Role::Cms, Role::Admin])?;
     let b: OutcomeBody = parse(&body)?;
-    if b.value.is_some_and(|v| !v.is_finite() || v < 0.0) {
-        return Err(ApiError::bad_request("invalid_value", "value is a finite, non-negative number"));
-    }
+    check_outcome_value(b.kind, b.value)?;
     let receipt = web::block(move || engine.outcome(b.decision_id, b.kind, b.value))
         .await
         .map_err(|_| ApiError::new(500, "internal", "outcome task failed"))??;

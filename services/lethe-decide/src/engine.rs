@@ -536,13 +536,24 @@ pub enum OutcomeKind {
     Impression,
     Click,
     Conversion,
+    /// A reward in [`MIN_REWARD`, `MAX_REWARD`] (the Personalizer API's): the model learns the value
+    /// itself, where a click teaches 1; a positive one counts as a click in the figures.
+    Reward,
 }
+
+/// The least reward an outcome of kind `reward` may carry.
+pub const MIN_REWARD: f64 = -1.0;
+/// The greatest reward an outcome of kind `reward` may carry.
+pub const MAX_REWARD: f64 = 1.0;
 
 /// What the engine did with an outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutcomeReceipt {
     pub decision_id: Uuid,
     pub recorded: bool,
+    /// The reward the decision's model version learned from it (none: it learned nothing, as for a
+    /// repeated report, a non-personalized decision or a subject whose consent no longer allows it).
+    pub learned: Option<f64>,
     /// A canary verdict the outcome triggered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<Value>,
@@ -1177,7 +1188,7 @@ impl Engine {
     ) -> Result<OutcomeReceipt, DecideError> {
         let now = UtcMicros::now();
         let (rec, update, first_conversion) =
-            self.mark(decision, kind).ok_or(DecideError::UnknownDecision(decision))?;
+            self.mark(decision, kind, value).ok_or(DecideError::UnknownDecision(decision))?;
         let recorded = update.is_some() || first_conversion;
         let slot = &self.slots.all()[rec.slot];
         // Consent is read again: a subject who withdrew, opted out or sent GPC since the decision
@@ -1226,7 +1237,8 @@ impl Engine {
             }),
             _ => None,
         };
-        Ok(OutcomeReceipt { decision_id: decision, recorded, canary })
+        let learned = update.filter(|_| allowed && rec.x.is_some() && rec.version.is_some()).map(|(_, r)| r);
+        Ok(OutcomeReceipt { decision_id: decision, recorded, learned, canary })
     }
 
     fn version_label(&self, slot: usize, id: ModelId) -> String {
@@ -1606,24 +1618,30 @@ impl Engine {
                 },
             );
         }
-        for (id, kind) in outcomes {
-            self.replay_outcome(id, kind);
+        for (id, kind, value) in outcomes {
+            self.replay_outcome(id, kind, value);
         }
         let now = UtcMicros::now();
         self.expire(now);
     }
 
-    fn replay_outcome(&self, decision: Uuid, kind: OutcomeKind) {
-        if let Some((rec, update, _)) = self.mark(decision, kind) {
+    fn replay_outcome(&self, decision: Uuid, kind: OutcomeKind, value: Option<f64>) {
+        if let Some((rec, update, _)) = self.mark(decision, kind, value) {
             self.learn_from(decision, &rec, update);
         }
     }
 
     /// Marks an outcome on a decision's record, once per decision and kind: the record as it is
     /// now, the model change the outcome makes (a reward to remove, the reward to add), and
-    /// whether it is the decision's first conversion.
+    /// whether it is the decision's first conversion. A click, a conversion or a reward (`value`) is
+    /// learned once per decision, the first of them.
     #[allow(clippy::type_complexity)]
-    fn mark(&self, decision: Uuid, kind: OutcomeKind) -> Option<(Record, Option<(Option<f64>, f64)>, bool)> {
+    fn mark(
+        &self,
+        decision: Uuid,
+        kind: OutcomeKind,
+        value: Option<f64>,
+    ) -> Option<(Record, Option<(Option<f64>, f64)>, bool)> {
         let mut records = self.records.shard(&decision);
         let rec = records.get_mut(&decision)?;
         let first_conversion = kind == OutcomeKind::Conversion && !rec.converted;
@@ -1633,11 +1651,15 @@ impl Engine {
                 rec.impressed = true;
                 Some((None, 0.0))
             }
-            OutcomeKind::Click | OutcomeKind::Conversion if !rec.clicked => {
+            OutcomeKind::Click | OutcomeKind::Conversion | OutcomeKind::Reward if !rec.clicked => {
                 let previous = rec.impressed.then_some(0.0);
                 rec.impressed = true;
                 rec.clicked = true;
-                Some((previous, 1.0))
+                let reward = match kind {
+                    OutcomeKind::Reward => value.unwrap_or(0.0).clamp(MIN_REWARD, MAX_REWARD),
+                    _ => 1.0,
+                };
+                Some((previous, reward))
             }
             _ => None,
         };
@@ -1863,7 +1885,8 @@ pub(crate) struct Served {
 #[derive(Debug, Default)]
 pub(crate) struct Logged {
     pub served: Vec<Served>,
-    pub outcomes: Vec<(Uuid, OutcomeKind)>,
+    /// Each outcome's decision, kind and value.
+    pub outcomes: Vec<(Uuid, OutcomeKind, Option<f64>)>,
 }
 
 /// Reads every decision receipt and outcome the log can still decrypt (an erased subject's are
@@ -1882,7 +1905,7 @@ pub(crate) fn read_receipts(store: &dyn EventStore) -> Logged {
         if t == DECISION_SERVED {
             logged.served.push(Served { decision, subject: e.envelope.subject, at: e.envelope.time, properties });
         } else if let Ok(k) = serde_json::from_value::<OutcomeKind>(properties["outcome"].clone()) {
-            logged.outcomes.push((decision, k));
+            logged.outcomes.push((decision, k, properties["value"].as_f64()));
         }
     }
     logged

@@ -398,9 +398,10 @@ struct RewardBody {
     value: f64,
 }
 
-/// A reward as an outcome: a value above 0 is a click, any other an impression.
+/// A reward as an outcome: the model learns the value itself (a positive one counts as a click in
+/// the figures).
 fn reward_outcome(value: f64) -> (OutcomeKind, Option<f64>) {
-    (if value > 0.0 { OutcomeKind::Click } else { OutcomeKind::Impression }, Some(value))
+    (OutcomeKind::Reward, Some(value))
 }
 
 /// `POST /personalizer/v1.0/events/{eventId}/reward` and `/activate`.
@@ -410,7 +411,7 @@ fn reward_outcome(value: f64) -> (OutcomeKind, Option<f64>) {
 /// when the event is activated, after the impression, and never if the event is not activated.
 /// This is what Azure documents for deferred events: without Activate, Personalizer does not learn
 /// from the event's reward; with Activate and Reward, it learns from the reward sent.
-#[utoipa::path(post, path = "/personalizer/v1.0/events/{eventId}/{action}", tag = "personalizer", summary = "Azure Personalizer's Reward (value > 0 counts as a click) and Activate",
+#[utoipa::path(post, path = "/personalizer/v1.0/events/{eventId}/{action}", tag = "personalizer", summary = "Azure Personalizer's Reward (a value in [-1, 1], learned as sent) and Activate",
     params(("eventId" = String, Path), ("action" = String, Path, description = "reward or activate")),
     request_body(content = Object, description = "{value} for reward", content_type = "application/json"),
     responses((status = 204, description = "recorded, or held until the event is activated"), (status = 400, body = PersonalizerErrorResponse),
@@ -429,9 +430,7 @@ pub async fn event(
     let (decision, outcomes) = match action.as_str() {
         "reward" => {
             let b: RewardBody = parse(&body_of(body, MAX_EVENT_BODY)?)?;
-            if !b.value.is_finite() {
-                return Err(ApiError::bad_request("invalid_value", "value is a finite number").into());
-            }
+            crate::api::check_outcome_value(OutcomeKind::Reward, Some(b.value))?;
             match ids.reward(&event_id, b.value).ok_or_else(unknown)? {
                 Reward::Record(decision) => (decision, vec![reward_outcome(b.value)]),
                 Reward::Held => return Ok(HttpResponse::NoContent().finish()),

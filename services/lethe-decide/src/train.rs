@@ -112,9 +112,15 @@ pub fn train_engagement_replacing(
             served.insert(s.decision, (s.subject, x, s.at));
         }
     }
-    let seen: BTreeSet<Uuid> = logged.outcomes.iter().map(|(id, _)| *id).collect();
+    let seen: BTreeSet<Uuid> = logged.outcomes.iter().map(|(id, ..)| *id).collect();
+    // A click, a conversion or a positive reward labels the decision engaged.
+    let engaged = |k: OutcomeKind, v: Option<f64>| match k {
+        OutcomeKind::Impression => false,
+        OutcomeKind::Reward => v.is_some_and(|v| v > 0.0),
+        OutcomeKind::Click | OutcomeKind::Conversion => true,
+    };
     let clicked: BTreeSet<Uuid> =
-        logged.outcomes.iter().filter(|(_, k)| *k != OutcomeKind::Impression).map(|(id, _)| *id).collect();
+        logged.outcomes.iter().filter(|(_, k, v)| engaged(*k, *v)).map(|(id, ..)| *id).collect();
     let sale_share = Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose");
     let allows = |s: &Pseudonym| collect.book.verdict(s, &purpose, true, &sale_share).allows();
     let mut excluded: BTreeSet<Pseudonym> = BTreeSet::new();

@@ -499,6 +499,46 @@ async fn a_repeated_outcome_report_counts_once_and_leaves_one_receipt() {
 }
 
 #[actix_web::test]
+async fn a_reward_is_learned_as_sent_once_per_decision() {
+    let app = spawn_app().await;
+    outdoor_fan(&app, "rex").await;
+    let cms = app.token(Role::Cms, None);
+    let post = |d: &Value, body: Value| {
+        let mut body = body;
+        body["decisionId"] = d["decisionId"].clone();
+        let (app, cms) = (&app, &cms);
+        async move { app.post("/v1/outcomes", Some(cms), &body).await }
+    };
+    let d = exploit(&app, "rex", "home-hero").await;
+    for (body, code) in [
+        (json!({"type": "reward"}), "invalid_value"),
+        (json!({"type": "reward", "value": 1.5}), "invalid_value"),
+        (json!({"type": "reward", "value": -1.01}), "invalid_value"),
+        (json!({"type": "conversion", "value": -3.0}), "invalid_value"),
+    ] {
+        let (status, r) = post(&d, body.clone()).await;
+        assert_eq!((status, r["code"].as_str()), (400, Some(code)), "{body} → {r}");
+    }
+    let learned = |r: &Value| r["learned"].as_f64();
+    let (status, r) = post(&d, json!({"type": "reward", "value": 0.25})).await;
+    assert_eq!((status, learned(&r), &r["recorded"]), (202, Some(0.25), &json!(true)), "{r}");
+    // The first click, conversion or reward is what the decision teaches; later ones teach nothing.
+    let (_, r) = post(&d, json!({"type": "click"})).await;
+    assert_eq!((learned(&r), &r["recorded"]), (None, &json!(false)), "{r}");
+    let (_, r) = post(&d, json!({"type": "reward", "value": -0.5})).await;
+    assert_eq!(learned(&r), None, "{r}");
+    let other = exploit(&app, "rex", "home-hero").await;
+    let (_, r) = post(&other, json!({"type": "click"})).await;
+    assert_eq!(learned(&r), Some(1.0), "a click teaches 1: {r}");
+    let other = exploit(&app, "rex", "home-hero").await;
+    let (_, r) = post(&other, json!({"type": "reward", "value": -0.5})).await;
+    assert_eq!(learned(&r), Some(-0.5), "{r}");
+    // Unlearning is exact whatever was learned: each decision's one contribution is kept.
+    let p = app.store.pseudonymize(&SubjectId::parse("rex").unwrap());
+    assert_eq!(app.engine.contributions_of(&p), 3);
+}
+
+#[actix_web::test]
 async fn r_erase_7_erasure_unlearns_her_outcomes_exactly() {
     let app = spawn_app().await;
     let hero = app.engine.slots.index_of("home-hero").unwrap();

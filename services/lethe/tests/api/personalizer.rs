@@ -105,6 +105,17 @@ async fn rank_and_reward_are_served_by_the_same_engine() {
     assert_eq!(status, 201, "{ranked}");
     let generated = ranked["eventId"].as_str().unwrap();
     assert_eq!(reward(&app, generated, 0.0).await.0, 204);
+    // A reward is learned as sent, in [-1, 1]; outside it is refused, not clamped.
+    assert_azure_error(reward(&app, generated, 1.5).await, 400, "BadRequest", "invalid_value");
+    let mut second = body.clone();
+    second["eventId"] = json!("evt-2");
+    let (status, ranked) = app.post(RANK, Some(&cms), &second).await;
+    assert_eq!(status, 201, "{ranked}");
+    assert_eq!(reward(&app, "evt-2", 0.3).await.0, 204);
+    let (status, again) = app
+        .post("/v1/outcomes", Some(&cms), &json!({"decisionId": ranked["lethe"]["decisionId"], "type": "click"}))
+        .await;
+    assert_eq!((status, &again["learned"]), (202, &Value::Null), "the reward of 0.3 was what it learned: {again}");
 }
 
 #[actix_web::test]
