@@ -182,7 +182,7 @@ struct Event {
     decision: Uuid,
     number: u64,
     active: bool,
-    /// The highest reward sent while inactive.
+    /// The first reward sent while inactive (as for an active event, the first reward counts).
     held: Option<f64>,
 }
 
@@ -256,7 +256,7 @@ impl EventIds {
         if e.active {
             return Some(Reward::Record(e.decision));
         }
-        e.held = Some(e.held.map_or(value, |h| h.max(value)));
+        e.held.get_or_insert(value);
         Some(Reward::Held)
     }
 
@@ -407,7 +407,7 @@ fn reward_outcome(value: f64) -> (OutcomeKind, Option<f64>) {
 /// `POST /personalizer/v1.0/events/{eventId}/reward` and `/activate`.
 ///
 /// An event ranked with `deferActivation: true` is inactive until `/activate`. A reward sent for it
-/// before then is answered 204 but not recorded: it is held (the highest value sent) and recorded
+/// before then is answered 204 but not recorded: it is held (the first value sent) and recorded
 /// when the event is activated, after the impression, and never if the event is not activated.
 /// This is what Azure documents for deferred events: without Activate, Personalizer does not learn
 /// from the event's reward; with Activate and Reward, it learns from the reward sent.
@@ -485,11 +485,10 @@ mod tests {
         ids.insert("live", live, true);
         ids.insert("deferred", deferred, false);
         assert_eq!(ids.reward("live", 1.0), Some(Reward::Record(live)));
-        assert_eq!(ids.reward("deferred", 0.0), Some(Reward::Held));
         assert_eq!(ids.reward("deferred", 0.7), Some(Reward::Held));
         assert_eq!(ids.reward("deferred", 0.2), Some(Reward::Held));
         assert_eq!(ids.is_active("deferred"), Some(false));
-        assert_eq!(ids.activate("deferred"), Some((deferred, Some(0.7))), "the highest reward held");
+        assert_eq!(ids.activate("deferred"), Some((deferred, Some(0.7))), "the first reward held");
         assert_eq!(ids.is_active("deferred"), Some(true));
         assert_eq!(ids.reward("deferred", 1.0), Some(Reward::Record(deferred)));
         assert_eq!(ids.activate("deferred"), Some((deferred, None)), "nothing held twice");
