@@ -496,10 +496,6 @@ fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now
     if let Some(code) = why {
         return done(code, format!("no consent for `{purpose}`: nothing was stored"));
     }
-    let message_id = m.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    if !state.book.claim_message(&subject, &message_id) {
-        return Ok(Step::Done(Outcome::Duplicate));
-    }
     let version = state.policies.event(&event_type).map_or(1, |r| r.schema_version().get());
     // R-RETAIN-1: the event's key is the one of its retention period; retentions past what a key
     // can name are clamped to the longest, which is still finite.
@@ -512,6 +508,12 @@ fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now
             "past_retention",
             "the event is older than its data categories may be kept: nothing was stored".into(),
         );
+    }
+    // Claimed last: a message refused above leaves no claim behind (a corrected resend is stored,
+    // and refusals grow no index).
+    let message_id = m.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if !state.book.claim_message(&subject, &message_id) {
+        return Ok(Step::Done(Outcome::Duplicate));
     }
     let (body, dropped) = payload(&m, &event_type, &state.policies, &|id| state.store.pseudonymize(id), time);
     let event = NewEvent {

@@ -420,12 +420,15 @@ impl Personalizer {
         self.enqueue(self.registry.containing(subject)?)
     }
 
-    /// Adds `ids` to the durable unlearning queue, stamped now. Returns how many.
+    /// Adds `ids` to the durable unlearning queue, stamped now; a model already queued keeps its
+    /// first stamp, so that later erasures never push back the deadline of earlier ones
+    /// (R-ERASE-7). Returns how many.
     fn enqueue(&self, ids: impl IntoIterator<Item = ModelId>) -> Result<usize, TrainError> {
         let now = UtcMicros::now().0.to_be_bytes();
         let mut queued = 0;
         for id in ids {
-            self.pending.insert(id.to_string().as_bytes(), &now[..])?;
+            // Err(CompareAndSwapError): already queued, and its stamp stays.
+            let _ = self.pending.compare_and_swap(id.to_string().as_bytes(), None::<&[u8]>, Some(&now[..]))?;
             queued += 1;
         }
         self.pending.flush()?;

@@ -255,9 +255,19 @@ fn r_erase_7_erasure_and_withdrawal_retrain_without_the_subject() {
     )
     .unwrap();
     assert!(cert.stores_touched.iter().any(|s| s.starts_with("model_registry")), "{:?}", cert.stores_touched);
-    assert_eq!(w.personalizer.pending().unwrap().len(), 1);
+    let queued = w.personalizer.pending().unwrap();
+    assert_eq!(queued.len(), 1);
+    // A second erasure while the model waits does not push back the first one's deadline.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    erasure::erase(
+        &w.privacy,
+        &subject(&w, "member-3"),
+        Asker { role: "subject", law: lethe_dsr::Law::Gdpr, channel: lethe_dsr::Channel::Api },
+    )
+    .unwrap();
+    assert_eq!(w.personalizer.pending().unwrap(), queued, "the model keeps the stamp of the first erasure");
     let second = w.personalizer.unlearn_pending().unwrap().expect("a retrained model");
-    assert_eq!(second.subjects, first.subjects - 1);
+    assert_eq!(second.subjects, first.subjects - 2);
     assert!(second.retired.contains(&v1.id.to_string()));
     let old = w.personalizer.registry().get(v1.id).unwrap().unwrap();
     assert!(
@@ -276,7 +286,7 @@ fn r_erase_7_erasure_and_withdrawal_retrain_without_the_subject() {
     consent(&w, "member-1", &[("personalization", false)]);
     ErasureHook::withdrawn(w.personalizer.as_ref(), &leaver, &[Purpose::parse("personalization").unwrap()]).unwrap();
     let third = w.personalizer.unlearn_pending().unwrap().expect("retrained");
-    assert_eq!(third.subjects, first.subjects - 2);
+    assert_eq!(third.subjects, first.subjects - 3);
     let (v3, _) = w.personalizer.live_recommender().unwrap().unwrap();
     assert!(!v3.manifest.membership.contains(&leaver));
     // An analytics-only withdrawal does not touch the models.

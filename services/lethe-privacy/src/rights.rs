@@ -128,12 +128,13 @@ pub async fn opt_out(
         return Err(ApiError::new(413, "payload_too_large", "an opt-out body holds at most 4 KB"));
     }
     let gpc = gpc_header(&req);
-    let id =
+    // Who acts: the token's role, or without one the subject itself (unverified, as the law allows).
+    let (id, role) =
         if req.headers().contains_key("authorization") {
             let principal = authorize(&req, &privacy.collect, &[Role::Subject, Role::Admin])?;
             let query = web::Query::<SubjectQuery>::from_query(req.query_string())
                 .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
-            whom(&principal, &query)?
+            (whom(&principal, &query)?, role_name(principal.role()))
         } else {
             if let Some(addr) = req.peer_addr() {
                 privacy.collect.limits.address(addr.ip()).map_err(|r| {
@@ -145,7 +146,7 @@ pub async fn opt_out(
             let raw = parsed.user_id.or(parsed.anonymous_id).ok_or_else(|| {
                 ApiError::bad_request("missing_id", "send a subject token, or a `userId` or `anonymousId`")
             })?;
-            subject_id(&raw)?
+            (subject_id(&raw)?, role_name(Role::Subject))
         };
     let privacy = privacy.into_inner();
     let channel = if gpc { Channel::GpcSignal } else { Channel::Api };
@@ -153,10 +154,10 @@ pub async fn opt_out(
         let subject = privacy.collect.store.pseudonymize(&id);
         let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
         let position = record_choice(&privacy, subject, &[sale_share], ConsentMethod::Api, "US-CA", gpc)?;
-        let request = close_at_once(&privacy, subject, RequestKind::OptOutSaleShare, Law::Ccpa, channel, "subject")?;
+        let request = close_at_once(&privacy, subject, RequestKind::OptOutSaleShare, Law::Ccpa, channel, role)?;
         privacy.audit(
             AuditKind::OptOut,
-            "subject",
+            role,
             Some(&SubjectDigest::of_pseudonym(subject.as_bytes())),
             json!({"request_id": request, "purposes": [SALE_SHARE], "log_position": position, "gpc": gpc}),
         )?;

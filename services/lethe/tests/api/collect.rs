@@ -178,6 +178,23 @@ async fn a_batch_answers_per_event_dedups_and_rejects_anomalies() {
     assert_eq!(app.state.metrics.get("lethe_collect_events_total", "implausible_value"), 2);
 }
 
+/// R-RETAIN-1 at the door: an event already past its retention is not stored, and its refusal
+/// claims nothing, so the same message sent again with a right timestamp is stored.
+#[actix_web::test]
+async fn an_event_past_its_retention_is_refused_and_its_corrected_resend_is_stored() {
+    let app = spawn_app().await;
+    app.consent("v8", &["analytics"], &[]).await;
+    let old = json!({"type": "page", "anonymousId": "v8", "messageId": "late", "timestamp": "2001-01-01T00:00:00Z"});
+    let fixed = json!({"type": "page", "anonymousId": "v8", "messageId": "late"});
+    let (status, body) = app.post("/v1/batch", Some(&app.site()), &json!({"batch": [old]})).await;
+    assert_eq!((status, body["results"][0]["reason"].as_str()), (200, Some("past_retention")), "{body}");
+    let (status, body) = app.post("/v1/batch", Some(&app.site()), &json!({"batch": [fixed.clone(), fixed]})).await;
+    let reasons: Vec<_> =
+        body["results"].as_array().unwrap().iter().map(|r| r["reason"].as_str().or(r["status"].as_str())).collect();
+    assert_eq!((status, reasons), (200, vec![Some("stored"), Some("duplicate")]), "{body}");
+    assert_eq!(app.stored("v8"), 2, "consent + the corrected page view");
+}
+
 #[actix_web::test]
 async fn identify_links_the_anonymous_id_as_a_pseudonym_only() {
     let app = spawn_app().await;

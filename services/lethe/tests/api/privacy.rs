@@ -316,6 +316,15 @@ async fn opt_out_needs_no_token_and_is_honored_at_once() {
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_json")));
     let (status, body) = app.post("/v1/me/opt-out", None, &json!({})).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("missing_id")));
+    // An admin opting a subject out is named as the admin, in the request and in the audit trail.
+    let admin = app.token(Role::Admin, None);
+    let (status, body) = app.post("/v1/me/opt-out?subject=carol-a", Some(&admin), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = app.get("/v1/requests?status=all&kind=opt_out_sale_share", Some(&app.token(Role::Dpo, None))).await;
+    let by: Vec<&str> =
+        list["requests"].as_array().unwrap().iter().filter_map(|r| r["history"][0]["actor_role"].as_str()).collect();
+    assert_eq!(by.len(), 2, "{list}");
+    assert!(by.contains(&"admin") && by.contains(&"subject"), "{list}");
 }
 
 /// R-CONSENT-2: one call withdraws, as one call granted; the next event of that purpose is refused.
@@ -451,6 +460,17 @@ async fn r_dsr_1_requests_carry_deadlines_and_a_lifecycle() {
     assert_eq!(app.stored("grace-h"), 3, "nothing was erased under the hold");
     let (_, list) = app.get("/v1/requests?law=ccpa", Some(&dpo)).await;
     assert_eq!(list["count"], 1);
+    // Denied while held, the request keeps its hold on record, but no hold stands any more.
+    let (status, denied) = app
+        .post(
+            &format!("/v1/requests/{cid}/actions"),
+            Some(&dpo),
+            &json!({"action": "deny", "reason": "manifestly_unfounded", "note": "sent twice"}),
+        )
+        .await;
+    assert_eq!((status, denied["status"].as_str()), (200, Some("denied")), "{denied}");
+    let (status, body) = erase(&app, "grace-h").await;
+    assert_eq!(status, 200, "a hold on a closed request stops nothing: {body}");
     assert_eq!(app.get("/v1/requests?status=bogus", Some(&dpo)).await.1["code"], "invalid_query");
 }
 
