@@ -66,8 +66,9 @@ pub struct Asker<'a> {
 /// Erases a subject; blocking (fsyncs): call from a blocking thread.
 ///
 /// # Errors
-/// A legal hold (409), storage failures (503). When the log's erasure succeeded, the rest is
-/// retried by nothing: the request stays `in_progress` and the error says so.
+/// A legal hold (409), storage failures (503). When the log's erasure succeeded, every other store
+/// is still told and the recipients' notices are queued; a store that failed is named in the error
+/// (`erasure_incomplete`) and retried by nothing: the request stays `in_progress`.
 pub fn erase(privacy: &Privacy, subject: &Pseudonym, asker: Asker<'_>) -> Result<ErasureCertificate, ApiError> {
     let now = UtcMicros::now();
     let digest = SubjectDigest::of_pseudonym(subject.as_bytes());
@@ -128,16 +129,15 @@ pub fn erase(privacy: &Privacy, subject: &Pseudonym, asker: Asker<'_>) -> Result
     ];
     privacy.collect.book.forget(subject);
     stores.push("consent_book: consent history and message ids removed".to_owned());
+    // Every store is told, whichever fails: one failure must not leave the others holding the
+    // subject. The failures are reported together once the recipients' notices are queued.
+    let mut failed = Vec::new();
     for hook in privacy.hooks() {
         match hook.forget(subject) {
             Ok(_) => stores.push(format!("{}: removed", hook.name())),
             Err(e) => {
                 tracing::error!(store = hook.name(), error = %e, "a store failed to forget an erased subject");
-                return Err(ApiError::new(
-                    503,
-                    "erasure_incomplete",
-                    format!("{} could not forget the subject; retry", hook.name()),
-                ));
+                failed.push(hook.name().to_owned());
             }
         }
     }
@@ -166,6 +166,13 @@ pub fn erase(privacy: &Privacy, subject: &Pseudonym, asker: Asker<'_>) -> Result
     }
     if !notified.is_empty() {
         stores.push(format!("outbox: {} recipient notice(s) queued", notified.len()));
+    }
+    if !failed.is_empty() {
+        return Err(ApiError::new(
+            503,
+            "erasure_incomplete",
+            format!("{} could not forget the subject; retry", failed.join(", ")),
+        ));
     }
 
     let mut certificate = ErasureCertificate {

@@ -588,3 +588,52 @@ async fn r_retain_1_collected_events_expire_with_their_period_keys() {
     lethe_privacy::schedule::finalize_if_due(&app.privacy, later, true).unwrap().expect("a rotation");
     assert!(!app.store.rotation_pending());
 }
+
+/// A store that counts the subjects it was asked to forget, and fails when told to.
+#[derive(Debug, Default)]
+struct Forgetful {
+    fail: bool,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl ErasureHook for Forgetful {
+    fn name(&self) -> &str {
+        if self.fail {
+            "broken_store"
+        } else {
+            "later_store"
+        }
+    }
+
+    fn forget(&self, _subject: &Pseudonym) -> Result<bool, String> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail {
+            Err("disk full".into())
+        } else {
+            Ok(true)
+        }
+    }
+}
+
+/// R-ERASE (invariant 5, Art. 19): a store that cannot forget the subject is named in the error,
+/// but it stops neither the stores after it nor the recipients' notices.
+#[actix_web::test]
+async fn r_erase_a_store_that_cannot_forget_stops_neither_the_other_stores_nor_the_notices() {
+    let app = spawn_app_configured(Default::default(), lethe::app::Part::ALL.to_vec(), |s| {
+        let ads = s.controller.recipients.iter_mut().find(|r| r.id == "ad-partners").unwrap();
+        ads.webhook = Some("http://127.0.0.1:9/erased".into());
+    })
+    .await;
+    let broken = Arc::new(Forgetful { fail: true, ..Default::default() });
+    let later = Arc::new(Forgetful::default());
+    app.privacy.register(broken.clone());
+    app.privacy.register(later.clone());
+    seed(&app, "half-erased", "canaryhe").await;
+    let (status, body) = erase(&app, "half-erased").await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("erasure_incomplete")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("broken_store"), "{body}");
+    assert_eq!(broken.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(later.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the store after it was told");
+    let queued = app.privacy.outbox.list(None).unwrap();
+    assert_eq!(queued.len(), 1, "the recipient's notice is queued: {queued:?}");
+}
