@@ -181,13 +181,15 @@ fn payload(
     let rule = policies.event(event_type);
     let classified = |key: &str| rule.is_none_or(|r| r.category_of(key).is_some());
     let mut dropped = 0;
-    // Raw URLs carry query strings (and with them identifiers): only host and path are kept.
+    // Raw URLs carry query strings (and with them identifiers): only host and path are kept. An
+    // identify keeps no property: it is a necessary record of a link, and its fields are Lethe's own.
+    let identify = m.kind == Kind::Identify;
     let mut properties = Map::new();
     for (key, value) in &m.properties {
         if MINIMIZED_PROPERTIES.contains(&key.as_str()) {
             continue;
         }
-        if classified(key) {
+        if classified(key) && !identify {
             properties.insert(key.clone(), value.clone());
         } else {
             dropped += 1;
@@ -212,10 +214,13 @@ fn payload(
             body["title"] = json!(m.context.page_title.clone().or_else(|| name.clone()));
         }
         Kind::Identify => {
-            // Only traits a rule classifies: without a rule for identify, none.
+            // Needing no consent, it carries no context of the visit either.
+            body.as_object_mut().expect("an object").remove("context");
+            // Only traits a rule classifies, and never one named like a field Lethe fills itself
+            // (a client's `linked_anonymous` would be an identifier stored as it came).
             let mut traits = Map::new();
             for (key, value) in &m.traits {
-                if rule.is_some_and(|r| r.category_of(key).is_some()) {
+                if key != "linked_anonymous" && rule.is_some_and(|r| r.category_of(key).is_some()) {
                     traits.insert(key.clone(), value.clone());
                 } else {
                     dropped += 1;
@@ -781,7 +786,17 @@ mod tests {
             assert_classified(&policies, t, &body);
             assert!(body["properties"].get(UNDECLARED).is_none(), "{t}: {body}");
             assert!(body.get("traits").and_then(|tr| tr.get(UNDECLARED)).is_none(), "{t}: {body}");
-            assert_eq!(dropped, if m.kind == Kind::Identify { 2 } else { 1 }, "{t}: {body}");
+            if m.kind == Kind::Identify {
+                // Nothing of the client's but classified traits: no property, no context, and no
+                // field Lethe fills itself.
+                assert_eq!(body["properties"], json!({}), "{body}");
+                assert!(body.get("context").is_none(), "{body}");
+                assert!(!body.to_string().contains("linked_anonymous-value"), "{body}");
+                assert_eq!(dropped, 2 * (rule.fields().count() + 1), "{t}: {body}");
+                checked.push(t.as_str());
+                continue;
+            }
+            assert_eq!(dropped, 1, "{t}: {body}");
             for (field, _) in rule.fields().filter(|(f, _)| !MINIMIZED_PROPERTIES.contains(f)) {
                 assert!(body["properties"].get(field).is_some(), "{t}: declared property `{field}` was dropped");
             }
