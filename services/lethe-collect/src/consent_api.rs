@@ -159,6 +159,24 @@ pub(crate) async fn record(
     let principal = authorize(&req, &state, &[Role::Site, Role::Subject, Role::Admin])?;
     let parsed: ConsentRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    // A public write key is the banner's: it records what a visitor chose on this device (an
+    // `anonymousId`, by banner or GPC signal), never a choice for an account or an import.
+    if principal.role() == Role::Site {
+        if parsed.user_id.is_some() {
+            return Err(ApiError::new(
+                403,
+                "user_id_not_allowed",
+                "a site key records consent for an anonymousId only; send userId with a subject or admin token",
+            ));
+        }
+        if !matches!(parsed.method, ConsentMethod::Banner | ConsentMethod::Gpc) {
+            return Err(ApiError::new(
+                403,
+                "method_not_allowed",
+                "a site key records banner or GPC choices; api and import need a subject or admin token",
+            ));
+        }
+    }
     let gpc = gpc_header(&req);
     let state = state.into_inner();
     let (receipt, gpc) = web::block(move || -> Result<_, ApiError> {

@@ -95,6 +95,35 @@ async fn an_outdated_notice_or_a_purpose_it_did_not_show_is_refused_r_consent_3(
     assert_eq!(app.stored("v4"), 0);
 }
 
+/// R-CONSENT-1: the public write key records a visitor's banner (or GPC) choice for its device's
+/// anonymous id; it cannot record a choice for an account or pass one off as an import, which would
+/// let anyone holding the page's key grant or withdraw for someone else.
+#[actix_web::test]
+async fn the_site_key_records_banner_choices_for_anonymous_ids_only() {
+    let app = spawn_app().await;
+    let choice = |id: (&str, &str), method: &str| {
+        let mut body = json!({"notice": app.notice(), "granted": ["analytics", "personalization", "sale_share"],
+            "method": method, "jurisdiction": "EU", "locale": "en"});
+        body[id.0] = json!(id.1);
+        body
+    };
+    for (body, code) in [
+        (choice(("userId", "victim"), "banner"), "user_id_not_allowed"),
+        (choice(("anonymousId", "v9"), "import"), "method_not_allowed"),
+        (choice(("anonymousId", "v9"), "api"), "method_not_allowed"),
+    ] {
+        let (status, err) = app.post("/v1/consent", Some(&app.site()), &body).await;
+        assert_eq!((status, err["code"].as_str()), (403, Some(code)), "{body} → {err}");
+    }
+    assert_eq!((app.stored("victim"), app.stored("v9")), (0, 0), "nothing was recorded");
+    let (status, _) = app.post("/v1/consent", Some(&app.site()), &choice(("anonymousId", "v9"), "banner")).await;
+    assert_eq!(status, 201);
+    // An admin may import a choice for an account.
+    let admin = app.token(lethe_auth::Role::Admin, None);
+    let (status, body) = app.post("/v1/consent", Some(&admin), &choice(("userId", "u-9"), "import")).await;
+    assert_eq!(status, 201, "{body}");
+}
+
 #[actix_web::test]
 async fn sec_gpc_opts_out_of_sale_share_is_recorded_and_said_r_gpc_1() {
     let app = spawn_app().await;
