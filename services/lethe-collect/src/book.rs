@@ -108,11 +108,6 @@ impl ConsentBook {
         }
     }
 
-    /// Whether a GPC signal is on record for the subject.
-    pub fn has_gpc(&self, subject: &Pseudonym) -> bool {
-        self.consents.read().expect("book lock").get(subject).is_some_and(|h| h.records().iter().any(|r| r.gpc))
-    }
-
     /// Claims a message id before its append: false when it was stored (or is being stored) already.
     pub fn claim_message(&self, subject: &Pseudonym, message_id: &str) -> bool {
         self.messages.write().expect("book lock").entry(*subject).or_default().insert(message_key(subject, message_id))

@@ -236,10 +236,18 @@ fn payload(
 
 /// Records a GPC opt-out for a subject the first time its device sends the signal (R-GPC-1).
 fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> {
-    if state.book.has_gpc(&subject) {
+    let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
+    // Recorded unless an opt-out already stands: a signal that arrives after the subject granted
+    // sale/share again (by a banner, say) opts out again (CCPA regs §7025(c)(3): the signal wins).
+    let standing = state.book.with_history(&subject, |h| {
+        h.is_some_and(|h| {
+            let now = h.current();
+            now.gpc && !now.purposes.get(&sale_share).is_some_and(|s| s.granted)
+        })
+    });
+    if standing {
         return Ok(());
     }
-    let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
     let legal_basis = state.policies.purpose(&sale_share).map_or("consent", |p| p.legal_basis().as_str()).to_owned();
     let notice = state.policies.notices().next();
     let record = ConsentRecord {

@@ -147,6 +147,27 @@ async fn sec_gpc_opts_out_of_sale_share_is_recorded_and_said_r_gpc_1() {
     assert_eq!(state["purposes"]["analytics"]["state"], "granted");
     // consent, GPC record, the click
     assert_eq!(app.stored("v5"), 3);
+    // A banner grants sale/share again; the next request's signal opts out again, once.
+    let (status, _) = app.consent("v5", &["analytics", "sale_share"], &[]).await;
+    assert_eq!(status, 201);
+    let (_, state) = app.get("/v1/consent/v5", Some(&admin)).await;
+    assert_eq!(state["purposes"]["sale_share"]["state"], "granted", "{state}");
+    for id in ["g2", "g3"] {
+        let r = app
+            .client
+            .post(format!("{}/v1/track", app.address))
+            .bearer_auth(app.site())
+            .header("Sec-GPC", "1")
+            .json(&json!({"anonymousId": "v5", "event": "Clicked", "messageId": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (_, state) = app.get("/v1/consent/v5", Some(&admin)).await;
+    assert_eq!(state["purposes"]["sale_share"]["state"], "gpc_opt_out", "{state}");
+    // + the banner, one more GPC record, two clicks
+    assert_eq!(app.stored("v5"), 7);
 }
 
 #[actix_web::test]
