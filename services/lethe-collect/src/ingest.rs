@@ -237,12 +237,17 @@ fn payload(
 /// Records a GPC opt-out for a subject the first time its device sends the signal (R-GPC-1).
 fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> {
     let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
-    // Recorded unless an opt-out already stands: a signal that arrives after the subject granted
-    // sale/share again (by a banner, say) opts out again (CCPA regs §7025(c)(3): the signal wins).
+    // Recorded unless the signal is already answered: by an opt-out that stands, or by a grant made
+    // with the signal on (the SDK's "allow on this site", consent given knowing of the conflict,
+    // CCPA regs §7025(c)(3)). A grant made without the signal is overridden by the next one.
     let standing = state.book.with_history(&subject, |h| {
         h.is_some_and(|h| {
             let now = h.current();
-            now.gpc && !now.purposes.get(&sale_share).is_some_and(|s| s.granted)
+            now.gpc
+                && now
+                    .purposes
+                    .get(&sale_share)
+                    .is_none_or(|s| !s.granted || h.records().iter().any(|r| r.record_id == s.record_id && r.gpc))
         })
     });
     if standing {

@@ -47,12 +47,15 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
 }
 
-/// How many variants or items a request asks for: `default` when it does not say; 0 or more than
-/// [`MAX_COUNT`] is refused (fewer are answered when fewer exist).
+/// How many variants or items a request asks for: `default` when it does not say, at most
+/// [`MAX_COUNT`] (a page asking for more gets that many; fewer when fewer exist); 0 is refused.
 fn count_of(count: Option<usize>, default: usize) -> Result<usize, ApiError> {
     match count.unwrap_or(default) {
-        n @ 1..=MAX_COUNT => Ok(n),
-        n => Err(ApiError::bad_request("invalid_count", format!("count is 1..={MAX_COUNT}, not {n}"))),
+        0 => Err(ApiError::bad_request(
+            "invalid_count",
+            format!("count is 1 or more (at most {MAX_COUNT} are answered)"),
+        )),
+        n => Ok(n.min(MAX_COUNT)),
     }
 }
 

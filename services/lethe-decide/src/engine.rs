@@ -429,6 +429,8 @@ struct Record {
     clicked: bool,
     /// A decision converts once: a repeated conversion report changes nothing.
     converted: bool,
+    /// The reward its first click, conversion or reward reported (0 without one).
+    reward: f64,
 }
 
 /// Most candidates a decision may have for its features to be kept for off-policy evaluation.
@@ -1071,6 +1073,7 @@ impl Engine {
                 impressed: false,
                 clicked: false,
                 converted: false,
+                reward: 0.0,
             },
         );
         Decision {
@@ -1212,11 +1215,15 @@ impl Engine {
         });
         if allowed {
             self.learn_from(decision, &rec, update);
-        } else if let Some(subject) = &rec.subject {
+        }
+        // Read again after learning: a withdrawal recorded meanwhile found nothing of this outcome
+        // to unlearn (the book records before it tells its listeners, so one side sees the other).
+        let refused = rec.subject.is_some_and(|s| !allowed || self.consent_gate(&s, slot, false).is_err());
+        if let Some(subject) = rec.subject.as_ref().filter(|_| refused) {
             self.unlearn_slots(subject, &[rec.slot]);
         }
         // A repeated report records nothing, and leaves no receipt.
-        if let Some(subject) = rec.subject.filter(|_| allowed && recorded) {
+        if let Some(subject) = rec.subject.filter(|_| !refused && recorded) {
             let body = json!({
                 "properties": {
                     "decision": decision,
@@ -1237,7 +1244,7 @@ impl Engine {
             }),
             _ => None,
         };
-        let learned = update.filter(|_| allowed && rec.x.is_some() && rec.version.is_some()).map(|(_, r)| r);
+        let learned = update.filter(|_| !refused && rec.x.is_some() && rec.version.is_some()).map(|(_, r)| r);
         Ok(OutcomeReceipt { decision_id: decision, recorded, learned, canary })
     }
 
@@ -1584,11 +1591,10 @@ impl Engine {
     /// subjects whose consent still allows the slot's purpose).
     fn replay(&self) {
         let Logged { served, outcomes } = read_receipts(self.collect.store.as_ref());
-        let sale_share = Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose");
         for Served { decision: id, subject, at, properties: p } in served {
             let Some(slot) = p["slot"].as_str().and_then(|s| self.slots.index_of(s)) else { continue };
-            let purpose = &self.slots.all()[slot].purpose;
-            if !self.collect.book.verdict(&subject, purpose, true, &sale_share).allows() {
+            // The consent that holds now, as for a live decision: GPC and opt-outs included.
+            if self.consent_gate(&subject, &self.slots.all()[slot], false).is_err() {
                 continue;
             }
             let version = p["model"].as_str().and_then(|m| m.split('#').next()).and_then(|s| s.parse::<ModelId>().ok());
@@ -1615,6 +1621,7 @@ impl Engine {
                     impressed: false,
                     clicked: false,
                     converted: false,
+                    reward: 0.0,
                 },
             );
         }
@@ -1659,6 +1666,7 @@ impl Engine {
                     OutcomeKind::Reward => value.unwrap_or(0.0).clamp(MIN_REWARD, MAX_REWARD),
                     _ => 1.0,
                 };
+                rec.reward = reward;
                 Some((previous, reward))
             }
             _ => None,
@@ -1669,16 +1677,20 @@ impl Engine {
     /// Applies an outcome's model change to the version that decided (personalized decisions
     /// only) and keeps it per subject for exact unlearning.
     fn learn_from(&self, decision: Uuid, rec: &Record, update: Option<(Option<f64>, f64)>) {
-        let (Some(subject), Some(x), Some(version), Some((previous, reward))) =
-            (rec.subject, rec.x, rec.version, update)
+        let (Some(subject), Some(x), Some(version), Some((_, reward))) = (rec.subject, rec.x, rec.version, update)
         else {
             return;
         };
+        // What the model holds of this decision is its kept contribution, if any: not what the
+        // record says was reported (an unlearned or refused impression is not in the model).
+        let previous = {
+            let mut all = self.contributions.lock().expect("contributions lock");
+            let list = all.entry(subject).or_default();
+            let previous = list.iter().position(|c| c.decision == decision).map(|i| list.remove(i).reward);
+            list.push(Contribution { slot: rec.slot, version, x, reward, decision });
+            previous
+        };
         self.learn(rec.slot, version, &x, previous, reward);
-        let mut all = self.contributions.lock().expect("contributions lock");
-        let list = all.entry(subject).or_default();
-        list.retain(|c| c.decision != decision);
-        list.push(Contribution { slot: rec.slot, version, x, reward, decision });
     }
 
     /// The logged personalized decisions of a slot that had an impression, with every candidate's
@@ -1688,7 +1700,7 @@ impl Engine {
         self.records.for_each(|_, r| {
             if r.slot == slot && r.impressed && r.mode == Mode::Personalized {
                 if let Some((xs, chosen)) = r.candidates.clone() {
-                    out.push((xs, chosen, f64::from(u8::from(r.clicked)), r.propensity));
+                    out.push((xs, chosen, r.reward, r.propensity));
                 }
             }
         });

@@ -8,7 +8,7 @@ use ed25519_dalek::Signer;
 use lethe_audit::AuditKind;
 use lethe_collect::ApiError;
 use lethe_domain::{Pseudonym, UtcMicros};
-use lethe_dsr::{ActorRole, Channel, Law, Request, RequestKind, Status, Step, SubjectDigest};
+use lethe_dsr::{ActorRole, Channel, DenialReason, Law, Outcome, Request, RequestKind, Status, Step, SubjectDigest};
 use lethe_outbox::Topic;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -73,13 +73,13 @@ pub fn erase(privacy: &Privacy, subject: &Pseudonym, asker: Asker<'_>) -> Result
     let now = UtcMicros::now();
     let digest = SubjectDigest::of_pseudonym(subject.as_bytes());
     let actor = ActorRole::parse(asker.role).map_err(dsr_error)?;
-    // Only a hold that stands stops an erasure: a request denied while held keeps its hold on record.
-    let held = privacy
-        .requests
-        .by_subject(&digest)
-        .map_err(dsr_error)?
-        .into_iter()
-        .any(|r| r.legal_hold().is_some() && r.status() == Status::OnHold);
+    // A hold stops an erasure while it stands, or when a request was denied because of it; a request
+    // denied for another reason while held keeps its hold on record only as history.
+    let held = privacy.requests.by_subject(&digest).map_err(dsr_error)?.into_iter().any(|r| {
+        r.legal_hold().is_some()
+            && (r.status() == Status::OnHold
+                || matches!(r.outcome(), Some(Outcome::Denied { reason: DenialReason::LegalHold, .. })))
+    });
     if held {
         return Err(ApiError::new(
             409,

@@ -168,6 +168,24 @@ async fn sec_gpc_opts_out_of_sale_share_is_recorded_and_said_r_gpc_1() {
     assert_eq!(state["purposes"]["sale_share"]["state"], "gpc_opt_out", "{state}");
     // + the banner, one more GPC record, two clicks
     assert_eq!(app.stored("v5"), 7);
+    // A grant made with the signal on (the SDK's "allow on this site") answers it: it stands.
+    let body = json!({"anonymousId": "v5", "notice": app.notice(), "granted": ["sale_share"], "method": "banner",
+        "jurisdiction": "US-CA", "locale": "en", "gpc": true});
+    let (status, receipt) = app.post("/v1/consent", Some(&app.site()), &body).await;
+    assert_eq!(status, 201, "{receipt}");
+    let r = app
+        .client
+        .post(format!("{}/v1/track", app.address))
+        .bearer_auth(app.site())
+        .header("Sec-GPC", "1")
+        .json(&json!({"anonymousId": "v5", "event": "Clicked", "messageId": "g4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, state) = app.get("/v1/consent/v5", Some(&admin)).await;
+    assert_eq!(state["purposes"]["sale_share"]["state"], "granted", "the override stands: {state}");
+    assert_eq!(app.stored("v5"), 9, "+ the override and the click, no GPC record");
 }
 
 #[actix_web::test]

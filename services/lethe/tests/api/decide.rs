@@ -426,6 +426,40 @@ async fn r_consent_2_a_banner_withdrawal_unlearns_her_outcomes_and_later_ones_te
     assert!(outcome_receipt_of(&app, "walt", &pending, "walt-marker-2").await.is_none());
 }
 
+/// Withdrawn and granted again within a decision's attribution window: the click that follows is
+/// learned on top of what the model holds of that decision (nothing, once its impression was
+/// unlearned), so unlearning stays exact.
+#[actix_web::test]
+async fn r_erase_7_a_regrant_then_a_click_keeps_unlearning_exact() {
+    let app = spawn_app().await;
+    let hero = app.engine.slots.index_of("home-hero").unwrap();
+    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
+    // Two others' clicks first, on decisions like hers: the model holds enough of her features
+    // that a wrong removal would pass unnoticed.
+    for id in ["ray", "roy"] {
+        outdoor_fan(&app, id).await;
+        let other = exploit(&app, id, "home-hero").await;
+        outcome(&app, &other, "click").await;
+    }
+    let before = app.engine.live_expected(hero, &probe);
+    outdoor_fan(&app, "rae").await;
+    let d = exploit(&app, "rae", "home-hero").await;
+    outcome(&app, &d, "impression").await;
+    let (status, _) = app.consent("rae", &["analytics"], &["personalization", "sale_share"]).await;
+    assert_eq!(status, 201);
+    let (status, _) = app.consent("rae", &["analytics", "personalization"], &["sale_share"]).await;
+    assert_eq!(status, 201);
+    let body = outcome(&app, &d, "click").await;
+    assert_eq!(body["learned"], json!(1.0), "{body}");
+    let p = app.store.pseudonymize(&SubjectId::parse("rae").unwrap());
+    assert_eq!(app.engine.contributions_of(&p), 1);
+    let token = app.token(Role::Subject, Some("rae"));
+    let (status, body) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": ["personalization"]})).await;
+    assert_eq!(status, 200, "{body}");
+    let after = app.engine.live_expected(hero, &probe);
+    assert!((after - before).abs() < 1e-9, "exactly as if never seen: {after} vs {before}");
+}
+
 #[actix_web::test]
 async fn r_gpc_1_a_gpc_signal_unlearns_the_outcomes_of_a_slot_that_honors_opt_outs() {
     let app = spawn_app().await;
@@ -702,10 +736,12 @@ async fn recommendations_fall_back_to_popularity_and_refuse_bad_input() {
     assert_eq!(body["reason"], "cold_start");
     let (status, body) = app.get("/v1/recommendations?anonymousId=rita&exclude=everything", Some(&cms)).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_exclude")));
-    for count in [0, 1000] {
-        let (status, body) = app.get(&format!("/v1/recommendations?anonymousId=rita&count={count}"), Some(&cms)).await;
-        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_count")), "{count}: {body}");
-    }
+    let (status, body) = app.get("/v1/recommendations?anonymousId=rita&count=0", Some(&cms)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_count")), "{body}");
+    // More than the most an answer holds is answered with that many at most (pages pass their own).
+    let (status, body) = app.get("/v1/recommendations?anonymousId=rita&count=1000", Some(&cms)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["items"].as_array().unwrap().len() <= lethe_decide::api::MAX_COUNT, "{body}");
 }
 
 #[actix_web::test]
@@ -720,7 +756,6 @@ async fn bad_requests_get_typed_errors_and_roles_are_enforced() {
         (json!({"anonymousId": "a", "slot": "home-hero", "bogus": 1}), 400, "invalid_json"),
         (json!({"anonymousId": 7, "slot": "home-hero"}), 400, "invalid_json"),
         (json!({"anonymousId": "a", "slot": "home-hero", "count": 0}), 400, "invalid_count"),
-        (json!({"anonymousId": "a", "slot": "home-hero", "count": 101}), 400, "invalid_count"),
     ];
     for (body, status, code) in cases {
         let (s, b) = app.post("/v1/decide", Some(&cms), &body).await;

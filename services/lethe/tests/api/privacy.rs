@@ -471,6 +471,24 @@ async fn r_dsr_1_requests_carry_deadlines_and_a_lifecycle() {
     assert_eq!((status, denied["status"].as_str()), (200, Some("denied")), "{denied}");
     let (status, body) = erase(&app, "grace-h").await;
     assert_eq!(status, 200, "a hold on a closed request stops nothing: {body}");
+    // Denied because of the hold, the request still stops an erasure.
+    let (_, c) = app
+        .post(
+            "/v1/requests",
+            Some(&dpo),
+            &json!({"kind": "erasure", "law": "gdpr", "channel": "web_form", "subject": "hank-h", "received_at": "2026-11-27T18:00:00Z"}),
+        )
+        .await;
+    let hid = c["id"].as_str().unwrap();
+    for action in
+        [json!({"action": "hold", "reason": "legal_claims"}), json!({"action": "deny", "reason": "legal_hold"})]
+    {
+        let (status, body) = app.post(&format!("/v1/requests/{hid}/actions"), Some(&dpo), &action).await;
+        assert_eq!(status, 200, "{action} → {body}");
+    }
+    seed(&app, "hank-h", "canaryhh").await;
+    let (status, body) = erase(&app, "hank-h").await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("legal_hold")), "{body}");
     assert_eq!(app.get("/v1/requests?status=bogus", Some(&dpo)).await.1["code"], "invalid_query");
 }
 
