@@ -128,18 +128,8 @@ async fn the_site_key_records_banner_choices_for_anonymous_ids_only() {
 async fn sec_gpc_opts_out_of_sale_share_is_recorded_and_said_r_gpc_1() {
     let app = spawn_app().await;
     app.consent("v5", &["analytics"], &[]).await;
-    let r = app
-        .client
-        .post(format!("{}/v1/track", app.address))
-        .bearer_auth(app.site())
-        .header("Sec-GPC", "1")
-        .json(&json!({"anonymousId": "v5", "event": "Clicked", "messageId": "g1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["gpc"], "honored");
+    let (status, body) = app.track_with_gpc("v5", "Clicked", "g1").await;
+    assert_eq!((status, &body["gpc"]), (200, &json!("honored")), "{body}");
     let admin = app.token(lethe_auth::Role::Admin, None);
     let (_, state) = app.get("/v1/consent/v5", Some(&admin)).await;
     assert_eq!(state["gpc"], true);
@@ -153,16 +143,7 @@ async fn sec_gpc_opts_out_of_sale_share_is_recorded_and_said_r_gpc_1() {
     let (_, state) = app.get("/v1/consent/v5", Some(&admin)).await;
     assert_eq!(state["purposes"]["sale_share"]["state"], "granted", "{state}");
     for id in ["g2", "g3"] {
-        let r = app
-            .client
-            .post(format!("{}/v1/track", app.address))
-            .bearer_auth(app.site())
-            .header("Sec-GPC", "1")
-            .json(&json!({"anonymousId": "v5", "event": "Clicked", "messageId": id}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(app.track_with_gpc("v5", "Clicked", id).await.0, 200);
     }
     let (_, state) = app.get("/v1/consent/v5", Some(&admin)).await;
     assert_eq!(state["purposes"]["sale_share"]["state"], "gpc_opt_out", "{state}");
@@ -173,16 +154,7 @@ async fn sec_gpc_opts_out_of_sale_share_is_recorded_and_said_r_gpc_1() {
         "jurisdiction": "US-CA", "locale": "en", "gpc": true});
     let (status, receipt) = app.post("/v1/consent", Some(&app.site()), &body).await;
     assert_eq!(status, 201, "{receipt}");
-    let r = app
-        .client
-        .post(format!("{}/v1/track", app.address))
-        .bearer_auth(app.site())
-        .header("Sec-GPC", "1")
-        .json(&json!({"anonymousId": "v5", "event": "Clicked", "messageId": "g4"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(app.track_with_gpc("v5", "Clicked", "g4").await.0, 200);
     let (_, state) = app.get("/v1/consent/v5", Some(&admin)).await;
     assert_eq!(state["purposes"]["sale_share"]["state"], "granted", "the override stands: {state}");
     assert_eq!(app.stored("v5"), 9, "+ the override and the click, no GPC record");

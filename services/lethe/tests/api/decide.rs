@@ -468,17 +468,8 @@ async fn r_gpc_1_a_gpc_signal_unlearns_the_outcomes_of_a_slot_that_honors_opt_ou
     outcome(&app, &d, "click").await;
     let p = app.store.pseudonymize(&SubjectId::parse("gina").unwrap());
     assert_eq!(app.engine.contributions_of(&p), 1);
-    let status = app
-        .client
-        .post(format!("{}/v1/track", app.address))
-        .bearer_auth(app.site())
-        .header("Sec-GPC", "1")
-        .json(&json!({"anonymousId": "gina", "event": "Page Viewed", "messageId": "gina-gpc"}))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert!(status.is_success(), "{status}");
+    let (status, body) = app.track_with_gpc("gina", "Page Viewed", "gina-gpc").await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(app.engine.contributions_of(&p), 0, "home-hero honors opt-outs: her click is unlearned");
     let d = decide(&app, "gina", "home-hero").await;
     assert_eq!((d["mode"].as_str(), d["reason"].as_str()), (Some("non_personalized"), Some("gpc")));

@@ -152,6 +152,21 @@ impl TestApp {
         self.post("/v1/consent", Some(&self.site()), &body).await
     }
 
+    /// A track call from a browser that sends the GPC signal (`Sec-GPC: 1`): its status and body.
+    pub async fn track_with_gpc(&self, anonymous_id: &str, event: &str, message_id: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/v1/track", self.address))
+            .bearer_auth(self.site())
+            .header("Sec-GPC", "1")
+            .json(&json!({"anonymousId": anonymous_id, "event": event, "messageId": message_id}))
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// How many events the log holds for an anonymous id.
     pub fn stored(&self, anonymous_id: &str) -> usize {
         let p = self.store.pseudonymize(&SubjectId::parse(anonymous_id).expect("id"));
