@@ -88,6 +88,33 @@ fn reject(code: &'static str, message: impl Into<String>) -> Outcome {
     Outcome::Rejected { reason: code, message: message.into() }
 }
 
+/// Refusals that say nothing of the message: the log could not take it now (a retry may succeed).
+const RETRYABLE: [&str; 1] = ["store_unavailable"];
+
+/// The HTTP status of a single message's outcome. A log that cannot take the message answers 503,
+/// so that clients that retry only server errors (Segment's libraries, the SDK) send it again.
+fn status_of(outcome: &Outcome) -> u16 {
+    match outcome {
+        Outcome::Stored { .. } | Outcome::Duplicate => 200,
+        Outcome::Rejected { reason, .. } if CONSENT_REFUSALS.contains(reason) => 403,
+        Outcome::Rejected { reason, .. } if *reason == "event_too_large" => 413,
+        Outcome::Rejected { reason, .. } if *reason == "subject_erased" => 410,
+        Outcome::Rejected { reason, .. } if RETRYABLE.contains(reason) => 503,
+        Outcome::Rejected { .. } => 400,
+    }
+}
+
+/// The HTTP status of a batch: 200 with its per-message results, or 503 when the log could not
+/// take some of them (the whole batch may be sent again: what was stored answers `duplicate`).
+fn batch_status(outcomes: &[&Outcome]) -> u16 {
+    let retry = outcomes.iter().any(|o| matches!(o, Outcome::Rejected { reason, .. } if RETRYABLE.contains(reason)));
+    if retry {
+        503
+    } else {
+        200
+    }
+}
+
 /// The event type a message is stored as, by the Segment spec's event names where they exist.
 pub fn event_type_for(kind: &Kind) -> Result<EventType, Rejection> {
     let name = match kind {
@@ -563,12 +590,7 @@ async fn single(
         .await?
         .pop()
         .ok_or_else(|| ApiError::new(500, "internal", "no outcome"))?;
-    let status = match &result.outcome {
-        Outcome::Stored { .. } | Outcome::Duplicate => 200,
-        Outcome::Rejected { reason, .. } if CONSENT_REFUSALS.contains(reason) => 403,
-        Outcome::Rejected { reason, .. } if *reason == "event_too_large" => 413,
-        Outcome::Rejected { .. } => 400,
-    };
+    let status = status_of(&result.outcome);
     let mut body = json!({ "success": status == 200, "result": result });
     if let Outcome::Rejected { reason, message } = &result.outcome {
         body["code"] = json!(reason);
@@ -582,7 +604,7 @@ async fn single(
 
 #[utoipa::path(post, path = "/v1/track", tag = "collection", summary = "Records a track call",
     request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
-    responses((status = 200, description = "stored or duplicate", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    responses((status = 200, description = "stored or duplicate", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 410, description = "the subject was erased", body = Object), (status = 503, description = "the log cannot take it now; send it again", body = Object), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
     params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
     security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn track(s: web::Data<CollectState>, r: HttpRequest, b: web::Bytes) -> Result<HttpResponse, ApiError> {
@@ -591,7 +613,7 @@ pub(crate) async fn track(s: web::Data<CollectState>, r: HttpRequest, b: web::By
 
 #[utoipa::path(post, path = "/v1/page", tag = "collection", summary = "Records a page view",
     request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
-    responses((status = 200, description = "stored or duplicate", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    responses((status = 200, description = "stored or duplicate", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 410, description = "the subject was erased", body = Object), (status = 503, description = "the log cannot take it now; send it again", body = Object), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
     params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
     security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn page(s: web::Data<CollectState>, r: HttpRequest, b: web::Bytes) -> Result<HttpResponse, ApiError> {
@@ -600,7 +622,7 @@ pub(crate) async fn page(s: web::Data<CollectState>, r: HttpRequest, b: web::Byt
 
 #[utoipa::path(post, path = "/v1/identify", tag = "collection", summary = "Records an identify call",
     request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
-    responses((status = 200, description = "stored or duplicate", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    responses((status = 200, description = "stored or duplicate", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 410, description = "the subject was erased", body = Object), (status = 503, description = "the log cannot take it now; send it again", body = Object), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
     params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
     security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn identify(
@@ -614,7 +636,7 @@ pub(crate) async fn identify(
 /// `POST /v1/batch`: up to 2,500 messages and 500 KB; one result per message, in order.
 #[utoipa::path(post, path = "/v1/batch", tag = "collection", summary = "Records up to 2,500 messages",
     request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
-    responses((status = 200, description = "one result per message, in order", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    responses((status = 200, description = "one result per message, in order", body = Object), (status = 503, description = "the log could not take some messages: the same results; send the batch again (what was stored answers duplicate)", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
     params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
     security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn batch(
@@ -642,17 +664,18 @@ pub(crate) async fn batch(
     }
     let results = process_async(state.into_inner(), items, None, gpc).await?;
     let stored = results.iter().filter(|r| !matches!(r.outcome, Outcome::Rejected { .. })).count();
+    let status = batch_status(&results.iter().map(|r| &r.outcome).collect::<Vec<_>>());
     let mut body = json!({ "success": stored == results.len(), "accepted": stored, "rejected": results.len() - stored, "results": results });
     if gpc {
         body["gpc"] = json!("honored");
     }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status")).json(body))
 }
 
 /// `POST /v1/import`: Segment's name for a batch.
 #[utoipa::path(post, path = "/v1/import", tag = "collection", summary = "Records up to 2,500 messages (Segment's import endpoint)",
     request_body(content = Object, description = "Segment HTTP Tracking API message(s)", content_type = "application/json"),
-    responses((status = 200, description = "one result per message, in order", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
+    responses((status = 200, description = "one result per message, in order", body = Object), (status = 503, description = "the log could not take some messages: the same results; send the batch again (what was stored answers duplicate)", body = Object), (status = 400, description = "malformed input", body = ApiError), (status = 401, description = "no valid credentials", body = ApiError), (status = 403, description = "role, origin or consent refuses it", body = ApiError), (status = 413, description = "over the size limits", body = ApiError), (status = 429, description = "rate limited", body = ApiError)),
     params(("Sec-GPC" = Option<String>, Header, description = "Global Privacy Control: `1` opts out of sale/share")),
     security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn import(
@@ -836,6 +859,29 @@ mod tests {
         assert_eq!(body["linked_anonymous"], json!(linked));
         assert!(!body.to_string().contains("ann@example.com"), "{body}");
         assert_classified(&policies, &t, &body);
+    }
+
+    /// A log that cannot take a message answers a server error, which clients retry; a refusal of
+    /// the message itself does not.
+    #[test]
+    fn only_a_log_that_cannot_take_the_message_answers_a_retryable_status() {
+        let stored = Outcome::Stored { position: 1, dropped_fields: 0 };
+        let cases = [
+            (stored.clone(), 200),
+            (Outcome::Duplicate, 200),
+            (reject("no_consent", ""), 403),
+            (reject("event_too_large", ""), 413),
+            (reject("subject_erased", ""), 410),
+            (reject("store_unavailable", ""), 503),
+            (reject("implausible_value", ""), 400),
+        ];
+        for (outcome, status) in &cases {
+            assert_eq!(status_of(outcome), *status, "{outcome:?}");
+        }
+        let unavailable = reject("store_unavailable", "");
+        let refused = reject("no_consent", "");
+        assert_eq!(batch_status(&[&stored, &refused]), 200, "per-message refusals are in the results");
+        assert_eq!(batch_status(&[&stored, &unavailable]), 503, "send the batch again: stored ones are duplicates");
     }
 
     /// An undeclared (custom) event type keeps every property: `[custom]` classifies them all.
