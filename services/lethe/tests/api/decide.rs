@@ -563,6 +563,36 @@ async fn a_reward_is_learned_as_sent_once_per_decision() {
     assert_eq!(app.engine.contributions_of(&p), 3);
 }
 
+/// A restart rebuilds the pending decisions and what they taught from the receipts, under the same
+/// consent gate as a live decision: an outcome unlearned because of a GPC signal stays unlearned.
+#[actix_web::test]
+async fn r_gpc_1_outcomes_unlearned_for_a_gpc_signal_stay_unlearned_after_a_restart() {
+    let app = spawn_app().await;
+    for id in ["gwen", "glen"] {
+        outdoor_fan(&app, id).await;
+        let d = exploit(&app, id, "home-hero").await;
+        outcome(&app, &d, "click").await;
+        receipts(&app, id, "outcome.recorded", 1).await;
+    }
+    let (status, body) = app.track_with_gpc("gwen", "Page Viewed", "gwen-gpc").await;
+    assert_eq!(status, 200, "{body}");
+    let (gwen, glen) = (
+        app.store.pseudonymize(&SubjectId::parse("gwen").unwrap()),
+        app.store.pseudonymize(&SubjectId::parse("glen").unwrap()),
+    );
+    assert_eq!((app.engine.contributions_of(&gwen), app.engine.contributions_of(&glen)), (0, 1));
+    let reopened = lethe_decide::Engine::open(
+        lethe_decide::Slots::builtin(&app.state.policies).unwrap(),
+        app.state.clone(),
+        Arc::clone(&app.views),
+        Arc::clone(app.engine.personalizer()),
+        Arc::clone(&app.privacy),
+    )
+    .unwrap();
+    assert_eq!(reopened.contributions_of(&glen), 1, "the replay rebuilds what the log holds");
+    assert_eq!(reopened.contributions_of(&gwen), 0, "but not what her GPC signal took back");
+}
+
 #[actix_web::test]
 async fn r_erase_7_erasure_unlearns_her_outcomes_exactly() {
     let app = spawn_app().await;
