@@ -88,8 +88,10 @@ fn reject(code: &'static str, message: impl Into<String>) -> Outcome {
     Outcome::Rejected { reason: code, message: message.into() }
 }
 
-/// Refusals that say nothing of the message: the log could not take it now (a retry may succeed).
-const RETRYABLE: [&str; 1] = ["store_unavailable"];
+/// Whether a refusal says nothing of the message: the log could not take it now (a retry may succeed).
+fn retryable(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Rejected { reason: "store_unavailable", .. })
+}
 
 /// The HTTP status of a single message's outcome. A log that cannot take the message answers 503,
 /// so that clients that retry only server errors (Segment's libraries, the SDK) send it again.
@@ -99,16 +101,15 @@ fn status_of(outcome: &Outcome) -> u16 {
         Outcome::Rejected { reason, .. } if CONSENT_REFUSALS.contains(reason) => 403,
         Outcome::Rejected { reason, .. } if *reason == "event_too_large" => 413,
         Outcome::Rejected { reason, .. } if *reason == "subject_erased" => 410,
-        Outcome::Rejected { reason, .. } if RETRYABLE.contains(reason) => 503,
+        Outcome::Rejected { .. } if retryable(outcome) => 503,
         Outcome::Rejected { .. } => 400,
     }
 }
 
 /// The HTTP status of a batch: 200 with its per-message results, or 503 when the log could not
 /// take some of them (the whole batch may be sent again: what was stored answers `duplicate`).
-fn batch_status(outcomes: &[&Outcome]) -> u16 {
-    let retry = outcomes.iter().any(|o| matches!(o, Outcome::Rejected { reason, .. } if RETRYABLE.contains(reason)));
-    if retry {
+fn batch_status<'a>(mut outcomes: impl Iterator<Item = &'a Outcome>) -> u16 {
+    if outcomes.any(retryable) {
         503
     } else {
         200
@@ -264,20 +265,9 @@ fn payload(
 /// Records a GPC opt-out for a subject the first time its device sends the signal (R-GPC-1).
 fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> {
     let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
-    // Recorded unless the signal is already answered: by an opt-out that stands, or by a grant made
-    // with the signal on (the SDK's "allow on this site", consent given knowing of the conflict,
-    // CCPA regs §7025(c)(3)). A grant made without the signal is overridden by the next one.
-    let standing = state.book.with_history(&subject, |h| {
-        h.is_some_and(|h| {
-            let now = h.current();
-            now.gpc
-                && now
-                    .purposes
-                    .get(&sale_share)
-                    .is_none_or(|s| !s.granted || h.records().iter().any(|r| r.record_id == s.record_id && r.gpc))
-        })
-    });
-    if standing {
+    // Recorded unless already answered (an opt-out stands, or the SDK's "allow on this site" granted
+    // sale/share with the signal on); a grant made without the signal is overridden by this one.
+    if state.book.with_history(&subject, |h| h.is_some_and(|h| h.gpc_answered(&sale_share))) {
         return Ok(());
     }
     let legal_basis = state.policies.purpose(&sale_share).map_or("consent", |p| p.legal_basis().as_str()).to_owned();
@@ -664,7 +654,7 @@ pub(crate) async fn batch(
     }
     let results = process_async(state.into_inner(), items, None, gpc).await?;
     let stored = results.iter().filter(|r| !matches!(r.outcome, Outcome::Rejected { .. })).count();
-    let status = batch_status(&results.iter().map(|r| &r.outcome).collect::<Vec<_>>());
+    let status = batch_status(results.iter().map(|r| &r.outcome));
     let mut body = json!({ "success": stored == results.len(), "accepted": stored, "rejected": results.len() - stored, "results": results });
     if gpc {
         body["gpc"] = json!("honored");
@@ -880,8 +870,12 @@ mod tests {
         }
         let unavailable = reject("store_unavailable", "");
         let refused = reject("no_consent", "");
-        assert_eq!(batch_status(&[&stored, &refused]), 200, "per-message refusals are in the results");
-        assert_eq!(batch_status(&[&stored, &unavailable]), 503, "send the batch again: stored ones are duplicates");
+        assert_eq!(batch_status([&stored, &refused].into_iter()), 200, "per-message refusals are in the results");
+        assert_eq!(
+            batch_status([&stored, &unavailable].into_iter()),
+            503,
+            "send the batch again: stored ones are duplicates"
+        );
     }
 
     /// An undeclared (custom) event type keeps every property: `[custom]` classifies them all.

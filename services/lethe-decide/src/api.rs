@@ -8,7 +8,7 @@ use std::time::Instant;
 use actix_web::{web, HttpRequest, HttpResponse};
 use lethe_auth::Role;
 use lethe_collect::auth::authorize;
-use lethe_collect::{subject_id, ApiError};
+use lethe_collect::{gpc_header, subject_id, ApiError};
 use lethe_domain::{SubjectId, UtcMicros};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -44,6 +44,11 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::new(413, "payload_too_large", format!("a body is at most {MAX_BODY} bytes")));
     }
+    parse_json(body)
+}
+
+/// A JSON body as `T`, or `invalid_json` (the caller has checked its size).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
 }
 
@@ -188,10 +193,6 @@ fn model_failed(slot: &str, error: &str) -> Reason {
     Reason::ModelError
 }
 
-fn gpc(req: &HttpRequest) -> bool {
-    req.headers().get("sec-gpc").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1")
-}
-
 /// `POST /v1/decide`.
 #[utoipa::path(post, path = "/v1/decide", tag = "decisions", summary = "Decides what a slot shows a visitor",
     request_body(content = Object, description = "{anonymousId | userId, slot, context: {device, page, referrer}, candidates?, count?}", content_type = "application/json"),
@@ -211,7 +212,7 @@ pub async fn decide(
         subject: Some(subject),
         slot: b.slot,
         device: b.context.device,
-        gpc: gpc(&req),
+        gpc: gpc_header(&req),
         candidates: b.candidates.map(|c| c.into_iter().map(CandidateBody::into_candidate).collect()),
         count: count_of(b.count, 1)?,
     };
@@ -361,7 +362,7 @@ pub async fn recommendations(
             subject: Some(subject),
             slot: slot_id.clone(),
             device: None,
-            gpc: gpc(&req),
+            gpc: gpc_header(&req),
             candidates: None,
             count,
         };

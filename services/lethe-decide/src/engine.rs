@@ -1639,8 +1639,8 @@ impl Engine {
     }
 
     /// Marks an outcome on a decision's record, once per decision and kind: the record as it is
-    /// now, the model change the outcome makes (a reward to remove, the reward to add), and
-    /// whether it is the decision's first conversion. A click, a conversion or a reward (`value`) is
+    /// now, the update the outcome makes (whether an impression was reported before it, as
+    /// `Some(0.0)`, and the reward to learn), and whether it is the decision's first conversion. A click, a conversion or a reward (`value`) is
     /// learned once per decision, the first of them.
     #[allow(clippy::type_complexity)]
     fn mark(

@@ -15,12 +15,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use lethe_auth::Role;
 use lethe_collect::auth::authorize_with;
-use lethe_collect::{subject_id, ApiError, CollectState};
+use lethe_collect::{gpc_header, subject_id, ApiError, CollectState};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::api::{decide_one, DecideState};
+use crate::api::{decide_one, parse_json, DecideState};
 use crate::engine::{Candidate, DecideError, DecideRequest, OutcomeKind};
 
 /// Largest body of a Rank call: its actions carry their features.
@@ -147,14 +147,6 @@ fn body_of(body: Result<web::Bytes, actix_web::Error>, limit: usize) -> Result<w
         Err(e) if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
         Err(e) => Err(ApiError::bad_request("invalid_body", e.to_string())),
     }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
-}
-
-fn gpc(req: &HttpRequest) -> bool {
-    req.headers().get("sec-gpc").and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() == "1")
 }
 
 // --- events ------------------------------------------------------------------------------------------
@@ -322,7 +314,7 @@ pub async fn rank(
     let query = web::Query::<RankQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
         .into_inner();
-    let b: RankBody = parse(&body_of(body, MAX_RANK_BODY)?)?;
+    let b: RankBody = parse_json(&body_of(body, MAX_RANK_BODY)?)?;
     if b.actions.is_empty() || b.actions.len() > MAX_ACTIONS {
         return Err(ApiError::bad_request("invalid_actions", format!("send 1..={MAX_ACTIONS} actions")).into());
     }
@@ -360,7 +352,7 @@ pub async fn rank(
         subject,
         slot: query.slot.unwrap_or_else(|| "personalizer".into()),
         device,
-        gpc: gpc(&req),
+        gpc: gpc_header(&req),
         candidates: Some(candidates),
         count,
     };
@@ -429,7 +421,7 @@ pub async fn event(
     let unknown = || ApiError::new(404, "unknown_event", "no rank call has this eventId");
     let (decision, outcomes) = match action.as_str() {
         "reward" => {
-            let b: RewardBody = parse(&body_of(body, MAX_EVENT_BODY)?)?;
+            let b: RewardBody = parse_json(&body_of(body, MAX_EVENT_BODY)?)?;
             crate::api::check_outcome_value(OutcomeKind::Reward, Some(b.value))?;
             match ids.reward(&event_id, b.value).ok_or_else(unknown)? {
                 Reward::Record(decision) => (decision, vec![reward_outcome(b.value)]),

@@ -177,6 +177,18 @@ impl ConsentHistory {
         self.state_at(UtcMicros(i64::MAX))
     }
 
+    /// Whether a GPC signal arriving now is already answered, so that it needs no new record: by an
+    /// opt-out that stands, or by a grant of `sale_share` made with the signal on (consent given
+    /// knowing of the conflict, CCPA regs §7025(c)(3)). A grant made without the signal is not.
+    pub fn gpc_answered(&self, sale_share: &Purpose) -> bool {
+        let now = self.current();
+        now.gpc
+            && now
+                .purposes
+                .get(sale_share)
+                .is_none_or(|s| !s.granted || self.records.iter().any(|r| r.record_id == s.record_id && r.gpc))
+    }
+
     /// The verdict now, telling a withdrawal (granted before, not now) from a plain denial.
     pub fn verdict(&self, purpose: &Purpose, requires_consent: bool, sale_share: &Purpose) -> Verdict {
         self.verdict_given(&self.current(), purpose, requires_consent, sale_share)

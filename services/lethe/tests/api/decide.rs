@@ -15,6 +15,10 @@ use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, TestApp};
 
+/// The features of an engaged outdoor fan on the outdoor-gear variant: where the tests read the live
+/// model's expectation to see what it learned and unlearned.
+const PROBE: [f64; D] = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
+
 /// A visitor who consents to analytics and personalization and browses outdoor gear.
 async fn outdoor_fan(app: &TestApp, id: &str) {
     let (status, body) = app.consent(id, &["analytics", "personalization"], &["sale_share"]).await;
@@ -400,28 +404,27 @@ async fn outcome_receipt_of(app: &TestApp, id: &str, decision: &Value, marker: &
 async fn r_consent_2_a_banner_withdrawal_unlearns_her_outcomes_and_later_ones_teach_nothing() {
     let app = spawn_app().await;
     let hero = app.engine.slots.index_of("home-hero").unwrap();
-    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
-    let before_her = app.engine.live_expected(hero, &probe);
+    let before_her = app.engine.live_expected(hero, &PROBE);
     outdoor_fan(&app, "walt").await;
     let taught = exploit(&app, "walt", "home-hero").await;
     outcome(&app, &taught, "click").await;
     let pending = exploit(&app, "walt", "home-hero").await;
     let p = app.store.pseudonymize(&SubjectId::parse("walt").unwrap());
     assert_eq!(app.engine.contributions_of(&p), 1);
-    assert!((app.engine.live_expected(hero, &probe) - before_her).abs() > 1e-6, "her click moved the model");
+    assert!((app.engine.live_expected(hero, &PROBE) - before_her).abs() > 1e-6, "her click moved the model");
 
     // The banner, not the subject API: personalization unticked.
     let (status, body) = app.consent("walt", &["analytics"], &["personalization", "sale_share"]).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(app.engine.contributions_of(&p), 0, "unlearned as the record was added");
-    assert!((app.engine.live_expected(hero, &probe) - before_her).abs() < 1e-9, "exactly as if never seen");
+    assert!((app.engine.live_expected(hero, &PROBE) - before_her).abs() < 1e-9, "exactly as if never seen");
 
     // The outcome of a decision made before the withdrawal is counted, but teaches nothing and
     // leaves no receipt under the purpose she withdrew.
     let body = outcome(&app, &pending, "click").await;
     assert_eq!(body["recorded"], json!(true), "{body}");
     assert_eq!(app.engine.contributions_of(&p), 0);
-    assert!((app.engine.live_expected(hero, &probe) - before_her).abs() < 1e-9);
+    assert!((app.engine.live_expected(hero, &PROBE) - before_her).abs() < 1e-9);
     assert!(outcome_receipt_of(&app, "walt", &taught, "walt-marker-1").await.is_some(), "the earlier one was logged");
     assert!(outcome_receipt_of(&app, "walt", &pending, "walt-marker-2").await.is_none());
 }
@@ -433,7 +436,6 @@ async fn r_consent_2_a_banner_withdrawal_unlearns_her_outcomes_and_later_ones_te
 async fn r_erase_7_a_regrant_then_a_click_keeps_unlearning_exact() {
     let app = spawn_app().await;
     let hero = app.engine.slots.index_of("home-hero").unwrap();
-    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
     // Two others' clicks first, on decisions like hers: the model holds enough of her features
     // that a wrong removal would pass unnoticed.
     for id in ["ray", "roy"] {
@@ -441,7 +443,7 @@ async fn r_erase_7_a_regrant_then_a_click_keeps_unlearning_exact() {
         let other = exploit(&app, id, "home-hero").await;
         outcome(&app, &other, "click").await;
     }
-    let before = app.engine.live_expected(hero, &probe);
+    let before = app.engine.live_expected(hero, &PROBE);
     outdoor_fan(&app, "rae").await;
     let d = exploit(&app, "rae", "home-hero").await;
     outcome(&app, &d, "impression").await;
@@ -456,7 +458,7 @@ async fn r_erase_7_a_regrant_then_a_click_keeps_unlearning_exact() {
     let token = app.token(Role::Subject, Some("rae"));
     let (status, body) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": ["personalization"]})).await;
     assert_eq!(status, 200, "{body}");
-    let after = app.engine.live_expected(hero, &probe);
+    let after = app.engine.live_expected(hero, &PROBE);
     assert!((after - before).abs() < 1e-9, "exactly as if never seen: {after} vs {before}");
 }
 
@@ -597,14 +599,13 @@ async fn r_gpc_1_outcomes_unlearned_for_a_gpc_signal_stay_unlearned_after_a_rest
 async fn r_erase_7_erasure_unlearns_her_outcomes_exactly() {
     let app = spawn_app().await;
     let hero = app.engine.slots.index_of("home-hero").unwrap();
-    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
     outdoor_fan(&app, "bob").await;
     for _ in 0..3 {
         let d = exploit(&app, "bob", "home-hero").await;
         outcome(&app, &d, "impression").await;
         outcome(&app, &d, "click").await;
     }
-    let before_her = app.engine.live_expected(hero, &probe);
+    let before_her = app.engine.live_expected(hero, &PROBE);
     outdoor_fan(&app, "eve").await;
     for _ in 0..4 {
         let d = exploit(&app, "eve", "home-hero").await;
@@ -612,14 +613,14 @@ async fn r_erase_7_erasure_unlearns_her_outcomes_exactly() {
     }
     let p = app.store.pseudonymize(&SubjectId::parse("eve").unwrap());
     assert_eq!(app.engine.contributions_of(&p), 4);
-    let with_her = app.engine.live_expected(hero, &probe);
+    let with_her = app.engine.live_expected(hero, &PROBE);
     assert!((with_her - before_her).abs() > 1e-6, "her outcomes moved the model");
     let token = app.token(Role::Subject, Some("eve"));
     let (status, cert) = app.post("/v1/me/erasure", Some(&token), &json!({})).await;
     assert_eq!(status, 200, "{cert}");
     assert!(cert.to_string().contains("decision_models"), "the certificate lists the decision models: {cert}");
     assert_eq!(app.engine.contributions_of(&p), 0);
-    let after = app.engine.live_expected(hero, &probe);
+    let after = app.engine.live_expected(hero, &PROBE);
     assert!((after - before_her).abs() < 1e-9, "exactly as if she had never been seen: {after} vs {before_her}");
 }
 
@@ -1024,9 +1025,8 @@ async fn r_erase_7_the_engagement_model_serves_as_a_canary_and_is_retrained_with
     let (status, body) = app.post("/v1/decide/slots/home-hero/promote", Some(&admin), &json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(registry.get(first_model).unwrap().unwrap().status, Status::Live);
-    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
-    let predicted = load(first_model).predict_proba(&probe).unwrap();
-    assert!((app.engine.live_expected(hero, &probe) - predicted).abs() < 1e-9);
+    let predicted = load(first_model).predict_proba(&PROBE).unwrap();
+    assert!((app.engine.live_expected(hero, &PROBE) - predicted).abs() < 1e-9);
 
     // An erased member: the model is retrained without her, and the live version serves the successor.
     let erased = app.store.pseudonymize(&SubjectId::parse("canary-2").unwrap());
@@ -1047,8 +1047,8 @@ async fn r_erase_7_the_engagement_model_serves_as_a_canary_and_is_retrained_with
     assert_eq!(new.status, Status::Live);
     assert_eq!((old.manifest.subjects, new.manifest.subjects), (30, 29), "the same subjects but her");
     assert_eq!(new.manifest.hyperparameters["replaces"], json!([first_model.to_string()]));
-    let predicted = load(successor).predict_proba(&probe).unwrap();
-    assert!((app.engine.live_expected(hero, &probe) - predicted).abs() < 1e-9);
+    let predicted = load(successor).predict_proba(&PROBE).unwrap();
+    assert!((app.engine.live_expected(hero, &PROBE) - predicted).abs() < 1e-9);
 }
 
 /// R-RETAIN-1 reaches the online models: once the retention of decision receipts (395 days) ends,
@@ -1057,8 +1057,7 @@ async fn r_erase_7_the_engagement_model_serves_as_a_canary_and_is_retrained_with
 async fn r_retain_1_outcomes_whose_receipts_expired_are_unlearned_exactly() {
     let app = spawn_app().await;
     let hero = app.engine.slots.index_of("home-hero").unwrap();
-    let probe = [1.0, 0.8, 0.5, 1.0, 0.2, 0.0, 1.0, 1.0, 0.0, 0.0];
-    let before = app.engine.live_expected(hero, &probe);
+    let before = app.engine.live_expected(hero, &PROBE);
     outdoor_fan(&app, "old-timer").await;
     for _ in 0..3 {
         let d = exploit(&app, "old-timer", "home-hero").await;
@@ -1068,7 +1067,7 @@ async fn r_retain_1_outcomes_whose_receipts_expired_are_unlearned_exactly() {
     receipts(&app, "old-timer", "outcome.recorded", 3).await;
     let p = app.store.pseudonymize(&SubjectId::parse("old-timer").unwrap());
     assert_eq!(app.engine.contributions_of(&p), 3);
-    assert!((app.engine.live_expected(hero, &probe) - before).abs() > 1e-6, "her clicks moved the model");
+    assert!((app.engine.live_expected(hero, &PROBE) - before).abs() > 1e-6, "her clicks moved the model");
 
     // A year on, nothing has expired yet.
     let day = 86_400_000_000_i64;
@@ -1089,7 +1088,7 @@ async fn r_retain_1_outcomes_whose_receipts_expired_are_unlearned_exactly() {
     .unwrap();
     assert!(report.keys_destroyed > 0, "{report:?}");
     assert_eq!(app.engine.contributions_of(&p), 0);
-    let after = app.engine.live_expected(hero, &probe);
+    let after = app.engine.live_expected(hero, &PROBE);
     assert!(
         (after - before).abs() < 1e-9,
         "exactly as if the expired outcomes had never been seen: {after} vs {before}"
