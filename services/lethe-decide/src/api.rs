@@ -142,6 +142,7 @@ async fn decide_in(
     started: Instant,
 ) -> Result<Decision, ApiError> {
     let slot = &engine.slots.all()[slot_index];
+    let event = req.event.as_ref();
     let (candidates, default) = engine.candidates(slot, &req)?;
     let count = req.count.clamp(1, MAX_COUNT.min(candidates.len()));
     let now = UtcMicros::now();
@@ -149,12 +150,12 @@ async fn decide_in(
     let (subject, gate) = engine.gate(&req, slot);
     let fallback = (candidates.clone(), default, count);
     let Gate::Personalize { .. } = gate else {
-        return Ok(engine.finish(subject, &gate, None, Err(Reason::NoConsent), &ctx, fallback, slot_index));
+        return Ok(engine.finish(subject, &gate, None, Err(Reason::NoConsent), &ctx, fallback, slot_index, event));
     };
     if engine.receipts_backlogged() {
         // No receipt could be queued for a personalized answer: do not compute one.
         let gate = Gate::NonPersonalized(Reason::ReceiptBacklog);
-        return Ok(engine.finish(subject, &gate, None, Err(Reason::ReceiptBacklog), &ctx, fallback, slot_index));
+        return Ok(engine.finish(subject, &gate, None, Err(Reason::ReceiptBacklog), &ctx, fallback, slot_index, event));
     }
     let scoring = engine.prepare(slot_index, &subject, candidates, default, &ctx, count);
     let deadline = slot.deadline.saturating_sub(started.elapsed());
@@ -167,7 +168,7 @@ async fn decide_in(
             Ok(scored) => Ok(scored),
             Err(e) => Err(model_failed(&slot.id, &e)),
         };
-        return Ok(engine.finish(subject, &gate, Some(scoring), result, &ctx, fallback, slot_index));
+        return Ok(engine.finish(subject, &gate, Some(scoring), result, &ctx, fallback, slot_index, event));
     }
     let worker = Arc::clone(engine);
     let (scoring, result) = match actix_web::rt::time::timeout(
@@ -184,7 +185,7 @@ async fn decide_in(
         Ok(Err(_)) => (None, Err(Reason::ModelError)),
         Err(_) => (None, Err(Reason::Deadline)),
     };
-    Ok(engine.finish(subject, &gate, scoring, result, &ctx, fallback, slot_index))
+    Ok(engine.finish(subject, &gate, scoring, result, &ctx, fallback, slot_index, event))
 }
 
 /// A model that failed: logged; the decision falls back to the slot's default.
@@ -215,6 +216,7 @@ pub async fn decide(
         gpc: gpc_header(&req),
         candidates: b.candidates.map(|c| c.into_iter().map(CandidateBody::into_candidate).collect()),
         count: count_of(b.count, 1)?,
+        event: None,
     };
     let d = decide_one(engine, request).await?;
     Ok(HttpResponse::Ok().json(decision_json(&d)))
@@ -365,6 +367,7 @@ pub async fn recommendations(
             gpc: gpc_header(&req),
             candidates: None,
             count,
+            event: None,
         };
         let (pseudonym, gate) = engine.gate(&request, slot);
         let segment = q.segment.as_deref();

@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::features::{self, Context, D};
+use crate::rank_events::{EventIds, RankEvent};
 use crate::slots::{CanarySettings, Content, Slot, Slots, Variant};
 
 pub use lethe_domain::schema::types::{DECISION_SERVED, OUTCOME_RECORDED, RECOMMENDATIONS_SERVED};
@@ -139,6 +140,9 @@ pub struct DecideRequest {
     /// Candidates a caller sends (open slots), or ids restricting the declared variants.
     pub candidates: Option<Vec<Candidate>>,
     pub count: usize,
+    /// The event a Personalizer Rank call names: kept with the decision for its rewards, and
+    /// named in its receipt so that a restart rebuilds it.
+    pub event: Option<RankEvent>,
 }
 
 /// A refusal of the engine (the HTTP layer maps codes to statuses).
@@ -583,6 +587,8 @@ pub struct Engine {
     views: Arc<Views>,
     personalizer: Arc<Personalizer>,
     privacy: Arc<Privacy>,
+    /// The events of Personalizer Rank calls, for their rewards.
+    pub rank_events: EventIds,
 }
 
 impl std::fmt::Debug for Engine {
@@ -753,6 +759,7 @@ impl Engine {
             views,
             personalizer,
             privacy,
+            rank_events: EventIds::default(),
         });
         engine.replay();
         let weak: std::sync::Weak<dyn Unlearner> = Arc::downgrade(&engine) as std::sync::Weak<dyn Unlearner>;
@@ -969,6 +976,7 @@ impl Engine {
         ctx: &Context,
         fallback: (Candidates, usize, usize),
         slot_index: usize,
+        event: Option<&RankEvent>,
     ) -> Decision {
         let slot = &self.slots.all()[slot_index];
         // Time-ordered with a random tail, without `now_v7`'s process-wide counter lock: a lock a
@@ -1021,6 +1029,7 @@ impl Engine {
         };
         let first = variants.first().map(|v| v.id.clone()).unwrap_or_default();
         let version_label = version.as_ref().map(|v| v.1.clone());
+        let event_id = event.map(|e| e.id_for(decision_id));
         // The receipt goes into the subject's own stream, under its key, only when consent
         // allowed personalization: it proves the lawful basis. A non-personalized decision is about
         // no one in particular and is only counted. Without a queued receipt there is no
@@ -1034,6 +1043,7 @@ impl Engine {
                     slot: &slot.id,
                     variant: &first,
                     model: version_label.as_deref(),
+                    event: event_id.as_deref().zip(event).map(|(id, e)| ReceiptEvent { id, deferred: e.deferred }),
                     policy: ServedPolicy {
                         mode,
                         reason,
@@ -1051,7 +1061,7 @@ impl Engine {
             if !self.receipt(subject, DECISION_SERVED, &slot.purpose, now, &body, true) {
                 let refused = Err(Reason::ReceiptBacklog);
                 let gate = Gate::NonPersonalized(Reason::ReceiptBacklog);
-                return self.finish(subject, &gate, None, refused, ctx, fallback, slot_index);
+                return self.finish(subject, &gate, None, refused, ctx, fallback, slot_index, event);
             }
         }
         if let Some(r) = reason {
@@ -1076,6 +1086,10 @@ impl Engine {
                 reward: 0.0,
             },
         );
+        if let (Some(id), Some(e)) = (&event_id, event) {
+            let named = !matches!(gate, Gate::NonPersonalized(Reason::NoSubject));
+            self.rank_events.insert(id, decision_id, named.then_some(subject), !e.deferred);
+        }
         Decision {
             decision_id,
             slot: slot.id.clone(),
@@ -1591,6 +1605,7 @@ impl Engine {
     /// subjects whose consent still allows the slot's purpose).
     fn replay(&self) {
         let Logged { served, outcomes } = read_receipts(self.collect.store.as_ref());
+        let mut events = Vec::new();
         for Served { decision: id, subject, at, properties: p } in served {
             let Some(slot) = p["slot"].as_str().and_then(|s| self.slots.index_of(s)) else { continue };
             // The consent that holds now, as for a live decision: GPC and opt-outs included.
@@ -1606,6 +1621,9 @@ impl Engine {
                 .and_then(|c| c.iter().position(|id| id.as_str() == Some(variant.as_str())));
             let candidates = xs.zip(chosen).filter(|(xs, chosen)| *chosen < xs.len());
             let mode = serde_json::from_value(p["policy"]["mode"].clone()).unwrap_or(Mode::Personalized);
+            if let Some(event) = p["event"]["id"].as_str() {
+                events.push((event.to_owned(), id, subject, p["event"]["deferred"].as_bool().unwrap_or(false)));
+            }
             self.records.insert(
                 id,
                 Record {
@@ -1630,6 +1648,15 @@ impl Engine {
         }
         let now = UtcMicros::now();
         self.expire(now);
+        // The Rank events of the decisions still held, oldest first: a deferred one is active once
+        // its impression was recorded (by `/activate`). A reward held for an event not yet
+        // activated was in memory only, and is not rebuilt.
+        for (event, id, subject, deferred) in events {
+            let impressed = self.records.shard(&id).get(&id).map(|r| r.impressed);
+            if let Some(impressed) = impressed {
+                self.rank_events.insert(&event, id, Some(subject), !deferred || impressed);
+            }
+        }
     }
 
     fn replay_outcome(&self, decision: Uuid, kind: OutcomeKind, value: Option<f64>) {
@@ -1936,6 +1963,9 @@ struct ServedProperties<'a> {
     slot: &'a str,
     variant: &'a str,
     model: Option<&'a str>,
+    /// The Personalizer event of a Rank call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<ReceiptEvent<'a>>,
     policy: ServedPolicy<'a>,
 }
 
@@ -1950,6 +1980,13 @@ struct ServedPolicy<'a> {
     purpose: &'a Purpose,
     features: Option<&'a [f64; D]>,
     candidate_features: Option<&'a Vec<[f64; D]>>,
+}
+
+/// A Rank call's event, as its decision's receipt names it.
+#[derive(Serialize)]
+struct ReceiptEvent<'a> {
+    id: &'a str,
+    deferred: bool,
 }
 
 #[derive(Serialize)]
@@ -2098,7 +2135,9 @@ impl ErasureHook for Engine {
     }
 
     fn forget(&self, subject: &Pseudonym) -> Result<bool, String> {
-        Ok(self.unlearn(subject))
+        let unlearned = self.unlearn(subject);
+        let events = self.rank_events.forget(subject);
+        Ok(unlearned || events)
     }
 
     fn withdrawn(&self, subject: &Pseudonym, purposes: &[Purpose]) -> Result<(), String> {
@@ -2136,8 +2175,11 @@ impl ErasureHook for Engine {
             }
         });
         let learned = self.contributions_of(subject);
-        (!pending.is_empty() || learned > 0)
-            .then(|| json!({"decisions_in_attribution_window": pending, "model_updates_from_your_outcomes": learned}))
+        let events = self.rank_events.of_subject(subject);
+        (!pending.is_empty() || learned > 0 || !events.is_empty()).then(|| {
+            json!({"decisions_in_attribution_window": pending, "model_updates_from_your_outcomes": learned,
+                "personalizer_events": events})
+        })
     }
 }
 

@@ -19,6 +19,7 @@ pub mod features;
 pub mod latency;
 pub mod ope;
 pub mod personalizer_api;
+pub mod rank_events;
 pub mod recommend;
 pub mod slots;
 pub mod train;
@@ -28,10 +29,10 @@ use personalizer_api::SubscriptionKey;
 
 pub use api::DecideState;
 pub use engine::{Decision, Engine, Limits, Mode, Reason, Scorer, DEFAULT_RECEIPT_BACKLOG, MAX_PENDING_DECISIONS};
-pub use personalizer_api::EventIds;
+pub use rank_events::EventIds;
 pub use slots::{Slot, Slots};
 
-/// Mounts the decision routes. The app must hold `web::Data<DecideState>` and `web::Data<EventIds>`.
+/// Mounts the decision routes. The app must hold `web::Data<DecideState>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/decide", web::post().to(api::decide))
         .route("/v1/outcomes", web::post().to(api::outcomes))

@@ -8,8 +8,8 @@
 //! characters), and every error comes in Azure's shape, Lethe's stable code as the inner one:
 //! `{"error": {"code": "BadRequest", "message": "…", "innerError": {"code": "invalid_json"}}}`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -18,10 +18,10 @@ use lethe_collect::auth::authorize_with;
 use lethe_collect::{gpc_header, subject_id, ApiError, CollectState};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::api::{decide_one, parse_json, DecideState};
 use crate::engine::{Candidate, DecideError, DecideRequest, OutcomeKind};
+use crate::rank_events::{RankEvent, Reward};
 
 /// Largest body of a Rank call: its actions carry their features.
 pub const MAX_RANK_BODY: usize = 256 * 1024;
@@ -31,8 +31,6 @@ pub const MAX_EVENT_BODY: usize = crate::api::MAX_BODY;
 pub const MAX_ACTIONS: usize = 50;
 /// Longest `eventId`, in characters (Azure's limit).
 pub const MAX_EVENT_ID_CHARS: usize = 256;
-/// Most events kept for their rewards; past it the oldest gives way first.
-pub const MAX_EVENTS: usize = 1_000_000;
 /// The header Azure's SDKs send the key in.
 pub const SUBSCRIPTION_KEY: &str = "ocp-apim-subscription-key";
 
@@ -149,118 +147,6 @@ fn body_of(body: Result<web::Bytes, actix_web::Error>, limit: usize) -> Result<w
     }
 }
 
-// --- events ------------------------------------------------------------------------------------------
-
-/// The events of Rank calls, kept for their rewards: `eventId` → the decision, whether the event is
-/// active, and a reward held until it is. At most a fixed number ([`MAX_EVENTS`] by default): past
-/// it the oldest event gives way first, and a reward for it is then unknown (404).
-#[derive(Debug)]
-pub struct EventIds {
-    capacity: usize,
-    events: Mutex<Events>,
-}
-
-#[derive(Debug, Default)]
-struct Events {
-    by_id: HashMap<Arc<str>, Event>,
-    /// Insertion order, each with its entry's number: an `eventId` sent again leaves its earlier
-    /// place here, which eviction then passes over.
-    order: VecDeque<(u64, Arc<str>)>,
-    next: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Event {
-    decision: Uuid,
-    number: u64,
-    active: bool,
-    /// The first reward sent while inactive (as for an active event, the first reward counts).
-    held: Option<f64>,
-}
-
-/// What a reward does.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Reward {
-    /// The event is active: record it for this decision.
-    Record(Uuid),
-    /// The event waits for `/activate`: held until then.
-    Held,
-}
-
-impl Default for EventIds {
-    fn default() -> Self {
-        Self::with_capacity(MAX_EVENTS)
-    }
-}
-
-impl EventIds {
-    /// Keeps at most `capacity` events (at least one).
-    pub fn with_capacity(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), events: Mutex::new(Events::default()) }
-    }
-
-    /// How many events are kept.
-    pub fn len(&self) -> usize {
-        self.lock().by_id.len()
-    }
-
-    /// Whether no event is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The decision of an event.
-    pub fn decision(&self, event_id: &str) -> Option<Uuid> {
-        self.lock().by_id.get(event_id).map(|e| e.decision)
-    }
-
-    /// Whether an event is active (it was not deferred, or it was activated).
-    pub fn is_active(&self, event_id: &str) -> Option<bool> {
-        self.lock().by_id.get(event_id).map(|e| e.active)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Events> {
-        self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Keeps an event (an `eventId` sent again now names the new decision), forgetting the oldest
-    /// past the capacity.
-    pub fn insert(&self, event_id: &str, decision: Uuid, active: bool) {
-        let mut events = self.lock();
-        let events = &mut *events;
-        let id: Arc<str> = Arc::from(event_id);
-        let number = events.next;
-        events.next += 1;
-        events.by_id.insert(Arc::clone(&id), Event { decision, number, active, held: None });
-        events.order.push_back((number, id));
-        while events.order.len() > self.capacity {
-            let Some((n, old)) = events.order.pop_front() else { break };
-            if events.by_id.get(&old).is_some_and(|e| e.number == n) {
-                events.by_id.remove(&old);
-            }
-        }
-    }
-
-    /// A reward of `value` for an event: recorded if the event is active, else held.
-    fn reward(&self, event_id: &str, value: f64) -> Option<Reward> {
-        let mut events = self.lock();
-        let e = events.by_id.get_mut(event_id)?;
-        if e.active {
-            return Some(Reward::Record(e.decision));
-        }
-        e.held.get_or_insert(value);
-        Some(Reward::Held)
-    }
-
-    /// Activates an event: its decision and the reward held for it, if any (taken).
-    fn activate(&self, event_id: &str) -> Option<(Uuid, Option<f64>)> {
-        let mut events = self.lock();
-        let e = events.by_id.get_mut(event_id)?;
-        e.active = true;
-        Some((e.decision, e.held.take()))
-    }
-}
-
 // --- Rank --------------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -305,7 +191,6 @@ struct RankQuery {
     security(("subscription_key" = []), ("bearer" = [])))]
 pub async fn rank(
     state: web::Data<DecideState>,
-    ids: web::Data<EventIds>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, PersonalizerError> {
@@ -348,6 +233,7 @@ pub async fn rank(
         return Err(ApiError::bad_request("invalid_candidates", "send at least one action that is not excluded").into());
     }
     let count = candidates.len();
+    let event = RankEvent { id: sent_event_id, deferred: b.defer_activation };
     let request = DecideRequest {
         subject,
         slot: query.slot.unwrap_or_else(|| "personalizer".into()),
@@ -355,10 +241,11 @@ pub async fn rank(
         gpc: gpc_header(&req),
         candidates: Some(candidates),
         count,
+        // The engine keeps the event with its decision, and in the decision's receipt.
+        event: Some(event.clone()),
     };
     let d = decide_one(engine, request).await?;
-    let event_id = sent_event_id.unwrap_or_else(|| d.decision_id.simple().to_string());
-    ids.insert(&event_id, d.decision_id, !b.defer_activation);
+    let event_id = event.id_for(d.decision_id);
     if !b.defer_activation {
         let engine = Arc::clone(engine);
         let id = d.decision_id;
@@ -411,12 +298,12 @@ fn reward_outcome(value: f64) -> (OutcomeKind, Option<f64>) {
     security(("subscription_key" = []), ("bearer" = [])))]
 pub async fn event(
     state: web::Data<DecideState>,
-    ids: web::Data<EventIds>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, PersonalizerError> {
     authorize(&req, state.engine.collect())?;
+    let ids = &state.engine.rank_events;
     let (event_id, action) = path.into_inner();
     let unknown = || ApiError::new(404, "unknown_event", "no rank call has this eventId");
     let (decision, outcomes) = match action.as_str() {
@@ -448,44 +335,6 @@ pub async fn event(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_oldest_events_give_way_first() {
-        let ids = EventIds::with_capacity(3);
-        let d: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
-        for (i, d) in d.iter().enumerate().take(3) {
-            ids.insert(&format!("e{i}"), *d, true);
-        }
-        assert_eq!(ids.len(), 3);
-        ids.insert("e3", d[3], true);
-        assert_eq!((ids.len(), ids.decision("e0")), (3, None), "the oldest went first, alone");
-        assert_eq!((ids.decision("e1"), ids.decision("e3")), (Some(d[1]), Some(d[3])));
-        // An eventId sent again names the new decision and is not evicted by its earlier place.
-        ids.insert("e1", d[4], true);
-        assert_eq!(ids.decision("e1"), Some(d[4]));
-        assert_eq!((ids.decision("e2"), ids.decision("e3")), (Some(d[2]), Some(d[3])));
-        ids.insert("e5", d[0], true);
-        assert_eq!(ids.decision("e1"), Some(d[4]), "its earlier place was passed over");
-        assert_eq!(ids.len(), 3);
-        assert!(ids.events.lock().unwrap().order.len() <= 3, "the order is bounded too");
-    }
-
-    #[test]
-    fn a_deferred_event_holds_its_reward_until_activated() {
-        let ids = EventIds::with_capacity(10);
-        let (live, deferred) = (Uuid::new_v4(), Uuid::new_v4());
-        ids.insert("live", live, true);
-        ids.insert("deferred", deferred, false);
-        assert_eq!(ids.reward("live", 1.0), Some(Reward::Record(live)));
-        assert_eq!(ids.reward("deferred", 0.7), Some(Reward::Held));
-        assert_eq!(ids.reward("deferred", 0.2), Some(Reward::Held));
-        assert_eq!(ids.is_active("deferred"), Some(false));
-        assert_eq!(ids.activate("deferred"), Some((deferred, Some(0.7))), "the first reward held");
-        assert_eq!(ids.is_active("deferred"), Some(true));
-        assert_eq!(ids.reward("deferred", 1.0), Some(Reward::Record(deferred)));
-        assert_eq!(ids.activate("deferred"), Some((deferred, None)), "nothing held twice");
-        assert_eq!((ids.reward("nope", 1.0), ids.activate("nope")), (None, None));
-    }
 
     #[test]
     fn errors_take_azures_codes_after_the_status() {

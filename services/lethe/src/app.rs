@@ -11,7 +11,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use lethe_collect::CollectState;
-use lethe_decide::{DecideState, EventIds};
+use lethe_decide::DecideState;
 use lethe_eventlog::EventStore;
 use lethe_privacy::Privacy;
 use serde_json::json;
@@ -121,7 +121,6 @@ impl Application {
             decide: decide.clone(),
             parts: settings.parts.clone(),
         });
-        let event_ids = web::Data::new(EventIds::default());
         let decide = decide.map(web::Data::from);
         let collect = web::Data::new(collect);
         let with_collect = settings.parts.contains(&Part::Collect);
@@ -140,7 +139,7 @@ impl Application {
                 })
                 .configure(|cfg| {
                     if let Some(d) = &decide {
-                        cfg.app_data(d.clone()).app_data(event_ids.clone());
+                        cfg.app_data(d.clone());
                         lethe_decide::configure(cfg);
                     }
                 })

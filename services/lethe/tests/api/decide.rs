@@ -340,6 +340,7 @@ async fn no_personalized_answer_is_given_without_its_receipt_on_its_way_to_the_l
         gpc: false,
         candidates: None,
         count: 1,
+        event: None,
     };
     let (candidates, default) = engine.candidates(slot, &req).unwrap();
     let ctx = lethe_decide::features::Context::new(Some("desktop"), lethe_domain::UtcMicros::now());
@@ -347,7 +348,8 @@ async fn no_personalized_answer_is_given_without_its_receipt_on_its_way_to_the_l
     assert!(matches!(gate, lethe_decide::engine::Gate::Personalize { .. }), "{gate:?}");
     let scoring = engine.prepare(slot_index, &subject, Arc::clone(&candidates), default, &ctx, 1);
     let scored = engine.score(&scoring, 7).unwrap();
-    let decision = engine.finish(subject, &gate, Some(scoring), Ok(scored), &ctx, (candidates, default, 1), slot_index);
+    let decision =
+        engine.finish(subject, &gate, Some(scoring), Ok(scored), &ctx, (candidates, default, 1), slot_index, None);
     assert_eq!(
         (decision.mode, decision.reason),
         (lethe_decide::Mode::NonPersonalized, Some(lethe_decide::Reason::ReceiptBacklog))
