@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::erasure::ErasureCertificate;
-use crate::requests_api::view;
+use crate::requests_api::describe;
 use crate::state::{audit_error, Privacy};
 use crate::time::{parse_rfc3339, rfc3339};
 
@@ -174,7 +174,8 @@ pub fn write_export<W: Write>(
             continue;
         }
         let digest = r.subject_digest().to_string();
-        sink.record("request", Some(received), &r.id().to_string(), Some(&digest), view(&r, now)).map_err(io)?;
+        let detail = describe(privacy, &r, now);
+        sink.record("request", Some(received), &r.id().to_string(), Some(&digest), detail).map_err(io)?;
         counts.requests += 1;
     }
 

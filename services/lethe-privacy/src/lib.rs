@@ -1,12 +1,14 @@
 //! Privacy operations: the data subject's rights (erasure, opt-out, withdrawal, access export), the
-//! request log with its legal deadlines, erasure certificates and recipient notices, retention
-//! sweeps and the key rotations that make erasures final, and the DPO's audit export. Runs inside
-//! `lethe serve`; [`configure`] mounts it on any actix `App` that has a `web::Data<Privacy>`.
+//! request log with its legal deadlines, erasure certificates and recipient notices, the retries of
+//! erasures a store could not finish, retention sweeps and the key rotations that make erasures
+//! final, and the DPO's audit export. Runs inside `lethe serve`; [`configure`] mounts it on any
+//! actix `App` that has a `web::Data<Privacy>`.
 #![forbid(unsafe_code)]
 
 pub mod audit_api;
 pub mod controller;
 pub mod erasure;
+pub mod pending;
 pub mod requests_api;
 pub mod rights;
 pub mod ropa;
@@ -17,6 +19,7 @@ pub mod time;
 use actix_web::web;
 
 pub use erasure::ErasureCertificate;
+pub use pending::PendingErasure;
 pub use state::{ErasureHook, OpenError, Privacy, PrivacyOptions, PRIVACY_DIR};
 
 /// Mounts the privacy routes.

@@ -1,7 +1,8 @@
 //! The request log for the DPO (R-DSR-1): `GET /v1/requests` lists requests with their due dates
 //! and days left; `POST /v1/requests` logs one that arrived by another channel; `POST
 //! /v1/requests/{id}/actions` moves one through its lifecycle (verify, start, extend, complete, deny,
-//! hold, release, acknowledge).
+//! hold, release, acknowledge). An erasure that has not reached every store yet shows what it still
+//! waits for (`erasure_pending`), and cannot be completed or denied by hand.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use lethe_audit::AuditKind;
@@ -41,6 +42,21 @@ pub fn view(r: &Request, now: UtcMicros) -> Value {
     v
 }
 
+/// [`view`], with `erasure_pending` when the request is an erasure that has not reached every store
+/// yet: its certificate id, the stores still to forget the subject, the recipients notified, the
+/// attempts and when the next one is due (or `{"unreadable": true}` when its record cannot be read).
+pub fn describe(privacy: &Privacy, r: &Request, now: UtcMicros) -> Value {
+    let mut v = view(r, now);
+    if r.kind() == RequestKind::Erasure {
+        match crate::erasure::pending_erasure(privacy, r.id()) {
+            Ok(None) => {}
+            Ok(Some(pending)) => v["erasure_pending"] = pending.view(),
+            Err(_) => v["erasure_pending"] = json!({"unreadable": true}),
+        }
+    }
+    v
+}
+
 fn parse<T: std::str::FromStr>(what: &'static str, raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::bad_request("invalid_query", format!("unknown {what} `{raw}`")))
 }
@@ -72,11 +88,12 @@ pub async fn list(
         filter = filter.overdue_at(jiff_ts(now));
     }
     let privacy = privacy.into_inner();
-    let requests = web::block(move || privacy.requests.list(&filter))
-        .await
-        .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))?
-        .map_err(dsr_error)?;
-    let items: Vec<Value> = requests.iter().map(|r| view(r, now)).collect();
+    let items = web::block(move || {
+        let requests = privacy.requests.list(&filter).map_err(dsr_error)?;
+        Ok::<_, ApiError>(requests.iter().map(|r| describe(&privacy, r, now)).collect::<Vec<Value>>())
+    })
+    .await
+    .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))??;
     Ok(HttpResponse::Ok().json(json!({ "requests": items, "count": items.len() })))
 }
 
@@ -147,7 +164,7 @@ pub struct Action {
 #[utoipa::path(post, path = "/v1/requests/{id}/actions", tag = "requests", summary = "Moves a request through its lifecycle",
     params(("id" = String, Path, description = "the request id")),
     request_body(content = Object, description = "{action, reason?, note?}", content_type = "application/json"),
-    responses((status = 200, description = "the request after the action", body = Object), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, description = "not allowed in the request's state", body = ApiError)),
+    responses((status = 200, description = "the request after the action", body = Object), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, description = "not allowed in the request's state, or an erasure still pending (`erasure_incomplete`)", body = ApiError)),
     security(("bearer" = [])))]
 pub async fn act(
     privacy: web::Data<Privacy>,
@@ -193,6 +210,20 @@ pub async fn act(
         if privacy.requests.get(id).map_err(dsr_error)?.is_none() {
             return Err(ApiError::new(404, "unknown_request", "no such request"));
         }
+        // An erasure the log has done but a store has not is closed by its own retries, with its
+        // certificate (R-ERASE-3): neither completed nor denied by hand while it is pending.
+        if matches!(change, Change::Complete | Change::Deny(_)) {
+            if let Some(pending) = crate::erasure::pending_erasure(&privacy, id)? {
+                return Err(ApiError::new(
+                    409,
+                    "erasure_incomplete",
+                    format!(
+                        "this erasure is pending: {}; it completes by itself once nothing is left",
+                        pending.what_remains()
+                    ),
+                ));
+            }
+        }
         let now = jiff_ts(UtcMicros::now());
         let updated = privacy
             .requests
@@ -221,7 +252,7 @@ pub async fn act(
             Some(updated.subject_digest()),
             json!({"request_id": id.to_string(), "action": action.action, "reason": action.reason, "status": updated.status().as_str()}),
         )?;
-        Ok(view(&updated, UtcMicros::now()))
+        Ok(describe(&privacy, &updated, UtcMicros::now()))
     })
     .await
     .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"))??;

@@ -76,7 +76,7 @@ fn blocking_error(_: actix_web::error::BlockingError) -> ApiError {
 /// `POST /v1/me/erasure`.
 #[utoipa::path(post, path = "/v1/me/erasure", tag = "subject rights", summary = "Erases the subject (crypto-shredding) and answers with a certificate",
     params(("subject" = Option<String>, Query, description = "for an admin: the subject's id"), ("law" = Option<String>, Query, description = "gdpr (default) or ccpa")),
-    responses((status = 200, description = "the erasure certificate", body = ErasureCertificate), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, description = "a legal hold", body = ApiError)),
+    responses((status = 200, description = "the erasure certificate", body = ErasureCertificate), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, description = "a legal hold", body = ApiError), (status = 503, description = "`erasure_incomplete`: the log erased the subject but a store has not forgotten it yet; the erasure stays pending, is retried in the background, and asking again resumes it", body = ApiError)),
     security(("bearer" = [])))]
 pub async fn erase(
     privacy: web::Data<Privacy>,
@@ -87,9 +87,11 @@ pub async fn erase(
     let privacy = privacy.into_inner();
     let certificate: ErasureCertificate = web::block(move || {
         let subject = privacy.collect.store.pseudonymize(&id);
-        let certificate = erasure::erase(&privacy, &subject, Asker { role, law, channel: Channel::Api })?;
+        let result = erasure::erase(&privacy, &subject, Asker { role, law, channel: Channel::Api });
+        // The log may have forgotten the subject even when a store has not yet (`erasure_incomplete`):
+        // the cached verifications of its tokens go either way.
         privacy.collect.auth.forget_subject(&id);
-        Ok::<_, ApiError>(certificate)
+        result
     })
     .await
     .map_err(blocking_error)??;

@@ -1,6 +1,7 @@
 //! The background work of `lethe serve`: the key rotation that makes erasures and retention sweeps
 //! final within the configured window (R-ERASE-4/5), the retention sweeps themselves (R-RETAIN-1,
-//! with the rebuild of the derived stores that held what they expired), and the delivery of
+//! with the rebuild of the derived stores that held what they expired), the retries of erasures a
+//! store could not finish (R-ERASE-3, [`crate::erasure::retry_pending`]), and the delivery of
 //! recipient notices (Art. 19).
 
 use std::collections::BTreeSet;
@@ -165,6 +166,11 @@ pub fn start(privacy: Arc<Privacy>, tick: Duration) -> Result<Background, lethe_
                 last_sweep = Some(std::time::Instant::now());
             }
             let result = tokio::task::spawn_blocking(move || {
+                // Each pending erasure waits for its own backoff; a failure here stops neither the
+                // sweep nor the rotation.
+                if let Err(e) = crate::erasure::retry_pending(&p, UtcMicros::now()) {
+                    tracing::error!(code = e.code, "pending erasures cannot be retried now");
+                }
                 if sweep_due {
                     sweep(&p, UtcMicros::now())?;
                 }
@@ -205,6 +211,8 @@ pub fn metrics(privacy: &Privacy) -> String {
         "lethe_retention_rebuild_failures_total {}\n",
         privacy.retention_failures.load(Ordering::Relaxed)
     ));
+    out.push_str("# TYPE lethe_erasures_pending gauge\n");
+    out.push_str(&format!("lethe_erasures_pending {}\n", privacy.pending_erasures.len()));
     out.push_str("# TYPE lethe_audit_entries gauge\n");
     out.push_str(&format!("lethe_audit_entries {}\n", privacy.audit.head().0));
     out

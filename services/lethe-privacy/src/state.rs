@@ -1,7 +1,7 @@
 //! The privacy service's state: its own sled database (`<data>/privacy`: the request log, the audit
-//! chain, erasure certificates and the recipient outbox — none of which holds an identifier or a
-//! pseudonym, only digests and per-recipient references), the clock that makes erasures final,
-//! and the hooks other parts register to forget a subject.
+//! chain, erasure certificates, pending erasures and the recipient outbox — none of which holds an
+//! identifier or a pseudonym, only digests and per-recipient references), the clock that makes
+//! erasures final, and the hooks other parts register to forget a subject.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,6 +19,7 @@ use lethe_outbox::{Outbox, Recipient, RetryPolicy, WebhookSecret};
 use sha2::Sha256;
 
 use crate::controller::ControllerFile;
+use crate::pending::PendingErasures;
 
 /// Folder of the privacy database inside the data directory.
 pub const PRIVACY_DIR: &str = "privacy";
@@ -35,7 +36,8 @@ pub trait ErasureHook: Send + Sync + std::fmt::Debug {
     /// Removes everything of the subject. Returns whether the store held anything of it.
     ///
     /// # Errors
-    /// The store cannot be changed; the erasure then reports the failure and stays open.
+    /// The store cannot be changed; the erasure then reports the failure, stays pending, and the
+    /// call is repeated (with a backoff, and whenever the subject asks again) until it succeeds.
     fn forget(&self, subject: &Pseudonym) -> Result<bool, String>;
     /// The subject withdrew consent for `purposes`: stop using its data for them (a model trained
     /// on it is retrained without it, R-ERASE-7).
@@ -73,6 +75,11 @@ pub struct PrivacyOptions {
     pub sweep_every: Duration,
     /// Retries of recipient notices.
     pub retry: RetryPolicy,
+    /// How long after a store failed to forget an erased subject it is asked again; the wait
+    /// doubles with every failure, up to [`Self::erasure_retry_max`].
+    pub erasure_retry_first: Duration,
+    /// The longest wait between two calls to a store that has not forgotten an erased subject.
+    pub erasure_retry_max: Duration,
 }
 
 impl PrivacyOptions {
@@ -82,6 +89,8 @@ impl PrivacyOptions {
             finality: Duration::from_secs(u64::from(controller.requests.erasure_finality_minutes) * 60),
             sweep_every: Duration::from_secs(3600),
             retry: RetryPolicy::default(),
+            erasure_retry_first: Duration::from_secs(30),
+            erasure_retry_max: Duration::from_secs(3600),
         }
     }
 }
@@ -97,6 +106,11 @@ pub struct Privacy {
     pub audit: AuditChain,
     pub outbox: Outbox,
     pub certificates: sled::Tree,
+    /// Erasures that the log has done but a store has not yet: see [`crate::erasure::erase`].
+    pub(crate) pending_erasures: PendingErasures,
+    /// Held while a pending erasure is retried, so that a subject's repeated request and the
+    /// background work never settle the same erasure twice.
+    pub(crate) pending_erasures_lock: Mutex<()>,
     signer: AuditSigner,
     reference_key: [u8; 32],
     hooks: RwLock<Vec<Arc<dyn ErasureHook>>>,
@@ -181,6 +195,7 @@ impl Privacy {
         let requests = RequestStore::new(db.open_tree("requests")?);
         let audit = AuditChain::open(db.open_tree("audit")?, signer.clone(), ChainConfig::default())?;
         let certificates = db.open_tree("certificates")?;
+        let pending_erasures = PendingErasures::new(db.open_tree("erasures")?);
         let recipients = controller
             .recipients
             .iter()
@@ -226,6 +241,8 @@ impl Privacy {
             audit,
             outbox,
             certificates,
+            pending_erasures,
+            pending_erasures_lock: Mutex::new(()),
             signer,
             reference_key,
             hooks: RwLock::new(Vec::new()),

@@ -545,7 +545,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let filter = if *all { ListFilter::all() } else { ListFilter::all().open() };
             let now = UtcMicros::now();
             for r in privacy.requests.list(&filter)? {
-                println!("{}", serde_json::to_string(&lethe_privacy::requests_api::view(&r, now))?);
+                println!("{}", serde_json::to_string(&lethe_privacy::requests_api::describe(&privacy, &r, now))?);
             }
             Ok(ExitCode::SUCCESS)
         }

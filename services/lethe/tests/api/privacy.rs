@@ -655,3 +655,217 @@ async fn r_erase_a_store_that_cannot_forget_stops_neither_the_other_stores_nor_t
     let queued = app.privacy.outbox.list(None).unwrap();
     assert_eq!(queued.len(), 1, "the recipient's notice is queued: {queued:?}");
 }
+
+/// A store that fails to forget for its first `failures` calls, then forgets.
+#[derive(Debug)]
+struct Flaky {
+    failures: std::sync::atomic::AtomicUsize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Flaky {
+    fn failing(failures: usize) -> Arc<Self> {
+        Arc::new(Self { failures: failures.into(), calls: 0.into() })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl ErasureHook for Flaky {
+    fn name(&self) -> &str {
+        "flaky_store"
+    }
+
+    fn forget(&self, _subject: &Pseudonym) -> Result<bool, String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.calls.fetch_add(1, SeqCst);
+        match self.failures.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => Err("disk full".into()),
+            Err(_) => Ok(true),
+        }
+    }
+}
+
+/// A service that notifies the advertising partners of erasures (their webhook is never reached
+/// here: the notices stay queued), with a store registered that fails `failures` times.
+async fn app_with_flaky_store(
+    failures: usize,
+    configure: impl FnOnce(&mut crate::helpers::PrivacySetup),
+) -> (TestApp, Arc<Flaky>) {
+    let app = spawn_app_configured(Default::default(), lethe::app::Part::ALL.to_vec(), |s| {
+        let ads = s.controller.recipients.iter_mut().find(|r| r.id == "ad-partners").unwrap();
+        ads.webhook = Some("http://127.0.0.1:9/erased".into());
+        configure(s);
+    })
+    .await;
+    let flaky = Flaky::failing(failures);
+    app.privacy.register(flaky.clone());
+    (app, flaky)
+}
+
+/// The certificate ids named by the queued recipient notices.
+fn noticed_certificates(app: &TestApp) -> Vec<Value> {
+    app.privacy.outbox.list(None).unwrap().iter().map(|m| m.body["certificate_id"].clone()).collect()
+}
+
+/// The subject's erasure requests as the DPO lists them.
+async fn erasure_requests(app: &TestApp) -> Vec<Value> {
+    let (status, list) = app.get("/v1/requests?status=all&kind=erasure", Some(&app.token(Role::Dpo, None))).await;
+    assert_eq!(status, 200, "{list}");
+    list["requests"].as_array().unwrap().clone()
+}
+
+/// R-ERASE-3, R-ERASE-8, Art. 19: the background retry makes the failed store forget, completes
+/// the request and issues the certificate under the id the already-queued notice carries, listing
+/// every store and the recipient notified; meanwhile the DPO sees what the erasure waits for.
+#[actix_web::test]
+async fn r_erase_3_the_background_retry_completes_a_pending_erasure_under_the_notified_certificate_id() {
+    let (app, flaky) = app_with_flaky_store(1, |_| {}).await;
+    seed(&app, "retried-later", "canaryrl").await;
+    let (status, body) = erase(&app, "retried-later").await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("erasure_incomplete")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("flaky_store"), "{body}");
+    let noticed = noticed_certificates(&app);
+    assert_eq!(noticed.len(), 1, "the recipient's notice is queued at the first attempt");
+
+    let requests = erasure_requests(&app).await;
+    assert_eq!(requests.len(), 1);
+    let pending = &requests[0]["erasure_pending"];
+    assert_eq!(requests[0]["status"], "in_progress");
+    assert_eq!(pending["stores_to_forget"], json!(["flaky_store"]), "{}", requests[0]);
+    assert_eq!(pending["certificate_id"], noticed[0]);
+    assert_eq!(pending["recipients_notified"], json!(["ad-partners"]));
+    assert!(app.metrics().await.contains("lethe_erasures_pending 1\n"));
+
+    let later = lethe_domain::UtcMicros(lethe_domain::UtcMicros::now().0 + 3_600_000_000);
+    let report = lethe_privacy::erasure::retry_pending(&app.privacy, later).unwrap();
+    assert_eq!((report.retried, report.pending, report.completed.len()), (1, 0, 1), "{report:?}");
+    assert_eq!(flaky.calls(), 2);
+    let certificate = &report.completed[0];
+    assert_eq!(json!(certificate.certificate_id), noticed[0], "the certificate carries the notice's id");
+    assert_eq!(certificate.recipients_notified, ["ad-partners"]);
+    assert!(certificate.stores_touched.iter().any(|s| s == "flaky_store: removed"), "{certificate:?}");
+    assert!(certificate.stores_touched.iter().any(|s| s.starts_with("outbox: 1 recipient notice")));
+    assert!(lethe_privacy::erasure::verify_certificate(&app.privacy, certificate));
+    assert_eq!(noticed_certificates(&app), noticed, "no notice is queued twice");
+
+    let requests = erasure_requests(&app).await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["status"], "completed");
+    assert!(requests[0].get("erasure_pending").is_none(), "{}", requests[0]);
+    assert!(app.metrics().await.contains("lethe_erasures_pending 0\n"));
+    // The DPO's export holds the certificate once.
+    let text = app
+        .client
+        .get(format!("{}/v1/audit/export", app.address))
+        .bearer_auth(app.token(Role::Dpo, None))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let certificates: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["record"] == "erasure_certificate")
+        .collect();
+    assert_eq!(certificates.len(), 1);
+    assert_eq!(certificates[0]["id"], noticed[0]);
+}
+
+/// R-ERASE-3: asking again while an erasure is pending resumes it (the failed store is called at
+/// once) instead of opening a second request; it answers `erasure_incomplete` while the store
+/// fails, then the certificate, whose id is the one the queued notice carries.
+#[actix_web::test]
+async fn r_erase_3_a_repeated_request_resumes_the_pending_erasure() {
+    let (app, flaky) = app_with_flaky_store(2, |_| {}).await;
+    seed(&app, "asks-twice", "canaryat").await;
+    let (status, body) = erase(&app, "asks-twice").await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("erasure_incomplete")), "{body}");
+    let request_id = erasure_requests(&app).await[0]["id"].clone();
+    let noticed = noticed_certificates(&app);
+
+    let (status, body) = erase(&app, "asks-twice").await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("erasure_incomplete")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("flaky_store"), "{body}");
+    assert_eq!(flaky.calls(), 2, "the repeated request called the failed store at once");
+    let requests = erasure_requests(&app).await;
+    assert_eq!(requests.len(), 1, "no second request: {requests:?}");
+    assert_eq!(requests[0]["erasure_pending"]["attempts"], 2);
+
+    let (status, certificate) = erase(&app, "asks-twice").await;
+    assert_eq!(status, 200, "{certificate}");
+    assert_eq!(flaky.calls(), 3);
+    assert_eq!(certificate["certificate_id"], noticed[0]);
+    assert_eq!(certificate["request_id"], request_id);
+    assert_eq!(certificate["recipients_notified"], json!(["ad-partners"]));
+    assert_eq!(noticed_certificates(&app), noticed, "no notice is queued twice");
+    let requests = erasure_requests(&app).await;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["status"], "completed");
+    // Nothing is left for the background work.
+    let report = lethe_privacy::erasure::retry_pending(&app.privacy, lethe_domain::UtcMicros(i64::MAX)).unwrap();
+    assert_eq!((report.retried, report.pending), (0, 0));
+}
+
+/// R-ERASE-3, R-DSR-1: the DPO cannot complete or deny an erasure the log has done while a store has
+/// not (409 `erasure_incomplete`); other steps (an extension) stay open; once `lethe serve`'s
+/// background work has made the store forget, the request is complete and the refusal is lifted
+/// (a second completion meets the lifecycle's own refusal).
+#[actix_web::test]
+async fn r_erase_3_the_dpo_cannot_complete_a_pending_erasure() {
+    let (app, flaky) = app_with_flaky_store(1, |s| {
+        s.options.erasure_retry_first = Duration::from_millis(200);
+    })
+    .await;
+    seed(&app, "dpo-waits", "canarydw2").await;
+    assert_eq!(erase(&app, "dpo-waits").await.1["code"], "erasure_incomplete");
+    let id = erasure_requests(&app).await[0]["id"].as_str().unwrap().to_owned();
+    let dpo = app.token(Role::Dpo, None);
+    let act = |body: Value| {
+        let (app, dpo, id) = (&app, dpo.clone(), id.clone());
+        async move { app.post(&format!("/v1/requests/{id}/actions"), Some(&dpo), &body).await }
+    };
+    let (status, body) = act(json!({"action": "complete"})).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("erasure_incomplete")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("flaky_store"), "{body}");
+    let (status, body) = act(json!({"action": "deny", "reason": "manifestly_unfounded"})).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("erasure_incomplete")), "{body}");
+    let (status, body) = act(json!({"action": "extend", "reason": "complexity"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("extended")), "{body}");
+    assert_eq!(body["erasure_pending"]["stores_to_forget"], json!(["flaky_store"]), "{body}");
+
+    let _bg = lethe_privacy::schedule::start(Arc::clone(&app.privacy), Duration::from_millis(50)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let requests = erasure_requests(&app).await;
+        if requests[0]["status"] == "completed" {
+            assert!(requests[0].get("erasure_pending").is_none(), "{}", requests[0]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the background work did not complete the erasure");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(flaky.calls(), 2);
+    let (status, body) = act(json!({"action": "complete"})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_ne!(body["code"], "erasure_incomplete", "the erasure is no longer pending: {body}");
+    // A request the DPO logged by hand, with no erasure pending, completes as before.
+    let (status, logged) = app
+        .post(
+            "/v1/requests",
+            Some(&dpo),
+            &json!({"kind": "erasure", "law": "gdpr", "channel": "email", "subject": "dpo-waits"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{logged}");
+    let logged_id = logged["id"].as_str().unwrap();
+    for action in ["verify", "start", "complete"] {
+        let (status, body) =
+            app.post(&format!("/v1/requests/{logged_id}/actions"), Some(&dpo), &json!({"action": action})).await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+}
