@@ -145,6 +145,7 @@ pub fn consent(
         locale: locale.into(),
         gpc: false,
         sdk_version: None,
+        subject_is_user: false,
     };
     Ok(NewEvent {
         event_type: EventType::parse("consent.changed")?,

@@ -1,6 +1,8 @@
 //! The in-memory projections collection needs: each subject's consent history (a projection of the
-//! `consent.changed` events) and the index of message ids already stored, for deduplication. Both
-//! are rebuilt from the log at start (they are never written to disk, so an erasure leaves nothing
+//! `consent.changed` events), the index of message ids already stored, for deduplication, and the
+//! pseudonyms known to be signed-in accounts (a consent record or an event stored for a `userId`
+//! says so), which a public site key may not act for as an `anonymousId` (R-DSR-4). All are
+//! rebuilt from the log at start (they are never written to disk, so an erasure leaves nothing
 //! of them behind) and kept current by the handlers after each durable append.
 
 use std::collections::{HashMap, HashSet};
@@ -18,11 +20,15 @@ type MessageKey = [u8; 16];
 /// learned from a subject check whether its consent still allows what they keep.
 pub type ConsentListener = Box<dyn Fn(&Pseudonym) + Send + Sync>;
 
-/// Consent histories and stored message ids, by pseudonym.
+/// Consent histories, stored message ids and signed-in accounts, by pseudonym.
 #[derive(Debug, Default)]
 pub struct ConsentBook {
     consents: RwLock<HashMap<Pseudonym, ConsentHistory>>,
     messages: RwLock<HashMap<Pseudonym, HashSet<MessageKey>>>,
+    /// Pseudonyms some consent record or event was stored for under a `userId`. An `anonymousId`
+    /// and a `userId` with the same text share one pseudonym, so this is what tells a visitor's
+    /// pseudonym from an account's.
+    users: RwLock<HashSet<Pseudonym>>,
     listeners: Listeners,
 }
 
@@ -58,6 +64,9 @@ impl ConsentBook {
                     book.add_consent(subject, record);
                 }
             } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) {
+                if v.get(crate::SUBJECT_IS_USER).and_then(serde_json::Value::as_bool) == Some(true) {
+                    book.mark_user(subject);
+                }
                 if let Some(id) = v.get("message_id").and_then(|m| m.as_str()) {
                     book.messages
                         .write()
@@ -71,12 +80,29 @@ impl ConsentBook {
         Ok(book)
     }
 
-    /// Adds a durable consent record, then tells the listeners (outside the book's lock).
+    /// Adds a durable consent record, then tells the listeners (outside the book's lock). A record
+    /// made for a `userId` marks its subject as an account.
     pub fn add_consent(&self, subject: Pseudonym, record: ConsentRecord) {
+        if record.subject_is_user {
+            self.mark_user(subject);
+        }
         self.consents.write().expect("book lock").entry(subject).or_default().push(record);
         for listener in self.listeners.0.read().expect("listeners lock").iter() {
             listener(&subject);
         }
+    }
+
+    /// Marks a subject as a signed-in account: an event was stored for it under a `userId`.
+    pub fn mark_user(&self, subject: Pseudonym) {
+        if !self.is_user(&subject) {
+            self.users.write().expect("book lock").insert(subject);
+        }
+    }
+
+    /// Whether a consent record or an event was stored for the subject under a `userId` (memory
+    /// only: the decision path asks it). A site key may not act for it as an `anonymousId`.
+    pub fn is_user(&self, subject: &Pseudonym) -> bool {
+        self.users.read().expect("book lock").contains(subject)
     }
 
     /// Registers a listener of the consent records added from now on.
@@ -120,24 +146,75 @@ impl ConsentBook {
         }
     }
 
-    /// Forgets a subject (after an erasure): its consent history and its stored message ids.
-    /// Returns whether the book held anything of it.
+    /// Forgets a subject (after an erasure): its consent history, its stored message ids and that
+    /// it was an account. Returns whether the book held anything of it.
     pub fn forget(&self, subject: &Pseudonym) -> bool {
         let consents = self.consents.write().expect("book lock").remove(subject).is_some();
         let messages = self.messages.write().expect("book lock").remove(subject).is_some();
-        consents || messages
+        let user = self.users.write().expect("book lock").remove(subject);
+        consents || messages || user
     }
 
     /// Whether the book holds anything of the subject (R-ERASE-3 checks this after an erasure).
     pub fn holds(&self, subject: &Pseudonym) -> bool {
         self.consents.read().expect("book lock").contains_key(subject)
             || self.messages.read().expect("book lock").contains_key(subject)
+            || self.is_user(subject)
     }
 
     /// How many subjects the book holds anything of.
     pub fn subjects(&self) -> usize {
         let consents = self.consents.read().expect("book lock");
         let messages = self.messages.read().expect("book lock");
-        consents.len() + messages.keys().filter(|s| !consents.contains_key(*s)).count()
+        let users = self.users.read().expect("book lock");
+        consents.len()
+            + messages.keys().filter(|s| !consents.contains_key(*s)).count()
+            + users.iter().filter(|s| !consents.contains_key(*s) && !messages.contains_key(*s)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lethe_consent::{ConsentMethod, NoticeRef};
+    use lethe_domain::UtcMicros;
+
+    use super::*;
+
+    fn record(user: bool) -> ConsentRecord {
+        ConsentRecord {
+            record_id: uuid::Uuid::new_v4(),
+            collected_at: UtcMicros(1),
+            jurisdiction: "EU".into(),
+            method: ConsentMethod::Banner,
+            notice: NoticeRef { id: "banner".into(), version: 1, content_hash: String::new() },
+            choices: vec![],
+            recipients: vec![],
+            locale: "en".into(),
+            gpc: false,
+            sdk_version: None,
+            subject_is_user: user,
+        }
+    }
+
+    /// R-DSR-4: a consent record for a `userId`, or a stored user-keyed event, makes the pseudonym
+    /// an account's for good (a later anonymous record does not undo it); an erasure forgets it.
+    #[test]
+    fn r_dsr_4_the_book_keeps_which_pseudonyms_are_accounts() {
+        let book = ConsentBook::default();
+        let (anna, visitor, bob) =
+            (Pseudonym::from_bytes([1; 32]), Pseudonym::from_bytes([2; 32]), Pseudonym::from_bytes([3; 32]));
+        book.add_consent(anna, record(true));
+        book.add_consent(anna, record(false));
+        book.add_consent(visitor, record(false));
+        book.mark_user(bob);
+        assert!(book.is_user(&anna) && book.is_user(&bob));
+        assert!(!book.is_user(&visitor));
+        assert!(book.holds(&bob), "an account with nothing else is still held");
+        assert_eq!(book.subjects(), 3);
+        assert!(book.forget(&bob));
+        assert!(!book.is_user(&bob) && !book.holds(&bob));
+        assert!(book.forget(&anna));
+        assert!(!book.is_user(&anna));
+        assert_eq!(book.subjects(), 1);
     }
 }

@@ -139,14 +139,20 @@ fn decide(
         locale: short(&req.locale, 35)?,
         gpc,
         sdk_version: req.sdk_version.as_deref().map(|v| short(v, 32)).transpose()?,
+        subject_is_user: req.user_id.is_some(),
     };
     Ok((subject, record))
+}
+
+/// A site key acting for a signed-in user: refused.
+fn user_id_not_allowed(message: &'static str) -> ApiError {
+    ApiError::new(403, "user_id_not_allowed", message)
 }
 
 /// `POST /v1/consent`.
 #[utoipa::path(post, path = "/v1/consent", tag = "consent", summary = "Records a consent change and answers with a receipt",
     request_body(content = Object, description = "anonymousId or userId, notice {id, version, contentHash}, granted, denied, method, jurisdiction, locale, gpc, sdkVersion", content_type = "application/json"),
-    responses((status = 201, description = "the consent receipt", body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 409, description = "the notice shown is not the current one", body = ApiError), (status = 429, body = ApiError)),
+    responses((status = 201, description = "the consent receipt", body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, description = "role, origin or subject refuses it: a site key records banner or GPC choices for an anonymousId only, never for a userId or an id recorded as a signed-in user's (`user_id_not_allowed`)", body = ApiError), (status = 409, description = "the notice shown is not the current one", body = ApiError), (status = 429, body = ApiError)),
     security(("bearer" = []), ("write_key" = [])))]
 pub(crate) async fn record(
     state: web::Data<CollectState>,
@@ -163,9 +169,7 @@ pub(crate) async fn record(
     // `anonymousId`, by banner or GPC signal), never a choice for an account or an import.
     if principal.role() == Role::Site {
         if parsed.user_id.is_some() {
-            return Err(ApiError::new(
-                403,
-                "user_id_not_allowed",
+            return Err(user_id_not_allowed(
                 "a site key records consent for an anonymousId only; send userId with a subject or admin token",
             ));
         }
@@ -186,6 +190,14 @@ pub(crate) async fn record(
             return Err(ApiError::new(403, "forbidden_subject", "this token is bound to another subject"));
         }
         let subject = state.store.pseudonymize(&id);
+        // R-DSR-4: an `anonymousId` and a `userId` of the same text are one pseudonym, so a site
+        // key sending a signed-in user's id as an `anonymousId` would record her consent. The book
+        // knows the pseudonyms recorded for a `userId`; the site key may not act for them.
+        if principal.role() == Role::Site && state.book.is_user(&subject) {
+            return Err(user_id_not_allowed(
+                "this id belongs to a signed-in user; send userId with a subject or admin token",
+            ));
+        }
         let position = append_consent(&state, subject, record.clone())?;
         state.metrics.inc("lethe_consent_changes_total", "recorded");
         Ok((receipt(&record, &subject.to_hex(), position), record.gpc))

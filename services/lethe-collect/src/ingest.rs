@@ -234,6 +234,12 @@ fn payload(
             "referrer_class": referrer_class(referrer.as_deref(), host.as_deref()),
         },
     });
+    if m.user {
+        // Lethe's own mark, never a client's property: the subject is a signed-in account (its
+        // `userId`), which a public site key may not act for as an `anonymousId` (R-DSR-4). The
+        // consent book learns it from here, at collection and on replay.
+        body[SUBJECT_IS_USER] = json!(true);
+    }
     match &m.kind {
         Kind::Track { event } => body["event"] = json!(event),
         Kind::Page { name } => {
@@ -263,7 +269,8 @@ fn payload(
 }
 
 /// Records a GPC opt-out for a subject the first time its device sends the signal (R-GPC-1).
-fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> {
+/// `user`: the subject is the message's `userId`.
+fn record_gpc(state: &CollectState, subject: Pseudonym, user: bool) -> Result<(), ApiError> {
     let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
     // Recorded unless already answered (an opt-out stands, or the SDK's "allow on this site" granted
     // sale/share with the signal on); a grant made without the signal is overridden by this one.
@@ -287,6 +294,7 @@ fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> 
         locale: "und".into(),
         gpc: true,
         sdk_version: None,
+        subject_is_user: user,
     };
     append_consent(state, subject, record)?;
     state.metrics.inc("lethe_consent_changes_total", "gpc");
@@ -296,6 +304,10 @@ fn record_gpc(state: &CollectState, subject: Pseudonym) -> Result<(), ApiError> 
 /// Event types only Lethe writes, whatever purpose they fall under: decision receipts and their
 /// outcomes prove the lawful basis of a decision, so a site cannot forge them with a track call.
 pub const LETHE_RECORDED: [&str; 3] = [types::DECISION_SERVED, types::OUTCOME_RECORDED, types::RECOMMENDATIONS_SERVED];
+
+/// The top-level field of a stored event whose subject came from a `userId`: Lethe's own, classified
+/// by `[context]` in `events.toml` (R-ROPA-1), written only when true.
+pub const SUBJECT_IS_USER: &str = "subject_is_user";
 
 /// Appends a consent record and, once durable, adds it to the consent book.
 pub fn append_consent(state: &CollectState, subject: Pseudonym, record: ConsentRecord) -> Result<u64, ApiError> {
@@ -337,6 +349,8 @@ struct Ready {
     event: NewEvent,
     /// Properties and traits dropped from the payload as unclassified.
     dropped: usize,
+    /// The subject is the message's `userId`: once stored, the book knows it for an account.
+    user: bool,
 }
 
 enum Step {
@@ -448,6 +462,9 @@ fn finish_all(
             let (i, r) = &ready[*k];
             outcomes[*i] = Some(match &appended {
                 Ok(a) => {
+                    if r.user {
+                        state.book.mark_user(r.subject);
+                    }
                     if r.dropped > 0 {
                         state.metrics.add(FIELDS_DROPPED, "unclassified", r.dropped as u64);
                     }
@@ -514,7 +531,7 @@ fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now
     }
     let subject = state.store.pseudonymize(&m.subject);
     if gpc {
-        record_gpc(state, subject)?;
+        record_gpc(state, subject, m.user)?;
     }
     if m.context.category_preferences.get(purpose.as_str()) == Some(&false) {
         return done("client_denied", format!("the site's consent manager denies `{purpose}`"));
@@ -559,7 +576,7 @@ fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now
         retention,
         payload: serde_json::to_vec(&body).expect("payload serializes"),
     };
-    Ok(Step::Ready(Box::new(Ready { subject, message_id, event, dropped })))
+    Ok(Step::Ready(Box::new(Ready { subject, message_id, event, dropped, user: m.user })))
 }
 
 /// Roles that may send behavior: a site's write key, or an operator.
@@ -686,7 +703,7 @@ mod tests {
     use std::path::Path;
     use std::sync::{Arc, Mutex};
 
-    use lethe_domain::{Position, RecordedEvent, Seq};
+    use lethe_domain::{EventBody, EventEnvelope, KeyId, Position, RecordedEvent, Seq};
     use lethe_eventlog::{
         Appended, BackupReport, ErasureReceipt, EventStore, LogError, RetentionReport, RotationReport, SubjectState,
         VerifyReport,
@@ -918,8 +935,32 @@ mod tests {
         fn read_stream(&self, _: &Pseudonym) -> lethe_eventlog::Result<Vec<RecordedEvent>> {
             Ok(Vec::new())
         }
-        fn read_all(&self, _: Position) -> Box<dyn Iterator<Item = lethe_eventlog::Result<RecordedEvent>> + Send + '_> {
-            Box::new(std::iter::empty())
+        fn read_all(
+            &self,
+            from: Position,
+        ) -> Box<dyn Iterator<Item = lethe_eventlog::Result<RecordedEvent>> + Send + '_> {
+            let events = self.events.lock().unwrap();
+            let recorded: Vec<_> = events
+                .iter()
+                .enumerate()
+                .skip(usize::try_from(from.0.saturating_sub(1)).unwrap())
+                .map(|(i, (subject, e))| {
+                    Ok(RecordedEvent {
+                        envelope: EventEnvelope {
+                            position: Position(i as u64 + 1),
+                            subject: *subject,
+                            seq: Seq(i as u64 + 1),
+                            event_type: e.event_type.clone(),
+                            schema_version: e.schema_version,
+                            purpose: e.purpose.clone(),
+                            time: e.time,
+                            key_id: KeyId::PERMANENT,
+                        },
+                        body: EventBody::Plain(e.payload.clone()),
+                    })
+                })
+                .collect();
+            Box::new(recorded.into_iter())
         }
         fn head(&self) -> Position {
             Position(self.events.lock().unwrap().len() as u64)
@@ -974,6 +1015,7 @@ mod tests {
                 locale: "en".into(),
                 gpc: false,
                 sdk_version: None,
+                subject_is_user: false,
             },
         );
         let raws = [
@@ -997,5 +1039,107 @@ mod tests {
         assert!(!String::from_utf8_lossy(&events[0].1.payload).contains("v@example.com"));
         let stored: Value = serde_json::from_slice(&events[1].1.payload).unwrap();
         assert_eq!(stored["properties"], json!({"depth": 75}));
+    }
+
+    fn grant(purposes: &[&str], user: bool) -> ConsentRecord {
+        ConsentRecord {
+            record_id: uuid::Uuid::new_v4(),
+            collected_at: UtcMicros::now(),
+            jurisdiction: "EU".into(),
+            method: ConsentMethod::Api,
+            notice: NoticeRef { id: "banner".into(), version: 1, content_hash: String::new() },
+            choices: purposes
+                .iter()
+                .map(|p| PurposeChoice {
+                    purpose: Purpose::parse(p).unwrap(),
+                    granted: true,
+                    legal_basis: "consent".into(),
+                })
+                .collect(),
+            recipients: vec![],
+            locale: "en".into(),
+            gpc: false,
+            sdk_version: None,
+            subject_is_user: user,
+        }
+    }
+
+    /// R-DSR-4, R-PSEUDO-1: an `anonymousId` and a `userId` of the same text share one pseudonym,
+    /// so the book learns which pseudonyms are signed-in accounts from what is stored: an event
+    /// whose subject was the message's `userId` carries Lethe's `subject_is_user` (classified, and
+    /// absent from anonymous events), a consent record for a `userId` says so, and a replay of the
+    /// log knows exactly what the running book knew. Events refused for want of consent teach
+    /// nothing (they are not in the log).
+    #[test]
+    fn r_dsr_4_the_book_knows_the_pseudonyms_stored_under_a_user_id_and_replay_agrees() {
+        let store = Arc::new(MemoryStore::default());
+        let keys = lethe_auth::SigningKeys::generate().unwrap();
+        let auth = Arc::new(crate::auth::Auth::new(keys, lethe_auth::AuthConfig::default()));
+        let policies = repo_policies();
+        let state = CollectState::build(store.clone(), Arc::new(policies), auth).unwrap();
+        let pseudonym = |id: &str| pseudonymize(&SubjectId::parse(id).unwrap());
+        // Consent for the user, recorded for her userId; and for two anonymous visitors.
+        append_consent(&state, pseudonym("u-42"), grant(&["analytics"], true)).unwrap();
+        append_consent(&state, pseudonym("a-1"), grant(&["analytics"], false)).unwrap();
+        append_consent(&state, pseudonym("a-2"), grant(&["analytics"], false)).unwrap();
+        assert!(state.book.is_user(&pseudonym("u-42")), "a consent record for a userId marks it");
+        assert!(!state.book.is_user(&pseudonym("a-1")));
+        let raws = [
+            // A site's browser library tracks a signed-in visitor under her userId.
+            json!({"type": "track", "userId": "u-7", "anonymousId": "a-2", "event": "Product Clicked", "messageId": "m-1"}),
+            json!({"type": "track", "anonymousId": "a-1", "event": "Product Clicked", "messageId": "m-2"}),
+            // No consent for this user: refused, nothing stored, nothing learned.
+            json!({"type": "track", "userId": "u-9", "event": "Product Clicked", "messageId": "m-3"}),
+            // An identify needs no consent: a stored link for a userId marks it.
+            json!({"type": "identify", "userId": "u-8", "anonymousId": "a-3", "messageId": "m-4"}),
+        ];
+        // Consent is per pseudonym: u-7 needs its own (here recorded as if for an anonymousId).
+        append_consent(&state, pseudonym("u-7"), grant(&["analytics"], false)).unwrap();
+        assert!(!state.book.is_user(&pseudonym("u-7")), "not yet: its consent came as an anonymousId");
+        let results = process_all(&state, &raws, None, false, UtcMicros::now());
+        assert!(matches!(results[0].outcome, Outcome::Stored { .. }), "{results:?}");
+        assert!(matches!(results[1].outcome, Outcome::Stored { .. }), "{results:?}");
+        assert!(matches!(results[2].outcome, Outcome::Rejected { reason: "no_consent", .. }), "{results:?}");
+        assert!(matches!(results[3].outcome, Outcome::Stored { .. }), "{results:?}");
+        let users = ["u-42", "u-7", "u-8"];
+        let anonymous = ["a-1", "a-2", "a-3", "u-9"];
+        for id in users {
+            assert!(state.book.is_user(&pseudonym(id)), "{id}");
+        }
+        for id in anonymous {
+            assert!(!state.book.is_user(&pseudonym(id)), "{id}");
+        }
+        {
+            let events = store.events.lock().unwrap();
+            let payloads: Vec<Value> =
+                events.iter().map(|(_, e)| serde_json::from_slice(&e.payload).unwrap()).collect();
+            let marked: Vec<_> = events
+                .iter()
+                .zip(&payloads)
+                .filter(|(_, p)| p.get(SUBJECT_IS_USER).is_some())
+                .map(|((s, _), p)| (*s, p[SUBJECT_IS_USER].clone()))
+                .collect();
+            assert_eq!(
+                marked,
+                [(pseudonym("u-42"), json!(true)), (pseudonym("u-7"), json!(true)), (pseudonym("u-8"), json!(true))],
+                "only what came for a userId is marked, and only as true"
+            );
+            let classified = repo_policies();
+            for ((_, e), p) in events.iter().zip(&payloads).filter(|(e, _)| e.1.event_type.as_str() != CONSENT_CHANGED)
+            {
+                assert_classified(&classified, &e.event_type, p);
+            }
+        }
+        // Deterministic on replay: the same accounts, nothing more.
+        let replayed = crate::ConsentBook::replay(store.as_ref()).unwrap();
+        for id in users {
+            assert!(replayed.is_user(&pseudonym(id)), "{id} after replay");
+        }
+        for id in anonymous {
+            assert!(!replayed.is_user(&pseudonym(id)), "{id} after replay");
+        }
+        // An erasure forgets it with the rest.
+        assert!(replayed.forget(&pseudonym("u-8")));
+        assert!(!replayed.is_user(&pseudonym("u-8")) && !replayed.holds(&pseudonym("u-8")));
     }
 }

@@ -22,7 +22,7 @@ use lethe_policy::Policies;
 
 pub use book::ConsentBook;
 pub use error::ApiError;
-pub use ingest::{append_consent, gpc_header, subject_id, LETHE_RECORDED, SALE_SHARE};
+pub use ingest::{append_consent, gpc_header, subject_id, LETHE_RECORDED, SALE_SHARE, SUBJECT_IS_USER};
 pub use metrics::Metrics;
 
 /// Shared state of the collection handlers.

@@ -48,6 +48,8 @@ pub struct Message {
     pub kind: Kind,
     /// `userId` when present, else `anonymousId`.
     pub subject: SubjectId,
+    /// Whether `subject` is the `userId` (a signed-in account) rather than an `anonymousId`.
+    pub user: bool,
     /// `anonymousId` when a `userId` is also present (identify links the two).
     pub linked_anonymous: Option<SubjectId>,
     pub message_id: Option<String>,
@@ -157,9 +159,9 @@ pub fn parse(v: &Value, kind: Option<&str>) -> Result<Message, Rejection> {
     };
     let user = id_field(v, "userId")?;
     let anonymous = id_field(v, "anonymousId")?;
-    let (subject, linked_anonymous) = match (user, anonymous) {
-        (Some(u), a) => (u, a),
-        (None, Some(a)) => (a, None),
+    let (subject, is_user, linked_anonymous) = match (user, anonymous) {
+        (Some(u), a) => (u, true, a),
+        (None, Some(a)) => (a, false, None),
         (None, None) => return Err(Rejection::new("missing_id", "a message needs a `userId` or an `anonymousId`")),
     };
     let message_id = str_field(v, "messageId")?.map(str::to_owned);
@@ -170,6 +172,7 @@ pub fn parse(v: &Value, kind: Option<&str>) -> Result<Message, Rejection> {
     Ok(Message {
         kind,
         subject,
+        user: is_user,
         linked_anonymous,
         message_id,
         timestamp,
@@ -196,6 +199,9 @@ mod tests {
         assert_eq!(m.kind, Kind::Track { event: "Order Completed".into() });
         assert_eq!(m.subject, SubjectId::parse("u1").unwrap());
         assert_eq!(m.linked_anonymous, Some(SubjectId::parse("a1").unwrap()));
+        assert!(m.user, "the subject is the userId");
+        let anonymous = parse(&json!({"anonymousId": "a1", "event": "x"}), Some("track")).unwrap();
+        assert!(!anonymous.user);
         assert_eq!(m.context.category_preferences.get("analytics"), Some(&true));
         assert!(m.timestamp.is_some());
     }

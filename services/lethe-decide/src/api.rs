@@ -64,7 +64,8 @@ fn count_of(count: Option<usize>, default: usize) -> Result<usize, ApiError> {
     }
 }
 
-/// The subject of a request: `userId` (not for a public site key) or `anonymousId`.
+/// The subject of a request: `userId` (not for a public site key) or `anonymousId`. A site key's
+/// `anonymousId` that is a signed-in user's is caught by the engine's gate (`anonymous_only`).
 fn subject_of(role: Role, anonymous: Option<&str>, user: Option<&str>) -> Result<SubjectId, ApiError> {
     match (user, anonymous) {
         (Some(_), _) if role == Role::Site => Err(ApiError::new(
@@ -197,7 +198,7 @@ fn model_failed(slot: &str, error: &str) -> Reason {
 /// `POST /v1/decide`.
 #[utoipa::path(post, path = "/v1/decide", tag = "decisions", summary = "Decides what a slot shows a visitor",
     request_body(content = Object, description = "{anonymousId | userId, slot, context: {device, page, referrer}, candidates?, count?}", content_type = "application/json"),
-    responses((status = 200, description = "the decision: variants with score and propensity, mode and reason, model version", body = Object),
+    responses((status = 200, description = "the decision: variants with score and propensity, mode and reason (`no_consent`, `opted_out`, `gpc`, `cold_start`, `deadline`, `model_error`, `receipt_backlog`, `not_anonymous`: a site key asked for an anonymousId recorded as a signed-in user's, answered non-personalized), model version", body = Object),
         (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, description = "unknown slot", body = ApiError)),
     security(("bearer" = [])))]
 pub async fn decide(
@@ -217,6 +218,8 @@ pub async fn decide(
         candidates: b.candidates.map(|c| c.into_iter().map(CandidateBody::into_candidate).collect()),
         count: count_of(b.count, 1)?,
         event: None,
+        // A site key may decide for anonymous visitors only (see `subject_of`).
+        anonymous_only: principal.role() == Role::Site,
     };
     let d = decide_one(engine, request).await?;
     Ok(HttpResponse::Ok().json(decision_json(&d)))
@@ -322,7 +325,7 @@ pub struct RecsQuery {
     params(("anonymousId" = Option<String>, Query), ("userId" = Option<String>, Query), ("item" = Option<String>, Query, description = "related items instead"),
         ("count" = Option<usize>, Query), ("exclude" = Option<String>, Query, description = "seen, bought"),
         ("segment" = Option<String>, Query, description = "a segment whose popularity answers a cold start")),
-    responses((status = 200, description = "items, mode and reason", body = Object), (status = 400, body = ApiError)),
+    responses((status = 200, description = "items, mode and reason (`not_anonymous`: a site key asked for an anonymousId recorded as a signed-in user's, answered non-personalized)", body = Object), (status = 400, body = ApiError)),
     security(("bearer" = [])))]
 pub async fn recommendations(
     state: web::Data<DecideState>,
@@ -368,6 +371,7 @@ pub async fn recommendations(
             candidates: None,
             count,
             event: None,
+            anonymous_only: principal.role() == Role::Site,
         };
         let (pseudonym, gate) = engine.gate(&request, slot);
         let segment = q.segment.as_deref();

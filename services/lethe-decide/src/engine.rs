@@ -75,6 +75,10 @@ pub enum Reason {
     /// Too many receipts are on their way to the log (it is behind): a personalized answer needs
     /// its receipt queued, so none is given until the log catches up.
     ReceiptBacklog,
+    /// A public site key asked for an `anonymousId` whose pseudonym is a signed-in user's (a
+    /// consent record or an event was stored for it under a `userId`): the key may decide for
+    /// anonymous visitors only, so nothing of the user's profile shapes the answer (R-DSR-4).
+    NotAnonymous,
 }
 
 /// A candidate as the caller may send it (open slots) or as declared.
@@ -143,6 +147,10 @@ pub struct DecideRequest {
     /// The event a Personalizer Rank call names: kept with the decision for its rewards, and
     /// named in its receipt so that a restart rebuilds it.
     pub event: Option<RankEvent>,
+    /// The caller is a public site key, which acts for anonymous visitors only: a subject the
+    /// consent book knows as a signed-in user is answered non-personalized
+    /// ([`Reason::NotAnonymous`]). False for `cms` and `admin` tokens (and the Personalizer API).
+    pub anonymous_only: bool,
 }
 
 /// A refusal of the engine (the HTTP layer maps codes to statuses).
@@ -625,6 +633,7 @@ impl Reason {
             Self::Deadline => "deadline",
             Self::ModelError => "model_error",
             Self::ReceiptBacklog => "receipt_backlog",
+            Self::NotAnonymous => "not_anonymous",
         }
     }
 }
@@ -799,6 +808,11 @@ impl Engine {
             return (Pseudonym::from_bytes([0; Pseudonym::LEN]), Gate::NonPersonalized(Reason::NoSubject));
         };
         let subject = self.collect.store.pseudonymize(id);
+        // R-DSR-4: an `anonymousId` and a `userId` of the same text are one pseudonym; a site key
+        // sending a user's id as an `anonymousId` gets what anyone gets, never her profile.
+        if req.anonymous_only && self.collect.book.is_user(&subject) {
+            return (subject, Gate::NonPersonalized(Reason::NotAnonymous));
+        }
         match self.consent_gate(&subject, slot, req.gpc) {
             Ok(consent_record) => (subject, Gate::Personalize { subject, consent_record }),
             Err(reason) => (subject, Gate::NonPersonalized(reason)),

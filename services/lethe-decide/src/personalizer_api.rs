@@ -243,6 +243,8 @@ pub async fn rank(
         count,
         // The engine keeps the event with its decision, and in the decision's receipt.
         event: Some(event.clone()),
+        // Only `cms` and `admin` keys reach the Personalizer routes.
+        anonymous_only: false,
     };
     let d = decide_one(engine, request).await?;
     let event_id = event.id_for(d.decision_id);

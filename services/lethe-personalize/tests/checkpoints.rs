@@ -133,6 +133,7 @@ impl World {
             locale: "en".into(),
             gpc: false,
             sdk_version: None,
+            subject_is_user: false,
         }
     }
 

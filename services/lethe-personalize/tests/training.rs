@@ -64,6 +64,7 @@ fn consent(w: &World, id: &str, choices: &[(&str, bool)]) {
         locale: "en".into(),
         gpc: false,
         sdk_version: None,
+        subject_is_user: false,
     };
     append_consent(&w.privacy.collect, subject(w, id), record).unwrap();
 }

@@ -272,6 +272,7 @@ fn record_choice(
         locale: "und".into(),
         gpc,
         sdk_version: None,
+        subject_is_user: false,
     };
     append_consent(&privacy.collect, subject, record)
 }

@@ -126,6 +126,7 @@ impl World {
             locale: "en".into(),
             gpc: false,
             sdk_version: None,
+            subject_is_user: false,
         };
         append_consent(&self.privacy.collect, self.subject(id), record).unwrap();
     }

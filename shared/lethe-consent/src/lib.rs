@@ -54,6 +54,17 @@ pub struct ConsentRecord {
     pub locale: String,
     pub gpc: bool,
     pub sdk_version: Option<String>,
+    /// Whether the record was made for a `userId` (a signed-in account), not an `anonymousId`:
+    /// anonymous ids and user ids share one pseudonym space, so this is how Lethe knows, from the
+    /// log, that a pseudonym is an account's, which a public site key may not act for. Lethe's
+    /// own field; absent (false) in records written before it existed and in anonymous ones.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub subject_is_user: bool,
+}
+
+/// For `skip_serializing_if`, which passes a reference.
+const fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The state of one purpose for one subject.
@@ -240,6 +251,7 @@ mod tests {
             locale: "en".into(),
             gpc,
             sdk_version: None,
+            subject_is_user: false,
         }
     }
 
@@ -310,5 +322,22 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ConsentRecord>(&json).unwrap(), r);
         assert!(json.contains("\"method\":\"api\""));
+    }
+
+    /// R-CONSENT-1, R-DSR-4: a record made for a `userId` says so; one made for an `anonymousId`
+    /// is stored exactly as before the field existed, and a record written before it reads as
+    /// anonymous.
+    #[test]
+    fn a_record_for_a_user_says_so_and_older_records_read_as_anonymous() {
+        let anonymous = record(10, 1, ConsentMethod::Banner, &[("analytics", true)], false);
+        let json = serde_json::to_value(&anonymous).unwrap();
+        assert!(json.get("subject_is_user").is_none(), "{json}");
+        let old: ConsentRecord = serde_json::from_value(json).unwrap();
+        assert!(!old.subject_is_user);
+
+        let user = ConsentRecord { subject_is_user: true, ..anonymous };
+        let json = serde_json::to_string(&user).unwrap();
+        assert!(json.contains("\"subject_is_user\":true"), "{json}");
+        assert_eq!(serde_json::from_str::<ConsentRecord>(&json).unwrap(), user);
     }
 }

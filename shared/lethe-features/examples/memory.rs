@@ -149,6 +149,7 @@ fn subject(p: &mut Projector, t: &Templates, rng: &mut Rng, i: u64, position: &m
         locale: "en".into(),
         gpc: false,
         sdk_version: None,
+        subject_is_user: false,
     };
     emit(p, "consent.changed", serde_json::to_vec(&record).expect("serializes"), time);
     let n = 5 + rng.below(36);

@@ -124,6 +124,37 @@ async fn the_site_key_records_banner_choices_for_anonymous_ids_only() {
     assert_eq!(status, 201, "{body}");
 }
 
+/// R-CONSENT-1, R-DSR-4: an `anonymousId` and a `userId` of the same text are one pseudonym, so the
+/// site key sending a signed-in user's id as an `anonymousId` would record or withdraw consent in
+/// her name. Once a consent record was made for her `userId` (by an admin here), the site key is
+/// refused for that id as for a `userId`, nothing is recorded, and a book rebuilt from the log
+/// refuses it too; other anonymous ids are unaffected.
+#[actix_web::test]
+async fn r_consent_1_the_site_key_cannot_record_consent_for_a_user_id_sent_as_an_anonymous_id() {
+    let app = spawn_app().await;
+    let admin = app.token(lethe_auth::Role::Admin, None);
+    let imported = json!({"userId": "u-77", "notice": app.notice(), "granted": ["analytics"], "method": "import",
+        "jurisdiction": "EU", "locale": "en"});
+    let (status, body) = app.post("/v1/consent", Some(&admin), &imported).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, before) = app.get("/v1/consent/u-77", Some(&admin)).await;
+    let withdraw = json!({"anonymousId": "u-77", "notice": app.notice(), "denied": ["analytics"], "method": "banner",
+        "jurisdiction": "EU", "locale": "en"});
+    let (status, err) = app.post("/v1/consent", Some(&app.site()), &withdraw).await;
+    assert_eq!((status, err["code"].as_str()), (403, Some("user_id_not_allowed")), "{err}");
+    let (_, after) = app.get("/v1/consent/u-77", Some(&admin)).await;
+    assert_eq!((after["records"].as_u64(), &after["purposes"]), (Some(1), &before["purposes"]), "{after}");
+    assert_eq!(app.stored("u-77"), 1, "nothing was recorded");
+    // Another visitor's banner choice is recorded as before.
+    let (status, body) = app.consent("v-77", &["analytics"], &[]).await;
+    assert_eq!(status, 201, "{body}");
+    // Rebuilt from the log (a restart), the book knows the account.
+    let rebuilt = lethe_collect::ConsentBook::replay(app.store.as_ref()).unwrap();
+    let pseudonym = |id: &str| app.store.pseudonymize(&lethe_domain::SubjectId::parse(id).unwrap());
+    assert!(rebuilt.is_user(&pseudonym("u-77")));
+    assert!(!rebuilt.is_user(&pseudonym("v-77")));
+}
+
 #[actix_web::test]
 async fn sec_gpc_opts_out_of_sale_share_is_recorded_and_said_r_gpc_1() {
     let app = spawn_app().await;

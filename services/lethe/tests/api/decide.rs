@@ -100,29 +100,6 @@ fn first(d: &Value) -> &str {
     d["variants"][0]["id"].as_str().unwrap_or_default()
 }
 
-/// The receipts written for a subject (the writer is asynchronous: wait for them).
-async fn receipts(app: &TestApp, id: &str, event_type: &str, at_least: usize) -> Vec<Value> {
-    let p = app.store.pseudonymize(&SubjectId::parse(id).unwrap());
-    for _ in 0..100 {
-        let found: Vec<Value> = app
-            .store
-            .read_stream(&p)
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.envelope.event_type.as_str() == event_type)
-            .filter_map(|e| match e.body {
-                lethe_domain::EventBody::Plain(b) => serde_json::from_slice(&b).ok(),
-                _ => None,
-            })
-            .collect();
-        if found.len() >= at_least {
-            return found;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no {event_type} receipt for {id}");
-}
-
 #[actix_web::test]
 async fn decisions_change_after_consent_is_granted_and_receipts_carry_the_consent_record() {
     let app = spawn_app().await;
@@ -155,7 +132,7 @@ async fn decisions_change_after_consent_is_granted_and_receipts_carry_the_consen
         granted["receipt"]["receipt_id"].as_str().or(granted["receipt_id"].as_str()),
         "{granted}"
     );
-    let served = receipts(&app, "erin", "decision.served", 1).await;
+    let served = app.receipts("erin", "decision.served", 1).await;
     let r = served.iter().find(|r| r["properties"]["decision"] == d["decisionId"]).expect("this decision's receipt");
     assert_eq!(r["properties"]["policy"]["consent_record"], json!(record));
     assert_eq!(r["properties"]["variant"], "outdoor-gear");
@@ -171,7 +148,7 @@ async fn decisions_change_after_consent_is_granted_and_receipts_carry_the_consen
     // An outcome is logged too, and counted.
     outcome(&app, &d, "impression").await;
     outcome(&app, &d, "click").await;
-    let out = receipts(&app, "erin", "outcome.recorded", 2).await;
+    let out = app.receipts("erin", "outcome.recorded", 2).await;
     assert!(out.iter().any(|o| o["properties"]["outcome"] == "click"));
     let (status, stats) = app.get("/v1/decide/stats", Some(&app.token(Role::Dpo, None))).await;
     assert_eq!(status, 200);
@@ -341,6 +318,7 @@ async fn no_personalized_answer_is_given_without_its_receipt_on_its_way_to_the_l
         candidates: None,
         count: 1,
         event: None,
+        anonymous_only: false,
     };
     let (candidates, default) = engine.candidates(slot, &req).unwrap();
     let ctx = lethe_decide::features::Context::new(Some("desktop"), lethe_domain::UtcMicros::now());
@@ -395,8 +373,8 @@ async fn outcome_receipt_of(app: &TestApp, id: &str, decision: &Value, marker: &
     outdoor_fan(app, marker).await;
     let d = decide(app, marker, "home-hero").await;
     outcome(app, &d, "impression").await;
-    receipts(app, marker, "outcome.recorded", 1).await;
-    receipts(app, id, "outcome.recorded", 0)
+    app.receipts(marker, "outcome.recorded", 1).await;
+    app.receipts(id, "outcome.recorded", 0)
         .await
         .into_iter()
         .find(|r| r["properties"]["decision"] == decision["decisionId"])
@@ -524,7 +502,7 @@ async fn a_repeated_outcome_report_counts_once_and_leaves_one_receipt() {
     // One receipt per recorded outcome (the writer is asynchronous: a marker's receipt, queued
     // last, is waited for first).
     let _ = outcome_receipt_of(&app, "dora", &d, "dora-marker").await;
-    assert_eq!(receipts(&app, "dora", "outcome.recorded", 2).await.len(), 2);
+    assert_eq!(app.receipts("dora", "outcome.recorded", 2).await.len(), 2);
 }
 
 #[actix_web::test]
@@ -576,7 +554,7 @@ async fn r_gpc_1_outcomes_unlearned_for_a_gpc_signal_stay_unlearned_after_a_rest
         outdoor_fan(&app, id).await;
         let d = exploit(&app, id, "home-hero").await;
         outcome(&app, &d, "click").await;
-        receipts(&app, id, "outcome.recorded", 1).await;
+        app.receipts(id, "outcome.recorded", 1).await;
     }
     let (status, body) = app.track_with_gpc("gwen", "Page Viewed", "gwen-gpc").await;
     assert_eq!(status, 200, "{body}");
@@ -585,14 +563,7 @@ async fn r_gpc_1_outcomes_unlearned_for_a_gpc_signal_stay_unlearned_after_a_rest
         app.store.pseudonymize(&SubjectId::parse("glen").unwrap()),
     );
     assert_eq!((app.engine.contributions_of(&gwen), app.engine.contributions_of(&glen)), (0, 1));
-    let reopened = lethe_decide::Engine::open(
-        lethe_decide::Slots::builtin(&app.state.policies).unwrap(),
-        app.state.clone(),
-        Arc::clone(&app.views),
-        Arc::clone(app.engine.personalizer()),
-        Arc::clone(&app.privacy),
-    )
-    .unwrap();
+    let reopened = app.reopened_engine();
     assert_eq!(reopened.contributions_of(&glen), 1, "the replay rebuilds what the log holds");
     assert_eq!(reopened.contributions_of(&gwen), 0, "but not what her GPC signal took back");
 }
@@ -869,7 +840,7 @@ async fn recommendations_come_from_the_live_recommender_with_consent() {
         [&lethe_domain::Purpose::parse("personalization").unwrap()]
         .record_id;
     assert_eq!(body["consentRecord"], json!(record), "{body}");
-    let served = receipts(&app, "ann", "recommendations.served", 1).await;
+    let served = app.receipts("ann", "recommendations.served", 1).await;
     let p = &served[0]["properties"];
     assert_eq!(p["decision"], body["decisionId"], "{p}");
     assert_eq!((&p["policy"]["consent_record"], &p["items"][0]), (&json!(record), &json!("boots")), "{p}");
@@ -955,7 +926,7 @@ async fn the_engagement_model_trains_on_logged_outcomes_of_consenting_subjects_o
     let (status, _) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": ["personalization"]})).await;
     assert_eq!(status, 200);
     // Receipts are written in the background.
-    receipts(&app, "eng-29", "outcome.recorded", 1).await;
+    app.receipts("eng-29", "outcome.recorded", 1).await;
     let engine = Arc::clone(&app.engine);
     let report = actix_web::web::block(move || lethe_decide::train::train_engagement(&engine, "home-hero", "test"))
         .await
@@ -994,7 +965,7 @@ async fn r_erase_7_the_engagement_model_serves_as_a_canary_and_is_retrained_with
     let admin = app.token(Role::Admin, None);
     let hero = app.engine.slots.index_of("home-hero").unwrap();
     outdoor_clickers(&app, "canary").await;
-    receipts(&app, "canary-29", "outcome.recorded", 1).await;
+    app.receipts("canary-29", "outcome.recorded", 1).await;
 
     // Trained by the running service, as a candidate.
     let (status, report) = app.post("/v1/decide/slots/home-hero/train", Some(&admin), &json!({})).await;
@@ -1066,7 +1037,7 @@ async fn r_retain_1_outcomes_whose_receipts_expired_are_unlearned_exactly() {
         outcome(&app, &d, "impression").await;
         outcome(&app, &d, "click").await;
     }
-    receipts(&app, "old-timer", "outcome.recorded", 3).await;
+    app.receipts("old-timer", "outcome.recorded", 3).await;
     let p = app.store.pseudonymize(&SubjectId::parse("old-timer").unwrap());
     assert_eq!(app.engine.contributions_of(&p), 3);
     assert!((app.engine.live_expected(hero, &PROBE) - before).abs() > 1e-6, "her clicks moved the model");
@@ -1095,4 +1066,137 @@ async fn r_retain_1_outcomes_whose_receipts_expired_are_unlearned_exactly() {
         (after - before).abs() < 1e-9,
         "exactly as if the expired outcomes had never been seen: {after} vs {before}"
     );
+}
+
+/// Tracks `n` outdoor product views under a `userId` with the site key, as Segment's browser
+/// library does for a signed-in visitor (allowed: tracking is not acting for her).
+async fn browse_signed_in(app: &TestApp, user: &str, device: &str, n: usize) {
+    for i in 0..n {
+        let (status, body) = app
+            .post(
+                "/v1/track",
+                Some(&app.site()),
+                &json!({"userId": user, "anonymousId": device, "event": "Product Viewed",
+                    "messageId": format!("{user}-signed-in-{i}"), "properties": {"product_id": format!("tent-{i}"), "category": "outdoor"}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.views.catch_up().expect("views follow the log");
+}
+
+async fn decide_with(app: &TestApp, token: &str, who: (&str, &str)) -> Value {
+    let mut body = json!({"slot": "home-hero", "context": {"device": "desktop", "page": "/"}});
+    body[who.0] = json!(who.1);
+    let (status, d) = app.post("/v1/decide", Some(token), &body).await;
+    assert_eq!(status, 200, "never an error page for the CMS (invariant 8): {d}");
+    d
+}
+
+/// R-DSR-4, R-CONSENT-1, R-PSEUDO-1: an `anonymousId` and a `userId` of the same text are one
+/// pseudonym, so a public site key (in every page, anyone has it) sending a signed-in user's id as
+/// an `anonymousId` would read decisions computed from her profile and record consent in her name.
+/// Lethe knows from the log which pseudonyms are accounts (a consent record or an event stored for
+/// a `userId`): the site key's decisions and recommendations for them are what anyone gets
+/// (`not_anonymous`, no receipt), and its consent for them is refused; the user's own tokens, the
+/// CMS, and genuinely anonymous visitors are unaffected, and a rebuild from the log knows the same.
+#[actix_web::test]
+async fn r_dsr_4_a_site_key_cannot_act_for_a_signed_in_user_by_sending_her_id_as_an_anonymous_id() {
+    let app = spawn_app().await;
+    let site = app.site();
+    let cms = app.token(Role::Cms, None);
+    // Her consent, recorded for her userId with her own token; she browses outdoor gear signed in.
+    let her_token = app.token(Role::Subject, Some("u-42"));
+    let grant = json!({"userId": "u-42", "notice": app.notice(), "granted": ["analytics", "personalization"],
+        "method": "api", "jurisdiction": "EU", "locale": "en"});
+    let (status, body) = app.post("/v1/consent", Some(&her_token), &grant).await;
+    assert_eq!(status, 201, "{body}");
+    browse_signed_in(&app, "u-42", "device-42", 4).await;
+    let u42 = app.store.pseudonymize(&SubjectId::parse("u-42").unwrap());
+    assert!(app.state.book.is_user(&u42));
+
+    // The CMS, for her userId: personalized from her profile.
+    let d = decide_with(&app, &cms, ("userId", "u-42")).await;
+    assert_eq!((d["mode"].as_str(), first(&d)), (Some("personalized"), "outdoor-gear"), "{d}");
+    let served = served_count(&app, "u-42").await;
+    assert!(served >= 1);
+
+    // The site key, with her userId as an anonymousId: what anyone gets, and why; no receipt.
+    for _ in 0..3 {
+        let d = decide_with(&app, &site, ("anonymousId", "u-42")).await;
+        assert_eq!(
+            (d["mode"].as_str(), d["reason"].as_str(), first(&d)),
+            (Some("non_personalized"), Some("not_anonymous"), "default"),
+            "{d}"
+        );
+        assert_eq!((&d["consentRecord"], &d["modelVersion"]), (&Value::Null, &Value::Null), "{d}");
+    }
+    let (status, recs) = app.get("/v1/recommendations?anonymousId=u-42&count=3", Some(&site)).await;
+    assert_eq!(status, 200, "{recs}");
+    assert_eq!((recs["mode"].as_str(), recs["reason"].as_str()), (Some("non_personalized"), Some("not_anonymous")));
+    assert_eq!((&recs["decisionId"], &recs["consentRecord"]), (&Value::Null, &Value::Null), "{recs}");
+    assert_eq!(served_count(&app, "u-42").await, served, "no decision.served receipt for the site key's requests");
+    assert!(app.metrics().await.contains("lethe_decision_reasons_total{reason=\"not_anonymous\"} 3\n"));
+
+    // Nor may it record or withdraw consent in her name (R-CONSENT-1: her ledger stays hers).
+    let records = app.state.book.history(&u42).records().len();
+    let stored = app.stored("u-42");
+    for (granted, denied) in [(json!(["analytics"]), json!(["personalization"])), (json!([]), json!(["analytics"]))] {
+        let body = json!({"anonymousId": "u-42", "notice": app.notice(), "granted": granted, "denied": denied,
+            "method": "banner", "jurisdiction": "EU", "locale": "en"});
+        let (status, err) = app.post("/v1/consent", Some(&site), &body).await;
+        assert_eq!((status, err["code"].as_str()), (403, Some("user_id_not_allowed")), "{err}");
+        assert!(err["message"].as_str().unwrap().contains("signed-in user"), "{err}");
+    }
+    assert_eq!((app.state.book.history(&u42).records().len(), app.stored("u-42")), (records, stored));
+    let d = decide_with(&app, &cms, ("userId", "u-42")).await;
+    assert_eq!(d["mode"], "personalized", "her consent stands: {d}");
+
+    // An account known only by its events (its consent record predates the mark, or came as an
+    // anonymousId): the first event stored for its userId makes it one.
+    let u43 = app.store.pseudonymize(&SubjectId::parse("u-43").unwrap());
+    let (status, body) = app.consent("u-43", &["analytics", "personalization"], &["sale_share"]).await;
+    assert_eq!(status, 201, "not known as an account yet: {body}");
+    assert!(!app.state.book.is_user(&u43));
+    browse_signed_in(&app, "u-43", "device-43", 4).await;
+    assert!(app.state.book.is_user(&u43));
+    let d = decide_with(&app, &site, ("anonymousId", "u-43")).await;
+    assert_eq!((d["mode"].as_str(), d["reason"].as_str()), (Some("non_personalized"), Some("not_anonymous")), "{d}");
+
+    // A genuinely anonymous visitor: the site key records her banner choice and is answered for her.
+    outdoor_fan(&app, "v-7").await;
+    let d = decide_with(&app, &site, ("anonymousId", "v-7")).await;
+    assert_eq!((d["mode"].as_str(), first(&d)), (Some("personalized"), "outdoor-gear"), "{d}");
+    assert!(served_count(&app, "v-7").await >= 1);
+    let (status, body) = app.consent("v-7", &["analytics"], &["personalization"]).await;
+    assert_eq!(status, 201, "{body}");
+
+    // A restart: the book and the engine rebuilt from the log know the same accounts.
+    let rebuilt = lethe_collect::CollectState::build(
+        Arc::clone(&app.store),
+        Arc::clone(&app.state.policies),
+        Arc::clone(&app.state.auth),
+    )
+    .unwrap();
+    let v7 = app.store.pseudonymize(&SubjectId::parse("v-7").unwrap());
+    assert!(rebuilt.book.is_user(&u42) && rebuilt.book.is_user(&u43));
+    assert!(!rebuilt.book.is_user(&v7));
+    let reopened = app.reopened_engine_with(rebuilt);
+    let slot = reopened.slots.get("home-hero").unwrap();
+    let request = |id: &str, anonymous_only: bool| lethe_decide::engine::DecideRequest {
+        subject: Some(SubjectId::parse(id).unwrap()),
+        slot: "home-hero".into(),
+        device: Some("desktop".into()),
+        gpc: false,
+        candidates: None,
+        count: 1,
+        event: None,
+        anonymous_only,
+    };
+    let gate = |id: &str, anonymous_only: bool| reopened.gate(&request(id, anonymous_only), slot).1;
+    use lethe_decide::engine::Gate;
+    assert!(matches!(gate("u-42", true), Gate::NonPersonalized(lethe_decide::Reason::NotAnonymous)));
+    assert!(matches!(gate("u-43", true), Gate::NonPersonalized(lethe_decide::Reason::NotAnonymous)));
+    assert!(matches!(gate("u-42", false), Gate::Personalize { .. }), "the CMS still personalizes for her");
+    assert!(matches!(gate("v-7", true), Gate::NonPersonalized(lethe_decide::Reason::ConsentWithdrawn)));
 }

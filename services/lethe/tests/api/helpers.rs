@@ -98,6 +98,44 @@ pub struct PrivacySetup {
 }
 
 impl TestApp {
+    /// A second decision engine opened over this app's log and stores, with `state` as its
+    /// collector state: what a restart rebuilds from the log.
+    pub fn reopened_engine_with(&self, state: CollectState) -> Arc<lethe_decide::Engine> {
+        let slots = lethe_decide::Slots::builtin(&state.policies).unwrap();
+        let personalizer = Arc::clone(self.engine.personalizer());
+        lethe_decide::Engine::open(slots, state, Arc::clone(&self.views), personalizer, Arc::clone(&self.privacy))
+            .unwrap()
+    }
+
+    /// [`TestApp::reopened_engine_with`] this app's own collector state.
+    pub fn reopened_engine(&self) -> Arc<lethe_decide::Engine> {
+        self.reopened_engine_with(self.state.clone())
+    }
+
+    /// The decoded receipts of `event_type` in a subject's stream, once at least `at_least` are
+    /// durable (the receipt writer is asynchronous: this waits for them).
+    pub async fn receipts(&self, id: &str, event_type: &str, at_least: usize) -> Vec<Value> {
+        let p = self.store.pseudonymize(&SubjectId::parse(id).unwrap());
+        for _ in 0..100 {
+            let found: Vec<Value> = self
+                .store
+                .read_stream(&p)
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.envelope.event_type.as_str() == event_type)
+                .filter_map(|e| match e.body {
+                    lethe_domain::EventBody::Plain(b) => serde_json::from_slice(&b).ok(),
+                    _ => None,
+                })
+                .collect();
+            if found.len() >= at_least {
+                return found;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no {event_type} receipt for {id}");
+    }
+
     /// A token of `role`; `subject` for subject tokens.
     pub fn token(&self, role: Role, subject: Option<&str>) -> String {
         let keys = self.state.auth.keys.read().expect("keys");

@@ -2,8 +2,6 @@
 //! send it, the policy's ranking probabilities, Azure's error shape and limits, and deferred
 //! activation.
 
-use std::sync::Arc;
-
 use lethe_auth::Role;
 use lethe_collect::ratelimit::{Limits, Rate};
 use lethe_domain::SubjectId;
@@ -325,29 +323,6 @@ async fn a_rank_without_a_subject_is_personalized_for_no_one() {
     assert_eq!(ranked["rewardActionId"], "a", "the baseline: the first action");
 }
 
-/// The decoded receipts of `event_type` in a subject's stream, once at least `at_least` are durable.
-async fn receipts(app: &TestApp, id: &str, event_type: &str, at_least: usize) -> Vec<Value> {
-    let p = app.store.pseudonymize(&SubjectId::parse(id).unwrap());
-    for _ in 0..100 {
-        let found: Vec<Value> = app
-            .store
-            .read_stream(&p)
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.envelope.event_type.as_str() == event_type)
-            .filter_map(|e| match e.body {
-                lethe_domain::EventBody::Plain(b) => serde_json::from_slice(&b).ok(),
-                _ => None,
-            })
-            .collect();
-        if found.len() >= at_least {
-            return found;
-        }
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("no {event_type} receipt for {id}");
-}
-
 #[actix_web::test]
 async fn rank_events_outlive_a_restart_and_go_with_their_subjects_erasure_r_erase_1() {
     let app = spawn_app().await;
@@ -367,20 +342,13 @@ async fn rank_events_outlive_a_restart_and_go_with_their_subjects_erasure_r_eras
     // No one's Rank call leaves no receipt: it is not rebuilt, and is about no one to erase.
     let (status, _) = app.post(RANK, Some(&cms), &json!({"actions": actions, "eventId": "nobody"})).await;
     assert_eq!(status, 201);
-    let served = receipts(&app, "rhea", "decision.served", 3).await;
+    let served = app.receipts("rhea", "decision.served", 3).await;
     let named: Vec<&Value> = served.iter().map(|r| &r["properties"]["event"]).collect();
     assert_eq!(named[1], &json!({"id": "rhea-deferred", "deferred": true}), "{served:?}");
-    receipts(&app, "rhea", "outcome.recorded", 2).await; // the two impressions
+    app.receipts("rhea", "outcome.recorded", 2).await; // the two impressions
 
     // A restarted engine knows her events again from the receipts, active as they were.
-    let reopened = lethe_decide::Engine::open(
-        lethe_decide::Slots::builtin(&app.state.policies).unwrap(),
-        app.state.clone(),
-        Arc::clone(&app.views),
-        Arc::clone(app.engine.personalizer()),
-        Arc::clone(&app.privacy),
-    )
-    .unwrap();
+    let reopened = app.reopened_engine();
     let events = &reopened.rank_events;
     assert_eq!(
         ["rhea-live", "rhea-deferred", "rhea-activated"].map(|e| events.decision(e).map(|d| d.to_string())),

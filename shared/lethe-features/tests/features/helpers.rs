@@ -54,6 +54,7 @@ pub fn consent_record(at: i64, choices: &[(&str, bool)], method: ConsentMethod, 
         locale: "en".into(),
         gpc,
         sdk_version: None,
+        subject_is_user: false,
     }
 }
 

@@ -79,6 +79,7 @@ fn repo_classifies_the_collectors_context_fields() {
             ("message_id", "behavior"),
             ("referrer_class", "device_context"),
             ("region", "location_coarse"),
+            ("subject_is_user", "identifiers_pseudonymous"),
         ]
     );
     // Identify keeps the linked pseudonym and classifies no trait such as an e-mail address.
