@@ -65,6 +65,10 @@ pub struct EventResult {
     pub message_id: Option<String>,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// The request carried the GPC signal and the message's subject stands opted out of sale/share
+    /// by it (recorded now or before). False for a message refused before its subject was known.
+    #[serde(skip)]
+    pub gpc_honored: bool,
 }
 
 /// Whether the request carries `Sec-GPC: 1`.
@@ -362,6 +366,8 @@ enum Step {
 /// already, the ready ones, and the ready ones grouped by subject in request order.
 struct Staged {
     outcomes: Vec<Option<Outcome>>,
+    /// Per message: whether the GPC signal stands for its subject.
+    gpc_honored: Vec<bool>,
     ready: Vec<(usize, Ready)>,
     by_subject: Vec<(Pseudonym, Vec<usize>)>,
 }
@@ -377,8 +383,9 @@ fn stage_all(
 ) -> (Staged, Vec<AppendRequest>) {
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(raws.len());
     let mut ready: Vec<(usize, Ready)> = Vec::new();
+    let mut gpc_honored = vec![false; raws.len()];
     for (i, raw) in raws.iter().enumerate() {
-        match prepare(state, raw, kind, gpc, now) {
+        match prepare(state, raw, kind, gpc, now, &mut gpc_honored[i]) {
             Ok(Step::Done(o)) => outcomes.push(Some(o)),
             Ok(Step::Ready(r)) => {
                 outcomes.push(None);
@@ -402,7 +409,7 @@ fn stage_all(
             events: ks.iter().map(|k| ready[*k].1.event.clone()).collect(),
         })
         .collect();
-    (Staged { outcomes, ready, by_subject }, requests)
+    (Staged { outcomes, gpc_honored, ready, by_subject }, requests)
 }
 
 /// Processes messages, synchronously (call from a blocking thread: it waits for an fsync). Every
@@ -456,7 +463,7 @@ fn finish_all(
     staged: Staged,
     appended: Vec<lethe_eventlog::Result<lethe_eventlog::Appended>>,
 ) -> Vec<EventResult> {
-    let Staged { mut outcomes, ready, by_subject } = staged;
+    let Staged { mut outcomes, gpc_honored, ready, by_subject } = staged;
     for ((_, ks), appended) in by_subject.iter().zip(appended) {
         for (n, k) in ks.iter().enumerate() {
             let (i, r) = &ready[*k];
@@ -480,7 +487,8 @@ fn finish_all(
     }
     raws.iter()
         .zip(outcomes)
-        .map(|(raw, outcome)| {
+        .zip(gpc_honored)
+        .map(|((raw, outcome), gpc_honored)| {
             let outcome = outcome.unwrap_or_else(|| reject("internal", "no outcome"));
             let label = match &outcome {
                 Outcome::Stored { .. } => "stored",
@@ -488,12 +496,22 @@ fn finish_all(
                 Outcome::Rejected { reason, .. } => reason,
             };
             state.metrics.inc("lethe_collect_events_total", label);
-            EventResult { message_id: raw.get("messageId").and_then(Value::as_str).map(str::to_owned), outcome }
+            let message_id = raw.get("messageId").and_then(Value::as_str).map(str::to_owned);
+            EventResult { message_id, outcome, gpc_honored }
         })
         .collect()
 }
 
-fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now: UtcMicros) -> Result<Step, ApiError> {
+/// Checks one message and, when it passes, seals it. With `gpc`, records the opt-out of the
+/// message's subject once it is known; `gpc_honored` then says the signal stands for it.
+fn prepare(
+    state: &CollectState,
+    raw: &Value,
+    kind: Option<&str>,
+    gpc: bool,
+    now: UtcMicros,
+    gpc_honored: &mut bool,
+) -> Result<Step, ApiError> {
     let done = |code, message: String| Ok(Step::Done(reject(code, message)));
     if serialized_len(raw) > MAX_EVENT_BYTES {
         return done("event_too_large", format!("an event may hold at most {MAX_EVENT_BYTES} bytes"));
@@ -532,6 +550,7 @@ fn prepare(state: &CollectState, raw: &Value, kind: Option<&str>, gpc: bool, now
     let subject = state.store.pseudonymize(&m.subject);
     if gpc {
         record_gpc(state, subject, m.user)?;
+        *gpc_honored = true;
     }
     if m.context.category_preferences.get(purpose.as_str()) == Some(&false) {
         return done("client_denied", format!("the site's consent manager denies `{purpose}`"));
@@ -603,7 +622,7 @@ async fn single(
         body["code"] = json!(reason);
         body["message"] = json!(message);
     }
-    if gpc {
+    if gpc && result.gpc_honored {
         body["gpc"] = json!("honored");
     }
     Ok(HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status")).json(body))
@@ -672,8 +691,9 @@ pub(crate) async fn batch(
     let results = process_async(state.into_inner(), items, None, gpc).await?;
     let stored = results.iter().filter(|r| !matches!(r.outcome, Outcome::Rejected { .. })).count();
     let status = batch_status(results.iter().map(|r| &r.outcome));
+    let honored = results.iter().any(|r| r.gpc_honored);
     let mut body = json!({ "success": stored == results.len(), "accepted": stored, "rejected": results.len() - stored, "results": results });
-    if gpc {
+    if gpc && honored {
         body["gpc"] = json!("honored");
     }
     Ok(HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status")).json(body))

@@ -1,7 +1,7 @@
 //! Collection through real HTTP: consent gating (invariant 3, R-CONSENT-2/3, R-GPC-1), the Segment
 //! shapes, minimization (invariant 4), deduplication and data quality.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::helpers::spawn_app;
 
@@ -189,6 +189,33 @@ async fn sec_gpc_opts_out_of_sale_share_is_recorded_and_said_r_gpc_1() {
     let (_, state) = app.get("/v1/consent/v5", Some(&admin)).await;
     assert_eq!(state["purposes"]["sale_share"]["state"], "granted", "the override stands: {state}");
     assert_eq!(app.stored("v5"), 9, "+ the override and the click, no GPC record");
+}
+
+/// R-GPC-1: the signal is said to be honored only where it was: a message refused before its
+/// subject is known (here, a bot's) records no opt-out, and its answer does not claim one; in a
+/// batch, one message whose subject it stands for is enough.
+#[actix_web::test]
+async fn r_gpc_1_honored_is_said_only_for_a_subject_whose_opt_out_stands() {
+    let app = spawn_app().await;
+    let with_gpc = |path: &str, body: Value| {
+        app.client.post(format!("{}{path}", app.address)).bearer_auth(app.site()).header("Sec-GPC", "1").json(&body)
+    };
+    let bot = json!({"anonymousId": "gpc-bot", "event": "Clicked", "messageId": "b1",
+        "context": {"userAgent": "Googlebot/2.1 (+http://www.google.com/bot.html)"}});
+    let r = with_gpc("/v1/track", bot.clone()).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "bot", "{body}");
+    assert_eq!(body.get("gpc"), None, "no opt-out was recorded, none is claimed: {body}");
+    let admin = app.token(lethe_auth::Role::Admin, None);
+    let (_, state) = app.get("/v1/consent/gpc-bot", Some(&admin)).await;
+    assert_ne!(state["gpc"], true, "{state}");
+    // A batch of the bot's message and a visitor's: honored, for the visitor.
+    let visitor = json!({"type": "track", "anonymousId": "gpc-visitor", "event": "Clicked", "messageId": "v1"});
+    let r = with_gpc("/v1/batch", json!({"batch": [bot, visitor]})).send().await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["gpc"], "honored", "{body}");
+    let (_, state) = app.get("/v1/consent/gpc-visitor", Some(&admin)).await;
+    assert_eq!(state["purposes"]["sale_share"]["state"], "gpc_opt_out", "{state}");
 }
 
 #[actix_web::test]
