@@ -272,9 +272,34 @@ fn payload(
     (body, dropped)
 }
 
-/// Records a GPC opt-out for a subject the first time its device sends the signal (R-GPC-1).
-/// `user`: the subject is the message's `userId`.
-fn record_gpc(state: &CollectState, subject: Pseudonym, user: bool) -> Result<(), ApiError> {
+/// The jurisdiction a GPC record names: the message's location as `country-region` (`US-CA`), the
+/// country alone, or `unknown`: never one Lethe did not see. Codes are letters and digits only.
+fn gpc_jurisdiction(ctx: &segment::Context) -> String {
+    let code = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|c| (1..=8).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_alphanumeric()))
+            .map(str::to_ascii_uppercase)
+    };
+    match (code(&ctx.country), code(&ctx.region)) {
+        (Some(country), Some(region)) => format!("{country}-{region}"),
+        (Some(country), None) => country,
+        (None, _) => "unknown".to_owned(),
+    }
+}
+
+/// The locale a GPC record names: the message's `context.locale` when it looks like a language tag
+/// (letters, digits and hyphens, at most 35 characters), else `und` (undetermined, BCP 47).
+fn gpc_locale(ctx: &segment::Context) -> String {
+    ctx.locale
+        .as_deref()
+        .filter(|l| (2..=35).contains(&l.len()) && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .map_or_else(|| "und".to_owned(), str::to_owned)
+}
+
+/// Records a GPC opt-out for a subject the first time its device sends the signal (R-GPC-1), with
+/// the jurisdiction and locale the message tells, and the notice in force.
+fn record_gpc(state: &CollectState, subject: Pseudonym, m: &segment::Message) -> Result<(), ApiError> {
     let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
     // Recorded unless already answered (an opt-out stands, or the SDK's "allow on this site" granted
     // sale/share with the signal on); a grant made without the signal is overridden by this one.
@@ -286,7 +311,7 @@ fn record_gpc(state: &CollectState, subject: Pseudonym, user: bool) -> Result<()
     let record = ConsentRecord {
         record_id: uuid::Uuid::new_v4(),
         collected_at: UtcMicros::now(),
-        jurisdiction: "US-CA".into(),
+        jurisdiction: gpc_jurisdiction(&m.context),
         method: ConsentMethod::Gpc,
         notice: NoticeRef {
             id: notice.map_or_else(String::new, |n| n.id().as_str().to_owned()),
@@ -295,10 +320,10 @@ fn record_gpc(state: &CollectState, subject: Pseudonym, user: bool) -> Result<()
         },
         choices: vec![PurposeChoice { purpose: sale_share, granted: false, legal_basis }],
         recipients: vec![],
-        locale: "und".into(),
+        locale: gpc_locale(&m.context),
         gpc: true,
         sdk_version: None,
-        subject_is_user: user,
+        subject_is_user: m.user,
     };
     append_consent(state, subject, record)?;
     state.metrics.inc("lethe_consent_changes_total", "gpc");
@@ -549,7 +574,7 @@ fn prepare(
     }
     let subject = state.store.pseudonymize(&m.subject);
     if gpc {
-        record_gpc(state, subject, m.user)?;
+        record_gpc(state, subject, &m)?;
         *gpc_honored = true;
     }
     if m.context.category_preferences.get(purpose.as_str()) == Some(&false) {
@@ -732,6 +757,25 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
+
+    /// R-CONSENT-1: a GPC record names only the jurisdiction and locale the message told.
+    #[test]
+    fn a_gpc_record_names_the_messages_location_and_locale_or_says_it_does_not_know() {
+        let ctx = |country: Option<&str>, region: Option<&str>, locale: Option<&str>| segment::Context {
+            country: country.map(str::to_owned),
+            region: region.map(str::to_owned),
+            locale: locale.map(str::to_owned),
+            ..segment::Context::default()
+        };
+        assert_eq!(gpc_jurisdiction(&ctx(Some("us"), Some("ca"), None)), "US-CA");
+        assert_eq!(gpc_jurisdiction(&ctx(Some("DE"), None, None)), "DE");
+        assert_eq!(gpc_jurisdiction(&ctx(Some("DE"), Some("x y"), None)), "DE", "a malformed region is left out");
+        assert_eq!(gpc_jurisdiction(&ctx(None, Some("CA"), None)), "unknown");
+        assert_eq!(gpc_jurisdiction(&ctx(Some("United States of America"), None, None)), "unknown");
+        assert_eq!(gpc_locale(&ctx(None, None, Some("pt-BR"))), "pt-BR");
+        assert_eq!(gpc_locale(&ctx(None, None, Some("<script>"))), "und");
+        assert_eq!(gpc_locale(&ctx(None, None, None)), "und");
+    }
 
     #[test]
     fn segment_event_names_map_to_lethe_types() {

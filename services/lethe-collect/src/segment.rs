@@ -38,6 +38,8 @@ pub struct Context {
     pub referrer: Option<String>,
     pub country: Option<String>,
     pub region: Option<String>,
+    /// `context.locale` when it is a string (read leniently: nothing is refused for it).
+    pub locale: Option<String>,
     /// `context.consent.categoryPreferences`: the site's consent manager's view, per purpose.
     pub category_preferences: BTreeMap<String, bool>,
 }
@@ -123,6 +125,7 @@ fn context(v: &Value) -> Result<Context, Rejection> {
         referrer: str_field(&page, "referrer")?.map(str::to_owned),
         country: str_field(&location, "country")?.map(str::to_owned),
         region: str_field(&location, "region")?.map(str::to_owned),
+        locale: ctx.get("locale").and_then(Value::as_str).map(str::to_owned),
         category_preferences: prefs,
     })
 }

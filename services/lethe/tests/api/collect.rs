@@ -210,12 +210,24 @@ async fn r_gpc_1_honored_is_said_only_for_a_subject_whose_opt_out_stands() {
     let (_, state) = app.get("/v1/consent/gpc-bot", Some(&admin)).await;
     assert_ne!(state["gpc"], true, "{state}");
     // A batch of the bot's message and a visitor's: honored, for the visitor.
-    let visitor = json!({"type": "track", "anonymousId": "gpc-visitor", "event": "Clicked", "messageId": "v1"});
+    let visitor = json!({"type": "track", "anonymousId": "gpc-visitor", "event": "Clicked", "messageId": "v1",
+        "context": {"location": {"country": "us", "region": "ca"}, "locale": "en-US"}});
     let r = with_gpc("/v1/batch", json!({"batch": [bot, visitor]})).send().await.unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["gpc"], "honored", "{body}");
     let (_, state) = app.get("/v1/consent/gpc-visitor", Some(&admin)).await;
     assert_eq!(state["purposes"]["sale_share"]["state"], "gpc_opt_out", "{state}");
+    // The record names where and in what language the signal came, as the message told it, and
+    // says so when it did not tell (R-CONSENT-1).
+    let record_of = |id: &str| {
+        let p = app.store.pseudonymize(&lethe_domain::SubjectId::parse(id).unwrap());
+        let history = app.state.book.history(&p);
+        let r = history.records().last().unwrap();
+        (r.jurisdiction.clone(), r.locale.clone(), r.gpc)
+    };
+    assert_eq!(record_of("gpc-visitor"), ("US-CA".to_owned(), "en-US".to_owned(), true));
+    assert_eq!(app.track_with_gpc("gpc-quiet", "Clicked", "q1").await.0, 403, "no consent: nothing stored");
+    assert_eq!(record_of("gpc-quiet"), ("unknown".to_owned(), "und".to_owned(), true));
 }
 
 #[actix_web::test]
