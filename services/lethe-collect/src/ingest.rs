@@ -29,8 +29,18 @@ use crate::{ApiError, CollectState, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT
 /// How far in the future a client timestamp may be (clock skew).
 const MAX_FUTURE_MICROS: i64 = 10 * 60 * 1_000_000;
 /// The reasons of a refusal for want of consent (answered 403 by the single-event endpoints).
-const CONSENT_REFUSALS: [&str; 5] =
-    ["no_consent", "consent_denied", "consent_withdrawn", "gpc_opt_out", "client_denied"];
+const CONSENT_REFUSALS: [&str; 6] =
+    ["no_consent", "consent_denied", "consent_withdrawn", "gpc_opt_out", "client_denied", "user_id_not_allowed"];
+
+/// Who sent a request of messages, as the checks need it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The request carried `Sec-GPC: 1`.
+    pub gpc: bool,
+    /// The caller is a public site key: it may not write as an `anonymousId` what is a signed-in
+    /// user's pseudonym (R-DSR-4).
+    pub site_key: bool,
+}
 
 /// Purpose that a Global Privacy Control signal opts out of.
 pub const SALE_SHARE: &str = "sale_share";
@@ -403,14 +413,14 @@ fn stage_all(
     state: &CollectState,
     raws: &[Value],
     kind: Option<&str>,
-    gpc: bool,
+    caller: Caller,
     now: UtcMicros,
 ) -> (Staged, Vec<AppendRequest>) {
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(raws.len());
     let mut ready: Vec<(usize, Ready)> = Vec::new();
     let mut gpc_honored = vec![false; raws.len()];
     for (i, raw) in raws.iter().enumerate() {
-        match prepare(state, raw, kind, gpc, now, &mut gpc_honored[i]) {
+        match prepare(state, raw, kind, caller, now, &mut gpc_honored[i]) {
             Ok(Step::Done(o)) => outcomes.push(Some(o)),
             Ok(Step::Ready(r)) => {
                 outcomes.push(None);
@@ -443,10 +453,10 @@ pub(crate) fn process_all(
     state: &CollectState,
     raws: &[Value],
     kind: Option<&str>,
-    gpc: bool,
+    caller: Caller,
     now: UtcMicros,
 ) -> Vec<EventResult> {
-    let (staged, requests) = stage_all(state, raws, kind, gpc, now);
+    let (staged, requests) = stage_all(state, raws, kind, caller, now);
     let appended = if requests.is_empty() { Vec::new() } else { state.store.append_batch(requests) };
     finish_all(state, raws, staged, appended)
 }
@@ -458,14 +468,14 @@ async fn process_async(
     state: Arc<CollectState>,
     raws: Vec<Value>,
     kind: Option<&'static str>,
-    gpc: bool,
+    caller: Caller,
 ) -> Result<Vec<EventResult>, ApiError> {
-    if gpc {
-        return web::block(move || process_all(&state, &raws, kind, gpc, UtcMicros::now()))
+    if caller.gpc {
+        return web::block(move || process_all(&state, &raws, kind, caller, UtcMicros::now()))
             .await
             .map_err(|_| ApiError::new(503, "overloaded", "no worker is free"));
     }
-    let (staged, requests) = stage_all(&state, &raws, kind, false, UtcMicros::now());
+    let (staged, requests) = stage_all(&state, &raws, kind, caller, UtcMicros::now());
     let appended = if requests.is_empty() {
         Vec::new()
     } else {
@@ -527,13 +537,13 @@ fn finish_all(
         .collect()
 }
 
-/// Checks one message and, when it passes, seals it. With `gpc`, records the opt-out of the
-/// message's subject once it is known; `gpc_honored` then says the signal stands for it.
+/// Checks one message and, when it passes, seals it. With the GPC signal, records the opt-out of
+/// the message's subject once it is known; `gpc_honored` then says the signal stands for it.
 fn prepare(
     state: &CollectState,
     raw: &Value,
     kind: Option<&str>,
-    gpc: bool,
+    caller: Caller,
     now: UtcMicros,
     gpc_honored: &mut bool,
 ) -> Result<Step, ApiError> {
@@ -573,7 +583,13 @@ fn prepare(
         return done(r.code, r.message);
     }
     let subject = state.store.pseudonymize(&m.subject);
-    if gpc {
+    // R-DSR-4: an `anonymousId` and a `userId` of the same text are one pseudonym. The public key
+    // may write under a userId (Segment's browser library does), but not as an anonymous visitor
+    // into a signed-in user's stream, nor record her GPC opt-out that way.
+    if caller.site_key && !m.user && state.book.is_user(&subject) {
+        return done("user_id_not_allowed", "this anonymousId is a signed-in user's id; send it as userId".into());
+    }
+    if caller.gpc {
         record_gpc(state, subject, &m)?;
         *gpc_honored = true;
     }
@@ -633,11 +649,12 @@ async fn single(
     kind: &'static str,
 ) -> Result<HttpResponse, ApiError> {
     let mut value = parse_body(&body, MAX_EVENT_BYTES)?;
-    authorize_with(&req, &state, COLLECTORS, value.get("writeKey").and_then(Value::as_str))?;
+    let principal = authorize_with(&req, &state, COLLECTORS, value.get("writeKey").and_then(Value::as_str))?;
     let gpc = gpc_header(&req);
+    let caller = Caller { gpc, site_key: principal.role() == Role::Site };
     let (country, region) = state.edge.of(req.headers());
     state.edge.apply(country.as_deref(), region.as_deref(), &mut value);
-    let result = process_async(state.into_inner(), vec![value], Some(kind), gpc)
+    let result = process_async(state.into_inner(), vec![value], Some(kind), caller)
         .await?
         .pop()
         .ok_or_else(|| ApiError::new(500, "internal", "no outcome"))?;
@@ -696,7 +713,7 @@ pub(crate) async fn batch(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let value = parse_body(&body, MAX_BATCH_BYTES)?;
-    authorize_with(&req, &state, COLLECTORS, value.get("writeKey").and_then(Value::as_str))?;
+    let principal = authorize_with(&req, &state, COLLECTORS, value.get("writeKey").and_then(Value::as_str))?;
     let items = match value.get("batch") {
         Some(Value::Array(items)) => items.clone(),
         _ => return Err(ApiError::bad_request("invalid_batch", "the body needs a `batch` array")),
@@ -713,7 +730,8 @@ pub(crate) async fn batch(
     for item in &mut items {
         state.edge.apply(country.as_deref(), region.as_deref(), item);
     }
-    let results = process_async(state.into_inner(), items, None, gpc).await?;
+    let caller = Caller { gpc, site_key: principal.role() == Role::Site };
+    let results = process_async(state.into_inner(), items, None, caller).await?;
     let stored = results.iter().filter(|r| !matches!(r.outcome, Outcome::Rejected { .. })).count();
     let status = batch_status(results.iter().map(|r| &r.outcome));
     let honored = results.iter().any(|r| r.gpc_honored);
@@ -1088,7 +1106,7 @@ mod tests {
             json!({"type": "track", "anonymousId": "v-1", "event": "Scroll Depth", "messageId": "c-2",
                 "properties": {"depth": 75}}),
         ];
-        let results = process_all(&state, &raws, None, false, UtcMicros::now());
+        let results = process_all(&state, &raws, None, Caller::default(), UtcMicros::now());
         assert_eq!(results[0].outcome, Outcome::Stored { position: 1, dropped_fields: 2 });
         assert_eq!(results[1].outcome, Outcome::Stored { position: 2, dropped_fields: 0 });
         let answer = serde_json::to_value(&results).unwrap();
@@ -1160,7 +1178,7 @@ mod tests {
         // Consent is per pseudonym: u-7 needs its own (here recorded as if for an anonymousId).
         append_consent(&state, pseudonym("u-7"), grant(&["analytics"], false)).unwrap();
         assert!(!state.book.is_user(&pseudonym("u-7")), "not yet: its consent came as an anonymousId");
-        let results = process_all(&state, &raws, None, false, UtcMicros::now());
+        let results = process_all(&state, &raws, None, Caller::default(), UtcMicros::now());
         assert!(matches!(results[0].outcome, Outcome::Stored { .. }), "{results:?}");
         assert!(matches!(results[1].outcome, Outcome::Stored { .. }), "{results:?}");
         assert!(matches!(results[2].outcome, Outcome::Rejected { reason: "no_consent", .. }), "{results:?}");

@@ -1103,6 +1103,11 @@ impl Engine {
         if let (Some(id), Some(e)) = (&event_id, event) {
             let named = !matches!(gate, Gate::NonPersonalized(Reason::NoSubject));
             self.rank_events.insert(id, decision_id, named.then_some(subject), !e.deferred);
+            // An erasure writes its fence before it tells the stores to forget: one that told the
+            // engine just before this insert is seen here, and the event goes too.
+            if named && self.is_erased(&subject) {
+                self.rank_events.forget(&subject);
+            }
         }
         Decision {
             decision_id,
@@ -1567,7 +1572,18 @@ impl Engine {
     /// exact unlearning).
     pub fn expire(&self, now: UtcMicros) -> usize {
         let window = i64::try_from(ATTRIBUTION_WINDOW.as_micros()).unwrap_or(i64::MAX);
-        self.records.retain(|r| r.at.0.saturating_add(window) > now.0)
+        let expired = self.records.retain(|r| r.at.0.saturating_add(window) > now.0);
+        if !self.rank_events.is_empty() {
+            // A Rank event goes with its decision (expired, or given way in a full shard): a reward
+            // for it would find nothing to record.
+            self.rank_events.retain_decisions(|id| self.records.shard(id).contains_key(id));
+        }
+        expired
+    }
+
+    /// Whether the log holds an erasure fence for the subject.
+    fn is_erased(&self, subject: &Pseudonym) -> bool {
+        matches!(self.collect.store.subject_state(subject), Ok(lethe_eventlog::SubjectState::Erased { .. }))
     }
 
     /// How many updates of the subject the models hold (R-ERASE-7 tests read this).

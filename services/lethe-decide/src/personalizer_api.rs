@@ -187,6 +187,7 @@ struct RankQuery {
     request_body(content = Object, description = "{contextFeatures, actions: [{id, features}] (1..=50, distinct ids), excludedActions, eventId (at most 256 characters), deferActivation}", content_type = "application/json"),
     responses((status = 201, description = "{ranking: [{id, probability}], eventId, rewardActionId, lethe: {decisionId, mode, reason, modelVersion}}", body = Object),
         (status = 400, body = PersonalizerErrorResponse), (status = 401, body = PersonalizerErrorResponse), (status = 403, body = PersonalizerErrorResponse),
+        (status = 409, description = "the eventId names an earlier Rank call still held (event_id_in_use)", body = PersonalizerErrorResponse),
         (status = 413, body = PersonalizerErrorResponse), (status = 429, body = PersonalizerErrorResponse)),
     security(("subscription_key" = []), ("bearer" = [])))]
 pub async fn rank(
@@ -211,6 +212,13 @@ pub async fn rank(
     if sent_event_id.as_ref().is_some_and(|e| e.chars().count() > MAX_EVENT_ID_CHARS) {
         let message = format!("an eventId is at most {MAX_EVENT_ID_CHARS} characters");
         return Err(ApiError::bad_request("invalid_event_id", message).into());
+    }
+    // An event id names one decision: sent again while its event is held, a reward could no longer
+    // tell which decision it is for (and a restart, which rebuilds events from receipts, would
+    // answer differently from the running engine).
+    if sent_event_id.as_deref().is_some_and(|e| engine.rank_events.decision(e).is_some()) {
+        let message = "this eventId names an earlier Rank call; send a new one for each call";
+        return Err(ApiError::new(409, "event_id_in_use", message).into());
     }
     let find =
         |key: &str| b.context_features.iter().find_map(|f| f.get(key).and_then(Value::as_str).map(str::to_owned));

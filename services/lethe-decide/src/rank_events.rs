@@ -149,6 +149,21 @@ impl EventIds {
         Some((e.decision, e.held.take()))
     }
 
+    /// Keeps only the events whose decision `keep` still holds (the engine's attribution window,
+    /// so that the events a restart rebuilds are the ones a running engine has): how many went.
+    pub fn retain_decisions(&self, keep: impl Fn(&Uuid) -> bool) -> usize {
+        let mut events = self.lock();
+        let events = &mut *events;
+        let before = events.by_id.len();
+        events.by_id.retain(|_, e| keep(&e.decision));
+        let gone = before - events.by_id.len();
+        if gone > 0 {
+            let by_id = &events.by_id;
+            events.order.retain(|(n, id)| by_id.get(id).is_some_and(|e| e.number == *n));
+        }
+        gone
+    }
+
     /// Forgets every event of `subject` (its erasure): whether there was any.
     pub fn forget(&self, subject: &Pseudonym) -> bool {
         let mut events = self.lock();
@@ -204,6 +219,19 @@ mod tests {
         assert_eq!(ids.reward("deferred", 1.0), Some(Reward::Record(deferred)));
         assert_eq!(ids.activate("deferred"), Some((deferred, None)), "nothing held twice");
         assert_eq!((ids.reward("nope", 1.0), ids.activate("nope")), (None, None));
+    }
+
+    #[test]
+    fn events_go_with_their_decisions() {
+        let ids = EventIds::with_capacity(10);
+        let (kept, gone) = (Uuid::new_v4(), Uuid::new_v4());
+        ids.insert("kept", kept, None, true);
+        ids.insert("gone", gone, None, true);
+        ids.insert("gone-too", gone, None, false);
+        assert_eq!(ids.retain_decisions(|d| *d == kept), 2);
+        assert_eq!((ids.len(), ids.decision("kept"), ids.decision("gone")), (1, Some(kept), None));
+        assert_eq!(ids.events.lock().unwrap().order.len(), 1);
+        assert_eq!(ids.retain_decisions(|_| true), 0);
     }
 
     #[test]

@@ -284,6 +284,42 @@ pub fn retry_pending(privacy: &Privacy, now: UtcMicros) -> Result<RetryReport, A
     Ok(report)
 }
 
+/// Closes by hand a pending erasure whose failed stores are none of them registered in this
+/// process (`lethe serve` registers every store it runs: a store no longer among them, renamed or
+/// removed by an upgrade, holds nothing any more). The certificate names each such store as closed
+/// by `role`, and the notices still owed are queued. A store that is still registered keeps the
+/// erasure pending (409 `erasure_pending`): its own retries close it. `None`: nothing is pending.
+///
+/// # Errors
+/// `erasure_pending` (409) while a failed store is registered; storage failures (503).
+pub fn close_by_hand(
+    privacy: &Privacy,
+    request: RequestId,
+    role: &str,
+) -> Result<Option<ErasureCertificate>, ApiError> {
+    let _settling = lock_pending(privacy);
+    let Some(mut pending) = privacy.pending_erasures.get(request)? else { return Ok(None) };
+    let hooks = privacy.hooks();
+    if pending.stores_failed.iter().any(|n| hooks.iter().any(|h| h.name() == n)) {
+        return Err(still_pending(&pending));
+    }
+    let subject = fenced_subject(privacy, &pending)?;
+    for name in std::mem::take(&mut pending.stores_failed) {
+        tracing::warn!(store = %name, request = %request, "a pending erasure's store no longer exists; closed by hand");
+        pending.certificate.stores_touched.push(format!("{name}: no longer run by Lethe; closed by the {role}"));
+    }
+    settle(privacy, &subject, pending, role, UtcMicros::now()).map(Some)
+}
+
+/// The refusal of a hand-made close of an erasure that is still pending.
+pub fn still_pending(pending: &PendingErasure) -> ApiError {
+    ApiError::new(
+        409,
+        "erasure_pending",
+        format!("this erasure is pending: {}; it completes by itself once nothing is left", pending.what_remains()),
+    )
+}
+
 /// The pending erasure of a request, if its erasure has not reached every store yet.
 ///
 /// # Errors
@@ -420,6 +456,9 @@ fn notify(
         })?;
         pending.recipients_owed.remove(0);
         pending.certificate.recipients_notified.push(id);
+        // Kept at once (one fsync with the notice's own): after a crash, the retry queues only the
+        // notices still owed, never one twice.
+        keep(privacy, pending)?;
     }
     Ok(())
 }
@@ -451,17 +490,30 @@ fn finish(
     certificate.signature = String::new();
     let key = ed25519_dalek::SigningKey::from_bytes(&privacy.signer().to_bytes());
     certificate.signature = hex::encode(key.sign(&certificate.signed_bytes()).to_bytes());
-    let stored = serde_json::to_vec(&certificate).expect("certificates serialize");
-    privacy.certificates.insert(certificate.certificate_id.as_bytes(), stored).map_err(|e| {
-        tracing::error!(error = %e, "cannot store an erasure certificate");
-        ApiError::new(503, "store_unavailable", "the erasure is done but its certificate could not be stored; retry")
+    // A settlement that stopped after issuing the certificate (before the request or the pending
+    // record were updated) is not audited twice: the audit entry goes first, the certificate second,
+    // and a certificate already stored means both were written.
+    let issued = privacy.certificates.contains_key(certificate.certificate_id.as_bytes()).map_err(|e| {
+        tracing::error!(error = %e, "cannot read the erasure certificates");
+        ApiError::new(503, "store_unavailable", "the erasure certificates cannot be read now; retry")
     })?;
-    privacy.audit_later(
-        AuditKind::Erasure,
-        role,
-        Some(&digest),
-        serde_json::to_value(&certificate).expect("certificates serialize"),
-    )?;
+    if !issued {
+        privacy.audit_later(
+            AuditKind::Erasure,
+            role,
+            Some(&digest),
+            serde_json::to_value(&certificate).expect("certificates serialize"),
+        )?;
+        let stored = serde_json::to_vec(&certificate).expect("certificates serialize");
+        privacy.certificates.insert(certificate.certificate_id.as_bytes(), stored).map_err(|e| {
+            tracing::error!(error = %e, "cannot store an erasure certificate");
+            ApiError::new(
+                503,
+                "store_unavailable",
+                "the erasure is done but its certificate could not be stored; retry",
+            )
+        })?;
+    }
     privacy
         .requests
         .update(request_id, |r| {

@@ -164,7 +164,7 @@ pub struct Action {
 #[utoipa::path(post, path = "/v1/requests/{id}/actions", tag = "requests", summary = "Moves a request through its lifecycle",
     params(("id" = String, Path, description = "the request id")),
     request_body(content = Object, description = "{action, reason?, note?}", content_type = "application/json"),
-    responses((status = 200, description = "the request after the action", body = Object), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, description = "not allowed in the request's state, or an erasure still pending (`erasure_incomplete`)", body = ApiError)),
+    responses((status = 200, description = "the request after the action", body = Object), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, description = "not allowed in the request's state, or an erasure still pending (`erasure_pending`)", body = ApiError)),
     security(("bearer" = [])))]
 pub async fn act(
     privacy: web::Data<Privacy>,
@@ -211,17 +211,17 @@ pub async fn act(
             return Err(ApiError::new(404, "unknown_request", "no such request"));
         }
         // An erasure the log has done but a store has not is closed by its own retries, with its
-        // certificate (R-ERASE-3): neither completed nor denied by hand while it is pending.
+        // certificate (R-ERASE-3): never denied, and completed by hand only when none of the stores
+        // it waits for is run by this process any more (the certificate then says so).
         if matches!(change, Change::Complete | Change::Deny(_)) {
             if let Some(pending) = crate::erasure::pending_erasure(&privacy, id)? {
-                return Err(ApiError::new(
-                    409,
-                    "erasure_incomplete",
-                    format!(
-                        "this erasure is pending: {}; it completes by itself once nothing is left",
-                        pending.what_remains()
-                    ),
-                ));
+                if matches!(change, Change::Deny(_)) {
+                    return Err(crate::erasure::still_pending(&pending));
+                }
+                crate::erasure::close_by_hand(&privacy, id, role)?;
+                let closed = privacy.requests.get(id).map_err(dsr_error)?;
+                let closed = closed.ok_or_else(|| ApiError::new(404, "unknown_request", "no such request"))?;
+                return Ok(describe(&privacy, &closed, UtcMicros::now()));
             }
         }
         let now = jiff_ts(UtcMicros::now());

@@ -268,3 +268,43 @@ fn r_erase_3_a_store_that_keeps_failing_is_retried_with_a_bounded_backoff() {
     assert_eq!(w.noticed_certificates(), std::slice::from_ref(&certificate.certificate_id));
     assert_eq!(w.erasure_requests(&subject)[0].status(), Status::Completed);
 }
+
+/// R-ERASE-3, R-DSR-1: a pending erasure whose failed store Lethe no longer runs (renamed or removed
+/// by an upgrade) cannot be retried by anything; the DPO closes it by hand, and the certificate says
+/// which store was closed so. While the store still runs, the hand-made close is refused.
+#[test]
+fn r_erase_3_the_dpo_closes_by_hand_an_erasure_whose_store_no_longer_runs() {
+    let w = World::new(|_| {});
+    let broken = Flaky::failing(usize::MAX);
+    w.privacy.register(broken.clone());
+    w.consent("retired-store-subject");
+    let subject = w.subject("retired-store-subject");
+    assert_eq!(w.erase(&subject).unwrap_err().code, "erasure_incomplete");
+    let pending = erasure::pending_erasures(&w.privacy).unwrap().remove(0);
+    let request = pending.request_id().unwrap();
+    let refused = erasure::close_by_hand(&w.privacy, request, "dpo").unwrap_err();
+    assert_eq!((refused.status, refused.code), (409, "erasure_pending"), "{}", refused.message);
+    assert!(refused.message.contains("flaky_store"), "{}", refused.message);
+
+    // After a restart without that store, nothing retries it: the background work passes over it.
+    let w = w.restart();
+    let later = UtcMicros(UtcMicros::now().0 + 3600 * SECOND);
+    let report = erasure::retry_pending(&w.privacy, later).unwrap();
+    assert_eq!((report.retried, report.pending), (0, 1), "{report:?}");
+    let certificate = erasure::close_by_hand(&w.privacy, request, "dpo").unwrap().expect("it was pending");
+    assert_eq!(certificate.certificate_id, pending.certificate.certificate_id);
+    assert!(
+        certificate.stores_touched.iter().any(|s| s == "flaky_store: no longer run by Lethe; closed by the dpo"),
+        "{:?}",
+        certificate.stores_touched
+    );
+    assert!(erasure::verify_certificate(&w.privacy, &certificate));
+    assert_eq!(w.erasure_requests(&subject)[0].status(), Status::Completed);
+    assert!(erasure::pending_erasures(&w.privacy).unwrap().is_empty());
+    assert_eq!(erasure::close_by_hand(&w.privacy, request, "dpo").unwrap(), None, "nothing is pending any more");
+    assert_eq!(
+        w.noticed_certificates(),
+        std::slice::from_ref(&certificate.certificate_id),
+        "the notice was queued once"
+    );
+}

@@ -145,6 +145,20 @@ async fn r_consent_1_the_site_key_cannot_record_consent_for_a_user_id_sent_as_an
     let (_, after) = app.get("/v1/consent/u-77", Some(&admin)).await;
     assert_eq!((after["records"].as_u64(), &after["purposes"]), (Some(1), &before["purposes"]), "{after}");
     assert_eq!(app.stored("u-77"), 1, "nothing was recorded");
+    // Nor can it write into her stream as an anonymous visitor, or record her GPC opt-out so
+    // (R-DSR-4); under her userId, as Segment's browser library sends it, it may.
+    let (status, err) = app.track_with_gpc("u-77", "Clicked", "as-anonymous").await;
+    assert_eq!((status, err["code"].as_str(), err.get("gpc")), (403, Some("user_id_not_allowed"), None), "{err}");
+    let batch = json!({"batch": [{"type": "track", "anonymousId": "u-77", "event": "Clicked", "messageId": "b-1"}]});
+    let (status, body) = app.post("/v1/batch", Some(&app.site()), &batch).await;
+    assert_eq!((status, &body["results"][0]["reason"]), (200, &json!("user_id_not_allowed")), "{body}");
+    let (_, after) = app.get("/v1/consent/u-77", Some(&admin)).await;
+    assert_eq!((after["records"].as_u64(), after["gpc"].as_bool()), (Some(1), Some(false)), "{after}");
+    assert_eq!(app.stored("u-77"), 1, "nothing was stored");
+    let as_user = json!({"userId": "u-77", "event": "Clicked", "messageId": "as-user"});
+    let (status, body) = app.post("/v1/track", Some(&app.site()), &as_user).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.stored("u-77"), 2);
     // Another visitor's banner choice is recorded as before.
     let (status, body) = app.consent("v-77", &["analytics"], &[]).await;
     assert_eq!(status, 201, "{body}");

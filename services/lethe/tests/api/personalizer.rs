@@ -265,6 +265,8 @@ async fn errors_come_in_azures_shape() {
     assert_azure_error(reward(&app, "nope", 1.0).await, 404, "ResourceNotFound", "unknown_event");
     assert_azure_error(activate(&app, "nope").await, 404, "ResourceNotFound", "unknown_event");
     assert_eq!(app.post(RANK, Some(&cms), &json!({"actions": [{"id": "a"}], "eventId": "e"})).await.0, 201);
+    let again = app.post(RANK, Some(&cms), &json!({"actions": [{"id": "b"}], "eventId": "e"})).await;
+    assert_azure_error(again, 409, "BadRequest", "event_id_in_use");
     let bad_value = app.post("/personalizer/v1.0/events/e/reward", Some(&cms), &json!({"value": "high"})).await;
     assert_azure_error(bad_value, 400, "BadRequest", "invalid_json");
     let bad_action = app.post("/personalizer/v1.0/events/e/promote", Some(&cms), &json!({})).await;
@@ -369,4 +371,12 @@ async fn rank_events_outlive_a_restart_and_go_with_their_subjects_erasure_r_eras
     assert_eq!(app.engine.rank_events.of_subject(&rhea), Vec::<String>::new());
     assert_azure_error(reward(&app, "rhea-live", 1.0).await, 404, "ResourceNotFound", "unknown_event");
     assert!(app.engine.rank_events.decision("nobody").is_some(), "no one else's event went");
+    // A Rank call naming her after her erasure is answered, but keeps nothing of her.
+    let body = json!({"contextFeatures": [{"anonymousId": "rhea"}], "actions": actions, "eventId": "rhea-after"});
+    let (status, r) = app.post(RANK, Some(&cms), &body).await;
+    assert_eq!((status, &r["lethe"]["mode"]), (201, &json!("non_personalized")), "{r}");
+    assert_eq!(
+        (app.engine.rank_events.decision("rhea-after"), app.engine.rank_events.of_subject(&rhea).len()),
+        (None, 0)
+    );
 }

@@ -812,7 +812,7 @@ async fn r_erase_3_a_repeated_request_resumes_the_pending_erasure() {
 }
 
 /// R-ERASE-3, R-DSR-1: the DPO cannot complete or deny an erasure the log has done while a store has
-/// not (409 `erasure_incomplete`); other steps (an extension) stay open; once `lethe serve`'s
+/// not (409 `erasure_pending`); other steps (an extension) stay open; once `lethe serve`'s
 /// background work has made the store forget, the request is complete and the refusal is lifted
 /// (a second completion meets the lifecycle's own refusal).
 #[actix_web::test]
@@ -830,10 +830,10 @@ async fn r_erase_3_the_dpo_cannot_complete_a_pending_erasure() {
         async move { app.post(&format!("/v1/requests/{id}/actions"), Some(&dpo), &body).await }
     };
     let (status, body) = act(json!({"action": "complete"})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("erasure_incomplete")), "{body}");
+    assert_eq!((status, body["code"].as_str()), (409, Some("erasure_pending")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("flaky_store"), "{body}");
     let (status, body) = act(json!({"action": "deny", "reason": "manifestly_unfounded"})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("erasure_incomplete")), "{body}");
+    assert_eq!((status, body["code"].as_str()), (409, Some("erasure_pending")), "{body}");
     let (status, body) = act(json!({"action": "extend", "reason": "complexity"})).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("extended")), "{body}");
     assert_eq!(body["erasure_pending"]["stores_to_forget"], json!(["flaky_store"]), "{body}");
@@ -852,7 +852,7 @@ async fn r_erase_3_the_dpo_cannot_complete_a_pending_erasure() {
     assert_eq!(flaky.calls(), 2);
     let (status, body) = act(json!({"action": "complete"})).await;
     assert_eq!(status, 409, "{body}");
-    assert_ne!(body["code"], "erasure_incomplete", "the erasure is no longer pending: {body}");
+    assert_ne!(body["code"], "erasure_pending", "the erasure is no longer pending: {body}");
     // A request the DPO logged by hand, with no erasure pending, completes as before.
     let (status, logged) = app
         .post(
