@@ -1100,14 +1100,16 @@ impl Engine {
                 reward: 0.0,
             },
         );
+        let named = !matches!(gate, Gate::NonPersonalized(Reason::NoSubject));
         if let (Some(id), Some(e)) = (&event_id, event) {
-            let named = !matches!(gate, Gate::NonPersonalized(Reason::NoSubject));
             self.rank_events.insert(id, decision_id, named.then_some(subject), !e.deferred);
-            // An erasure writes its fence before it tells the stores to forget: one that told the
-            // engine just before this insert is seen here, and the event goes too.
-            if named && self.is_erased(&subject) {
-                self.rank_events.forget(&subject);
-            }
+        }
+        // An erasure marks the subject erased before it tells the stores to forget: one that told
+        // the engine between this decision's consent gate and the inserts above is seen here, and
+        // what they added of the subject goes too (R-ERASE-3).
+        if named && (personal_subject.is_some() || event.is_some()) && self.collect.store.is_erased(&subject) {
+            self.unlearn(&subject);
+            self.rank_events.forget(&subject);
         }
         Decision {
             decision_id,
@@ -1574,16 +1576,13 @@ impl Engine {
         let window = i64::try_from(ATTRIBUTION_WINDOW.as_micros()).unwrap_or(i64::MAX);
         let expired = self.records.retain(|r| r.at.0.saturating_add(window) > now.0);
         if !self.rank_events.is_empty() {
-            // A Rank event goes with its decision (expired, or given way in a full shard): a reward
-            // for it would find nothing to record.
-            self.rank_events.retain_decisions(|id| self.records.shard(id).contains_key(id));
+            // A Rank event goes with its decision: a reward for it would find nothing to record.
+            // Decision ids are UUIDv7, made when the decision was: their time says whether the
+            // decision is past the window, without touching the records under the events' lock.
+            let cutoff = now.0.saturating_sub(window);
+            self.rank_events.retain_decisions(|id| decided_at(id).is_none_or(|at| at > cutoff));
         }
         expired
-    }
-
-    /// Whether the log holds an erasure fence for the subject.
-    fn is_erased(&self, subject: &Pseudonym) -> bool {
-        matches!(self.collect.store.subject_state(subject), Ok(lethe_eventlog::SubjectState::Erased { .. }))
     }
 
     /// How many updates of the subject the models hold (R-ERASE-7 tests read this).
@@ -1978,6 +1977,12 @@ pub(crate) fn read_receipts(store: &dyn EventStore) -> Logged {
         }
     }
     logged
+}
+
+/// When a decision was made, in µs since the epoch, from its UUIDv7 id (`None`: not a v7 id).
+fn decided_at(id: &Uuid) -> Option<i64> {
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    i64::try_from(secs).ok()?.checked_mul(1_000_000)?.checked_add(i64::from(nanos / 1_000))
 }
 
 /// The payload of a `decision.served` receipt (schema version 1).

@@ -80,7 +80,8 @@ pub struct Asker<'a> {
 /// a repeated request for the subject resumes the pending erasure at once instead of opening another;
 /// once every store has forgotten, the certificate is issued under the first attempt's id, listing
 /// every store and the recipients notified then (no notice is queued twice), and the request
-/// completes. While an erasure is pending, the DPO cannot complete or deny its request.
+/// completes. While an erasure is pending, the DPO cannot deny its request, and completes it only
+/// when none of the stores it waits for is run any more ([`close_by_hand`]).
 ///
 /// # Errors
 /// A legal hold (409); `erasure_incomplete` (503) naming the stores that still hold the subject while
@@ -291,7 +292,9 @@ pub fn retry_pending(privacy: &Privacy, now: UtcMicros) -> Result<RetryReport, A
 /// erasure pending (409 `erasure_pending`): its own retries close it. `None`: nothing is pending.
 ///
 /// # Errors
-/// `erasure_pending` (409) while a failed store is registered; storage failures (503).
+/// `legal_hold` (409) while a hold stands; `erasure_pending` (409) while a failed store is
+/// registered; `erasure_incomplete` (503) when a notice still owed cannot be queued (the erasure
+/// stays pending); storage failures (503).
 pub fn close_by_hand(
     privacy: &Privacy,
     request: RequestId,
@@ -299,6 +302,14 @@ pub fn close_by_hand(
 ) -> Result<Option<ErasureCertificate>, ApiError> {
     let _settling = lock_pending(privacy);
     let Some(mut pending) = privacy.pending_erasures.get(request)? else { return Ok(None) };
+    // A standing hold stops the erasure's notices and certificate, as it stops its retries.
+    if privacy.requests.get(request).map_err(dsr_error)?.is_some_and(|r| r.status() == Status::OnHold) {
+        return Err(ApiError::new(
+            409,
+            "legal_hold",
+            "a legal hold stands on this request: release it before the erasure is closed",
+        ));
+    }
     let hooks = privacy.hooks();
     if pending.stores_failed.iter().any(|n| hooks.iter().any(|h| h.name() == n)) {
         return Err(still_pending(&pending));

@@ -164,7 +164,7 @@ pub struct Action {
 #[utoipa::path(post, path = "/v1/requests/{id}/actions", tag = "requests", summary = "Moves a request through its lifecycle",
     params(("id" = String, Path, description = "the request id")),
     request_body(content = Object, description = "{action, reason?, note?}", content_type = "application/json"),
-    responses((status = 200, description = "the request after the action", body = Object), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, description = "not allowed in the request's state, or an erasure still pending (`erasure_pending`)", body = ApiError)),
+    responses((status = 200, description = "the request after the action", body = Object), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, description = "not allowed in the request's state, or an erasure still pending (`erasure_pending`)", body = ApiError), (status = 503, description = "an erasure closed by hand could not queue a notice it owes (`erasure_incomplete`): it stays pending", body = ApiError)),
     security(("bearer" = [])))]
 pub async fn act(
     privacy: web::Data<Privacy>,

@@ -291,6 +291,14 @@ fn r_erase_3_the_dpo_closes_by_hand_an_erasure_whose_store_no_longer_runs() {
     let later = UtcMicros(UtcMicros::now().0 + 3600 * SECOND);
     let report = erasure::retry_pending(&w.privacy, later).unwrap();
     assert_eq!((report.retried, report.pending), (0, 1), "{report:?}");
+    // A standing legal hold stops the close, its notices and its certificate too.
+    let dpo = lethe_dsr::ActorRole::parse("dpo").unwrap();
+    let step = || lethe_dsr::Step::new(lethe_dsr::jiff::Timestamp::now(), dpo.clone());
+    w.privacy.requests.update(request, |r| r.place_hold(step(), lethe_dsr::HoldReason::AuthorityOrder)).unwrap();
+    let held = erasure::close_by_hand(&w.privacy, request, "dpo").unwrap_err();
+    assert_eq!((held.status, held.code), (409, "legal_hold"), "{}", held.message);
+    assert!(erasure::pending_erasures(&w.privacy).unwrap().len() == 1 && w.privacy.certificates.is_empty());
+    w.privacy.requests.update(request, |r| r.release_hold(step())).unwrap();
     let certificate = erasure::close_by_hand(&w.privacy, request, "dpo").unwrap().expect("it was pending");
     assert_eq!(certificate.certificate_id, pending.certificate.certificate_id);
     assert!(

@@ -1050,6 +1050,12 @@ impl EventStore for SledEventLog {
         self.shared.rotation_pending.load(Ordering::Acquire)
     }
 
+    /// From the key cache's set of erased subjects: filled from the fences at open, and by each
+    /// erasure before it answers.
+    fn is_erased(&self, subject: &Pseudonym) -> bool {
+        self.shared.cache.read().expect("key cache lock").erased.contains(subject)
+    }
+
     fn subject_state(&self, subject: &Pseudonym) -> Result<SubjectState> {
         if let Some(f) = self.shared.fence(subject)? {
             return Ok(SubjectState::Erased {

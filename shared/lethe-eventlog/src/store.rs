@@ -182,6 +182,13 @@ pub trait EventStore: Send + Sync + Debug {
     /// Storage failure.
     fn subject_state(&self, subject: &Pseudonym) -> Result<SubjectState>;
 
+    /// Whether the subject was erased (the log holds its erasure fence), answered from memory where
+    /// the backend can: callers on a request path ask it. A storage failure answers `false` here;
+    /// [`Self::subject_state`] reports it.
+    fn is_erased(&self, subject: &Pseudonym) -> bool {
+        matches!(self.subject_state(subject), Ok(SubjectState::Erased { .. }))
+    }
+
     /// Crypto-shreds a subject: writes an erasure fence to the log and destroys the subject's data
     /// keys in the live key store. Final for the data directory after the next [`Self::rotate_keys`].
     ///

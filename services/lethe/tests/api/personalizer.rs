@@ -379,4 +379,10 @@ async fn rank_events_outlive_a_restart_and_go_with_their_subjects_erasure_r_eras
         (app.engine.rank_events.decision("rhea-after"), app.engine.rank_events.of_subject(&rhea).len()),
         (None, 0)
     );
+    // An event goes with its decision, when the attribution window ends.
+    let now = lethe_domain::UtcMicros::now();
+    app.engine.expire(now);
+    assert!(app.engine.rank_events.decision("nobody").is_some(), "still in its window");
+    app.engine.expire(lethe_domain::UtcMicros(now.0 + 366 * 86_400_000_000));
+    assert!(app.engine.rank_events.is_empty(), "gone with its decision");
 }
