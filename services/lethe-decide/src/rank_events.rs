@@ -152,30 +152,26 @@ impl EventIds {
     /// Keeps only the events whose decision `keep` still holds (the engine's attribution window,
     /// so that the events a restart rebuilds are the ones a running engine has): how many went.
     pub fn retain_decisions(&self, keep: impl Fn(&Uuid) -> bool) -> usize {
+        self.retain(|e| keep(&e.decision))
+    }
+
+    /// Forgets every event of `subject` (its erasure): whether there was any.
+    pub fn forget(&self, subject: &Pseudonym) -> bool {
+        self.retain(|e| e.subject != Some(*subject)) > 0
+    }
+
+    /// Keeps the events `keep` accepts, and their places in the order: how many went.
+    fn retain(&self, keep: impl Fn(&Event) -> bool) -> usize {
         let mut events = self.lock();
         let events = &mut *events;
         let before = events.by_id.len();
-        events.by_id.retain(|_, e| keep(&e.decision));
+        events.by_id.retain(|_, e| keep(e));
         let gone = before - events.by_id.len();
         if gone > 0 {
             let by_id = &events.by_id;
             events.order.retain(|(n, id)| by_id.get(id).is_some_and(|e| e.number == *n));
         }
         gone
-    }
-
-    /// Forgets every event of `subject` (its erasure): whether there was any.
-    pub fn forget(&self, subject: &Pseudonym) -> bool {
-        let mut events = self.lock();
-        let events = &mut *events;
-        let before = events.by_id.len();
-        events.by_id.retain(|_, e| e.subject != Some(*subject));
-        let forgot = events.by_id.len() != before;
-        if forgot {
-            let by_id = &events.by_id;
-            events.order.retain(|(n, id)| by_id.get(id).is_some_and(|e| e.number == *n));
-        }
-        forgot
     }
 }
 
