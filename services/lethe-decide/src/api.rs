@@ -441,11 +441,31 @@ pub async fn versions(
     Ok(HttpResponse::Ok().json(state.engine.versions(i)))
 }
 
+/// Policy parameters as an admin sends them: an unknown field (a misspelt `epsilon`) is refused,
+/// not ignored. Versions already registered keep reading leniently ([`PolicyParams`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamsBody {
+    alpha: f64,
+    lambda: f64,
+    #[serde(default)]
+    epsilon: Option<f64>,
+    prior: Vec<f64>,
+    #[serde(default)]
+    engagement: Option<String>,
+}
+
+impl From<ParamsBody> for PolicyParams {
+    fn from(p: ParamsBody) -> Self {
+        Self { alpha: p.alpha, lambda: p.lambda, epsilon: p.epsilon, prior: p.prior, engagement: p.engagement }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CanaryBody {
     #[serde(default)]
-    params: Option<PolicyParams>,
+    params: Option<ParamsBody>,
     share_permille: u16,
     #[serde(default)]
     rule: Option<CanarySettings>,
@@ -453,7 +473,7 @@ struct CanaryBody {
 
 /// `POST /v1/decide/slots/{slot}/canary`.
 #[utoipa::path(post, path = "/v1/decide/slots/{slot}/canary", tag = "decisions", summary = "Registers a new policy version and serves it to a share of the subjects",
-    params(("slot" = String, Path)), request_body(content = Object, description = "{params?: {alpha, lambda, epsilon?, prior}, share_permille, rule?: {min_impressions, max_relative_drop, z}}", content_type = "application/json"),
+    params(("slot" = String, Path)), request_body(content = Object, description = "{params?: {alpha, lambda, epsilon?, prior, engagement?} (an unknown field is refused), share_permille, rule?: {min_impressions, max_relative_drop, z}}", content_type = "application/json"),
     responses((status = 201, body = Object), (status = 400, body = ApiError), (status = 403, body = ApiError)), security(("bearer" = [])))]
 pub async fn canary(
     state: web::Data<DecideState>,
@@ -468,7 +488,8 @@ pub async fn canary(
         rule.check().map_err(|e| ApiError::bad_request("invalid_rule", e))?;
     }
     let engine = Arc::clone(&state.engine);
-    let detail = web::block(move || engine.start_canary(i, b.params.unwrap_or_default(), b.share_permille, "admin"))
+    let params = b.params.map_or_else(PolicyParams::default, PolicyParams::from);
+    let detail = web::block(move || engine.start_canary(i, params, b.share_permille, "admin"))
         .await
         .map_err(|_| ApiError::new(500, "internal", "canary task failed"))??;
     // The rule changes only with a canary that started: a refused request changes nothing.
@@ -511,14 +532,14 @@ pub async fn act(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EvaluateBody {
-    params: PolicyParams,
+    params: ParamsBody,
     #[serde(default)]
     max_weight: Option<f64>,
 }
 
 /// `POST /v1/decide/slots/{slot}/evaluate`: off-policy evaluation of a candidate policy.
 #[utoipa::path(post, path = "/v1/decide/slots/{slot}/evaluate", tag = "decisions", summary = "Estimates a candidate policy's CTR from the logged decisions (IPS, SNIPS, DR)",
-    params(("slot" = String, Path)), request_body(content = Object, description = "{params: {alpha, lambda, epsilon?, prior}, max_weight?}", content_type = "application/json"),
+    params(("slot" = String, Path)), request_body(content = Object, description = "{params: {alpha, lambda, epsilon?, prior, engagement?} (an unknown field is refused), max_weight?}", content_type = "application/json"),
     responses((status = 200, body = Object), (status = 400, body = ApiError), (status = 409, description = "nothing logged yet", body = ApiError)), security(("bearer" = [])))]
 pub async fn evaluate(
     state: web::Data<DecideState>,
@@ -530,7 +551,8 @@ pub async fn evaluate(
     let i = slot_index(&state.engine, &path)?;
     let b: EvaluateBody = parse(&body)?;
     let engine = Arc::clone(&state.engine);
-    let report = web::block(move || crate::ope::evaluate_slot(&engine, i, &b.params, b.max_weight))
+    let params = PolicyParams::from(b.params);
+    let report = web::block(move || crate::ope::evaluate_slot(&engine, i, &params, b.max_weight))
         .await
         .map_err(|_| ApiError::new(500, "internal", "evaluation task failed"))??;
     Ok(HttpResponse::Ok().json(report))

@@ -658,6 +658,11 @@ async fn canaries_are_rolled_back_or_promoted_by_their_measured_ctr_and_audited(
             "invalid_rule",
         ),
         (json!({"share_permille": 5000, "rule": loose}), "invalid_params"),
+        // A misspelt parameter is refused, not silently left at its default.
+        (
+            json!({"share_permille": 100, "params": {"alpha": 0.1, "lambda": 10.0, "prior": vec![0.0; D], "epsilom": 0.5}}),
+            "invalid_json",
+        ),
     ] {
         let (status, body) = app.post("/v1/decide/slots/home-hero/canary", Some(&admin), &request).await;
         assert_eq!((status, body["code"].as_str()), (400, Some(code)), "{body}");
