@@ -175,26 +175,8 @@ impl ConsentBook {
 
 #[cfg(test)]
 mod tests {
-    use lethe_consent::{ConsentMethod, NoticeRef};
-    use lethe_domain::UtcMicros;
-
     use super::*;
-
-    fn record(user: bool) -> ConsentRecord {
-        ConsentRecord {
-            record_id: uuid::Uuid::new_v4(),
-            collected_at: UtcMicros(1),
-            jurisdiction: "EU".into(),
-            method: ConsentMethod::Banner,
-            notice: NoticeRef { id: "banner".into(), version: 1, content_hash: String::new() },
-            choices: vec![],
-            recipients: vec![],
-            locale: "en".into(),
-            gpc: false,
-            sdk_version: None,
-            subject_is_user: user,
-        }
-    }
+    use crate::testing::grant;
 
     /// R-DSR-4: a consent record for a `userId`, or a stored user-keyed event, makes the pseudonym
     /// an account's for good (a later anonymous record does not undo it); an erasure forgets it.
@@ -203,9 +185,9 @@ mod tests {
         let book = ConsentBook::default();
         let (anna, visitor, bob) =
             (Pseudonym::from_bytes([1; 32]), Pseudonym::from_bytes([2; 32]), Pseudonym::from_bytes([3; 32]));
-        book.add_consent(anna, record(true));
-        book.add_consent(anna, record(false));
-        book.add_consent(visitor, record(false));
+        book.add_consent(anna, grant(&[], true));
+        book.add_consent(anna, grant(&[], false));
+        book.add_consent(visitor, grant(&[], false));
         book.mark_user(bob);
         assert!(book.is_user(&anna) && book.is_user(&bob));
         assert!(!book.is_user(&visitor));

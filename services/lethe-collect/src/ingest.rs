@@ -775,6 +775,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
+    use crate::testing::grant;
 
     /// R-CONSENT-1: a GPC record names only the jurisdiction and locale the message told.
     #[test]
@@ -1083,23 +1084,7 @@ mod tests {
         let auth = Arc::new(crate::auth::Auth::new(keys, lethe_auth::AuthConfig::default()));
         let state = CollectState::build(store.clone(), Arc::new(repo_policies()), auth).unwrap();
         let subject = pseudonymize(&SubjectId::parse("v-1").unwrap());
-        let analytics = Purpose::parse("analytics").unwrap();
-        state.book.add_consent(
-            subject,
-            ConsentRecord {
-                record_id: uuid::Uuid::new_v4(),
-                collected_at: UtcMicros::now(),
-                jurisdiction: "EU".into(),
-                method: ConsentMethod::Api,
-                notice: NoticeRef { id: "banner".into(), version: 1, content_hash: String::new() },
-                choices: vec![PurposeChoice { purpose: analytics, granted: true, legal_basis: "consent".into() }],
-                recipients: vec![],
-                locale: "en".into(),
-                gpc: false,
-                sdk_version: None,
-                subject_is_user: false,
-            },
-        );
+        state.book.add_consent(subject, grant(&["analytics"], false));
         let raws = [
             json!({"type": "track", "anonymousId": "v-1", "event": "Product Clicked", "messageId": "c-1",
                 "properties": {"product_id": "tent-2p", "category": "outdoor", "email": "v@example.com", "session_id": "s-77"}}),
@@ -1121,29 +1106,6 @@ mod tests {
         assert!(!String::from_utf8_lossy(&events[0].1.payload).contains("v@example.com"));
         let stored: Value = serde_json::from_slice(&events[1].1.payload).unwrap();
         assert_eq!(stored["properties"], json!({"depth": 75}));
-    }
-
-    fn grant(purposes: &[&str], user: bool) -> ConsentRecord {
-        ConsentRecord {
-            record_id: uuid::Uuid::new_v4(),
-            collected_at: UtcMicros::now(),
-            jurisdiction: "EU".into(),
-            method: ConsentMethod::Api,
-            notice: NoticeRef { id: "banner".into(), version: 1, content_hash: String::new() },
-            choices: purposes
-                .iter()
-                .map(|p| PurposeChoice {
-                    purpose: Purpose::parse(p).unwrap(),
-                    granted: true,
-                    legal_basis: "consent".into(),
-                })
-                .collect(),
-            recipients: vec![],
-            locale: "en".into(),
-            gpc: false,
-            sdk_version: None,
-            subject_is_user: user,
-        }
     }
 
     /// R-DSR-4, R-PSEUDO-1: an `anonymousId` and a `userId` of the same text share one pseudonym,

@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod minimize;
 pub mod ratelimit;
 pub mod segment;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@
 //! until every store has forgotten.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use ed25519_dalek::Signer;
 use lethe_audit::AuditKind;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::pending::PendingErasure;
-use crate::state::{dsr_error, Privacy};
+use crate::state::{dsr_error, ErasureHook, Privacy};
 use crate::time::{jiff_ts, rfc3339};
 
 /// The proof of an erasure handed to the subject and kept for the DPO. It names the subject only by
@@ -236,7 +237,7 @@ pub fn retry_pending(privacy: &Privacy, now: UtcMicros) -> Result<RetryReport, A
     let hooks = privacy.hooks();
     let mut report = RetryReport::default();
     for pending in privacy.pending_erasures.all()? {
-        let open_here = pending.stores_failed.iter().any(|n| hooks.iter().any(|h| h.name() == n));
+        let open_here = runs_a_failed_store(&hooks, &pending);
         if pending.next_attempt_at > now || (!pending.stores_failed.is_empty() && !open_here) {
             report.pending += 1;
             continue;
@@ -311,7 +312,7 @@ pub fn close_by_hand(
         ));
     }
     let hooks = privacy.hooks();
-    if pending.stores_failed.iter().any(|n| hooks.iter().any(|h| h.name() == n)) {
+    if runs_a_failed_store(&hooks, &pending) {
         return Err(still_pending(&pending));
     }
     let subject = fenced_subject(privacy, &pending)?;
@@ -369,6 +370,11 @@ fn postpone(privacy: &Privacy, mut pending: PendingErasure, now: UtcMicros) {
     if let Err(e) = keep(privacy, &pending) {
         tracing::error!(code = e.code, "a pending erasure cannot be postponed");
     }
+}
+
+/// Whether one of the stores a pending erasure waits for is among `hooks` (open in this process).
+fn runs_a_failed_store(hooks: &[Arc<dyn ErasureHook>], pending: &PendingErasure) -> bool {
+    pending.stores_failed.iter().any(|n| hooks.iter().any(|h| h.name() == n))
 }
 
 /// Calls again the stores a pending erasure waits for, then settles it. The caller holds the
