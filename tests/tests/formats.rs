@@ -209,8 +209,8 @@ fn a_layout_1_data_directory_is_upgraded_at_open() {
         assert_eq!(log.read_all(Position(1)).count(), 6);
     }
     let db = raw_log(dir.path());
-    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 5);
-    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&5u32.to_be_bytes()[..]));
+    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 6);
+    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&6u32.to_be_bytes()[..]));
     // The rebuilt index has one entry per event, pointing at its position.
     let mut expected: Vec<(Vec<u8>, Vec<u8>)> = positions
         .iter()
@@ -528,10 +528,10 @@ fn plain_bodies(log: &lethe_eventlog::SledEventLog, subject: &Pseudonym) -> Vec<
         .collect()
 }
 
-/// Layout 4 → 5 only stamps the version: the format-3 chunks of a layout-4 directory read as they
-/// are, and new group commits go into shared format-4 chunks next to them.
+/// Layouts 4 → 5 → 6 only stamp the version: the format-3 chunks of a layout-4 directory read as
+/// they are, and new group commits go into shared format-4 chunks next to them.
 #[test]
-fn a_layout_4_data_directory_is_stamped_5_and_its_format_3_chunks_still_read() {
+fn a_layout_4_data_directory_is_stamped_6_and_its_format_3_chunks_still_read() {
     use lethe_domain::EventBody::{Empty, Plain, Shredded};
     let dir = common::temp_dir();
     let (a, b) = seeded(dir.path());
@@ -567,7 +567,7 @@ fn a_layout_4_data_directory_is_stamped_5_and_its_format_3_chunks_still_read() {
         assert_eq!(log.read_all(Position(1)).count(), 10);
     }
     let db = raw_log(dir.path());
-    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&5u32.to_be_bytes()[..]));
+    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&6u32.to_be_bytes()[..]));
     let all = chunks(&db);
     assert_eq!(all.len(), 5, "the group went into one chunk");
     assert!(all[..4].iter().all(|(_, v)| v[0] == codec::CHUNK_FORMAT_V3), "old chunks are not rewritten");
@@ -843,4 +843,64 @@ fn a_deferred_append_alone_is_answered_when_its_window_ends() {
         assert!(log.head() >= appended.last_position, "{window:?}: answered before it was durable");
         assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..]]);
     }
+}
+
+fn open_indexing_past(dir: &std::path::Path, max_unindexed: usize) -> lethe_eventlog::SledEventLog {
+    let mut config = lethe_eventlog::LogConfig::new(dir, common::master());
+    config.defer_window = std::time::Duration::ZERO;
+    config.max_unindexed_runs = max_unindexed;
+    lethe_eventlog::SledEventLog::open(config).expect("open the log")
+}
+
+fn marked_chunks(db: &sled::Db) -> Vec<u64> {
+    db.scan_prefix(b"u/").map(|kv| u64::from_be_bytes(kv.expect("scan").0[2..].try_into().expect("8 bytes"))).collect()
+}
+
+/// Layout 6: a deferred append (a decision receipt) writes its chunk and a `u/` mark, not a stream
+/// index entry; its run is read back (also after a crash-like reopen, from the marked chunk) and
+/// verifies. Past the limit, the next group indexes every waiting run of the oldest chunk's subjects
+/// in one multi-run entry per subject, keyed by its last run, and removes the marks it emptied.
+#[test]
+fn deferred_runs_wait_outside_the_index_and_are_indexed_in_bulk_past_the_limit() {
+    let dir = common::temp_dir();
+    let (a, b) = {
+        let log = open_indexing_past(dir.path(), usize::MAX);
+        let a = common::pseudonym(&log, "unindexed-a");
+        let b = common::pseudonym(&log, "unindexed-b");
+        common::append(&log, a, &[b"a-1"]);
+        for payload in ["a-2", "a-3"] {
+            let results = deferred(&log, request(a, &[payload])).recv().expect("answered");
+            assert!(results[0].is_ok());
+        }
+        deferred(&log, request(b, &["b-1"])).recv().expect("answered")[0].as_ref().expect("b appended");
+        common::append(&log, a, &[b"a-4"]);
+        assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3", b"a-4"]);
+        assert!(log.verify().expect("verify").ok());
+        (a, b)
+    };
+    {
+        let db = raw_log(dir.path());
+        // a-1 and a-4 have entries; a-2, a-3 and b-1 do not, and their chunks are marked.
+        let index: Vec<Vec<u8>> = stream_index(&db).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(index, vec![stream_entry(&a, 1), stream_entry(&a, 4)]);
+        assert_eq!(marked_chunks(&db).len(), 3, "one mark per chunk holding a deferred run");
+    }
+    // Reopened with no room: the runs are found again from the marks, and the next group indexes
+    // them all.
+    let log = open_indexing_past(dir.path(), 0);
+    assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3", b"a-4"]);
+    assert_eq!(plain_bodies(&log, &b), [&b"b-1"[..]]);
+    assert_eq!(log.append_batch(vec![request(b, &["b-2"])]).pop().expect("one").expect("b-2").last_seq.0, 2);
+    assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3", b"a-4"]);
+    assert_eq!(plain_bodies(&log, &b), [&b"b-1"[..], b"b-2"]);
+    let report = log.verify().expect("verify");
+    assert!(report.ok(), "{report:?}");
+    drop(log);
+    let db = raw_log(dir.path());
+    assert!(marked_chunks(&db).is_empty(), "every mark removed with the runs it held");
+    // a's two waiting runs went into one entry under the last one's sequence (3).
+    let multi = db.get(stream_entry(&a, 3)).expect("get").expect("a's multi-run entry");
+    assert_eq!((multi[0], multi.len()), (b'M', 1 + 2 * 20));
+    assert!(db.get(stream_entry(&a, 2)).expect("get").is_none());
+    assert!(db.get(stream_entry(&b, 1)).expect("get").is_some());
 }

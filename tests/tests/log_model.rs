@@ -8,13 +8,18 @@
 //! into tombstones), R-ERASE-1 (an erased subject's payloads read as `Shredded`), R-ERASE-2 (appends
 //! for an erased subject are refused, also after a reopen) and invariant 6 (a reopened log reads
 //! back the same).
+//!
+//! Deferred appends (decision receipts) are part of the model: their runs wait outside the stream
+//! index (layout 6) until more than the log's limit are waiting, which each case sets between 0
+//! (indexed with the next group) and a number no case reaches (indexed never, found again at every
+//! reopen from the marked chunks).
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use lethe_domain::{EventBody, ExpectedVersion, KeyId, NewEvent, Position, Pseudonym, Seq};
-use lethe_eventlog::{AppendRequest, Appended, EventStore, LogError, SledEventLog, SubjectState};
+use lethe_eventlog::{AppendRequest, Appended, EventStore, LogConfig, LogError, SledEventLog, SubjectState};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -45,6 +50,8 @@ struct AppendSpec {
 enum Op {
     /// One group commit of one or more requests.
     Append(Vec<AppendSpec>),
+    /// The same, as one deferred append (`append_batch_deferred`), waited for.
+    AppendDeferred(Vec<AppendSpec>),
     Read(usize),
     Erase(usize),
     Rotate,
@@ -71,7 +78,8 @@ fn append_spec() -> impl Strategy<Value = AppendSpec> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        8 => proptest::collection::vec(append_spec(), 1..4).prop_map(Op::Append),
+        6 => proptest::collection::vec(append_spec(), 1..4).prop_map(Op::Append),
+        4 => proptest::collection::vec(append_spec(), 1..4).prop_map(Op::AppendDeferred),
         3 => (0..SUBJECTS).prop_map(Op::Read),
         1 => (0..SUBJECTS).prop_map(Op::Erase),
         1 => Just(Op::Rotate),
@@ -238,9 +246,19 @@ fn check_everything(log: &SledEventLog, model: &Model, subjects: &[Pseudonym]) {
     assert_eq!(report.current_epoch, model.epoch);
 }
 
-fn run(ops: &[Op]) {
+/// Opens the log with at most `max_unindexed` runs of deferred appends left out of the index.
+fn open(dir: &std::path::Path, max_unindexed: usize) -> SledEventLog {
+    common::retry_while_locked(|| {
+        let mut config = LogConfig::new(dir, common::master());
+        config.max_unindexed_runs = max_unindexed;
+        SledEventLog::open(config)
+    })
+    .expect("open the log")
+}
+
+fn run(ops: &[Op], max_unindexed: usize) {
     let dir = common::temp_dir();
-    let mut log = common::open(dir.path());
+    let mut log = open(dir.path(), max_unindexed);
     let subjects: Vec<Pseudonym> =
         (0..SUBJECTS).map(|i| common::pseudonym(&log, &format!("model-subject-{i}"))).collect();
     let mut model = Model { log: Vec::new(), erased: BTreeSet::new(), rotated_at: 0, epoch: 1 };
@@ -248,7 +266,7 @@ fn run(ops: &[Op]) {
 
     for op in ops {
         match op {
-            Op::Append(specs) => {
+            Op::Append(specs) | Op::AppendDeferred(specs) => {
                 let mut next = model.clone();
                 let mut requests = Vec::new();
                 let mut want = Vec::new();
@@ -262,7 +280,14 @@ fn run(ops: &[Op]) {
                         events: events.collect(),
                     });
                 }
-                let got: Vec<Outcome> = log.append_batch(requests).into_iter().map(outcome).collect();
+                let results = if matches!(op, Op::AppendDeferred(_)) {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    log.append_batch_deferred(requests, Box::new(move |r| tx.send(r).expect("send")));
+                    rx.recv_timeout(std::time::Duration::from_secs(10)).expect("a deferred append is answered")
+                } else {
+                    log.append_batch(requests)
+                };
+                let got: Vec<Outcome> = results.into_iter().map(outcome).collect();
                 assert_eq!(got, want, "append {specs:?}");
                 model = next;
             }
@@ -305,7 +330,7 @@ fn run(ops: &[Op]) {
             Op::Reopen => {
                 let incarnation = log.incarnation();
                 drop(log);
-                log = common::open(dir.path());
+                log = open(dir.path(), max_unindexed);
                 assert_eq!(log.incarnation(), incarnation + 1, "every open bumps the incarnation");
             }
         }
@@ -317,8 +342,11 @@ fn run(ops: &[Op]) {
         check_stream(&log, &model, &subjects, s);
     }
     drop(log);
-    let log = common::open(dir.path());
+    let log = open(dir.path(), max_unindexed);
     check_everything(&log, &model, &subjects);
+    for s in 0..SUBJECTS {
+        check_stream(&log, &model, &subjects, s);
+    }
 }
 
 proptest! {
@@ -330,8 +358,11 @@ proptest! {
     })]
 
     #[test]
-    fn the_log_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(&ops);
+    fn the_log_behaves_like_its_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        max_unindexed in prop_oneof![Just(0usize), 1usize..6, Just(usize::MAX)],
+    ) {
+        run(&ops, max_unindexed);
     }
 }
 
@@ -340,7 +371,7 @@ proptest! {
 #[test]
 fn a_fixed_sequence_covers_every_operation() {
     let spec = |subject, expect, n: usize| AppendSpec { subject, expect, payloads: vec![vec![subject as u8; 3]; n] };
-    run(&[
+    let ops = [
         Op::Append(vec![spec(0, Expect::NoStream, 2), spec(0, Expect::Correct, 1), spec(1, Expect::Any, 3)]),
         Op::Append(vec![spec(0, Expect::Wrong { delta: 1, below: true }, 1), spec(1, Expect::NoStream, 1)]),
         Op::Append(vec![spec(2, Expect::Wrong { delta: 2, below: false }, 1), spec(2, Expect::Correct, 0)]),
@@ -358,5 +389,21 @@ fn a_fixed_sequence_covers_every_operation() {
         Op::Rotate,
         Op::Reopen,
         Op::Read(3),
-    ]);
+        // Deferred appends between ordinary ones, for the same subjects, across a reopen.
+        Op::AppendDeferred(vec![spec(1, Expect::Any, 1), spec(2, Expect::Any, 1)]),
+        Op::Append(vec![spec(1, Expect::Correct, 1)]),
+        Op::AppendDeferred(vec![spec(1, Expect::Correct, 2), spec(2, Expect::Wrong { delta: 1, below: false }, 1)]),
+        Op::Read(1),
+        Op::Reopen,
+        Op::Read(1),
+        Op::AppendDeferred(vec![spec(2, Expect::Any, 1)]),
+        Op::Erase(2),
+        Op::Read(2),
+        Op::Reopen,
+        Op::Read(2),
+    ];
+    // Deferred runs indexed with the next group, after a few, and never.
+    for max_unindexed in [0, 2, usize::MAX] {
+        run(&ops, max_unindexed);
+    }
 }

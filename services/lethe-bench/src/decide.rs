@@ -79,6 +79,7 @@ async fn constant(_body: web::Bytes) -> HttpResponse {
 }
 
 /// Runs the decision benchmark.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     subjects: usize,
     seconds: u64,
@@ -86,10 +87,13 @@ pub fn run(
     workers: usize,
     rate: f64,
     hold: Option<u64>,
+    max_unindexed: usize,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let master = MasterSource::Hex(hex::encode([9u8; 32]));
-    let store: Arc<dyn EventStore> = Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master.clone()))?);
+    let mut config = LogConfig::new(dir.path(), master.clone());
+    config.max_unindexed_runs = max_unindexed;
+    let store: Arc<dyn EventStore> = Arc::new(SledEventLog::open(config)?);
     let policies = Policies::builtin()?;
     let setup = Instant::now();
     let mut requests = Vec::with_capacity(1000);

@@ -9,6 +9,10 @@ mod ml;
 mod obd;
 mod privacy;
 
+// The allocator the `lethe` binary runs with, so that the figures are those of `lethe serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +81,10 @@ enum Suite {
         /// seconds, for `wrk` (see `tests/load/decide.sh`).
         #[arg(long)]
         hold: Option<u64>,
+        /// Most runs of decision receipts the log leaves out of its stream index at once
+        /// (`LogConfig::max_unindexed_runs`): a small value measures the log indexing them.
+        #[arg(long, default_value_t = lethe_eventlog::DEFAULT_MAX_UNINDEXED_RUNS)]
+        max_unindexed: usize,
     },
     /// The Open Bandit Dataset sample replayed through Lethe, and Lethe's policy evaluated off-policy
     /// beside the logged random and Bernoulli Thompson Sampling policies.
@@ -171,8 +179,8 @@ fn main() -> anyhow::Result<()> {
                 sled_probe()?;
             }
         }
-        Suite::Decide { subjects, seconds, concurrency, workers, rate, hold } => {
-            decide::run(subjects, seconds, concurrency, workers, rate, hold)?;
+        Suite::Decide { subjects, seconds, concurrency, workers, rate, hold, max_unindexed } => {
+            decide::run(subjects, seconds, concurrency, workers, rate, hold, max_unindexed)?;
         }
         Suite::Obd { data, epsilon } => obd::run(&data, epsilon)?,
         Suite::Http { seconds, concurrency, workers, hold } => http::run(seconds, concurrency, workers, hold)?,

@@ -41,6 +41,13 @@ pub struct Cli {
     /// Policy folder. Default: `./policies` when it exists, else the policies built into the binary.
     #[arg(long, global = true, env = "LETHE_POLICIES")]
     pub policies: Option<PathBuf>,
+    /// Runs of decision and outcome receipts the log may keep out of its stream index at once (about
+    /// 40 bytes of memory each). Indexing them later, several of a subject's in one entry, spares the
+    /// log a random index write per receipt; at start the waiting ones are read back from the log.
+    #[arg(long, global = true, env = "LETHE_MAX_UNINDEXED_RUNS",
+          default_value_t = lethe_eventlog::DEFAULT_MAX_UNINDEXED_RUNS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000_000))]
+    pub max_unindexed_runs: usize,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -319,8 +326,15 @@ pub enum KeysCommand {
     Rotate,
 }
 
+/// How the log of `cli`'s data directory is opened.
+fn log_config(cli: &Cli) -> LogConfig {
+    let mut config = LogConfig::new(&cli.data_dir, master_source(cli));
+    config.max_unindexed_runs = cli.max_unindexed_runs;
+    config
+}
+
 fn open_store(cli: &Cli) -> anyhow::Result<SledEventLog> {
-    let log = SledEventLog::open(LogConfig::new(&cli.data_dir, master_source(cli)))
+    let log = SledEventLog::open(log_config(cli))
         .with_context(|| format!("cannot open the data directory {}", cli.data_dir.display()))?;
     if log.dev_key_created() {
         tracing::warn!(
@@ -456,7 +470,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The feature-view checkpoint describes the log being replaced.
             lethe_personalize::views::discard_checkpoint(&cli.data_dir, &master_source(&cli))
                 .context("cannot discard the views checkpoint")?;
-            let (log, report) = lethe_eventlog::restore(LogConfig::new(&cli.data_dir, master_source(&cli)), file)
+            let (log, report) = lethe_eventlog::restore(log_config(&cli), file)
                 .with_context(|| format!("cannot restore {}", file.display()))?;
             let privacy = open_privacy(&cli, log)?;
             privacy.audit(AuditKind::Restore, "cli", None, serde_json::to_value(&report)?).map_err(api_err)?;

@@ -334,6 +334,17 @@ fn runs(body: &[u8]) -> impl Iterator<Item = Result<Run<'_>>> {
     })
 }
 
+/// The runs of a format-4 chunk as `(subject, first seq, count)`, without decoding their records.
+///
+/// # Errors
+/// [`LogError::Corrupt`] for a value of another format or a malformed run header.
+pub fn run_heads(bytes: &[u8]) -> Result<Vec<(Pseudonym, u64, u32)>> {
+    if !is_shared_chunk(bytes) {
+        return Err(LogError::Corrupt("expected a chunk of format 4".into()));
+    }
+    runs(&bytes[1..]).map(|r| r.map(|r| (r.subject, r.first_seq, r.count))).collect()
+}
+
 /// Decodes an `e/` value of any known format into its records, in position order.
 ///
 /// # Errors

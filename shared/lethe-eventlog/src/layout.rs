@@ -15,6 +15,10 @@
 //! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE) count (u32 BE): one entry per append request:
 //!   the chunk holding the subject's events `seq..seq+count` (in a shared chunk, among other
 //!   subjects' events). Layout 2 stored one entry per event, with no count.
+//!   Layout 6 also writes multi-run entries (see [`multi_stream_value`]) under the first sequence of
+//!   their last run: the runs of deferred appends, indexed in bulk some time after they were written.
+//! - `u/` pos (u64 BE) → empty: a chunk holding runs of deferred appends that no `s/` entry covers
+//!   yet (layout 6; see [`crate::unindexed`]); removed in the batch that indexes its last one
 //! - `f/` pseudonym (32) → fence record: position and time of the subject's erasure
 //! - `k/` pseudonym (32) key id (u32 BE) → the subject's data key, wrapped under an epoch KEK
 //! - `r/` expiry (u64 BE, µs) pseudonym (32) key id (u32 BE) → empty: the retention index, so that
@@ -28,10 +32,11 @@
 use sled::Db;
 
 use crate::codec;
+use crate::unindexed::RunRef;
 use crate::{LogError, Result};
 
 /// The layout this version writes.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 pub(crate) const META_LAYOUT: &[u8] = b"m/layout";
 pub(crate) const META_INCARNATION: &[u8] = b"m/incarnation";
@@ -41,6 +46,7 @@ pub(crate) const META_KEYSTORE: &[u8] = b"m/keystore";
 pub(crate) const EVENTS: &[u8] = b"e/";
 pub(crate) const STREAMS: &[u8] = b"s/";
 pub(crate) const FENCES: &[u8] = b"f/";
+pub(crate) const UNINDEXED: &[u8] = b"u/";
 pub(crate) const KEYS: &[u8] = b"k/";
 pub(crate) const RETENTION: &[u8] = b"r/";
 pub(crate) const META_RETENTION_SWEPT: &[u8] = b"m/retention_swept";
@@ -68,13 +74,52 @@ pub(crate) fn stream_value(pos: u64, count: u32) -> [u8; 12] {
     v
 }
 
-/// `(chunk position, events)` of a stream index entry; layout-2 entries (8 bytes) cover one event.
-pub(crate) fn parse_stream_value(v: &[u8]) -> Result<(u64, u32)> {
-    match v.len() {
-        8 => Ok((be_u64(v)?, 1)),
-        12 => Ok((be_u64(&v[..8])?, be_u32(&v[8..])?)),
-        _ => Err(LogError::Corrupt("malformed stream index entry".into())),
+/// The first byte of a multi-run stream index value.
+const MULTI_RUN: u8 = b'M';
+
+/// A stream index value covering several runs of one subject, each in its own chunk (layout 6):
+/// `'M'`, then per run `first seq (u64 BE) pos (u64 BE) count (u32 BE)`, in sequence order. Its key
+/// is the first sequence of the last run, so a subject's last key still names its last sequence.
+/// The length (1 + 20 n) never equals a single entry's (8 or 12 bytes).
+pub(crate) fn multi_stream_value(runs: &[RunRef]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + 20 * runs.len());
+    v.push(MULTI_RUN);
+    for r in runs {
+        v.extend_from_slice(&r.first_seq.to_be_bytes());
+        v.extend_from_slice(&r.pos.to_be_bytes());
+        v.extend_from_slice(&r.count.to_be_bytes());
     }
+    v
+}
+
+/// The runs of a stream index entry whose key names sequence `key_seq`: one for a single entry
+/// (layout-2 entries, 8 bytes, cover one event), one or more for a multi-run entry, whose last run
+/// must start at `key_seq`.
+pub(crate) fn parse_stream_entry(key_seq: u64, v: &[u8]) -> Result<Vec<RunRef>> {
+    let bad = || LogError::Corrupt("malformed stream index entry".into());
+    match v.len() {
+        8 => Ok(vec![RunRef { first_seq: key_seq, pos: be_u64(v)?, count: 1 }]),
+        12 => Ok(vec![RunRef { first_seq: key_seq, pos: be_u64(&v[..8])?, count: be_u32(&v[8..])? }]),
+        n if n > 1 && (n - 1) % 20 == 0 && v[0] == MULTI_RUN => {
+            let runs = v[1..]
+                .chunks_exact(20)
+                .map(|r| Ok(RunRef { first_seq: be_u64(&r[..8])?, pos: be_u64(&r[8..16])?, count: be_u32(&r[16..])? }))
+                .collect::<Result<Vec<_>>>()?;
+            let ordered = runs.windows(2).all(|w| w[0].first_seq + u64::from(w[0].count) <= w[1].first_seq);
+            if !ordered || runs.iter().any(|r| r.count == 0) || runs.last().map(|r| r.first_seq) != Some(key_seq) {
+                return Err(bad());
+            }
+            Ok(runs)
+        }
+        _ => Err(bad()),
+    }
+}
+
+pub(crate) fn unindexed_key(pos: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(UNINDEXED);
+    k[2..].copy_from_slice(&pos.to_be_bytes());
+    k
 }
 
 pub(crate) fn stream_prefix(subject: &[u8; 32]) -> [u8; 34] {
@@ -149,6 +194,7 @@ pub(crate) fn check_and_upgrade(db: &Db) -> Result<u32> {
             2 => stamp(db, 3)?,
             3 => stamp(db, 4)?,
             4 => stamp(db, 5)?,
+            5 => stamp(db, 6)?,
             other => return Err(LogError::Corrupt(format!("no upgrade step from layout {other}"))),
         }
         v += 1;
@@ -173,6 +219,10 @@ fn upgrade_1_to_2(db: &Db) -> Result<()> {
     Ok(())
 }
 
+/// Layout 6 leaves the runs of deferred appends out of the stream index for a while (chunks marked
+/// `u/`, multi-run `s/` entries written later); a layout-5 log has neither, so the step only stamps
+/// the version, which keeps an older Lethe (blind to unindexed runs) out.
+///
 /// Layout 5 stores the events of a whole group commit in shared chunks (chunk format 4, several
 /// subjects); the stream index keeps one entry per append request, now pointing into a shared chunk.
 /// Chunks of formats 1–3 stay readable as they are, so the step only stamps the version; the stamp

@@ -9,10 +9,11 @@ mod error;
 pub mod layout;
 mod sled_log;
 mod store;
+mod unindexed;
 
 pub use backup::{restore, BackupFile, BackupHeader, BackupReport, RestoreReport};
 pub use error::{LogError, Result};
-pub use sled_log::{LogConfig, SledEventLog, DEFAULT_DEFER_WINDOW, LOG_DIR};
+pub use sled_log::{LogConfig, SledEventLog, DEFAULT_DEFER_WINDOW, DEFAULT_MAX_UNINDEXED_RUNS, LOG_DIR};
 pub use store::{
     AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState,
     SubjectVerify, VerifyReport,

@@ -3,7 +3,7 @@
 //! the next group's work. See ARCHITECTURE.md, "The event log", for the write sequence and the
 //! recovery rules this file implements.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -23,13 +23,14 @@ use sha2::{Digest, Sha256};
 use crate::backup::{self, BackupHeader, BackupReport};
 use crate::codec::{self, ChunkWriter, StoredRecord};
 use crate::layout::{
-    self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, parse_stream_value, retention_key, stream_key,
-    stream_prefix, stream_value,
+    self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, multi_stream_value, parse_stream_entry,
+    retention_key, stream_key, stream_prefix, stream_value, unindexed_key,
 };
 use crate::store::{
     AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState, SubjectVerify,
     VerifyReport,
 };
+use crate::unindexed::{RunRef, Unindexed};
 use crate::{LogError, Result};
 
 /// Folder of the log database inside the data directory.
@@ -48,12 +49,29 @@ pub struct LogConfig {
     /// How long the log may hold the fsync of a deferred append
     /// ([`EventStore::append_batch_deferred`]) to share it with later appends.
     pub defer_window: Duration,
+    /// Most runs of deferred appends left out of the stream index at once (see `unindexed`): past
+    /// it, each group commit indexes the subjects of the oldest ones. More saves index writes when
+    /// subjects come back often; it costs memory (about 40 bytes a run) and reading at open.
+    pub max_unindexed_runs: usize,
 }
+
+/// The default [`LogConfig::max_unindexed_runs`].
+pub const DEFAULT_MAX_UNINDEXED_RUNS: usize = 500_000;
+
+/// Most entries one group commit writes to index waiting runs: the writer catches up over several
+/// groups rather than stalling one.
+const MAX_INDEX_ENTRIES_PER_GROUP: usize = 4096;
 
 impl LogConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>, master: MasterSource) -> Self {
-        Self { data_dir: data_dir.into(), master, max_group_events: 16_384, defer_window: DEFAULT_DEFER_WINDOW }
+        Self {
+            data_dir: data_dir.into(),
+            master,
+            max_group_events: 16_384,
+            defer_window: DEFAULT_DEFER_WINDOW,
+            max_unindexed_runs: DEFAULT_MAX_UNINDEXED_RUNS,
+        }
     }
 }
 
@@ -114,6 +132,8 @@ struct Shared {
     poisoned: AtomicBool,
     /// Every period key expiring at or before this instant (µs) is destroyed.
     retention_swept: AtomicI64,
+    /// Runs of deferred appends no stream index entry covers yet (written by the writer only).
+    unindexed: RwLock<Unindexed>,
 }
 
 #[derive(Default)]
@@ -141,6 +161,38 @@ impl std::fmt::Debug for SledEventLog {
 /// Opens the sled database. sled releases its file lock only when its background threads let go of
 /// a dropped database, a moment after the drop; a reopen in the same process waits for that, up to
 /// two seconds.
+/// The runs of deferred appends that no stream index entry covers: those of the marked chunks
+/// (`u/`) whose subject has no entry for them, single or multi-run.
+fn load_unindexed(log: &sled::Db) -> Result<Unindexed> {
+    let mut unindexed = Unindexed::default();
+    // Per subject met, the first sequences its index entries cover.
+    let mut covered: HashMap<Pseudonym, HashSet<u64>> = HashMap::new();
+    for item in log.scan_prefix(layout::UNINDEXED) {
+        let (k, _) = item?;
+        let pos = be_u64(&k[2..])?;
+        let chunk = log
+            .get(event_key(pos))?
+            .ok_or_else(|| LogError::Corrupt(format!("a chunk marked unindexed is missing at {pos}")))?;
+        for (subject, first_seq, count) in codec::run_heads(&chunk)? {
+            let seqs = match covered.entry(subject) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let mut seqs = HashSet::new();
+                    for item in log.scan_prefix(stream_prefix(subject.as_bytes())) {
+                        let (k, v) = item?;
+                        seqs.extend(parse_stream_entry(be_u64(&k[34..])?, &v)?.iter().map(|r| r.first_seq));
+                    }
+                    e.insert(seqs)
+                }
+            };
+            if !seqs.contains(&first_seq) {
+                unindexed.add(subject, RunRef { first_seq, pos, count });
+            }
+        }
+    }
+    Ok(unindexed)
+}
+
 fn open_db(path: &Path) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
@@ -236,6 +288,7 @@ impl SledEventLog {
             );
         }
 
+        let unindexed = load_unindexed(&log)?;
         let shared = Arc::new(Shared {
             data_dir: dir.clone(),
             log,
@@ -246,6 +299,7 @@ impl SledEventLog {
             rotation_pending: AtomicBool::new(rotation_pending),
             poisoned: AtomicBool::new(false),
             retention_swept: AtomicI64::new(retention_swept as i64),
+            unindexed: RwLock::new(unindexed),
         });
 
         let (tx, rx) = mpsc::channel();
@@ -258,6 +312,7 @@ impl SledEventLog {
             flusher: flush_tx,
             defer_window: config.defer_window,
             deferred: None,
+            max_unindexed: config.max_unindexed_runs,
         };
         if shared.keyring.read().expect("keyring lock").epochs().len() > 1 {
             tracing::warn!("completing a key rotation that was interrupted");
@@ -419,15 +474,32 @@ impl Shared {
         self.log.get(layout::META_ROTATED_AT)?.map(|v| be_u64(&v)).transpose().map(|v| v.unwrap_or(0))
     }
 
+    /// The subject's last sequence: its last index entry's (whose key names the highest run) or
+    /// its last unindexed run's, whichever is higher.
     fn stream_head(&self, subject: &Pseudonym) -> Result<Option<Seq>> {
-        match self.log.scan_prefix(stream_prefix(subject.as_bytes())).next_back() {
+        let indexed = match self.log.scan_prefix(stream_prefix(subject.as_bytes())).next_back() {
             Some(item) => {
                 let (k, v) = item?;
-                let (_, count) = parse_stream_value(&v)?;
-                Ok(Some(Seq(be_u64(&k[34..])? + u64::from(count) - 1)))
+                parse_stream_entry(be_u64(&k[34..])?, &v)?.last().map(RunRef::last_seq)
             }
-            None => Ok(None),
+            None => None,
+        };
+        let waiting = self.unindexed.read().expect("unindexed lock").last_seq(subject);
+        Ok(indexed.max(waiting).map(Seq))
+    }
+
+    /// The runs of `subject`'s stream, in sequence order: its index entries and its unindexed runs.
+    fn stream_runs(&self, subject: &Pseudonym) -> Result<Vec<RunRef>> {
+        // Waiting runs first: the writer indexes them (in sled) before it drops them here, so a run
+        // moved in between is found in the index read after.
+        let mut runs = self.unindexed.read().expect("unindexed lock").runs_of(subject);
+        for item in self.log.scan_prefix(stream_prefix(subject.as_bytes())) {
+            let (k, v) = item?;
+            runs.extend(parse_stream_entry(be_u64(&k[34..])?, &v)?);
         }
+        runs.sort_unstable_by_key(|r| r.first_seq);
+        runs.dedup_by_key(|r| r.first_seq);
+        Ok(runs)
     }
 }
 
@@ -478,6 +550,8 @@ struct Writer {
     defer_window: Duration,
     /// Applied groups of deferred appends only, and when their fsync is due at the latest.
     deferred: Option<(Instant, FlushJob)>,
+    /// [`LogConfig::max_unindexed_runs`].
+    max_unindexed: usize,
 }
 
 impl Writer {
@@ -581,12 +655,27 @@ impl Writer {
         let mut staged: HashMap<Pseudonym, Seq> = HashMap::new();
         let mut pos = self.applied;
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
+        // Past the limit, the group's batch also indexes the waiting runs of the oldest marked
+        // chunks: one multi-run entry per subject, under its last run's first sequence.
+        let plan =
+            self.shared.unindexed.read().expect("unindexed lock").plan(self.max_unindexed, MAX_INDEX_ENTRIES_PER_GROUP);
+        for (subject, runs) in &plan.entries {
+            let last = runs.last().expect("a planned entry has runs").first_seq;
+            batch.insert(&stream_key(subject.as_bytes(), last)[..], multi_stream_value(runs));
+        }
+        for &at in &plan.cleared {
+            batch.remove(&unindexed_key(at)[..]);
+        }
         // The group's events go into shared chunks (format 4), one run per request; a chunk is
         // closed when the next run would make it too large. Each request keeps its own stream index
-        // entry, pointing at the chunk that holds its run.
+        // entry, pointing at the chunk that holds its run, except a deferred append's: its run waits
+        // in memory (`unindexed`), and its chunk is marked so that an open finds it again.
         let mut chunk = ChunkWriter::new();
         let mut chunk_pos = 0u64;
-        for (reqs, _) in &group {
+        let mut chunk_marked = false;
+        let mut waiting: Vec<(Pseudonym, RunRef)> = Vec::new();
+        for (reqs, reply) in &group {
+            let deferred = reply.deferred();
             let mut out = Vec::with_capacity(reqs.len());
             for req in reqs {
                 let staged_req = self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch);
@@ -594,6 +683,9 @@ impl Writer {
                     if !chunk.fits(&records) {
                         let full = std::mem::take(&mut chunk);
                         batch.insert(&event_key(chunk_pos)[..], full.finish());
+                        if std::mem::take(&mut chunk_marked) {
+                            batch.insert(&unindexed_key(chunk_pos)[..], &[][..]);
+                        }
                     }
                     if chunk.is_empty() {
                         chunk_pos = appended.first_position.0;
@@ -601,10 +693,15 @@ impl Writer {
                     chunk.push_run(&records);
                     let count = u32::try_from(records.len()).expect("checked by stage");
                     let first_seq = appended.last_seq.0 + 1 - u64::from(count);
-                    batch.insert(
-                        &stream_key(req.subject.as_bytes(), first_seq)[..],
-                        &stream_value(chunk_pos, count)[..],
-                    );
+                    if deferred {
+                        chunk_marked = true;
+                        waiting.push((req.subject, RunRef { first_seq, pos: chunk_pos, count }));
+                    } else {
+                        batch.insert(
+                            &stream_key(req.subject.as_bytes(), first_seq)[..],
+                            &stream_value(chunk_pos, count)[..],
+                        );
+                    }
                     appended
                 }));
             }
@@ -612,8 +709,12 @@ impl Writer {
         }
         if !chunk.is_empty() {
             batch.insert(&event_key(chunk_pos)[..], chunk.finish());
+            if chunk_marked {
+                batch.insert(&unindexed_key(chunk_pos)[..], &[][..]);
+            }
         }
-        let applied = if pos > self.applied { self.shared.log.apply_batch(batch) } else { Ok(()) };
+        let applied =
+            if pos > self.applied || !plan.entries.is_empty() { self.shared.log.apply_batch(batch) } else { Ok(()) };
         if let Err(e) = applied {
             tracing::error!(error = %e, "applying a group failed; the log stops accepting writes");
             self.shared.poisoned.store(true, Ordering::Release);
@@ -627,6 +728,13 @@ impl Writer {
             return;
         }
         self.applied = pos;
+        if !plan.entries.is_empty() || !waiting.is_empty() {
+            let mut unindexed = self.shared.unindexed.write().expect("unindexed lock");
+            unindexed.indexed(&plan);
+            for (subject, run) in waiting {
+                unindexed.add(subject, run);
+            }
+        }
         for (s, seq) in staged {
             self.heads.insert(s, Some(seq));
         }
@@ -988,13 +1096,10 @@ impl EventStore for SledEventLog {
         let head = self.shared.head.load(Ordering::Acquire);
         // Requests of one subject in one group share a chunk: fetch it once.
         let mut chunk: Option<(u64, sled::IVec)> = None;
-        for item in self.shared.log.scan_prefix(stream_prefix(subject.as_bytes())) {
-            let (k, v) = item?;
-            let (pos, count) = parse_stream_value(&v)?;
+        for RunRef { first_seq, pos, count } in self.shared.stream_runs(subject)? {
             if pos > head {
                 break; // applied, not yet durable: invisible to readers
             }
-            let first_seq = be_u64(&k[34..])?;
             let raw = match chunk.take() {
                 Some((at, raw)) if at == pos => raw,
                 _ => self
@@ -1102,6 +1207,32 @@ impl EventStore for SledEventLog {
         let rotated_at = self.shared.rotated_at()?;
         let mut expected_pos = 1u64;
         let head = self.shared.head.load(Ordering::Acquire);
+        // Every run the stream index covers, by (subject, first sequence), and per subject in
+        // sequence order: its entries (single or multi-run) and the runs waiting in memory (read
+        // first: the writer indexes them before it drops them there).
+        let mut streams: BTreeMap<Pseudonym, Vec<RunRef>> = BTreeMap::new();
+        for (subject, runs) in self.shared.unindexed.read().expect("unindexed lock").all() {
+            streams.entry(*subject).or_default().extend(runs);
+        }
+        for item in self.shared.log.scan_prefix(layout::STREAMS) {
+            let (k, v) = item?;
+            let parsed = if k.len() == 42 {
+                be_u64(&k[34..]).and_then(|seq| parse_stream_entry(seq, &v))
+            } else {
+                Err(LogError::Corrupt(String::new()))
+            };
+            let Ok(runs) = parsed else {
+                report.problems.push("malformed stream index entry".into());
+                continue;
+            };
+            streams.entry(Pseudonym::from_bytes(k[2..34].try_into().expect("32 bytes"))).or_default().extend(runs);
+        }
+        let mut starts: HashMap<(Pseudonym, u64), (u64, u32)> = HashMap::new();
+        for (subject, runs) in &mut streams {
+            runs.sort_unstable_by_key(|r| r.first_seq);
+            runs.dedup_by_key(|r| r.first_seq);
+            starts.extend(runs.iter().map(|r| ((*subject, r.first_seq), (r.pos, r.count))));
+        }
         for item in self.shared.log.range(event_key(1)..=event_key(head)) {
             let (k, v) = item?;
             let chunk_pos = be_u64(&k[2..])?;
@@ -1149,9 +1280,8 @@ impl EventStore for SledEventLog {
                     }
                     _ => {
                         entries += 1;
-                        let entry = self.shared.log.get(stream_key(env.subject.as_bytes(), env.seq.0))?;
-                        match entry.map(|p| parse_stream_value(&p)) {
-                            Some(Ok((p, count))) if p == chunk_pos && count > 0 => {
+                        match starts.get(&(env.subject, env.seq.0)) {
+                            Some(&(p, count)) if p == chunk_pos && count > 0 => {
                                 runs.insert(env.subject, (env.seq.0 + 1, count - 1));
                             }
                             _ => report.problems.push(format!(
@@ -1183,8 +1313,6 @@ impl EventStore for SledEventLog {
         // The stream index holds nothing else: each subject's entries tile its sequences 1..=last
         // without gap or overlap. With the walk above, every entry then points at a chunk holding
         // exactly its events.
-        // (subject, next sequence due, whether an entry past the durable head was met)
-        let mut tiling: Option<(Pseudonym, u64, bool)> = None;
         let close = |report: &mut VerifyReport, tiled: Option<(Pseudonym, u64, bool)>| {
             if let Some((s, next, _)) = tiled {
                 let last = last_seq.get(&s).copied().unwrap_or(0);
@@ -1197,33 +1325,27 @@ impl EventStore for SledEventLog {
                 }
             }
         };
-        for item in self.shared.log.scan_prefix(layout::STREAMS) {
-            let (k, v) = item?;
-            let parsed = (k.len() == 42).then(|| (be_u64(&k[34..]), parse_stream_value(&v)));
-            let Some((Ok(seq), Ok((pos, count)))) = parsed else {
-                report.problems.push("malformed stream index entry".into());
-                continue;
-            };
-            let subject = Pseudonym::from_bytes(k[2..34].try_into().expect("32 bytes"));
-            if tiling.is_none_or(|(s, _, _)| s != subject) {
-                close(&mut report, tiling.take());
-                tiling = Some((subject, 1, false));
+        for (subject, runs) in streams {
+            // (subject, next sequence due, whether an entry past the durable head was met)
+            let mut tiled = (subject, 1u64, false);
+            for r in runs {
+                let (_, next, past_head) = &mut tiled;
+                // Applied but not yet durable, and so is everything after it in this stream.
+                *past_head |= r.pos > head;
+                if *past_head {
+                    continue;
+                }
+                if r.first_seq != *next || r.count == 0 {
+                    report.problems.push(format!(
+                        "stream index of {}…: entry at sequence {} where {next} was due",
+                        &subject.to_hex()[..12],
+                        r.first_seq
+                    ));
+                }
+                *next = r.first_seq.saturating_add(u64::from(r.count));
             }
-            let Some((_, next, past_head)) = tiling.as_mut() else { continue };
-            // Applied but not yet durable, and so is everything after it in this stream.
-            *past_head |= pos > head;
-            if *past_head {
-                continue;
-            }
-            if seq != *next || count == 0 {
-                report.problems.push(format!(
-                    "stream index of {}…: entry at sequence {seq} where {next} was due",
-                    &subject.to_hex()[..12]
-                ));
-            }
-            *next = seq.saturating_add(u64::from(count));
+            close(&mut report, Some(tiled));
         }
-        close(&mut report, tiling.take());
         report.subjects = last_seq.len() as u64;
         let cache = self.shared.cache.read().expect("key cache lock");
         report.erased_subjects = cache.erased.len() as u64;

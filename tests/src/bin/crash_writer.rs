@@ -1,6 +1,8 @@
 //! The crash test's victim: opens a data directory and appends batches from a few threads until it
 //! is killed. After each acknowledged append it prints an `acked` line and flushes it, so that the
-//! test knows exactly which batches the log promised to keep.
+//! test knows exactly which batches the log promised to keep. The first thread's appends are deferred
+//! (as decision receipts are), so their runs wait outside the stream index; the log indexes them past
+//! a few waiting runs, so that kills land before, during and after that.
 //!
 //! Usage: `crash_writer <data-dir> <run> <seed>`, master secret in `LETHE_MASTER_KEY` (hex).
 #![forbid(unsafe_code)]
@@ -45,7 +47,9 @@ fn print(line: Line) {
 }
 
 fn write_until_killed(dir: PathBuf, run: u64, seed: u64, master: String) -> Result<(), String> {
-    let log = SledEventLog::open(LogConfig::new(dir, MasterSource::Hex(master))).map_err(|e| e.to_string())?;
+    let mut config = LogConfig::new(dir, MasterSource::Hex(master));
+    config.max_unindexed_runs = 16;
+    let log = SledEventLog::open(config).map_err(|e| e.to_string())?;
     print(Line::Opened { incarnation: log.incarnation() });
     let subjects: Vec<_> =
         (0..SUBJECTS).map(|i| log.pseudonymize(&SubjectId::parse(&subject_id(i)).expect("valid subject id"))).collect();
@@ -65,7 +69,8 @@ fn write_until_killed(dir: PathBuf, run: u64, seed: u64, master: String) -> Resu
         for t in 0..THREADS {
             let mine: Vec<(usize, u64)> = (t..SUBJECTS).step_by(THREADS).map(|i| (i, heads[i])).collect();
             scope.spawn(move || {
-                if let Err(e) = worker(log, subjects, mine, run * 1_000_000 + t as u64 * 100_000, seed ^ t as u64) {
+                let first = run * 1_000_000 + t as u64 * 100_000;
+                if let Err(e) = worker(log, subjects, mine, first, seed ^ t as u64, t == 0) {
                     fail(&e);
                 }
             });
@@ -90,6 +95,7 @@ fn worker(
     mut mine: Vec<(usize, u64)>,
     first_batch: u64,
     seed: u64,
+    deferred: bool,
 ) -> Result<(), String> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let event_type = EventType::parse("crash.appended").expect("valid type");
@@ -115,9 +121,16 @@ fn worker(
                 payload: BatchEvent { subject, batch, index, size }.encode(),
             })
             .collect();
-        let appended = log
-            .append(AppendRequest { subject: subjects[subject], expected, events })
-            .map_err(|e| format!("batch {batch}: {e}"))?;
+        let request = AppendRequest { subject: subjects[subject], expected, events };
+        let appended = if deferred {
+            let (tx, rx) = std::sync::mpsc::channel();
+            log.append_batch_deferred(vec![request], Box::new(move |r| drop(tx.send(r))));
+            let mut results = rx.recv().map_err(|_| format!("batch {batch}: no answer"))?;
+            results.pop().ok_or_else(|| format!("batch {batch}: no result"))?
+        } else {
+            log.append(request)
+        }
+        .map_err(|e| format!("batch {batch}: {e}"))?;
         if appended.last_seq.0 != head + u64::from(size) {
             return Err(format!("batch {batch}: stream at {} after appending {size} to {head}", appended.last_seq.0));
         }

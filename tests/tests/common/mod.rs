@@ -35,7 +35,7 @@ pub fn raw_sled(path: &Path) -> sled::Db {
 /// sled releases its file lock when its last background IO thread lets go of the database, which
 /// can be a moment after the `Db` (or the log holding it) is dropped. A reopen in the same process
 /// waits for that, up to two seconds; any other error is returned at once.
-fn retry_while_locked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+pub fn retry_while_locked<T, E: std::fmt::Display>(mut open: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         match open() {
