@@ -904,3 +904,164 @@ fn deferred_runs_wait_outside_the_index_and_are_indexed_in_bulk_past_the_limit()
     assert!(db.get(stream_entry(&a, 2)).expect("get").is_none());
     assert!(db.get(stream_entry(&b, 1)).expect("get").is_some());
 }
+
+/// Readers racing the writer while it indexes waiting runs in bulk (a limit of 2, so nearly every
+/// group writes multi-run entries and drops runs from memory): every read of a stream is whole,
+/// numbered 1, 2, 3… with no run missing or doubled, and never shorter than an earlier read.
+#[test]
+fn readers_racing_bulk_indexing_see_whole_streams() {
+    let dir = common::temp_dir();
+    let log = open_indexing_past(dir.path(), 2);
+    let subjects: Vec<Pseudonym> = (0..4).map(|i| common::pseudonym(&log, &format!("race-{i}"))).collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut seen = [0usize; 4];
+                    let mut reads = 0u64;
+                    while !done.load(std::sync::atomic::Ordering::Acquire) {
+                        for (i, s) in subjects.iter().enumerate() {
+                            let events = log.read_stream(s).expect("read_stream");
+                            let seqs: Vec<u64> = events.iter().map(|e| e.envelope.seq.0).collect();
+                            assert!(seqs.iter().copied().eq(1..=seqs.len() as u64), "a torn stream: {seqs:?}");
+                            assert!(seqs.len() >= seen[i], "a stream shrank from {} to {}", seen[i], seqs.len());
+                            seen[i] = seqs.len();
+                            let state = log.subject_state(s).expect("subject_state");
+                            if let lethe_eventlog::SubjectState::Active { events, .. } = state {
+                                assert!(events as usize >= seqs.len(), "the head is behind a read");
+                            }
+                            reads += 1;
+                        }
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for round in 0..150 {
+            let rxs: Vec<_> = subjects
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (round + i) % 3 != 0)
+                .map(|(_, s)| deferred(&log, request(*s, &["receipt"])))
+                .collect();
+            if round % 10 == 0 {
+                common::append(&log, subjects[round % 4], &[b"ordinary"]);
+            }
+            for rx in rxs {
+                rx.recv().expect("answered")[0].as_ref().expect("appended");
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        for r in readers {
+            assert!(r.join().expect("reader") > 0);
+        }
+    });
+    let report = log.verify().expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.events, log.head().0);
+}
+
+/// `verify` checks the marks: a chunk whose waiting run lost its mark is found (the run is neither
+/// indexed nor waiting after a reopen), and so is a mark on a chunk with nothing waiting. A mark on
+/// a chunk that is missing does not stop the log from opening: it reads, `verify` says what is
+/// wrong, and writes are refused, so that no sequence is handed out twice.
+#[test]
+fn verify_checks_the_marks_and_a_damaged_mark_stops_writes_not_reads() {
+    let dir = common::temp_dir();
+    let a = {
+        let log = open_indexing_past(dir.path(), usize::MAX);
+        let a = common::pseudonym(&log, "marks-a");
+        common::append(&log, a, &[b"a-1"]);
+        deferred(&log, request(a, &["a-2"])).recv().expect("answered")[0].as_ref().expect("a-2");
+        assert!(log.verify().expect("verify").ok());
+        a
+    };
+    let marked = marked_chunks(&raw_log(dir.path()));
+    assert_eq!(marked.len(), 1);
+    // A stale mark (on a chunk whose runs all have entries: the first one's).
+    {
+        let db = raw_log(dir.path());
+        db.insert(b"u/\0\0\0\0\0\0\0\x01", &[][..]).expect("insert");
+        db.flush().expect("flush");
+    }
+    {
+        let log = open_indexing_past(dir.path(), usize::MAX);
+        let report = log.verify().expect("verify");
+        assert!(report.problems.iter().any(|p| p.contains("chunk at 1 is marked but holds no run")), "{report:?}");
+    }
+    // The waiting run's mark removed: the run is lost to the index.
+    {
+        let db = raw_log(dir.path());
+        db.remove(b"u/\0\0\0\0\0\0\0\x01").expect("remove");
+        let mut k = b"u/".to_vec();
+        k.extend_from_slice(&marked[0].to_be_bytes());
+        db.remove(k).expect("remove");
+        db.flush().expect("flush");
+    }
+    {
+        let log = open_indexing_past(dir.path(), usize::MAX);
+        let report = log.verify().expect("verify");
+        assert!(report.problems.iter().any(|p| p.contains("stream index entry missing")), "{report:?}");
+        assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..]]);
+    }
+    // A mark on a missing chunk: the log opens, reads, reports, and refuses writes.
+    {
+        let db = raw_log(dir.path());
+        db.insert(b"u/\0\0\0\0\0\0\x03\xe7", &[][..]).expect("insert");
+        db.flush().expect("flush");
+    }
+    let log = open_indexing_past(dir.path(), usize::MAX);
+    assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..]]);
+    let report = log.verify().expect("verify");
+    assert!(report.problems.iter().any(|p| p.contains("chunk at 999 is marked unindexed but missing")), "{report:?}");
+    let refused = log.append_batch(vec![request(a, &["a-3"])]).pop().expect("one result");
+    assert!(matches!(refused, Err(lethe_eventlog::LogError::Poisoned)), "{refused:?}");
+}
+
+/// A backup taken while receipts wait for the index restores them: the marks and chunks travel
+/// with the log, and the restored log reads the waiting runs back at open. A subject whose only
+/// events were waiting is counted among the subjects whose keys a restore could not recover.
+#[test]
+fn a_backup_keeps_the_runs_waiting_for_the_index() {
+    let dir = common::temp_dir();
+    let backups = common::temp_dir();
+    let file = backups.path().join("waiting.lbk");
+    let (a, b) = {
+        let log = open_indexing_past(dir.path(), usize::MAX);
+        let a = common::pseudonym(&log, "backup-a");
+        let b = common::pseudonym(&log, "backup-b");
+        common::append(&log, a, &[b"a-1"]);
+        deferred(&log, request(a, &["a-2"])).recv().expect("answered")[0].as_ref().expect("a-2");
+        deferred(&log, request(b, &["b-1"])).recv().expect("answered")[0].as_ref().expect("b-1");
+        log.backup(&file).expect("backup");
+        (a, b)
+    };
+    let target = common::temp_dir();
+    copy_keys(dir.path(), target.path());
+    let (log, report) = lethe_eventlog::restore(lethe_eventlog::LogConfig::new(target.path(), common::master()), &file)
+        .expect("restore");
+    assert_eq!(report.keys_unrecoverable, 0, "{report:?}");
+    assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2"]);
+    assert_eq!(plain_bodies(&log, &b), [&b"b-1"[..]]);
+    assert!(log.verify().expect("verify").ok());
+    drop(log);
+    // After a rotation destroyed the epoch that wrapped the backup's keys, a restore without the live
+    // log recovers neither key: both subjects count, b known only from its waiting run's chunk.
+    open_indexing_past(dir.path(), usize::MAX).rotate_keys().expect("rotate");
+    let target = common::temp_dir();
+    copy_keys(dir.path(), target.path());
+    let (_, report) = lethe_eventlog::restore(lethe_eventlog::LogConfig::new(target.path(), common::master()), &file)
+        .expect("restore");
+    assert_eq!(report.keys_unrecoverable, 2, "{report:?}");
+}
+
+/// The key store of `from` copied to `to` (a restore needs the key store the backup belongs to).
+fn copy_keys(from: &std::path::Path, to: &std::path::Path) {
+    let keys = to.join("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    for entry in std::fs::read_dir(from.join("keys")).expect("read keys") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), keys.join(entry.file_name())).expect("copy");
+    }
+}

@@ -42,7 +42,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "LETHE_POLICIES")]
     pub policies: Option<PathBuf>,
     /// Runs of decision and outcome receipts the log may keep out of its stream index at once (about
-    /// 40 bytes of memory each). Indexing them later, several of a subject's in one entry, spares the
+    /// 200 bytes of memory each). Indexing them later, several of a subject's in one entry, spares the
     /// log a random index write per receipt; at start the waiting ones are read back from the log.
     #[arg(long, global = true, env = "LETHE_MAX_UNINDEXED_RUNS",
           default_value_t = lethe_eventlog::DEFAULT_MAX_UNINDEXED_RUNS,

@@ -25,6 +25,7 @@ use lethe_domain::{Pseudonym, UtcMicros};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::codec;
 use crate::layout::{self, be_u32, be_u64};
 use crate::sled_log::{LogConfig, SledEventLog, LOG_DIR};
 use crate::store::{EventStore, RotationReport};
@@ -275,12 +276,16 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
     let mut backup_fences = HashSet::new();
     let mut backup_subjects = HashSet::new();
     let mut keyed_subjects = HashSet::new();
+    let mut marked = HashSet::new();
     for (k, v) in file.records() {
         if k.starts_with(layout::FENCES) {
             backup_fences.insert(<[u8; 32]>::try_from(&k[2..]).map_err(|_| LogError::Corrupt("fence key".into()))?);
         }
         if k.starts_with(layout::STREAMS) && k.len() >= 34 {
             backup_subjects.insert(<[u8; 32]>::try_from(&k[2..34]).expect("32 bytes"));
+        }
+        if k.starts_with(layout::UNINDEXED) {
+            marked.insert(k.get(2..).map(layout::be_u64).transpose()?.unwrap_or(0));
         }
         if k.starts_with(layout::KEYS) {
             let subject: [u8; 32] = k
@@ -308,6 +313,15 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
             continue;
         }
         batch.insert(k, v);
+    }
+    // A subject whose only events wait for the index (decision receipts) has no `s/` key: its
+    // chunks' run headers name it.
+    for (k, v) in file.records() {
+        let at_mark = k.starts_with(layout::EVENTS)
+            && k.get(2..).and_then(|p| layout::be_u64(p).ok()).is_some_and(|p| marked.contains(&p));
+        if at_mark {
+            backup_subjects.extend(codec::run_heads(v)?.into_iter().map(|(s, _, _)| *s.as_bytes()));
+        }
     }
     unrecoverable +=
         backup_subjects.iter().filter(|s| !keyed_subjects.contains(*s) && !backup_fences.contains(*s)).count() as u64;

@@ -12,7 +12,8 @@
 //!   `pos`. Layout 5 writes the events of one group commit, of any number of subjects, into shared
 //!   chunks (format 4, split at about 512 records or 64 KB); layouts 3 and 4 wrote the events of
 //!   one append (format 3); layouts 1 and 2 one event per key (formats 1 and 2). All stay readable.
-//! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE) count (u32 BE): one entry per append request:
+//! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE) count (u32 BE): one entry per append request
+//!   (but a deferred one's, see below):
 //!   the chunk holding the subject's events `seq..seq+count` (in a shared chunk, among other
 //!   subjects' events). Layout 2 stored one entry per event, with no count.
 //!   Layout 6 also writes multi-run entries (see [`multi_stream_value`]) under the first sequence of
@@ -92,6 +93,11 @@ pub(crate) fn multi_stream_value(runs: &[RunRef]) -> Vec<u8> {
     v
 }
 
+/// Whether a stream index value is a multi-run entry.
+pub(crate) fn is_multi_run(v: &[u8]) -> bool {
+    v.len() % 20 == 1 && v.first() == Some(&MULTI_RUN)
+}
+
 /// The runs of a stream index entry whose key names sequence `key_seq`: one for a single entry
 /// (layout-2 entries, 8 bytes, cover one event), one or more for a multi-run entry, whose last run
 /// must start at `key_seq`.
@@ -105,8 +111,13 @@ pub(crate) fn parse_stream_entry(key_seq: u64, v: &[u8]) -> Result<Vec<RunRef>> 
                 .chunks_exact(20)
                 .map(|r| Ok(RunRef { first_seq: be_u64(&r[..8])?, pos: be_u64(&r[8..16])?, count: be_u32(&r[16..])? }))
                 .collect::<Result<Vec<_>>>()?;
-            let ordered = runs.windows(2).all(|w| w[0].first_seq + u64::from(w[0].count) <= w[1].first_seq);
-            if !ordered || runs.iter().any(|r| r.count == 0) || runs.last().map(|r| r.first_seq) != Some(key_seq) {
+            if runs.iter().any(|r| r.count == 0 || r.first_seq == 0) {
+                return Err(bad());
+            }
+            let ordered = runs
+                .windows(2)
+                .all(|w| w[0].first_seq.checked_add(u64::from(w[0].count)).is_some_and(|end| end <= w[1].first_seq));
+            if !ordered || runs.last().map(|r| r.first_seq) != Some(key_seq) {
                 return Err(bad());
             }
             Ok(runs)

@@ -3,7 +3,7 @@
 //! the next group's work. See ARCHITECTURE.md, "The event log", for the write sequence and the
 //! recovery rules this file implements.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -30,7 +30,7 @@ use crate::store::{
     AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState, SubjectVerify,
     VerifyReport,
 };
-use crate::unindexed::{RunRef, Unindexed};
+use crate::unindexed::{RunRef, Unindexed, MAX_RUNS_PER_ENTRY};
 use crate::{LogError, Result};
 
 /// Folder of the log database inside the data directory.
@@ -51,7 +51,7 @@ pub struct LogConfig {
     pub defer_window: Duration,
     /// Most runs of deferred appends left out of the stream index at once (see `unindexed`): past
     /// it, each group commit indexes the subjects of the oldest ones. More saves index writes when
-    /// subjects come back often; it costs memory (about 40 bytes a run) and reading at open.
+    /// subjects come back often; it costs memory (about 200 bytes a run) and reading at open.
     pub max_unindexed_runs: usize,
 }
 
@@ -134,6 +134,9 @@ struct Shared {
     retention_swept: AtomicI64,
     /// Runs of deferred appends no stream index entry covers yet (written by the writer only).
     unindexed: RwLock<Unindexed>,
+    /// Damage found while reading the waiting runs back at open (the log then refuses writes, so
+    /// that no sequence is handed out twice); `verify` reports it.
+    open_problems: Vec<String>,
 }
 
 #[derive(Default)]
@@ -158,41 +161,44 @@ impl std::fmt::Debug for SledEventLog {
     }
 }
 
-/// Opens the sled database. sled releases its file lock only when its background threads let go of
-/// a dropped database, a moment after the drop; a reopen in the same process waits for that, up to
-/// two seconds.
 /// The runs of deferred appends that no stream index entry covers: those of the marked chunks
-/// (`u/`) whose subject has no entry for them, single or multi-run.
-fn load_unindexed(log: &sled::Db) -> Result<Unindexed> {
+/// (`u/`) that no entry holds, single or multi-run. Damage (a mark without its chunk, a chunk or an
+/// entry that does not parse) is returned as problems, not as an error: the log still opens, for
+/// reading and `verify`, and refuses writes.
+fn load_unindexed(log: &sled::Db) -> Result<(Unindexed, Vec<String>)> {
     let mut unindexed = Unindexed::default();
-    // Per subject met, the first sequences its index entries cover.
-    let mut covered: HashMap<Pseudonym, HashSet<u64>> = HashMap::new();
+    let mut problems = Vec::new();
     for item in log.scan_prefix(layout::UNINDEXED) {
         let (k, _) = item?;
-        let pos = be_u64(&k[2..])?;
-        let chunk = log
-            .get(event_key(pos))?
-            .ok_or_else(|| LogError::Corrupt(format!("a chunk marked unindexed is missing at {pos}")))?;
-        for (subject, first_seq, count) in codec::run_heads(&chunk)? {
-            let seqs = match covered.entry(subject) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let mut seqs = HashSet::new();
-                    for item in log.scan_prefix(stream_prefix(subject.as_bytes())) {
-                        let (k, v) = item?;
-                        seqs.extend(parse_stream_entry(be_u64(&k[34..])?, &v)?.iter().map(|r| r.first_seq));
-                    }
-                    e.insert(seqs)
-                }
-            };
-            if !seqs.contains(&first_seq) {
-                unindexed.add(subject, RunRef { first_seq, pos, count });
+        let Ok(pos) = be_u64(&k[2..]) else {
+            problems.push("malformed unindexed mark".into());
+            continue;
+        };
+        let Some(chunk) = log.get(event_key(pos))? else {
+            problems.push(format!("chunk at {pos} is marked unindexed but missing"));
+            continue;
+        };
+        let heads = match codec::run_heads(&chunk) {
+            Ok(h) => h,
+            Err(e) => {
+                problems.push(format!("chunk at {pos} is marked unindexed: {e}"));
+                continue;
+            }
+        };
+        for (subject, first_seq, count) in heads {
+            match covering_run(log, &subject, first_seq) {
+                Ok(Some(_)) => {}
+                Ok(None) => unindexed.add(subject, RunRef { first_seq, pos, count }),
+                Err(e) => problems.push(format!("chunk at {pos}: the index of a subject of it: {e}")),
             }
         }
     }
-    Ok(unindexed)
+    Ok((unindexed, problems))
 }
 
+/// Opens the sled database. sled releases its file lock only when its background threads let go of
+/// a dropped database, a moment after the drop; a reopen in the same process waits for that, up to
+/// two seconds.
 fn open_db(path: &Path) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
@@ -288,7 +294,13 @@ impl SledEventLog {
             );
         }
 
-        let unindexed = load_unindexed(&log)?;
+        let (unindexed, open_problems) = load_unindexed(&log)?;
+        if !open_problems.is_empty() {
+            tracing::error!(
+                problems = ?open_problems,
+                "the runs of deferred appends could not all be read back; the log refuses writes until repaired"
+            );
+        }
         let shared = Arc::new(Shared {
             data_dir: dir.clone(),
             log,
@@ -297,9 +309,10 @@ impl SledEventLog {
             head: AtomicU64::new(head),
             incarnation,
             rotation_pending: AtomicBool::new(rotation_pending),
-            poisoned: AtomicBool::new(false),
+            poisoned: AtomicBool::new(!open_problems.is_empty()),
             retention_swept: AtomicI64::new(retention_swept as i64),
             unindexed: RwLock::new(unindexed),
+            open_problems,
         });
 
         let (tx, rx) = mpsc::channel();
@@ -477,6 +490,8 @@ impl Shared {
     /// The subject's last sequence: its last index entry's (whose key names the highest run) or
     /// its last unindexed run's, whichever is higher.
     fn stream_head(&self, subject: &Pseudonym) -> Result<Option<Seq>> {
+        // Waiting runs first (see `stream_runs`).
+        let waiting = self.unindexed.read().expect("unindexed lock").last_seq(subject);
         let indexed = match self.log.scan_prefix(stream_prefix(subject.as_bytes())).next_back() {
             Some(item) => {
                 let (k, v) = item?;
@@ -484,7 +499,6 @@ impl Shared {
             }
             None => None,
         };
-        let waiting = self.unindexed.read().expect("unindexed lock").last_seq(subject);
         Ok(indexed.max(waiting).map(Seq))
     }
 
@@ -498,9 +512,37 @@ impl Shared {
             runs.extend(parse_stream_entry(be_u64(&k[34..])?, &v)?);
         }
         runs.sort_unstable_by_key(|r| r.first_seq);
-        runs.dedup_by_key(|r| r.first_seq);
+        runs.dedup();
+        if let Some(w) = runs.windows(2).find(|w| w[0].first_seq == w[1].first_seq) {
+            return Err(LogError::Corrupt(format!(
+                "two stream index entries disagree on the run at sequence {}",
+                w[0].first_seq
+            )));
+        }
         Ok(runs)
     }
+}
+
+/// The index entry's run that starts at `subject`'s sequence `seq`: a single entry under that
+/// sequence, or a run inside a multi-run entry. A subject's multi-run entries hold increasing,
+/// disjoint sequences in key order (each takes all the runs waiting when it was written), so the
+/// scan stops at the first that starts past `seq`.
+fn covering_run(log: &sled::Db, subject: &Pseudonym, seq: u64) -> Result<Option<RunRef>> {
+    let prefix = stream_prefix(subject.as_bytes());
+    for item in log.range(stream_key(subject.as_bytes(), seq)..) {
+        let (k, v) = item?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        let runs = parse_stream_entry(be_u64(&k[34..])?, &v)?;
+        if let Some(r) = runs.iter().find(|r| r.first_seq == seq) {
+            return Ok(Some(*r));
+        }
+        if layout::is_multi_run(&v) && runs.first().is_some_and(|r| r.first_seq > seq) {
+            break;
+        }
+    }
+    Ok(None)
 }
 
 /// Makes applied groups durable: one fsync for every job waiting, then publishes the durable head
@@ -656,12 +698,21 @@ impl Writer {
         let mut pos = self.applied;
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
         // Past the limit, the group's batch also indexes the waiting runs of the oldest marked
-        // chunks: one multi-run entry per subject, under its last run's first sequence.
-        let plan =
-            self.shared.unindexed.read().expect("unindexed lock").plan(self.max_unindexed, MAX_INDEX_ENTRIES_PER_GROUP);
+        // chunks: one multi-run entry per subject (per MAX_RUNS_PER_ENTRY runs), under its last
+        // run's first sequence. Room is made for the group's own deferred runs, and at least as many
+        // entries are written as it adds, so the limit holds whatever the load.
+        let incoming: usize = group.iter().filter(|(_, reply)| reply.deferred()).map(|(reqs, _)| reqs.len()).sum();
+        let plan = self
+            .shared
+            .unindexed
+            .read()
+            .expect("unindexed lock")
+            .plan(self.max_unindexed.saturating_sub(incoming), MAX_INDEX_ENTRIES_PER_GROUP.max(incoming));
         for (subject, runs) in &plan.entries {
-            let last = runs.last().expect("a planned entry has runs").first_seq;
-            batch.insert(&stream_key(subject.as_bytes(), last)[..], multi_stream_value(runs));
+            for part in runs.chunks(MAX_RUNS_PER_ENTRY) {
+                let last = part.last().expect("chunks are not empty").first_seq;
+                batch.insert(&stream_key(subject.as_bytes(), last)[..], multi_stream_value(part));
+            }
         }
         for &at in &plan.cleared {
             batch.remove(&unindexed_key(at)[..]);
@@ -1207,32 +1258,37 @@ impl EventStore for SledEventLog {
         let rotated_at = self.shared.rotated_at()?;
         let mut expected_pos = 1u64;
         let head = self.shared.head.load(Ordering::Acquire);
-        // Every run the stream index covers, by (subject, first sequence), and per subject in
-        // sequence order: its entries (single or multi-run) and the runs waiting in memory (read
-        // first: the writer indexes them before it drops them there).
-        let mut streams: BTreeMap<Pseudonym, Vec<RunRef>> = BTreeMap::new();
-        for (subject, runs) in self.shared.unindexed.read().expect("unindexed lock").all() {
-            streams.entry(*subject).or_default().extend(runs);
+        report.problems.extend(self.shared.open_problems.iter().cloned());
+        // The marks, then the runs waiting in memory (at most the limit of them), then the index as
+        // the walk needs it: the writer removes a mark and writes an entry before it drops a run.
+        let mut marks = BTreeSet::new();
+        for item in self.shared.log.scan_prefix(layout::UNINDEXED) {
+            marks.insert(be_u64(&item?.0[2..])?);
         }
-        for item in self.shared.log.scan_prefix(layout::STREAMS) {
-            let (k, v) = item?;
-            let parsed = if k.len() == 42 {
-                be_u64(&k[34..]).and_then(|seq| parse_stream_entry(seq, &v))
-            } else {
-                Err(LogError::Corrupt(String::new()))
-            };
-            let Ok(runs) = parsed else {
-                report.problems.push("malformed stream index entry".into());
-                continue;
-            };
-            streams.entry(Pseudonym::from_bytes(k[2..34].try_into().expect("32 bytes"))).or_default().extend(runs);
+        let mut waiting: HashMap<Pseudonym, Vec<RunRef>> = HashMap::new();
+        let waiting_chunks: BTreeSet<u64> = {
+            let unindexed = self.shared.unindexed.read().expect("unindexed lock");
+            waiting.extend(unindexed.all().map(|(s, runs)| (*s, runs.clone())));
+            unindexed.chunks().collect()
+        };
+        // A waiting run's chunk is marked (else an open would not find the run again), and a mark
+        // names a chunk with a waiting run (else every open reads it for nothing).
+        for &pos in waiting_chunks.iter().filter(|&&p| p <= head) {
+            if !marks.contains(&pos) {
+                report.problems.push(format!("chunk at {pos} holds a run waiting for the index but is not marked"));
+            }
         }
-        let mut starts: HashMap<(Pseudonym, u64), (u64, u32)> = HashMap::new();
-        for (subject, runs) in &mut streams {
-            runs.sort_unstable_by_key(|r| r.first_seq);
-            runs.dedup_by_key(|r| r.first_seq);
-            starts.extend(runs.iter().map(|r| ((*subject, r.first_seq), (r.pos, r.count))));
+        for &pos in marks.iter().filter(|&&p| p <= head) {
+            if !waiting_chunks.contains(&pos) {
+                report.problems.push(format!("chunk at {pos} is marked but holds no run waiting for the index"));
+            }
         }
+        let run_at = |subject: &Pseudonym, seq: u64| -> Result<Option<RunRef>> {
+            if let Some(r) = waiting.get(subject).and_then(|runs| runs.iter().find(|r| r.first_seq == seq)) {
+                return Ok(Some(*r));
+            }
+            covering_run(&self.shared.log, subject, seq)
+        };
         for item in self.shared.log.range(event_key(1)..=event_key(head)) {
             let (k, v) = item?;
             let chunk_pos = be_u64(&k[2..])?;
@@ -1244,8 +1300,8 @@ impl EventStore for SledEventLog {
                     continue;
                 }
             };
-            // Every record is covered by exactly one stream index entry pointing at this chunk: the
-            // first record of each run finds the entry of its (subject, seq), whose count then
+            // Every record is covered by exactly one stream index entry (or waiting run) pointing at
+            // this chunk: the first record of each run finds the run of its (subject, seq), whose count then
             // covers that many of the subject's next records in the chunk, with consecutive seqs.
             // Formats 1–3 hold one request of one subject: one entry covers the whole chunk.
             let shared_chunk = codec::is_shared_chunk(&v);
@@ -1280,8 +1336,8 @@ impl EventStore for SledEventLog {
                     }
                     _ => {
                         entries += 1;
-                        match starts.get(&(env.subject, env.seq.0)) {
-                            Some(&(p, count)) if p == chunk_pos && count > 0 => {
+                        match run_at(&env.subject, env.seq.0) {
+                            Ok(Some(RunRef { pos: p, count, .. })) if p == chunk_pos && count > 0 => {
                                 runs.insert(env.subject, (env.seq.0 + 1, count - 1));
                             }
                             _ => report.problems.push(format!(
@@ -1325,26 +1381,60 @@ impl EventStore for SledEventLog {
                 }
             }
         };
-        for (subject, runs) in streams {
-            // (subject, next sequence due, whether an entry past the durable head was met)
-            let mut tiled = (subject, 1u64, false);
-            for r in runs {
-                let (_, next, past_head) = &mut tiled;
-                // Applied but not yet durable, and so is everything after it in this stream.
-                *past_head |= r.pos > head;
-                if *past_head {
-                    continue;
+        // One subject at a time, in key order: its entries and its waiting runs, sorted.
+        let tile =
+            |report: &mut VerifyReport, waits: Option<Vec<RunRef>>, subject: Pseudonym, mut runs: Vec<RunRef>| {
+                runs.extend(waits.unwrap_or_default());
+                runs.sort_unstable_by_key(|r| r.first_seq);
+                runs.dedup();
+                // (subject, next sequence due, whether an entry past the durable head was met)
+                let mut tiled = (subject, 1u64, false);
+                for r in runs {
+                    let (_, next, past_head) = &mut tiled;
+                    // Applied but not yet durable, and so is everything after it in this stream.
+                    *past_head |= r.pos > head;
+                    if *past_head {
+                        continue;
+                    }
+                    if r.first_seq != *next || r.count == 0 {
+                        report.problems.push(format!(
+                            "stream index of {}…: entry at sequence {} where {next} was due",
+                            &subject.to_hex()[..12],
+                            r.first_seq
+                        ));
+                    }
+                    *next = r.first_seq.saturating_add(u64::from(r.count));
                 }
-                if r.first_seq != *next || r.count == 0 {
-                    report.problems.push(format!(
-                        "stream index of {}…: entry at sequence {} where {next} was due",
-                        &subject.to_hex()[..12],
-                        r.first_seq
-                    ));
+                close(report, Some(tiled));
+            };
+        let mut current: Option<(Pseudonym, Vec<RunRef>)> = None;
+        for item in self.shared.log.scan_prefix(layout::STREAMS) {
+            let (k, v) = item?;
+            let parsed = if k.len() == 42 {
+                be_u64(&k[34..]).and_then(|seq| parse_stream_entry(seq, &v))
+            } else {
+                Err(LogError::Corrupt(String::new()))
+            };
+            let Ok(runs) = parsed else {
+                report.problems.push("malformed stream index entry".into());
+                continue;
+            };
+            let subject = Pseudonym::from_bytes(k[2..34].try_into().expect("32 bytes"));
+            match &mut current {
+                Some((s, acc)) if *s == subject => acc.extend(runs),
+                _ => {
+                    if let Some((s, acc)) = current.replace((subject, runs)) {
+                        tile(&mut report, waiting.remove(&s), s, acc);
+                    }
                 }
-                *next = r.first_seq.saturating_add(u64::from(r.count));
             }
-            close(&mut report, Some(tiled));
+        }
+        if let Some((s, acc)) = current.take() {
+            tile(&mut report, waiting.remove(&s), s, acc);
+        }
+        // Subjects whose runs all wait.
+        for (s, runs) in waiting {
+            tile(&mut report, Some(runs), s, Vec::new());
         }
         report.subjects = last_seq.len() as u64;
         let cache = self.shared.cache.read().expect("key cache lock");

@@ -23,11 +23,14 @@ pub(crate) struct RunRef {
 }
 
 impl RunRef {
-    /// The last sequence the run holds.
+    /// The last sequence the run holds (runs hold at least one event: checked where they are read).
     pub fn last_seq(&self) -> u64 {
-        self.first_seq + u64::from(self.count) - 1
+        self.first_seq.saturating_add(u64::from(self.count.max(1)) - 1)
     }
 }
+
+/// Most runs one multi-run entry holds (20 bytes each): a subject with more waiting gets several.
+pub(crate) const MAX_RUNS_PER_ENTRY: usize = 1024;
 
 /// The waiting runs, by subject and by chunk.
 #[derive(Debug, Default)]
@@ -82,6 +85,11 @@ impl Unindexed {
         self.by_subject.iter()
     }
 
+    /// The marked chunks that still hold a waiting run.
+    pub fn chunks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.chunks.keys().copied()
+    }
+
     /// The subjects of the oldest marked chunks, each with all its waiting runs, until at most
     /// `keep` runs would be left waiting (and at most `max_entries` entries). Changes nothing: the
     /// writer applies the plan, then [`Unindexed::indexed`] drops what it indexed.
@@ -114,15 +122,13 @@ impl Unindexed {
         plan
     }
 
-    /// Drops the runs a plan indexed (applied to the log).
+    /// Drops the runs a plan indexed (applied to the log). A plan takes all of a subject's waiting
+    /// runs, and only the writer adds runs, after this: so each planned subject goes whole.
     pub fn indexed(&mut self, plan: &IndexPlan) {
         for (s, runs) in &plan.entries {
-            let Some(waiting) = self.by_subject.get_mut(s) else { continue };
-            waiting.retain(|w| !runs.contains(w));
-            if waiting.is_empty() {
-                self.by_subject.remove(s);
-            }
-            for r in runs {
+            let Some(waiting) = self.by_subject.remove(s) else { continue };
+            debug_assert_eq!(&waiting, runs, "a plan takes all of a subject's waiting runs");
+            for r in &waiting {
                 if let Some(c) = self.chunks.get_mut(&r.pos) {
                     c.0 = c.0.saturating_sub(1);
                     if c.0 == 0 {
