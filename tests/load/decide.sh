@@ -4,7 +4,8 @@
 #
 #   tests/load/decide.sh [SUBJECTS] [RATE]
 #   PIN=1 tests/load/decide.sh …   # servers on CPU 0 (one worker each), wrk on CPU 1 (one thread)
-#   REPEAT=5 tests/load/decide.sh … # the paced pair five times, alternating (the tail moves from run to run)
+#   REPEAT=5 tests/load/decide.sh … # five rounds of both pairs, alternating (the host's speed and the tail move
+#                                   # from round to round; the median share of the bare handler is printed last)
 #   BIN=/path/to/lethe-bench tests/load/decide.sh … # a build of your own (A/B of two builds), not rebuilt
 #
 # Unpinned, the servers and wrk share both cores and the scheduler's preemptions show in the tail;
@@ -41,7 +42,7 @@ else
 fi
 "${server[@]}" --subjects "$SUBJECTS" --hold 600 >"$out" 2>&1 &
 pid=$!
-trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$out.b0" "$out.b1" "$out.row" "$out.fb" "$TMPDIR"' EXIT # SIGTERM stops the servers but not the hold
+trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$out.b0" "$out.b1" "$out.row" "$out.fb" "$out.ratio" "$TMPDIR"' EXIT # SIGTERM stops the servers but not the hold
 for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done
 grep -v '^TOKEN=' "$out"
 eval "$(grep -E '^(LETHE_PORT|BARE_PORT|SUBJECTS|TOKEN)=' "$out")"
@@ -79,14 +80,19 @@ run() { # name port connections rate [threads]
   fi
   echo
 }
-run "bare actix, constant (max, 64 conn)" "$BARE_PORT" 64 0
-bare_rps=$last_rps
-run "lethe /v1/decide (max, 64 conn)" "$LETHE_PORT" 64 0
-# A decision that fell back because its receipt could not be queued (`receipt_backlog`) costs less
-# than a personalized one: the honest throughput counts only the answers the policy gave.
-awk -v rps="$last_rps" -v fb="$last_fallbacks" -v bare="$bare_rps" 'BEGIN {
-  ok = rps - fb / 10; printf "%-40s %10.0f req/s  (%.0f %% of the bare handler)\n", "  of which not fallen back", ok, 100 * ok / bare}'
 for _ in $(seq 1 "${REPEAT:-1}"); do
+  run "bare actix, constant (max, 64 conn)" "$BARE_PORT" 64 0
+  bare_rps=$last_rps
+  run "lethe /v1/decide (max, 64 conn)" "$LETHE_PORT" 64 0
+  # A decision that fell back because its receipt could not be queued (`receipt_backlog`) costs less
+  # than a personalized one: the honest throughput counts only the answers the policy gave.
+  awk -v rps="$last_rps" -v fb="$last_fallbacks" -v bare="$bare_rps" 'BEGIN {
+    ok = rps - fb / 10; printf "%-40s %10.0f req/s  (%.0f %% of the bare handler)\n", "  of which not fallen back", ok, 100 * ok / bare}' \
+    | tee -a "$out.ratio"
   run "bare actix, constant @ ${RATE}/s" "$BARE_PORT" "$CONNECTIONS" "$RATE"
   run "lethe /v1/decide @ ${RATE}/s" "$LETHE_PORT" "$CONNECTIONS" "$RATE"
 done
+# The host's speed moves from round to round (the bare handler's own rate with it): the median of
+# the rounds' shares is the figure to quote.
+sort -t'(' -k2 -n "$out.ratio" | awk '{line[NR] = $0} END {m = line[int((NR + 1) / 2)]; sub(/.*\(/, "", m); sub(/ of.*/, "", m)
+  printf "median share of the bare handler over %d round(s): %s\n", NR, m}'
