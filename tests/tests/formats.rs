@@ -920,7 +920,8 @@ fn readers_racing_bulk_indexing_see_whole_streams() {
                 scope.spawn(|| {
                     let mut seen = [0usize; 4];
                     let mut reads = 0u64;
-                    while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    // At least one pass, however late the thread starts.
+                    while reads == 0 || !done.load(std::sync::atomic::Ordering::Acquire) {
                         for (i, s) in subjects.iter().enumerate() {
                             let events = log.read_stream(s).expect("read_stream");
                             let seqs: Vec<u64> = events.iter().map(|e| e.envelope.seq.0).collect();
@@ -1017,6 +1018,51 @@ fn verify_checks_the_marks_and_a_damaged_mark_stops_writes_not_reads() {
     assert!(report.problems.iter().any(|p| p.contains("chunk at 999 is marked unindexed but missing")), "{report:?}");
     let refused = log.append_batch(vec![request(a, &["a-3"])]).pop().expect("one result");
     assert!(matches!(refused, Err(lethe_eventlog::LogError::Poisoned)), "{refused:?}");
+    assert!(!log.writable());
+    // An erasure hands out a sequence too; a sweep and a rotation do not, and still run.
+    assert!(matches!(log.erase(&a), Err(lethe_eventlog::LogError::Poisoned)));
+    log.expire_keys(lethe_domain::UtcMicros::now()).expect("a sweep runs");
+    log.rotate_keys().expect("a rotation runs");
+}
+
+/// A subject with more waiting runs than one entry holds gets several multi-run entries, each under
+/// its own last run; a reopen finds the runs still waiting past them (one scan of the subject's
+/// entries), and everything reads back and verifies.
+#[test]
+fn a_subject_with_many_waiting_runs_gets_several_entries() {
+    let dir = common::temp_dir();
+    let a = {
+        let log = open_indexing_past(dir.path(), usize::MAX);
+        let a = common::pseudonym(&log, "many-runs");
+        common::append(&log, a, &[b"first"]);
+        let payloads: Vec<String> = (0..1500).map(|i| format!("r-{i}")).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        log.append_batch_deferred(
+            payloads.iter().map(|p| request(a, &[p.as_str()])).collect(),
+            Box::new(move |r| tx.send(r).expect("send")),
+        );
+        assert!(rx.recv().expect("answered").iter().all(Result::is_ok));
+        a
+    };
+    {
+        // No room: the next group indexes all 1,500 (1,024 + 476), and leaves its own run waiting.
+        let log = open_indexing_past(dir.path(), 0);
+        deferred(&log, request(a, &["after"])).recv().expect("answered")[0].as_ref().expect("after");
+        assert_eq!(plain_bodies(&log, &a).len(), 1502);
+    }
+    let db = raw_log(dir.path());
+    let multi: Vec<usize> =
+        stream_index(&db).into_iter().filter(|(_, v)| v[0] == b'M').map(|(_, v)| (v.len() - 1) / 20).collect();
+    assert_eq!(multi, vec![1024, 476]);
+    assert_eq!(marked_chunks(&db).len(), 1, "only the last run's chunk still waits");
+    drop(db);
+    let log = open_indexing_past(dir.path(), usize::MAX);
+    let bodies = plain_bodies(&log, &a);
+    assert_eq!(bodies.len(), 1502);
+    assert_eq!((&bodies[1][..], &bodies[1500][..], &bodies[1501][..]), (&b"r-0"[..], &b"r-1499"[..], &b"after"[..]));
+    let report = log.verify().expect("verify");
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(log.append_batch(vec![request(a, &["last"])]).pop().expect("one").expect("last").last_seq.0, 1503);
 }
 
 /// A backup taken while receipts wait for the index restores them: the marks and chunks travel

@@ -385,7 +385,11 @@ fn receipts(subjects: u64, receipts: u64) -> anyhow::Result<()> {
         let started = Instant::now();
         let log = open_log(dir2.path())?;
         let reopened = started.elapsed();
-        println!("{:<28} reopened in {:.0} ms with {waiting} receipts waiting for the index", "", reopened.as_secs_f64() * 1e3);
+        println!(
+            "{:<28} reopened in {:.0} ms with {waiting} receipts waiting for the index",
+            "",
+            reopened.as_secs_f64() * 1e3
+        );
         drop(log);
     }
     Ok(())

@@ -298,7 +298,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::Ok().json(json!({ "status": "ready", "log_head": state.store.head().0 }))
     } else {
         HttpResponse::ServiceUnavailable().json(
-            json!({ "code": "log_not_writable", "message": "the event log stopped accepting writes; restart lethe" }),
+            json!({ "code": "log_not_writable", "message": "the event log stopped accepting writes: restart lethe; if it still refuses, run `lethe log verify`" }),
         )
     }
 }

@@ -241,6 +241,20 @@ fn read_live(path: &Path) -> Result<LiveState> {
     Ok(live)
 }
 
+/// Refuses a backup whose marks of runs waiting for the index (`u/`) do not read back (a malformed
+/// mark, or a chunk missing or unreadable), before anything of the live log is touched.
+fn check_marks(file: &BackupFile) -> Result<()> {
+    let chunks: HashMap<&[u8], &[u8]> = file.records().filter(|(k, _)| k.starts_with(layout::EVENTS)).collect();
+    for (k, _) in file.records().filter(|(k, _)| k.starts_with(layout::UNINDEXED)) {
+        let pos = be_u64(&k[2..]).map_err(|_| LogError::BadBackup("a malformed mark of waiting runs".into()))?;
+        let chunk = chunks
+            .get(&layout::event_key(pos)[..])
+            .ok_or_else(|| LogError::BadBackup(format!("the chunk at {pos} of a mark of waiting runs is missing")))?;
+        codec::run_heads(chunk).map_err(|e| LogError::BadBackup(format!("the marked chunk at {pos}: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Restores `backup` into `config.data_dir`, whose `keys/` must be the key store the backup belongs
 /// to. A live log there is moved aside (to `log.before-restore-<time>`) after its erasure fences,
 /// keys and sweep mark are read; the restored log then gets, in order: the backup's records, live
@@ -260,6 +274,7 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
     let current_epoch = keyring.current_epoch().0;
     drop(keyring);
 
+    check_marks(&file)?;
     let log_path = dir.join(LOG_DIR);
     let (live, previous_log) = if log_path.exists() {
         let live = read_live(&log_path)?;
@@ -285,7 +300,7 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
             backup_subjects.insert(<[u8; 32]>::try_from(&k[2..34]).expect("32 bytes"));
         }
         if k.starts_with(layout::UNINDEXED) {
-            marked.insert(k.get(2..).map(layout::be_u64).transpose()?.unwrap_or(0));
+            marked.extend(be_u64(&k[2..]).ok()); // checked by `check_marks`
         }
         if k.starts_with(layout::KEYS) {
             let subject: [u8; 32] = k
@@ -320,7 +335,8 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
         let at_mark = k.starts_with(layout::EVENTS)
             && k.get(2..).and_then(|p| layout::be_u64(p).ok()).is_some_and(|p| marked.contains(&p));
         if at_mark {
-            backup_subjects.extend(codec::run_heads(v)?.into_iter().map(|(s, _, _)| *s.as_bytes()));
+            let heads = codec::run_heads(v).unwrap_or_default(); // checked by `check_marks`
+            backup_subjects.extend(heads.into_iter().map(|(s, _, _)| *s.as_bytes()));
         }
     }
     unrecoverable +=

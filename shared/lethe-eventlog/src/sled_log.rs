@@ -134,8 +134,9 @@ struct Shared {
     retention_swept: AtomicI64,
     /// Runs of deferred appends no stream index entry covers yet (written by the writer only).
     unindexed: RwLock<Unindexed>,
-    /// Damage found while reading the waiting runs back at open (the log then refuses writes, so
-    /// that no sequence is handed out twice); `verify` reports it.
+    /// Damage found while reading the waiting runs back at open: the log then refuses appends and
+    /// erasures (they hand out sequences, which could be handed out twice); sweeps and rotations
+    /// still run. `verify` reports it.
     open_problems: Vec<String>,
 }
 
@@ -164,10 +165,11 @@ impl std::fmt::Debug for SledEventLog {
 /// The runs of deferred appends that no stream index entry covers: those of the marked chunks
 /// (`u/`) that no entry holds, single or multi-run. Damage (a mark without its chunk, a chunk or an
 /// entry that does not parse) is returned as problems, not as an error: the log still opens, for
-/// reading and `verify`, and refuses writes.
+/// reading, `verify`, sweeps and rotations, and refuses appends and erasures.
 fn load_unindexed(log: &sled::Db) -> Result<(Unindexed, Vec<String>)> {
-    let mut unindexed = Unindexed::default();
     let mut problems = Vec::new();
+    // The run heads of the marked chunks, per subject.
+    let mut candidates: HashMap<Pseudonym, Vec<RunRef>> = HashMap::new();
     for item in log.scan_prefix(layout::UNINDEXED) {
         let (k, _) = item?;
         let Ok(pos) = be_u64(&k[2..]) else {
@@ -178,22 +180,46 @@ fn load_unindexed(log: &sled::Db) -> Result<(Unindexed, Vec<String>)> {
             problems.push(format!("chunk at {pos} is marked unindexed but missing"));
             continue;
         };
-        let heads = match codec::run_heads(&chunk) {
-            Ok(h) => h,
+        match codec::run_heads(&chunk) {
+            Ok(heads) => {
+                for (subject, first_seq, count) in heads {
+                    candidates.entry(subject).or_default().push(RunRef { first_seq, pos, count });
+                }
+            }
+            Err(e) => problems.push(format!("chunk at {pos} is marked unindexed: {e}")),
+        }
+    }
+    let mut unindexed = Unindexed::default();
+    for (subject, mut runs) in candidates {
+        runs.sort_unstable_by_key(|r| r.first_seq);
+        let covered = match covered_from(log, &subject, runs[0].first_seq) {
+            Ok(c) => c,
             Err(e) => {
-                problems.push(format!("chunk at {pos} is marked unindexed: {e}"));
+                problems.push(format!("the stream index of a subject with waiting runs: {e}"));
                 continue;
             }
         };
-        for (subject, first_seq, count) in heads {
-            match covering_run(log, &subject, first_seq) {
-                Ok(Some(_)) => {}
-                Ok(None) => unindexed.add(subject, RunRef { first_seq, pos, count }),
-                Err(e) => problems.push(format!("chunk at {pos}: the index of a subject of it: {e}")),
-            }
+        for r in runs.into_iter().filter(|r| !covered.contains(&r.first_seq)) {
+            unindexed.add(subject, r);
         }
     }
     Ok((unindexed, problems))
+}
+
+/// The first sequences of the runs `subject`'s index entries hold from sequence `from` on, in one
+/// scan: an entry keyed below `from` holds no run at or past it (a multi-run entry is keyed by its
+/// last run).
+fn covered_from(log: &sled::Db, subject: &Pseudonym, from: u64) -> Result<HashSet<u64>> {
+    let mut covered = HashSet::new();
+    let prefix = stream_prefix(subject.as_bytes());
+    for item in log.range(stream_key(subject.as_bytes(), from)..) {
+        let (k, v) = item?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        covered.extend(parse_stream_entry(be_u64(&k[34..])?, &v)?.iter().map(|r| r.first_seq));
+    }
+    Ok(covered)
 }
 
 /// Opens the sled database. sled releases its file lock only when its background threads let go of
@@ -298,7 +324,7 @@ impl SledEventLog {
         if !open_problems.is_empty() {
             tracing::error!(
                 problems = ?open_problems,
-                "the runs of deferred appends could not all be read back; the log refuses writes until repaired"
+                "the runs of deferred appends could not all be read back; the log refuses appends and erasures until repaired"
             );
         }
         let shared = Arc::new(Shared {
@@ -309,7 +335,7 @@ impl SledEventLog {
             head: AtomicU64::new(head),
             incarnation,
             rotation_pending: AtomicBool::new(rotation_pending),
-            poisoned: AtomicBool::new(!open_problems.is_empty()),
+            poisoned: AtomicBool::new(false),
             retention_swept: AtomicI64::new(retention_swept as i64),
             unindexed: RwLock::new(unindexed),
             open_problems,
@@ -535,8 +561,8 @@ fn covering_run(log: &sled::Db, subject: &Pseudonym, seq: u64) -> Result<Option<
             break;
         }
         let runs = parse_stream_entry(be_u64(&k[34..])?, &v)?;
-        if let Some(r) = runs.iter().find(|r| r.first_seq == seq) {
-            return Ok(Some(*r));
+        if let Ok(i) = runs.binary_search_by_key(&seq, |r| r.first_seq) {
+            return Ok(Some(runs[i]));
         }
         if layout::is_multi_run(&v) && runs.first().is_some_and(|r| r.first_seq > seq) {
             break;
@@ -686,7 +712,7 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<(Vec<AppendRequest>, AppendReply)>) {
-        if self.shared.poisoned.load(Ordering::Acquire) {
+        if self.shared.poisoned.load(Ordering::Acquire) || !self.shared.open_problems.is_empty() {
             for (reqs, reply) in group {
                 let _ = reply.send(reqs.iter().map(|_| Err(LogError::Poisoned)).collect());
             }
@@ -699,15 +725,16 @@ impl Writer {
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
         // Past the limit, the group's batch also indexes the waiting runs of the oldest marked
         // chunks: one multi-run entry per subject (per MAX_RUNS_PER_ENTRY runs), under its last
-        // run's first sequence. Room is made for the group's own deferred runs, and at least as many
-        // entries are written as it adds, so the limit holds whatever the load.
+        // run's first sequence. Room is made for the group's own deferred runs, and more subjects
+        // are indexed than it adds runs, so a backlog shrinks whatever the load (a group larger
+        // than the limit still passes it, until the next one).
         let incoming: usize = group.iter().filter(|(_, reply)| reply.deferred()).map(|(reqs, _)| reqs.len()).sum();
         let plan = self
             .shared
             .unindexed
             .read()
             .expect("unindexed lock")
-            .plan(self.max_unindexed.saturating_sub(incoming), MAX_INDEX_ENTRIES_PER_GROUP.max(incoming));
+            .plan(self.max_unindexed.saturating_sub(incoming), MAX_INDEX_ENTRIES_PER_GROUP + incoming);
         for (subject, runs) in &plan.entries {
             for part in runs.chunks(MAX_RUNS_PER_ENTRY) {
                 let last = part.last().expect("chunks are not empty").first_seq;
@@ -764,9 +791,13 @@ impl Writer {
                 batch.insert(&unindexed_key(chunk_pos)[..], &[][..]);
             }
         }
+        // Marks and waiting runs change together for readers that take the read lock (`verify`).
+        let mut unindexed = (!plan.entries.is_empty() || !waiting.is_empty())
+            .then(|| self.shared.unindexed.write().expect("unindexed lock"));
         let applied =
             if pos > self.applied || !plan.entries.is_empty() { self.shared.log.apply_batch(batch) } else { Ok(()) };
         if let Err(e) = applied {
+            drop(unindexed);
             tracing::error!(error = %e, "applying a group failed; the log stops accepting writes");
             self.shared.poisoned.store(true, Ordering::Release);
             self.heads.clear();
@@ -779,13 +810,13 @@ impl Writer {
             return;
         }
         self.applied = pos;
-        if !plan.entries.is_empty() || !waiting.is_empty() {
-            let mut unindexed = self.shared.unindexed.write().expect("unindexed lock");
+        if let Some(unindexed) = unindexed.as_mut() {
             unindexed.indexed(&plan);
             for (subject, run) in waiting {
                 unindexed.add(subject, run);
             }
         }
+        drop(unindexed);
         for (s, seq) in staged {
             self.heads.insert(s, Some(seq));
         }
@@ -925,6 +956,9 @@ impl Writer {
 
     fn erase(&mut self, subject: &Pseudonym) -> Result<ErasureReceipt> {
         let shared = Arc::clone(&self.shared);
+        if !shared.open_problems.is_empty() {
+            return Err(LogError::Poisoned);
+        }
         let digest = hex::encode(Sha256::digest(subject.as_bytes()));
         let epoch = shared.keyring.read().expect("keyring lock").current_epoch().0;
         let head_before = self.applied;
@@ -1199,7 +1233,9 @@ impl EventStore for SledEventLog {
     }
 
     fn writable(&self) -> bool {
-        !self.shared.poisoned.load(Ordering::Acquire) && self.tx.lock().is_ok_and(|tx| tx.is_some())
+        !self.shared.poisoned.load(Ordering::Acquire)
+            && self.shared.open_problems.is_empty()
+            && self.tx.lock().is_ok_and(|tx| tx.is_some())
     }
 
     fn rotation_pending(&self) -> bool {
@@ -1259,15 +1295,21 @@ impl EventStore for SledEventLog {
         let mut expected_pos = 1u64;
         let head = self.shared.head.load(Ordering::Acquire);
         report.problems.extend(self.shared.open_problems.iter().cloned());
-        // The marks, then the runs waiting in memory (at most the limit of them), then the index as
-        // the walk needs it: the writer removes a mark and writes an entry before it drops a run.
+        // The marks and the runs waiting in memory (at most the limit of them) as of one moment: the
+        // writer changes both while it holds the write lock. Then the index, as the walk needs it
+        // (the writer writes an entry before it drops a run).
         let mut marks = BTreeSet::new();
-        for item in self.shared.log.scan_prefix(layout::UNINDEXED) {
-            marks.insert(be_u64(&item?.0[2..])?);
-        }
         let mut waiting: HashMap<Pseudonym, Vec<RunRef>> = HashMap::new();
         let waiting_chunks: BTreeSet<u64> = {
             let unindexed = self.shared.unindexed.read().expect("unindexed lock");
+            for item in self.shared.log.scan_prefix(layout::UNINDEXED) {
+                match be_u64(&item?.0[2..]) {
+                    Ok(pos) => {
+                        marks.insert(pos);
+                    }
+                    Err(_) => report.problems.push("malformed unindexed mark".into()),
+                }
+            }
             waiting.extend(unindexed.all().map(|(s, runs)| (*s, runs.clone())));
             unindexed.chunks().collect()
         };
@@ -1284,8 +1326,9 @@ impl EventStore for SledEventLog {
             }
         }
         let run_at = |subject: &Pseudonym, seq: u64| -> Result<Option<RunRef>> {
-            if let Some(r) = waiting.get(subject).and_then(|runs| runs.iter().find(|r| r.first_seq == seq)) {
-                return Ok(Some(*r));
+            let runs = waiting.get(subject).map_or(&[][..], Vec::as_slice);
+            if let Ok(i) = runs.binary_search_by_key(&seq, |r| r.first_seq) {
+                return Ok(Some(runs[i]));
             }
             covering_run(&self.shared.log, subject, seq)
         };

@@ -5,8 +5,8 @@
 //! the writer leaves those runs out of the index: the group's batch marks each chunk holding one
 //! with `u/<chunk pos>`, and the runs are kept here, in memory. Readers merge them with the index.
 //! When more than [`crate::LogConfig::max_unindexed_runs`] are waiting, the writer indexes the
-//! subjects of the oldest marked chunks, all of each subject's waiting runs in one entry (a
-//! multi-run value, [`crate::layout::multi_stream_value`]), and removes the markers of the chunks
+//! subjects of the oldest marked chunks, all of each subject's waiting runs in multi-run entries of
+//! at most [`MAX_RUNS_PER_ENTRY`] runs ([`crate::layout::multi_stream_value`]), and removes the marks of the chunks
 //! left with none, in the batch of its next group. At open the runs of the marked chunks that no
 //! entry covers are read back from the chunks themselves, so a crash loses nothing that was durable.
 
@@ -41,7 +41,8 @@ pub(crate) struct Unindexed {
     runs: usize,
 }
 
-/// What the writer indexes with its next group: one entry per subject, and the markers to remove.
+/// What the writer indexes with its next group: all the waiting runs of each subject taken, and the
+/// marks to remove.
 #[derive(Debug, Default)]
 pub(crate) struct IndexPlan {
     pub entries: Vec<(Pseudonym, Vec<RunRef>)>,
