@@ -302,15 +302,28 @@ impl Model {
     /// # Errors
     /// Dimension mismatch or non-finite features.
     pub fn scores(&self, xs: &[[f64; D]]) -> Result<Vec<f64>, lethe_bandit::BanditError> {
-        let refs: Vec<&[f64]> = xs.iter().map(|x| &x[..]).collect();
+        // The candidates of one category share their feature vector (`features::vector_of`), so a
+        // slot of 50 candidates has a handful of distinct ones: each is scored once.
+        let mut distinct: Vec<&[f64; D]> = Vec::new();
+        let of: Vec<usize> = xs
+            .iter()
+            .map(|x| {
+                let same = |d: &&[f64; D]| d.iter().zip(x).all(|(a, b)| a.to_bits() == b.to_bits());
+                distinct.iter().position(same).unwrap_or_else(|| {
+                    distinct.push(x);
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let refs: Vec<&[f64]> = distinct.iter().map(|x| &x[..]).collect();
         let mut out = self.ucb.scores(&refs)?;
-        // The engagement model predicts every candidate in one pass (the same values as `base`).
+        // The engagement model predicts them in one pass (the same values as `base`).
         let batch = self.engagement.as_ref().and_then(|(_, m)| m.predict_rows(&refs).ok());
         match batch {
             Some(bases) => out.iter_mut().zip(bases).for_each(|(o, b)| *o += b),
-            None => out.iter_mut().zip(xs).for_each(|(o, x)| *o += self.base(x)),
+            None => out.iter_mut().zip(&distinct).for_each(|(o, x)| *o += self.base(&x[..])),
         }
-        Ok(out)
+        Ok(of.into_iter().map(|i| out[i]).collect())
     }
 
     /// The expected reward of `x`.
@@ -588,6 +601,8 @@ pub struct Engine {
     custom_scorer: AtomicBool,
     canary_rule: RwLock<CanaryRule>,
     receipts: mpsc::Sender<AppendRequest>,
+    /// The event type and retention of each kind of receipt, read from the policies once.
+    receipt_kinds: Vec<(&'static str, EventType, Retention)>,
     /// Receipts queued or not yet durable; the writer's callbacks count them down.
     receipts_in_flight: Arc<AtomicUsize>,
     receipt_backlog: AtomicUsize,
@@ -762,6 +777,10 @@ impl Engine {
             custom_scorer: AtomicBool::new(false),
             canary_rule: RwLock::new(rule),
             receipts: tx,
+            receipt_kinds: [DECISION_SERVED, OUTCOME_RECORDED, RECOMMENDATIONS_SERVED]
+                .into_iter()
+                .map(|t| (t, EventType::parse(t).expect("valid type"), receipt_retention(&collect.policies, t)))
+                .collect(),
             receipts_in_flight: in_flight,
             receipt_backlog: AtomicUsize::new(limits.receipt_backlog),
             collect,
@@ -966,10 +985,19 @@ impl Engine {
             }
         }
         let best = argmax(&scores);
+        // The drawn candidate, then the best of the others by score (ties by position): only the
+        // first `count - 1` of them are ordered.
+        let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
         let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
-        order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+        let others = s.count.max(1) - 1;
+        if others < order.len() {
+            if others > 0 {
+                order.select_nth_unstable_by(others - 1, by_score);
+            }
+            order.truncate(others);
+        }
+        order.sort_by(by_score);
         order.insert(0, first);
-        order.truncate(s.count.max(1));
         Ok(Scored {
             propensity: probs[first],
             explored: scores[first] < scores[best],
@@ -1155,10 +1183,13 @@ impl Engine {
             self.receipts_in_flight.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
-        let event_type = EventType::parse(event_type).expect("valid type");
-        let retention = self.collect.policies.retention_of_event(&event_type).map_or(Retention::UntilErased, |r| {
-            Retention::Days(u16::try_from(r.days()).unwrap_or(lethe_domain::KeyId::MAX_RETENTION_DAYS))
-        });
+        let (event_type, retention) = match self.receipt_kinds.iter().find(|(t, _, _)| *t == event_type) {
+            Some((_, t, r)) => (t.clone(), *r),
+            None => (
+                EventType::parse(event_type).expect("valid type"),
+                receipt_retention(&self.collect.policies, event_type),
+            ),
+        };
         let event = NewEvent {
             event_type,
             schema_version: SchemaVersion::new(1).expect("valid"),
@@ -2039,6 +2070,14 @@ impl Serialize for Ids<'_> {
     }
 }
 
+/// The retention of a receipt of type `event_type`, from the policies (its fields' categories).
+fn receipt_retention(policies: &lethe_policy::Policies, event_type: &str) -> Retention {
+    let event_type = EventType::parse(event_type).expect("valid type");
+    policies.retention_of_event(&event_type).map_or(Retention::UntilErased, |r| {
+        Retention::Days(u16::try_from(r.days()).unwrap_or(lethe_domain::KeyId::MAX_RETENTION_DAYS))
+    })
+}
+
 /// How long the receipt writer waits after handing over a batch. Receipts sent meanwhile queue on
 /// the channel without waking anyone, so at 5,000 decisions/s the log receives about ten receipts
 /// every 2 ms instead of one per decision. Each hand-over costs the log a sled batch (two buffer
@@ -2231,6 +2270,29 @@ mod tests {
         assert_eq!(bounded_key(&counts, key("new")), key(OTHER_VARIANT), "a new one past the bound");
         counts.remove(&key("c7"));
         assert_eq!(bounded_key(&counts, key("new")), key("new"), "below the bound a new one is kept");
+    }
+
+    /// Scoring each distinct feature vector once gives every candidate exactly the score it gets
+    /// alone, after learning, and with several candidates of one vector.
+    #[test]
+    fn candidates_sharing_a_vector_get_the_score_each_gets_alone() {
+        let mut model = Model::new(&PolicyParams::default()).expect("model");
+        let x = |c: f64, default: bool| {
+            let mut v = [0.0; D];
+            v[0] = 1.0;
+            v[1] = c;
+            v[3] = f64::from(u8::from(c > 0.0));
+            v[9] = f64::from(u8::from(default));
+            v
+        };
+        model.update(&x(0.5, false), 1.0).expect("learn");
+        model.update(&x(0.0, true), 0.0).expect("learn");
+        let xs = [x(0.0, true), x(0.5, false), x(0.0, false), x(0.5, false), x(0.25, false), x(0.0, false)];
+        let together = model.scores(&xs).expect("scores");
+        let alone: Vec<f64> = xs.iter().map(|v| model.scores(&[*v]).expect("score")[0]).collect();
+        assert_eq!(together, alone);
+        assert_eq!(together[1], together[3]);
+        assert_ne!(together[1], together[2], "different vectors score differently after learning");
     }
 
     #[test]
