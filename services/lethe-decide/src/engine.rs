@@ -302,8 +302,9 @@ impl Model {
     /// # Errors
     /// Dimension mismatch or non-finite features.
     pub fn scores(&self, xs: &[[f64; D]]) -> Result<Vec<f64>, lethe_bandit::BanditError> {
-        // The candidates of one category share their feature vector (`features::vector_of`), so a
-        // slot of 50 candidates has a handful of distinct ones: each is scored once.
+        // The candidates of one category (but the default, flagged as such) share their feature
+        // vector (`features::vector_of`), so a slot of 50 candidates has a handful of distinct ones:
+        // each is scored once.
         let mut distinct: Vec<&[f64; D]> = Vec::new();
         let of: Vec<usize> = xs
             .iter()
@@ -985,19 +986,7 @@ impl Engine {
             }
         }
         let best = argmax(&scores);
-        // The drawn candidate, then the best of the others by score (ties by position): only the
-        // first `count - 1` of them are ordered.
-        let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
-        let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
-        let others = s.count.max(1) - 1;
-        if others < order.len() {
-            if others > 0 {
-                order.select_nth_unstable_by(others - 1, by_score);
-            }
-            order.truncate(others);
-        }
-        order.sort_by(by_score);
-        order.insert(0, first);
+        let order = shown_order(&scores, first, s.count);
         Ok(Scored {
             propensity: probs[first],
             explored: scores[first] < scores[best],
@@ -1183,13 +1172,8 @@ impl Engine {
             self.receipts_in_flight.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
-        let (event_type, retention) = match self.receipt_kinds.iter().find(|(t, _, _)| *t == event_type) {
-            Some((_, t, r)) => (t.clone(), *r),
-            None => (
-                EventType::parse(event_type).expect("valid type"),
-                receipt_retention(&self.collect.policies, event_type),
-            ),
-        };
+        let (_, event_type, retention) =
+            self.receipt_kinds.iter().find(|(t, _, _)| *t == event_type).expect("a kind of receipt").clone();
         let event = NewEvent {
             event_type,
             schema_version: SchemaVersion::new(1).expect("valid"),
@@ -2070,6 +2054,23 @@ impl Serialize for Ids<'_> {
     }
 }
 
+/// What a decision shows: the drawn candidate `first`, then the best of the others by score (ties by
+/// position), `count` in all (at least one). Only the first `count - 1` of the others are ordered.
+fn shown_order(scores: &[f64], first: usize, count: usize) -> Vec<usize> {
+    let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
+    let others = count.max(1) - 1;
+    if others < order.len() {
+        if others > 0 {
+            order.select_nth_unstable_by(others - 1, by_score);
+        }
+        order.truncate(others);
+    }
+    order.sort_by(by_score);
+    order.insert(0, first);
+    order
+}
+
 /// The retention of a receipt of type `event_type`, from the policies (its fields' categories).
 fn receipt_retention(policies: &lethe_policy::Policies, event_type: &str) -> Retention {
     let event_type = EventType::parse(event_type).expect("valid type");
@@ -2293,6 +2294,27 @@ mod tests {
         assert_eq!(together, alone);
         assert_eq!(together[1], together[3]);
         assert_ne!(together[1], together[2], "different vectors score differently after learning");
+    }
+
+    /// Ordering only the top of the others gives what sorting them all and keeping `count` gives,
+    /// ties included, whether the drawn candidate is among the best or not.
+    #[test]
+    fn the_shown_order_is_the_drawn_candidate_then_the_best_others() {
+        let scores: [f64; 8] = [0.5, 0.9, 0.1, 0.9, 0.3, 0.5, 0.7, 0.9];
+        let full = |first: usize, count: usize| {
+            let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
+            order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+            order.insert(0, first);
+            order.truncate(count.max(1));
+            order
+        };
+        for first in [2, 3] {
+            for count in [0, 1, 2, 3, 7, 8, 13] {
+                assert_eq!(shown_order(&scores, first, count), full(first, count), "first {first}, count {count}");
+            }
+        }
+        assert_eq!(shown_order(&scores, 2, 4), vec![2, 1, 3, 7]);
+        assert_eq!(shown_order(&[1.0], 0, 5), vec![0]);
     }
 
     #[test]
