@@ -876,6 +876,7 @@ fn deferred_runs_wait_outside_the_index_and_are_indexed_in_bulk_past_the_limit()
         common::append(&log, a, &[b"a-4"]);
         assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3", b"a-4"]);
         assert!(log.verify().expect("verify").ok());
+        assert_eq!(log.runs_waiting_for_index(), Some(3));
         (a, b)
     };
     {
@@ -888,9 +889,11 @@ fn deferred_runs_wait_outside_the_index_and_are_indexed_in_bulk_past_the_limit()
     // Reopened with no room: the runs are found again from the marks, and the next group indexes
     // them all.
     let log = open_indexing_past(dir.path(), 0);
+    assert_eq!(log.runs_waiting_for_index(), Some(3), "read back from the marks");
     assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3", b"a-4"]);
     assert_eq!(plain_bodies(&log, &b), [&b"b-1"[..]]);
     assert_eq!(log.append_batch(vec![request(b, &["b-2"])]).pop().expect("one").expect("b-2").last_seq.0, 2);
+    assert_eq!(log.runs_waiting_for_index(), Some(0));
     assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3", b"a-4"]);
     assert_eq!(plain_bodies(&log, &b), [&b"b-1"[..], b"b-2"]);
     let report = log.verify().expect("verify");

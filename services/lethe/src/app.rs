@@ -307,6 +307,13 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut body = state.collect.metrics.render();
     body.push_str(&format!("# TYPE lethe_log_head gauge\nlethe_log_head {}\n", state.store.head().0));
+    if let Some(n) = state.store.runs_waiting_for_index() {
+        body.push_str(&format!(
+            "# HELP lethe_log_runs_waiting_for_index Receipts written but not yet in the stream index \
+             (bounded by --max-unindexed-runs; read back at every start).\n\
+             # TYPE lethe_log_runs_waiting_for_index gauge\nlethe_log_runs_waiting_for_index {n}\n"
+        ));
+    }
     if let Some(p) = &state.privacy {
         body.push_str(&lethe_privacy::schedule::metrics(p));
     }

@@ -1242,6 +1242,10 @@ impl EventStore for SledEventLog {
         self.shared.rotation_pending.load(Ordering::Acquire)
     }
 
+    fn runs_waiting_for_index(&self) -> Option<u64> {
+        Some(self.shared.unindexed.read().expect("unindexed lock").len() as u64)
+    }
+
     /// From the key cache's set of erased subjects: filled from the fences at open, and by each
     /// erasure before it answers.
     fn is_erased(&self, subject: &Pseudonym) -> bool {

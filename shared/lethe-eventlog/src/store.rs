@@ -176,6 +176,12 @@ pub trait EventStore: Send + Sync + Debug {
     /// Whether an erasure or a retention sweep waits for [`Self::rotate_keys`] to become final.
     fn rotation_pending(&self) -> bool;
 
+    /// How many runs of deferred appends wait for the stream index, for a backend that keeps them
+    /// out of it for a while (the sled log: see `unindexed`); `None` for one that does not.
+    fn runs_waiting_for_index(&self) -> Option<u64> {
+        None
+    }
+
     /// The erasure state of a subject.
     ///
     /// # Errors

@@ -51,7 +51,6 @@ pub(crate) struct IndexPlan {
 
 impl Unindexed {
     /// Runs waiting.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.runs
     }

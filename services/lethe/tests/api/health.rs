@@ -34,6 +34,7 @@ async fn metrics_count_outcomes_per_reason() {
     let text = app.metrics().await;
     assert!(text.contains("lethe_collect_events_total{reason=\"no_consent\"} 1"), "{text}");
     assert!(text.contains("lethe_log_head 0"), "{text}");
+    assert!(text.contains("lethe_log_runs_waiting_for_index 0"), "{text}");
 }
 
 /// `/openapi.json` is generated from the handlers and describes every route the service mounts.
