@@ -241,18 +241,23 @@ fn read_live(path: &Path) -> Result<LiveState> {
     Ok(live)
 }
 
-/// Refuses a backup whose marks of runs waiting for the index (`u/`) do not read back (a malformed
-/// mark, or a chunk missing or unreadable), before anything of the live log is touched.
-fn check_marks(file: &BackupFile) -> Result<()> {
+/// The subjects of the runs waiting for the index in a backup (the run headers of its chunks marked
+/// `u/`): a subject whose only events wait (decision receipts) has no `s/` key. A mark that does not
+/// read back (malformed, its chunk missing or unreadable) refuses the backup, before anything of
+/// the live log is touched.
+fn marked_subjects(file: &BackupFile) -> Result<HashSet<[u8; 32]>> {
     let chunks: HashMap<&[u8], &[u8]> = file.records().filter(|(k, _)| k.starts_with(layout::EVENTS)).collect();
+    let mut subjects = HashSet::new();
     for (k, _) in file.records().filter(|(k, _)| k.starts_with(layout::UNINDEXED)) {
         let pos = be_u64(&k[2..]).map_err(|_| LogError::BadBackup("a malformed mark of waiting runs".into()))?;
         let chunk = chunks
             .get(&layout::event_key(pos)[..])
             .ok_or_else(|| LogError::BadBackup(format!("the chunk at {pos} of a mark of waiting runs is missing")))?;
-        codec::run_heads(chunk).map_err(|e| LogError::BadBackup(format!("the marked chunk at {pos}: {e}")))?;
+        let heads =
+            codec::run_heads(chunk).map_err(|e| LogError::BadBackup(format!("the marked chunk at {pos}: {e}")))?;
+        subjects.extend(heads.into_iter().map(|(s, _, _)| *s.as_bytes()));
     }
-    Ok(())
+    Ok(subjects)
 }
 
 /// Restores `backup` into `config.data_dir`, whose `keys/` must be the key store the backup belongs
@@ -274,7 +279,7 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
     let current_epoch = keyring.current_epoch().0;
     drop(keyring);
 
-    check_marks(&file)?;
+    let waiting_subjects = marked_subjects(&file)?;
     let log_path = dir.join(LOG_DIR);
     let (live, previous_log) = if log_path.exists() {
         let live = read_live(&log_path)?;
@@ -291,16 +296,12 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
     let mut backup_fences = HashSet::new();
     let mut backup_subjects = HashSet::new();
     let mut keyed_subjects = HashSet::new();
-    let mut marked = HashSet::new();
     for (k, v) in file.records() {
         if k.starts_with(layout::FENCES) {
             backup_fences.insert(<[u8; 32]>::try_from(&k[2..]).map_err(|_| LogError::Corrupt("fence key".into()))?);
         }
         if k.starts_with(layout::STREAMS) && k.len() >= 34 {
             backup_subjects.insert(<[u8; 32]>::try_from(&k[2..34]).expect("32 bytes"));
-        }
-        if k.starts_with(layout::UNINDEXED) {
-            marked.extend(be_u64(&k[2..]).ok()); // checked by `check_marks`
         }
         if k.starts_with(layout::KEYS) {
             let subject: [u8; 32] = k
@@ -329,16 +330,7 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
         }
         batch.insert(k, v);
     }
-    // A subject whose only events wait for the index (decision receipts) has no `s/` key: its
-    // chunks' run headers name it.
-    for (k, v) in file.records() {
-        let at_mark = k.starts_with(layout::EVENTS)
-            && k.get(2..).and_then(|p| layout::be_u64(p).ok()).is_some_and(|p| marked.contains(&p));
-        if at_mark {
-            let heads = codec::run_heads(v).unwrap_or_default(); // checked by `check_marks`
-            backup_subjects.extend(heads.into_iter().map(|(s, _, _)| *s.as_bytes()));
-        }
-    }
+    backup_subjects.extend(waiting_subjects);
     unrecoverable +=
         backup_subjects.iter().filter(|s| !keyed_subjects.contains(*s) && !backup_fences.contains(*s)).count() as u64;
     let incarnation = match live.incarnation {

@@ -1416,44 +1416,34 @@ impl EventStore for SledEventLog {
         // The stream index holds nothing else: each subject's entries tile its sequences 1..=last
         // without gap or overlap. With the walk above, every entry then points at a chunk holding
         // exactly its events.
-        let close = |report: &mut VerifyReport, tiled: Option<(Pseudonym, u64, bool)>| {
-            if let Some((s, next, _)) = tiled {
-                let last = last_seq.get(&s).copied().unwrap_or(0);
-                if next != last.saturating_add(1) {
+        // One subject at a time, in key order: its entries and its waiting runs, sorted.
+        let tile = |report: &mut VerifyReport, subject: Pseudonym, mut runs: Vec<RunRef>| {
+            runs.sort_unstable_by_key(|r| r.first_seq);
+            runs.dedup();
+            let mut next = 1u64;
+            for r in runs {
+                // Applied but not yet durable, and so is everything after it in this stream.
+                if r.pos > head {
+                    break;
+                }
+                if r.first_seq != next || r.count == 0 {
                     report.problems.push(format!(
-                        "stream index of {}…: entries cover sequences up to {}, the log holds {last}",
-                        &s.to_hex()[..12],
-                        next.saturating_sub(1)
+                        "stream index of {}…: entry at sequence {} where {next} was due",
+                        &subject.to_hex()[..12],
+                        r.first_seq
                     ));
                 }
+                next = r.first_seq.saturating_add(u64::from(r.count));
+            }
+            let last = last_seq.get(&subject).copied().unwrap_or(0);
+            if next != last.saturating_add(1) {
+                report.problems.push(format!(
+                    "stream index of {}…: entries cover sequences up to {}, the log holds {last}",
+                    &subject.to_hex()[..12],
+                    next.saturating_sub(1)
+                ));
             }
         };
-        // One subject at a time, in key order: its entries and its waiting runs, sorted.
-        let tile =
-            |report: &mut VerifyReport, waits: Option<Vec<RunRef>>, subject: Pseudonym, mut runs: Vec<RunRef>| {
-                runs.extend(waits.unwrap_or_default());
-                runs.sort_unstable_by_key(|r| r.first_seq);
-                runs.dedup();
-                // (subject, next sequence due, whether an entry past the durable head was met)
-                let mut tiled = (subject, 1u64, false);
-                for r in runs {
-                    let (_, next, past_head) = &mut tiled;
-                    // Applied but not yet durable, and so is everything after it in this stream.
-                    *past_head |= r.pos > head;
-                    if *past_head {
-                        continue;
-                    }
-                    if r.first_seq != *next || r.count == 0 {
-                        report.problems.push(format!(
-                            "stream index of {}…: entry at sequence {} where {next} was due",
-                            &subject.to_hex()[..12],
-                            r.first_seq
-                        ));
-                    }
-                    *next = r.first_seq.saturating_add(u64::from(r.count));
-                }
-                close(report, Some(tiled));
-            };
         let mut current: Option<(Pseudonym, Vec<RunRef>)> = None;
         for item in self.shared.log.scan_prefix(layout::STREAMS) {
             let (k, v) = item?;
@@ -1470,18 +1460,20 @@ impl EventStore for SledEventLog {
             match &mut current {
                 Some((s, acc)) if *s == subject => acc.extend(runs),
                 _ => {
-                    if let Some((s, acc)) = current.replace((subject, runs)) {
-                        tile(&mut report, waiting.remove(&s), s, acc);
+                    if let Some((s, mut acc)) = current.replace((subject, runs)) {
+                        acc.extend(waiting.remove(&s).unwrap_or_default());
+                        tile(&mut report, s, acc);
                     }
                 }
             }
         }
-        if let Some((s, acc)) = current.take() {
-            tile(&mut report, waiting.remove(&s), s, acc);
+        if let Some((s, mut acc)) = current.take() {
+            acc.extend(waiting.remove(&s).unwrap_or_default());
+            tile(&mut report, s, acc);
         }
         // Subjects whose runs all wait.
         for (s, runs) in waiting {
-            tile(&mut report, Some(runs), s, Vec::new());
+            tile(&mut report, s, runs);
         }
         report.subjects = last_seq.len() as u64;
         let cache = self.shared.cache.read().expect("key cache lock");
