@@ -88,6 +88,7 @@ pub fn run(
     rate: f64,
     hold: Option<u64>,
     max_unindexed: usize,
+    engine_only: Option<usize>,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let master = MasterSource::Hex(hex::encode([9u8; 32]));
@@ -210,6 +211,9 @@ pub fn run(
             sample["variants"].as_array().map_or(0, Vec::len),
             sample["modelVersion"]
         );
+        if let Some(n) = engine_only {
+            return engine_run(&engine, &bodies, n).await;
+        }
         if let Some(hold) = hold {
             println!("LETHE_PORT={lethe_port} BARE_PORT={bare_port} SUBJECTS={}", bodies.len());
             println!("TOKEN={token}");
@@ -227,4 +231,84 @@ pub fn run(
         row(&format!("lethe /v1/decide @ {rate:.0}/s"), &lethe, Some(&bare));
         anyhow::Ok(())
     })
+}
+
+/// CPU time of this process's threads named `name` (from `/proc/self/task/*/stat`), in µs.
+fn threads_cpu_us(name: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    let ticks_us = 1_000_000 / 100; // USER_HZ
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // After the command's closing parenthesis: state is field 3, utime and stime 14 and 15.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum::<u64>()
+        * ticks_us
+}
+
+/// `--engine N`: decisions straight through `decide_one` on this thread, in batches of 1,000 (after
+/// each, the log writer drains the batch's receipts, so that none falls back for a backlog). The
+/// baseline, in the same run: as many decisions for subjects with no consent, which the engine
+/// answers with the slot's default (consent gate, no features, no model, no receipt).
+async fn engine_run(engine: &Arc<lethe_decide::Engine>, bodies: &[Value], n: usize) -> anyhow::Result<()> {
+    const BATCH: usize = 1_000;
+    let request = |subject: String| lethe_decide::engine::DecideRequest {
+        subject: Some(SubjectId::parse(&subject).expect("a subject id")),
+        slot: "bench".into(),
+        device: Some("mobile".into()),
+        gpc: false,
+        candidates: None,
+        count: 5,
+        event: None,
+        anonymous_only: false,
+    };
+    let mut rows = Vec::new();
+    for personalized in [false, true] {
+        let mut per_batch = Vec::new();
+        let mut modes = std::collections::BTreeMap::<String, usize>::new();
+        let writer_before = threads_cpu_us("lethe-log-write");
+        let mut done = 0;
+        let mut seq = 0usize;
+        while done < n {
+            let batch = BATCH.min(n - done);
+            let requests: Vec<_> = (0..batch)
+                .map(|i| {
+                    seq = seq.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407 + i);
+                    if personalized {
+                        request(format!("bench-{}", (seq >> 17) % bodies.len()))
+                    } else {
+                        request(format!("nobody-{}", (seq >> 17) % bodies.len()))
+                    }
+                })
+                .collect();
+            let started = Instant::now();
+            for r in requests {
+                let d = lethe_decide::api::decide_one(engine, r).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                *modes.entry(format!("{:?}", d.mode)).or_default() += 1;
+            }
+            per_batch.push(started.elapsed().as_secs_f64() * 1e6 / batch as f64);
+            done += batch;
+            while engine.receipts_in_flight() > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let writer_us = (threads_cpu_us("lethe-log-write") - writer_before) as f64 / n as f64;
+        per_batch.sort_by(f64::total_cmp);
+        let median = per_batch[per_batch.len() / 2];
+        let name = if personalized { "personalized (consenting subjects)" } else { "baseline: no consent, fallback" };
+        println!(
+            "engine {name:<36} {median:>7.2} µs/decision (median of {} batches, {:.2}–{:.2})  log writer {writer_us:>6.2} µs/decision  modes {modes:?}",
+            per_batch.len(),
+            per_batch[0],
+            per_batch[per_batch.len() - 1],
+        );
+        rows.push(median);
+    }
+    println!("engine: a personalized decision costs {:.1}× the baseline", rows[1] / rows[0]);
+    Ok(())
 }

@@ -85,6 +85,11 @@ enum Suite {
         /// (`LogConfig::max_unindexed_runs`): a small value measures the log indexing them.
         #[arg(long, default_value_t = lethe_eventlog::DEFAULT_MAX_UNINDEXED_RUNS)]
         max_unindexed: usize,
+        /// Instead of HTTP load, this many decisions straight through the engine on one thread
+        /// (no HTTP, no JSON body), beside as many non-personalized ones: the handler's own cost and
+        /// the log writer's per receipt, with less noise than a run under `wrk`.
+        #[arg(long)]
+        engine: Option<usize>,
     },
     /// The Open Bandit Dataset sample replayed through Lethe, and Lethe's policy evaluated off-policy
     /// beside the logged random and Bernoulli Thompson Sampling policies.
@@ -179,8 +184,8 @@ fn main() -> anyhow::Result<()> {
                 sled_probe()?;
             }
         }
-        Suite::Decide { subjects, seconds, concurrency, workers, rate, hold, max_unindexed } => {
-            decide::run(subjects, seconds, concurrency, workers, rate, hold, max_unindexed)?;
+        Suite::Decide { subjects, seconds, concurrency, workers, rate, hold, max_unindexed, engine } => {
+            decide::run(subjects, seconds, concurrency, workers, rate, hold, max_unindexed, engine)?;
         }
         Suite::Obd { data, epsilon } => obd::run(&data, epsilon)?,
         Suite::Http { seconds, concurrency, workers, hold } => http::run(seconds, concurrency, workers, hold)?,

@@ -5,11 +5,11 @@
 //! rebuilt from the log at start (they are never written to disk, so an erasure leaves nothing
 //! of them behind) and kept current by the handlers after each durable append.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::RwLock;
 
 use lethe_consent::{ConsentHistory, ConsentRecord, Verdict, CONSENT_CHANGED};
-use lethe_domain::{EventBody, Position, Pseudonym, Purpose};
+use lethe_domain::{EventBody, Position, Pseudonym, PseudonymMap, PseudonymSet, Purpose};
 use lethe_eventlog::EventStore;
 use sha2::{Digest, Sha256};
 
@@ -23,12 +23,12 @@ pub type ConsentListener = Box<dyn Fn(&Pseudonym) + Send + Sync>;
 /// Consent histories, stored message ids and signed-in accounts, by pseudonym.
 #[derive(Debug, Default)]
 pub struct ConsentBook {
-    consents: RwLock<HashMap<Pseudonym, ConsentHistory>>,
-    messages: RwLock<HashMap<Pseudonym, HashSet<MessageKey>>>,
+    consents: RwLock<PseudonymMap<ConsentHistory>>,
+    messages: RwLock<PseudonymMap<HashSet<MessageKey>>>,
     /// Pseudonyms some consent record or event was stored for under a `userId`. An `anonymousId`
     /// and a `userId` with the same text share one pseudonym, so this is what tells a visitor's
     /// pseudonym from an account's.
-    users: RwLock<HashSet<Pseudonym>>,
+    users: RwLock<PseudonymSet>,
     listeners: Listeners,
 }
 

@@ -257,7 +257,7 @@ pub(crate) async fn state(
     let history = state.book.history(&subject);
     let snapshot = match at {
         Some(at) => history.state_at(at),
-        None => history.current(),
+        None => history.current().clone(),
     };
     let sale_share = Purpose::parse(SALE_SHARE).expect("valid");
     let mut purposes = serde_json::Map::new();

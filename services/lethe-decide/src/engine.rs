@@ -591,6 +591,8 @@ pub struct OutcomeReceipt {
 pub struct Engine {
     pub slots: Slots,
     declared: Vec<Candidates>,
+    /// The ids of each slot's declared variants as a receipt lists them, serialized once.
+    declared_ids: Vec<Box<serde_json::value::RawValue>>,
     state: Vec<RwLock<SlotState>>,
     records: Shards<Record>,
     contributions: Mutex<HashMap<Pseudonym, Vec<Contribution>>>,
@@ -763,10 +765,14 @@ impl Engine {
             .name("decision-receipts".into())
             .spawn(move || write_receipts(store.as_ref(), &rx, &counted))
             .map_err(registry_error)?;
-        let declared = slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
+        let declared: Vec<Candidates> =
+            slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
+        let declared_ids =
+            declared.iter().map(|c| serde_json::value::to_raw_value(&Ids(c)).expect("ids serialize")).collect();
         let latency = slots.all().iter().map(|_| crate::latency::Latency::default()).collect();
         let engine = Arc::new(Self {
             declared,
+            declared_ids,
             latency,
             slots,
             state,
@@ -844,7 +850,7 @@ impl Engine {
     /// GPC signal.
     fn consent_gate(&self, subject: &Pseudonym, slot: &Slot, gpc: bool) -> Result<Option<Uuid>, Reason> {
         let policies = &self.collect.policies;
-        let sale_share = Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose");
+        let sale_share = &*SALE_SHARE;
         let requires = policies.purpose(&slot.purpose).is_none_or(|p| p.requires_consent());
         let empty = lethe_consent::ConsentHistory::default();
         self.collect.book.with_history(subject, |history| {
@@ -858,13 +864,13 @@ impl Engine {
                 // merely left the advertising purpose unticked, which says nothing about this slot.
                 let opted_out = current
                     .purposes
-                    .get(&sale_share)
+                    .get(sale_share)
                     .is_some_and(|s| !s.granted && s.method != lethe_consent::ConsentMethod::Banner);
                 if opted_out {
                     return Err(Reason::OptedOut);
                 }
             }
-            if let Some(reason) = reason_of(history.verdict_given(&current, &slot.purpose, requires, &sale_share)) {
+            if let Some(reason) = reason_of(history.verdict_given(current, &slot.purpose, requires, sale_share)) {
                 return Err(reason);
             }
             Ok(current.purposes.get(&slot.purpose).map(|s| s.record_id))
@@ -1080,7 +1086,12 @@ impl Engine {
                         reason,
                         propensity,
                         explored,
-                        candidates: Ids(&candidates),
+                        // A slot's own variants (no candidates sent) are listed as serialized at start.
+                        candidates: if Arc::ptr_eq(&candidates, &self.declared[slot_index]) {
+                            CandidateIds::Declared(&self.declared_ids[slot_index])
+                        } else {
+                            CandidateIds::Sent(Ids(&candidates))
+                        },
                         consent_record,
                         purpose: &slot.purpose,
                         features: x.as_ref(),
@@ -1215,6 +1226,11 @@ impl Engine {
     /// wasted work.
     pub fn receipts_backlogged(&self) -> bool {
         self.past_backlog(self.receipts_in_flight.load(Ordering::Acquire))
+    }
+
+    /// Decision receipts queued or appended and not yet durable.
+    pub fn receipts_in_flight(&self) -> usize {
+        self.receipts_in_flight.load(Ordering::Acquire)
     }
 
     /// Whether `in_flight` receipts leave no room for a decision's.
@@ -2000,6 +2016,10 @@ fn decided_at(id: &Uuid) -> Option<i64> {
     i64::try_from(secs).ok()?.checked_mul(1_000_000)?.checked_add(i64::from(nanos / 1_000))
 }
 
+/// The purpose a GPC signal or an opt-out refuses, parsed once.
+static SALE_SHARE: std::sync::LazyLock<Purpose> =
+    std::sync::LazyLock::new(|| Purpose::parse(lethe_collect::SALE_SHARE).expect("valid purpose"));
+
 /// The payload of a `decision.served` receipt (schema version 1).
 #[derive(Serialize)]
 struct ServedReceipt<'a> {
@@ -2025,7 +2045,7 @@ struct ServedPolicy<'a> {
     reason: Option<Reason>,
     propensity: f64,
     explored: bool,
-    candidates: Ids<'a>,
+    candidates: CandidateIds<'a>,
     consent_record: Option<Uuid>,
     purpose: &'a Purpose,
     features: Option<&'a [f64; D]>,
@@ -2047,6 +2067,22 @@ struct ReceiptContext<'a> {
 
 /// The candidates' ids, as a JSON array.
 struct Ids<'a>(&'a [Candidate]);
+
+/// A receipt's candidates: a slot's declared variants, serialized once at start, or those a
+/// request sent. Both are the same JSON array of ids.
+enum CandidateIds<'a> {
+    Declared(&'a serde_json::value::RawValue),
+    Sent(Ids<'a>),
+}
+
+impl Serialize for CandidateIds<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Declared(raw) => raw.serialize(serializer),
+            Self::Sent(ids) => ids.serialize(serializer),
+        }
+    }
+}
 
 impl Serialize for Ids<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -158,14 +158,18 @@ impl SubjectConsent {
 }
 
 /// A subject's consent history: every record in order, so the state at any instant can be rebuilt.
+/// The current state, the fold of every record, is kept as records are pushed: a decision reads it
+/// without replaying the history.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsentHistory {
     records: Vec<ConsentRecord>,
+    current: SubjectConsent,
 }
 
 impl ConsentHistory {
     /// Appends a record (records arrive in log order).
     pub fn push(&mut self, record: ConsentRecord) {
+        self.current.apply(&record);
         self.records.push(record);
     }
 
@@ -183,9 +187,10 @@ impl ConsentHistory {
         state
     }
 
-    /// The current state.
-    pub fn current(&self) -> SubjectConsent {
-        self.state_at(UtcMicros(i64::MAX))
+    /// The current state: the fold of every record ([`ConsentHistory::state_at`] the end of time),
+    /// kept as records are pushed.
+    pub fn current(&self) -> &SubjectConsent {
+        &self.current
     }
 
     /// Whether a GPC signal arriving now is already answered, so that it needs no new record: by an
@@ -202,7 +207,7 @@ impl ConsentHistory {
 
     /// The verdict now, telling a withdrawal (granted before, not now) from a plain denial.
     pub fn verdict(&self, purpose: &Purpose, requires_consent: bool, sale_share: &Purpose) -> Verdict {
-        self.verdict_given(&self.current(), purpose, requires_consent, sale_share)
+        self.verdict_given(self.current(), purpose, requires_consent, sale_share)
     }
 
     /// [`ConsentHistory::verdict`] for a caller that already folded [`ConsentHistory::current`].
@@ -303,6 +308,28 @@ mod tests {
         let mut h = h;
         h.push(record(30, 1, ConsentMethod::Banner, &[("sale_share", true)], false));
         assert_eq!(h.verdict(&p("sale_share"), true, &p("sale_share")), Verdict::Granted);
+    }
+
+    #[test]
+    fn the_kept_current_state_is_the_replay_of_every_record() {
+        // Out of time order too: the current state is the fold in log order, as `state_at` the
+        // end of time replays it.
+        let records = vec![
+            record(30, 1, ConsentMethod::Banner, &[("analytics", true), ("personalization", true)], false),
+            record(10, 2, ConsentMethod::Api, &[("personalization", false)], false),
+            record(20, 2, ConsentMethod::Gpc, &[("sale_share", false)], true),
+            record(40, 3, ConsentMethod::Banner, &[("analytics", false)], false),
+        ];
+        let mut h = ConsentHistory::default();
+        for r in records {
+            h.push(r);
+            assert_eq!(h.current(), &h.state_at(UtcMicros(i64::MAX)));
+        }
+        let now = h.current();
+        assert!(now.gpc);
+        assert_eq!(now.notice_version, Some(3));
+        assert!(!now.purposes[&p("analytics")].granted);
+        assert!(!now.purposes[&p("personalization")].granted);
     }
 
     #[test]

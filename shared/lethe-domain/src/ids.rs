@@ -42,6 +42,14 @@ impl fmt::Debug for SubjectId {
     }
 }
 
+/// A hash map keyed by pseudonyms. A pseudonym is a keyed HMAC, which no one without the secret
+/// can steer, so the maps on the request path hash it with foldhash (seeded per process) instead of
+/// SipHash.
+pub type PseudonymMap<V> = std::collections::HashMap<Pseudonym, V, foldhash::fast::RandomState>;
+
+/// A hash set of pseudonyms (see [`PseudonymMap`]).
+pub type PseudonymSet = std::collections::HashSet<Pseudonym, foldhash::fast::RandomState>;
+
 /// A keyed pseudonym (HMAC-SHA256 of a [`SubjectId`] under the pseudonym secret). It is the only
 /// subject reference that is stored in plaintext anywhere (R-PSEUDO-1).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

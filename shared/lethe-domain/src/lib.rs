@@ -12,4 +12,4 @@ pub use event::{
     EventBody, EventEnvelope, ExpectedVersion, NewEvent, Position, RecordedEvent, Retention, SchemaVersion, Seq,
     UtcMicros,
 };
-pub use ids::{EventType, KeyId, Pseudonym, Purpose, SubjectId};
+pub use ids::{EventType, KeyId, Pseudonym, PseudonymMap, PseudonymSet, Purpose, SubjectId};

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use lethe_crypto::{DataKey, Keyring, MasterSource, SecretBytes, WrappedKey};
 use lethe_domain::schema::types;
 use lethe_domain::{
-    EventBody, EventEnvelope, EventType, KeyId, Position, Pseudonym, Purpose, RecordedEvent, SchemaVersion, Seq,
-    SubjectId, UtcMicros,
+    EventBody, EventEnvelope, EventType, KeyId, Position, Pseudonym, PseudonymMap, PseudonymSet, Purpose,
+    RecordedEvent, SchemaVersion, Seq, SubjectId, UtcMicros,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -142,8 +142,8 @@ struct Shared {
 
 #[derive(Default)]
 struct KeyCache {
-    keys: HashMap<(Pseudonym, KeyId), DataKey>,
-    erased: HashSet<Pseudonym>,
+    keys: HashMap<(Pseudonym, KeyId), DataKey, foldhash::fast::RandomState>,
+    erased: PseudonymSet,
 }
 
 /// The embedded, sled-backed event log.
@@ -345,7 +345,7 @@ impl SledEventLog {
         let (flush_tx, flush_rx) = mpsc::channel();
         let mut writer = Writer {
             shared: Arc::clone(&shared),
-            heads: HashMap::new(),
+            heads: PseudonymMap::default(),
             max_group: config.max_group_events,
             applied: head,
             flusher: flush_tx,
@@ -610,7 +610,7 @@ fn run_flusher(shared: &Shared, rx: &Receiver<FlushJob>) {
 /// and hands it to the flusher; erasures and rotations it makes durable itself.
 struct Writer {
     shared: Arc<Shared>,
-    heads: HashMap<Pseudonym, Option<Seq>>,
+    heads: PseudonymMap<Option<Seq>>,
     max_group: usize,
     /// Last position applied to sled (durable or not).
     applied: u64,
@@ -720,7 +720,7 @@ impl Writer {
         }
         let mut batch = sled::Batch::default();
         let mut new_keys: Vec<(Pseudonym, KeyId, DataKey)> = Vec::new();
-        let mut staged: HashMap<Pseudonym, Seq> = HashMap::new();
+        let mut staged: PseudonymMap<Seq> = PseudonymMap::default();
         let mut pos = self.applied;
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
         // Past the limit, the group's batch also indexes the waiting runs of the oldest marked
@@ -869,7 +869,7 @@ impl Writer {
         &mut self,
         req: &AppendRequest,
         pos: &mut u64,
-        staged: &mut HashMap<Pseudonym, Seq>,
+        staged: &mut PseudonymMap<Seq>,
         new_keys: &mut Vec<(Pseudonym, KeyId, DataKey)>,
         batch: &mut sled::Batch,
     ) -> Result<(Appended, Vec<StoredRecord>)> {

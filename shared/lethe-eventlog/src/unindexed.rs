@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use lethe_domain::Pseudonym;
+use lethe_domain::{Pseudonym, PseudonymMap};
 
 /// One run of a subject's consecutive events inside a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub(crate) const MAX_RUNS_PER_ENTRY: usize = 1024;
 /// The waiting runs, by subject and by chunk.
 #[derive(Debug, Default)]
 pub(crate) struct Unindexed {
-    by_subject: HashMap<Pseudonym, Vec<RunRef>>,
+    by_subject: PseudonymMap<Vec<RunRef>>,
     /// Marked chunk → (runs still waiting in it, subjects that had one: some may be indexed since).
     chunks: BTreeMap<u64, (u32, Vec<Pseudonym>)>,
     runs: usize,

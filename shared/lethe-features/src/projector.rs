@@ -44,7 +44,7 @@ use std::collections::HashMap;
 
 use lethe_consent::{ConsentRecord, SubjectConsent, CONSENT_CHANGED};
 use lethe_domain::schema::{types::ERASURE_FENCE, SchemaRegistry};
-use lethe_domain::{EventBody, Position, Pseudonym, Purpose, RecordedEvent};
+use lethe_domain::{EventBody, Position, Pseudonym, PseudonymMap, Purpose, RecordedEvent};
 use lethe_eventlog::EventStore;
 use lethe_policy::Policies;
 use serde_json::{json, Value};
@@ -140,7 +140,7 @@ pub(crate) struct Subject {
 #[derive(Debug, Clone)]
 pub struct Projector {
     pub(crate) config: ProjectorConfig,
-    pub(crate) index: HashMap<Pseudonym, u32>,
+    pub(crate) index: PseudonymMap<u32>,
     pub(crate) slots: Vec<Option<Subject>>,
     pub(crate) free: Vec<u32>,
     pub(crate) catalog: ItemCatalog,
@@ -162,7 +162,7 @@ impl Projector {
     pub fn new(config: ProjectorConfig) -> Self {
         Self {
             config,
-            index: HashMap::new(),
+            index: PseudonymMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             catalog: ItemCatalog::new(),

@@ -139,6 +139,19 @@ async fn decisions_change_after_consent_is_granted_and_receipts_carry_the_consen
     assert_eq!(r["properties"]["model"], d["modelVersion"]);
     assert_eq!(r["properties"]["policy"]["candidates"], json!(["default", "outdoor-gear"]));
     assert!(r["properties"]["policy"]["propensity"].as_f64().is_some());
+    // A request that restricts the slot's variants: its receipt lists those it sent, not the
+    // slot's own list (which receipts take ready-serialized).
+    let (status, only) = app
+        .post(
+            "/v1/decide",
+            Some(&app.token(Role::Cms, None)),
+            &json!({"anonymousId": "erin", "slot": "home-hero", "candidates": ["outdoor-gear"]}),
+        )
+        .await;
+    assert_eq!((status, only["mode"].as_str()), (200, Some("personalized")), "{only}");
+    let served = app.receipts("erin", "decision.served", 2).await;
+    let r = served.iter().find(|r| r["properties"]["decision"] == only["decisionId"]).expect("its receipt");
+    assert_eq!(r["properties"]["policy"]["candidates"], json!(["outdoor-gear"]));
     // Every stored field is classified (R-ROPA-1).
     let rule = app.state.policies.event(&lethe_domain::EventType::parse("decision.served").unwrap()).unwrap();
     for key in r["properties"].as_object().unwrap().keys() {
