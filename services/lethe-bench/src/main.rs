@@ -88,8 +88,8 @@ enum Suite {
         /// Instead of HTTP load, this many decisions straight through the engine on one thread
         /// (no HTTP, no JSON body), beside as many non-personalized ones: the handler's own cost and
         /// the log writer's per receipt, with less noise than a run under `wrk`.
-        #[arg(long)]
-        engine: Option<usize>,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        engine: Option<u64>,
     },
     /// The Open Bandit Dataset sample replayed through Lethe, and Lethe's policy evaluated off-policy
     /// beside the logged random and Bernoulli Thompson Sampling policies.
@@ -233,11 +233,11 @@ fn payload() -> Vec<u8> {
 
 /// The log's writer and flusher threads, as `/proc` names them: Linux keeps the first 15 bytes of
 /// a thread's name (`lethe-log-writer`, `lethe-log-flusher`).
-const LOG_WRITER_THREAD: &str = "lethe-log-write";
+pub(crate) const LOG_WRITER_THREAD: &str = "lethe-log-write";
 const LOG_FLUSHER_THREAD: &str = "lethe-log-flush";
 
 /// The CPU time (user and system) of this process's one thread named `name`, from `/proc`.
-fn thread_cpu(name: &str) -> anyhow::Result<Duration> {
+pub(crate) fn thread_cpu(name: &str) -> anyhow::Result<Duration> {
     let mut found = Vec::new();
     for task in std::fs::read_dir("/proc/self/task")?.flatten() {
         let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else { continue };
@@ -250,7 +250,7 @@ fn thread_cpu(name: &str) -> anyhow::Result<Duration> {
 }
 
 /// The CPU time (user and system) of the calling thread, from `/proc`.
-fn cpu_of_this_thread() -> anyhow::Result<Duration> {
+pub(crate) fn cpu_of_this_thread() -> anyhow::Result<Duration> {
     stat_cpu(std::path::Path::new("/proc/thread-self/stat"))
 }
 

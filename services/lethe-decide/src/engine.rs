@@ -591,8 +591,6 @@ pub struct OutcomeReceipt {
 pub struct Engine {
     pub slots: Slots,
     declared: Vec<Candidates>,
-    /// The ids of each slot's declared variants as a receipt lists them, serialized once.
-    declared_ids: Vec<Box<serde_json::value::RawValue>>,
     state: Vec<RwLock<SlotState>>,
     records: Shards<Record>,
     contributions: Mutex<HashMap<Pseudonym, Vec<Contribution>>>,
@@ -765,14 +763,10 @@ impl Engine {
             .name("decision-receipts".into())
             .spawn(move || write_receipts(store.as_ref(), &rx, &counted))
             .map_err(registry_error)?;
-        let declared: Vec<Candidates> =
-            slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
-        let declared_ids =
-            declared.iter().map(|c| serde_json::value::to_raw_value(&Ids(c)).expect("ids serialize")).collect();
+        let declared = slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
         let latency = slots.all().iter().map(|_| crate::latency::Latency::default()).collect();
         let engine = Arc::new(Self {
             declared,
-            declared_ids,
             latency,
             slots,
             state,
@@ -1086,12 +1080,7 @@ impl Engine {
                         reason,
                         propensity,
                         explored,
-                        // A slot's own variants (no candidates sent) are listed as serialized at start.
-                        candidates: if Arc::ptr_eq(&candidates, &self.declared[slot_index]) {
-                            CandidateIds::Declared(&self.declared_ids[slot_index])
-                        } else {
-                            CandidateIds::Sent(Ids(&candidates))
-                        },
+                        candidates: Ids(&candidates),
                         consent_record,
                         purpose: &slot.purpose,
                         features: x.as_ref(),
@@ -2045,7 +2034,7 @@ struct ServedPolicy<'a> {
     reason: Option<Reason>,
     propensity: f64,
     explored: bool,
-    candidates: CandidateIds<'a>,
+    candidates: Ids<'a>,
     consent_record: Option<Uuid>,
     purpose: &'a Purpose,
     features: Option<&'a [f64; D]>,
@@ -2067,22 +2056,6 @@ struct ReceiptContext<'a> {
 
 /// The candidates' ids, as a JSON array.
 struct Ids<'a>(&'a [Candidate]);
-
-/// A receipt's candidates: a slot's declared variants, serialized once at start, or those a
-/// request sent. Both are the same JSON array of ids.
-enum CandidateIds<'a> {
-    Declared(&'a serde_json::value::RawValue),
-    Sent(Ids<'a>),
-}
-
-impl Serialize for CandidateIds<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::Declared(raw) => raw.serialize(serializer),
-            Self::Sent(ids) => ids.serialize(serializer),
-        }
-    }
-}
 
 impl Serialize for Ids<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

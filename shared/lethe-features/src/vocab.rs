@@ -55,9 +55,7 @@ pub(crate) struct Interner {
     max: u32,
     /// `names[id - 1]`; `None` for an id freed by [`Self::retain`].
     names: Vec<Option<Arc<str>>>,
-    /// foldhash's quality hasher, seeded per process: names come from events, ids are looked up
-    /// for every candidate of every decision.
-    ids: HashMap<Arc<str>, u32, foldhash::quality::RandomState>,
+    ids: HashMap<Arc<str>, u32>,
     /// Freed ids, reused lowest first.
     free: BTreeSet<u32>,
 }
@@ -65,7 +63,7 @@ pub(crate) struct Interner {
 impl Interner {
     /// An empty table whose ids go up to `max`.
     pub(crate) fn new(kind: &'static str, max: u32) -> Self {
-        Self { kind, max, names: Vec::new(), ids: HashMap::default(), free: BTreeSet::new() }
+        Self { kind, max, names: Vec::new(), ids: HashMap::new(), free: BTreeSet::new() }
     }
 
     /// The id of a string, if interned.

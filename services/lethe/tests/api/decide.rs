@@ -139,8 +139,7 @@ async fn decisions_change_after_consent_is_granted_and_receipts_carry_the_consen
     assert_eq!(r["properties"]["model"], d["modelVersion"]);
     assert_eq!(r["properties"]["policy"]["candidates"], json!(["default", "outdoor-gear"]));
     assert!(r["properties"]["policy"]["propensity"].as_f64().is_some());
-    // A request that restricts the slot's variants: its receipt lists those it sent, not the
-    // slot's own list (which receipts take ready-serialized).
+    // A request that restricts the slot's variants: its receipt lists those it sent.
     let (status, only) = app
         .post(
             "/v1/decide",
@@ -149,8 +148,17 @@ async fn decisions_change_after_consent_is_granted_and_receipts_carry_the_consen
         )
         .await;
     assert_eq!((status, only["mode"].as_str()), (200, Some("personalized")), "{only}");
-    let served = app.receipts("erin", "decision.served", 2).await;
-    let r = served.iter().find(|r| r["properties"]["decision"] == only["decisionId"]).expect("its receipt");
+    let mut receipt = None;
+    for _ in 0..100 {
+        // Receipts are written in the background: wait for this decision's own.
+        let served = app.receipts("erin", "decision.served", 1).await;
+        receipt = served.into_iter().find(|r| r["properties"]["decision"] == only["decisionId"]);
+        if receipt.is_some() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = receipt.expect("the restricted decision's receipt");
     assert_eq!(r["properties"]["policy"]["candidates"], json!(["outdoor-gear"]));
     // Every stored field is classified (R-ROPA-1).
     let rule = app.state.policies.event(&lethe_domain::EventType::parse("decision.served").unwrap()).unwrap();
