@@ -106,7 +106,7 @@ pub(crate) fn parse_stream_entry(key_seq: u64, v: &[u8]) -> Result<Vec<RunRef>> 
     match v.len() {
         8 => Ok(vec![RunRef { first_seq: key_seq, pos: be_u64(v)?, count: 1 }]),
         12 => Ok(vec![RunRef { first_seq: key_seq, pos: be_u64(&v[..8])?, count: be_u32(&v[8..])? }]),
-        n if n > 1 && (n - 1) % 20 == 0 && v[0] == MULTI_RUN => {
+        n if n > 1 && is_multi_run(v) => {
             let runs = v[1..]
                 .chunks_exact(20)
                 .map(|r| Ok(RunRef { first_seq: be_u64(&r[..8])?, pos: be_u64(&r[8..16])?, count: be_u32(&r[16..])? }))

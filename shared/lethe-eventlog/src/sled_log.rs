@@ -211,15 +211,26 @@ fn load_unindexed(log: &sled::Db) -> Result<(Unindexed, Vec<String>)> {
 /// last run).
 fn covered_from(log: &sled::Db, subject: &Pseudonym, from: u64) -> Result<HashSet<u64>> {
     let mut covered = HashSet::new();
-    let prefix = stream_prefix(subject.as_bytes());
-    for item in log.range(stream_key(subject.as_bytes(), from)..) {
-        let (k, v) = item?;
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        covered.extend(parse_stream_entry(be_u64(&k[34..])?, &v)?.iter().map(|r| r.first_seq));
+    for entry in entries_from(log, subject, from) {
+        covered.extend(entry?.0.iter().map(|r| r.first_seq));
     }
     Ok(covered)
+}
+
+/// `subject`'s stream index entries keyed at sequence `from` or later, in key order: each entry's
+/// runs, and whether it is a multi-run entry.
+fn entries_from<'a>(
+    log: &'a sled::Db,
+    subject: &Pseudonym,
+    from: u64,
+) -> impl Iterator<Item = Result<(Vec<RunRef>, bool)>> + 'a {
+    let prefix = stream_prefix(subject.as_bytes());
+    log.range(stream_key(subject.as_bytes(), from)..)
+        .take_while(move |item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+        .map(|item| {
+            let (k, v) = item?;
+            Ok((parse_stream_entry(be_u64(&k[34..])?, &v)?, layout::is_multi_run(&v)))
+        })
 }
 
 /// Opens the sled database. sled releases its file lock only when its background threads let go of
@@ -533,9 +544,8 @@ impl Shared {
         // Waiting runs first: the writer indexes them (in sled) before it drops them here, so a run
         // moved in between is found in the index read after.
         let mut runs = self.unindexed.read().expect("unindexed lock").runs_of(subject);
-        for item in self.log.scan_prefix(stream_prefix(subject.as_bytes())) {
-            let (k, v) = item?;
-            runs.extend(parse_stream_entry(be_u64(&k[34..])?, &v)?);
+        for entry in entries_from(&self.log, subject, 0) {
+            runs.extend(entry?.0);
         }
         runs.sort_unstable_by_key(|r| r.first_seq);
         runs.dedup();
@@ -554,17 +564,12 @@ impl Shared {
 /// disjoint sequences in key order (each takes all the runs waiting when it was written), so the
 /// scan stops at the first that starts past `seq`.
 fn covering_run(log: &sled::Db, subject: &Pseudonym, seq: u64) -> Result<Option<RunRef>> {
-    let prefix = stream_prefix(subject.as_bytes());
-    for item in log.range(stream_key(subject.as_bytes(), seq)..) {
-        let (k, v) = item?;
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        let runs = parse_stream_entry(be_u64(&k[34..])?, &v)?;
+    for entry in entries_from(log, subject, seq) {
+        let (runs, multi) = entry?;
         if let Ok(i) = runs.binary_search_by_key(&seq, |r| r.first_seq) {
             return Ok(Some(runs[i]));
         }
-        if layout::is_multi_run(&v) && runs.first().is_some_and(|r| r.first_seq > seq) {
+        if multi && runs.first().is_some_and(|r| r.first_seq > seq) {
             break;
         }
     }
@@ -1444,6 +1449,11 @@ impl EventStore for SledEventLog {
                 ));
             }
         };
+        // A subject's entries end: its waiting runs join them.
+        let mut close = |report: &mut VerifyReport, (s, mut acc): (Pseudonym, Vec<RunRef>)| {
+            acc.extend(waiting.remove(&s).unwrap_or_default());
+            tile(report, s, acc);
+        };
         let mut current: Option<(Pseudonym, Vec<RunRef>)> = None;
         for item in self.shared.log.scan_prefix(layout::STREAMS) {
             let (k, v) = item?;
@@ -1460,16 +1470,14 @@ impl EventStore for SledEventLog {
             match &mut current {
                 Some((s, acc)) if *s == subject => acc.extend(runs),
                 _ => {
-                    if let Some((s, mut acc)) = current.replace((subject, runs)) {
-                        acc.extend(waiting.remove(&s).unwrap_or_default());
-                        tile(&mut report, s, acc);
+                    if let Some(done) = current.replace((subject, runs)) {
+                        close(&mut report, done);
                     }
                 }
             }
         }
-        if let Some((s, mut acc)) = current.take() {
-            acc.extend(waiting.remove(&s).unwrap_or_default());
-            tile(&mut report, s, acc);
+        if let Some(done) = current.take() {
+            close(&mut report, done);
         }
         // Subjects whose runs all wait.
         for (s, runs) in waiting {
