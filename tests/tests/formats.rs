@@ -209,8 +209,8 @@ fn a_layout_1_data_directory_is_upgraded_at_open() {
         assert_eq!(log.read_all(Position(1)).count(), 6);
     }
     let db = raw_log(dir.path());
-    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 6);
-    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&6u32.to_be_bytes()[..]));
+    assert_eq!(lethe_eventlog::layout::LAYOUT_VERSION, 7);
+    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&7u32.to_be_bytes()[..]));
     // The rebuilt index has one entry per event, pointing at its position.
     let mut expected: Vec<(Vec<u8>, Vec<u8>)> = positions
         .iter()
@@ -496,12 +496,15 @@ fn stream_value(pos: u64, count: u32) -> Vec<u8> {
     [&pos.to_be_bytes()[..], &count.to_be_bytes()[..]].concat()
 }
 
-/// Every chunk of the log: (key position, value), in key order.
-fn chunks(db: &sled::Db) -> Vec<(u64, Vec<u8>)> {
+/// Every chunk of the log in data directory `dir`: (key position, its bytes), in key order. A chunk
+/// kept in a chunk file is read from there.
+fn chunks(db: &sled::Db, dir: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
+    let log_dir = dir.join(lethe_eventlog::LOG_DIR);
     db.scan_prefix(EVENTS)
         .map(|kv| {
             let (k, v) = kv.expect("scan");
-            (u64::from_be_bytes(k[2..].try_into().expect("8 bytes")), v.to_vec())
+            let bytes = lethe_eventlog::resolve_chunk(&log_dir, &v).expect("the chunk's bytes");
+            (u64::from_be_bytes(k[2..].try_into().expect("8 bytes")), bytes)
         })
         .collect()
 }
@@ -528,17 +531,17 @@ fn plain_bodies(log: &lethe_eventlog::SledEventLog, subject: &Pseudonym) -> Vec<
         .collect()
 }
 
-/// Layouts 4 → 5 → 6 only stamp the version: the format-3 chunks of a layout-4 directory read as
+/// Layouts 4 → 5 → 6 → 7 only stamp the version: the format-3 chunks of a layout-4 directory read as
 /// they are, and new group commits go into shared format-4 chunks next to them.
 #[test]
-fn a_layout_4_data_directory_is_stamped_6_and_its_format_3_chunks_still_read() {
+fn a_layout_4_data_directory_is_upgraded_and_its_format_3_chunks_still_read() {
     use lethe_domain::EventBody::{Empty, Plain, Shredded};
     let dir = common::temp_dir();
     let (a, b) = seeded(dir.path());
     // Turn it into layout 4: every chunk in format 3 (each holds one append of one subject).
     {
         let db = raw_log(dir.path());
-        let old = chunks(&db);
+        let old = chunks(&db, dir.path());
         assert_eq!(old.len(), 4, "three appends and a fence make four chunks");
         for (pos, v) in old {
             assert!(codec::is_shared_chunk(&v), "layout 5 writes format 4");
@@ -567,8 +570,8 @@ fn a_layout_4_data_directory_is_stamped_6_and_its_format_3_chunks_still_read() {
         assert_eq!(log.read_all(Position(1)).count(), 10);
     }
     let db = raw_log(dir.path());
-    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&6u32.to_be_bytes()[..]));
-    let all = chunks(&db);
+    assert_eq!(db.get(META_LAYOUT).expect("get").as_deref(), Some(&7u32.to_be_bytes()[..]));
+    let all = chunks(&db, dir.path());
     assert_eq!(all.len(), 5, "the group went into one chunk");
     assert!(all[..4].iter().all(|(_, v)| v[0] == codec::CHUNK_FORMAT_V3), "old chunks are not rewritten");
     let (pos, shared) = &all[4];
@@ -635,7 +638,7 @@ fn a_group_commit_of_many_subjects_shares_chunks_and_splits_large_ones() {
         assert!(log.verify().expect("verify").ok());
     }
     let db = raw_log(dir.path());
-    let all = chunks(&db);
+    let all = chunks(&db, dir.path());
     let sizes: Vec<usize> = all.iter().map(|(_, v)| codec::decode_chunk(v).expect("decode").len()).collect();
     // The first append alone; the group of 602 events in a few shared chunks; then 10 | 600 | 1; then
     // ten events of 20 KB, a few to a chunk.
@@ -679,7 +682,7 @@ fn merged_chunk(dir: &std::path::Path, encode: fn(&[StoredRecord]) -> Vec<u8>) -
         (a, b)
     };
     let db = raw_log(dir);
-    let all = chunks(&db);
+    let all = chunks(&db, dir);
     assert_eq!(all.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [1, 3]);
     let records: Vec<_> = all.iter().flat_map(|(_, v)| codec::decode_chunk(v).expect("decode")).collect();
     db.remove(event_key(3)).expect("remove");

@@ -12,7 +12,8 @@
 //! Deferred appends (decision receipts) are part of the model: their runs wait outside the stream
 //! index (layout 6) until more than the log's limit are waiting, which each case sets between 0
 //! (indexed with the next group) and a number no case reaches (indexed never, found again at every
-//! reopen from the marked chunks).
+//! reopen from the marked chunks). Each case also sets where chunks go (layout 7): every one to a
+//! chunk file, the larger ones, or none; the chunk files are small, so a case spans several.
 
 mod common;
 
@@ -246,19 +247,22 @@ fn check_everything(log: &SledEventLog, model: &Model, subjects: &[Pseudonym]) {
     assert_eq!(report.current_epoch, model.epoch);
 }
 
-/// Opens the log with at most `max_unindexed` runs of deferred appends left out of the index.
-fn open(dir: &std::path::Path, max_unindexed: usize) -> SledEventLog {
+/// Opens the log with at most `max_unindexed` runs of deferred appends left out of the index, and
+/// chunks of `chunk_min` bytes or more in chunk files (a new file past 400 bytes: several files).
+fn open(dir: &std::path::Path, max_unindexed: usize, chunk_min: usize) -> SledEventLog {
     common::retry_while_locked(|| {
         let mut config = LogConfig::new(dir, common::master());
         config.max_unindexed_runs = max_unindexed;
+        config.chunk_file_min_bytes = chunk_min;
+        config.chunk_file_max_bytes = 400;
         SledEventLog::open(config)
     })
     .expect("open the log")
 }
 
-fn run(ops: &[Op], max_unindexed: usize) {
+fn run(ops: &[Op], max_unindexed: usize, chunk_min: usize) {
     let dir = common::temp_dir();
-    let mut log = open(dir.path(), max_unindexed);
+    let mut log = open(dir.path(), max_unindexed, chunk_min);
     let subjects: Vec<Pseudonym> =
         (0..SUBJECTS).map(|i| common::pseudonym(&log, &format!("model-subject-{i}"))).collect();
     let mut model = Model { log: Vec::new(), erased: BTreeSet::new(), rotated_at: 0, epoch: 1 };
@@ -330,7 +334,7 @@ fn run(ops: &[Op], max_unindexed: usize) {
             Op::Reopen => {
                 let incarnation = log.incarnation();
                 drop(log);
-                log = open(dir.path(), max_unindexed);
+                log = open(dir.path(), max_unindexed, chunk_min);
                 assert_eq!(log.incarnation(), incarnation + 1, "every open bumps the incarnation");
             }
         }
@@ -342,7 +346,7 @@ fn run(ops: &[Op], max_unindexed: usize) {
         check_stream(&log, &model, &subjects, s);
     }
     drop(log);
-    let log = open(dir.path(), max_unindexed);
+    let log = open(dir.path(), max_unindexed, chunk_min);
     check_everything(&log, &model, &subjects);
     for s in 0..SUBJECTS {
         check_stream(&log, &model, &subjects, s);
@@ -361,8 +365,11 @@ proptest! {
     fn the_log_behaves_like_its_model(
         ops in proptest::collection::vec(op(), 1..40),
         max_unindexed in prop_oneof![Just(0usize), 1usize..6, Just(usize::MAX)],
+        // Every chunk in a chunk file, those of two events or more (about 150 bytes an event),
+        // or every chunk in sled.
+        chunk_min in prop_oneof![Just(0usize), Just(300usize), Just(usize::MAX)],
     ) {
-        run(&ops, max_unindexed);
+        run(&ops, max_unindexed, chunk_min);
     }
 }
 
@@ -402,8 +409,11 @@ fn a_fixed_sequence_covers_every_operation() {
         Op::Reopen,
         Op::Read(2),
     ];
-    // Deferred runs indexed with the next group, after a few, and never.
+    // Deferred runs indexed with the next group, after a few, and never; every chunk in a chunk
+    // file, and every chunk in sled.
     for max_unindexed in [0, 2, usize::MAX] {
-        run(&ops, max_unindexed);
+        for chunk_min in [0, usize::MAX] {
+            run(&ops, max_unindexed, chunk_min);
+        }
     }
 }

@@ -88,30 +88,58 @@ fn replay_is_deterministic_and_forgets_an_erased_subject() {
     assert_eq!(common::read_all(&log), after, "the erased log reads differently after a reopen");
 }
 
-/// Group commits too large for sled's log buffers (over 128 KiB) are stored by sled as blob files
-/// beside the log. They read back the same after a reopen. (That sled syncs them before pointing at
-/// them, `vendor/sled/LETHE.md`, is what a power loss would test; a reopen reads the page cache.)
+/// Three appends of 64 events of 4 KiB: a chunk of about 260 KiB each. Returns what the log reads.
+fn append_large_groups(log: &lethe_eventlog::SledEventLog) -> Vec<lethe_domain::RecordedEvent> {
+    let subject = common::pseudonym(log, "large-subject");
+    for group in 0..3u8 {
+        let payloads: Vec<Vec<u8>> = (0..64u8).map(|i| vec![group ^ i; 4096]).collect();
+        let events = payloads.into_iter().map(common::event).collect();
+        log.append(AppendRequest { subject, expected: ExpectedVersion::Any, events }).expect("append");
+    }
+    let first = common::read_all(log);
+    assert_eq!(first.len(), 192);
+    first
+}
+
+/// How many files a folder of the log database holds.
+fn files_in(dir: &std::path::Path, folder: &str) -> usize {
+    std::fs::read_dir(dir.join("log").join(folder)).map_or(0, |entries| entries.filter_map(Result::ok).count())
+}
+
+/// Large group commits go to chunk files (layout 7), and sled keeps a pointer to each: sled never
+/// stores them as blob files of its own. They read back the same after a reopen.
+#[test]
+fn large_group_commits_go_to_chunk_files_and_read_back_after_a_reopen() {
+    let dir = common::temp_dir();
+    let first = append_large_groups(&common::open(dir.path()));
+    assert!(files_in(dir.path(), lethe_eventlog::CHUNKS_DIR) > 0, "no chunk file was written");
+    let bytes: u64 = std::fs::read_dir(dir.path().join("log").join(lethe_eventlog::CHUNKS_DIR))
+        .expect("chunk files")
+        .map(|e| e.expect("entry").metadata().expect("metadata").len())
+        .sum();
+    assert!(bytes >= 3 * 64 * 4096, "the chunk files hold the three chunks: {bytes} bytes");
+    assert_eq!(files_in(dir.path(), "blobs"), 0, "sled wrote a blob file: a large chunk stayed in its tree");
+    let log = common::open(dir.path());
+    assert_eq!(common::read_all(&log), first, "a log with chunk files reads differently after a reopen");
+    assert!(log.verify().expect("verify").ok());
+}
+
+/// Group commits too large for sled's log buffers (over 128 KiB), kept in sled (as layouts before 7
+/// did, and as `chunk_file_min_bytes` can still ask), are stored by sled as blob files beside the
+/// log. They read back the same after a reopen. (That sled syncs them before pointing at them,
+/// `vendor/sled/LETHE.md`, is what a power loss would test; a reopen reads the page cache.)
 #[test]
 fn group_commits_stored_as_blob_files_read_back_after_a_reopen() {
     let dir = common::temp_dir();
-    let blobs = |dir: &std::path::Path| {
-        std::fs::read_dir(dir.join("log").join("blobs")).map_or(0, |entries| entries.filter_map(Result::ok).count())
+    let open = || {
+        let mut config = lethe_eventlog::LogConfig::new(dir.path(), common::master());
+        config.chunk_file_min_bytes = usize::MAX;
+        common::retry_while_locked(|| lethe_eventlog::SledEventLog::open(config.clone())).expect("open")
     };
-    let first = {
-        let log = common::open(dir.path());
-        let subject = common::pseudonym(&log, "blob-subject");
-        for group in 0..3u8 {
-            // 64 events of 4 KiB: one chunk of about 260 KiB.
-            let payloads: Vec<Vec<u8>> = (0..64u8).map(|i| vec![group ^ i; 4096]).collect();
-            let events = payloads.into_iter().map(common::event).collect();
-            log.append(AppendRequest { subject, expected: ExpectedVersion::Any, events }).expect("append");
-        }
-        let first = common::read_all(&log);
-        assert_eq!(first.len(), 192);
-        first
-    };
-    assert!(blobs(dir.path()) > 0, "no group commit went to a blob file: the test no longer covers them");
-    let log = common::open(dir.path());
+    let first = append_large_groups(&open());
+    assert!(files_in(dir.path(), "blobs") > 0, "no group commit went to a blob file: the test no longer covers them");
+    assert_eq!(files_in(dir.path(), lethe_eventlog::CHUNKS_DIR), 0, "a chunk went to a chunk file");
+    let log = open();
     assert_eq!(common::read_all(&log), first, "a log with blob files reads differently after a reopen");
 }
 

@@ -25,6 +25,7 @@ use lethe_domain::{Pseudonym, UtcMicros};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::chunk_files::ChunkFiles;
 use crate::codec;
 use crate::layout::{self, be_u32, be_u64};
 use crate::sled_log::{LogConfig, SledEventLog, LOG_DIR};
@@ -83,8 +84,10 @@ pub struct RestoreReport {
     pub rotation: RotationReport,
 }
 
-/// Writes every record of `db` to `path`. The caller makes sure no write runs meanwhile.
-pub(crate) fn write(db: &sled::Db, header: &BackupHeader, path: &Path) -> Result<BackupReport> {
+/// Writes every record of `db` to `path`, each chunk with its bytes (a chunk kept in a chunk file is
+/// written as if it were in sled: a backup needs no chunk file, and a restore keeps every chunk in
+/// sled). The caller makes sure no write runs meanwhile.
+pub(crate) fn write(db: &sled::Db, chunks: &ChunkFiles, header: &BackupHeader, path: &Path) -> Result<BackupReport> {
     let io = |source| LogError::Io { path: path.to_path_buf(), source };
     let tmp = path.with_extension("partial");
     let mut out = HashingWriter { inner: BufWriter::new(File::create(&tmp).map_err(io)?), hash: Sha256::new(), n: 0 };
@@ -95,6 +98,10 @@ pub(crate) fn write(db: &sled::Db, header: &BackupHeader, path: &Path) -> Result
     let mut records = 0u64;
     for item in db.iter() {
         let (k, v) = item?;
+        if k == layout::META_CHUNK_END {
+            continue;
+        }
+        let v = if k.starts_with(layout::EVENTS) { chunks.resolve(v)? } else { v };
         out.write_all(&len32(k.len())?.to_be_bytes()).map_err(io)?;
         out.write_all(&k).map_err(io)?;
         out.write_all(&len32(v.len())?.to_be_bytes()).map_err(io)?;
@@ -325,7 +332,12 @@ pub fn restore(config: LogConfig, backup: &Path) -> Result<(SledEventLog, Restor
         if k.starts_with(layout::RETENTION) && k.get(10..42).is_some_and(|s| live.fences.iter().any(|f| f[..] == *s)) {
             continue; // the retention index of a subject erased since the backup
         }
-        if k == layout::META_INCARNATION || k == layout::META_EPOCH || k == layout::META_ROTATED_AT {
+        // (`m/chunk_end` is never in a backup; a restore keeps every chunk in sled.)
+        if k == layout::META_INCARNATION
+            || k == layout::META_EPOCH
+            || k == layout::META_ROTATED_AT
+            || k == layout::META_CHUNK_END
+        {
             continue;
         }
         batch.insert(k, v);

@@ -13,6 +13,9 @@
 //!   format-2 records.
 //! - formats 1 and 2 (layouts 1 and 2): a single record, read as a chunk of one.
 //!
+//! - format 5 is not a chunk: it is the pointer an `e/` value holds when the chunk's bytes are in a
+//!   chunk file (layout 7, `chunk_files`); the log resolves it before anything here reads the bytes.
+//!
 //! Writers write format 4 ([`ChunkWriter`], [`encode_chunk`]); readers accept every format
 //! ([`decode_chunk`], [`stream_records`]). Each record inside a chunk is sealed on its own, with its
 //! own envelope (which names its subject and key id) as associated data.

@@ -12,6 +12,8 @@
 //!   `pos`. Layout 5 writes the events of one group commit, of any number of subjects, into shared
 //!   chunks (format 4, split at about 512 records or 64 KB); layouts 3 and 4 wrote the events of
 //!   one append (format 3); layouts 1 and 2 one event per key (formats 1 and 2). All stay readable.
+//!   Layout 7 keeps the bytes of a larger chunk in a chunk file (`log/chunks/`); its value is then a
+//!   pointer (format 5: file, offset, length, CRC-32).
 //! - `s/` pseudonym (32) seq (u64 BE) → pos (u64 BE) count (u32 BE): one entry per append request
 //!   (but a deferred one's, see below):
 //!   the chunk holding the subject's events `seq..seq+count` (in a shared chunk, among other
@@ -26,9 +28,12 @@
 //!   the keys whose period left the retention window are found without scanning (layout 4)
 //! - `m/retention_swept` → u64 BE (µs): every period key expiring at or before it is destroyed
 //! - `m/retention_pending` → present while a sweep destroyed keys that no rotation has finalized
+//! - `m/chunk_end` → file (u32 BE) length (u64 BE): where the chunk files end that the log's
+//!   pointers cover (layout 7; see [`crate::chunk_files`])
 //!
-//! Everything lives in one tree so that one batch (events, index, a new subject's key, a fence and
-//! the removal of keys) is atomic, and one fsync makes a whole group durable.
+//! Everything lives in one tree so that one batch (events or pointers to them, index, a new subject's
+//! key, a fence and the removal of keys) is atomic, and one fsync makes a whole group durable. (The
+//! bytes of a chunk in a chunk file are synced before the batch pointing at them is applied.)
 
 use sled::Db;
 
@@ -37,7 +42,7 @@ use crate::unindexed::RunRef;
 use crate::{LogError, Result};
 
 /// The layout this version writes.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 pub(crate) const META_LAYOUT: &[u8] = b"m/layout";
 pub(crate) const META_INCARNATION: &[u8] = b"m/incarnation";
@@ -52,6 +57,7 @@ pub(crate) const KEYS: &[u8] = b"k/";
 pub(crate) const RETENTION: &[u8] = b"r/";
 pub(crate) const META_RETENTION_SWEPT: &[u8] = b"m/retention_swept";
 pub(crate) const META_RETENTION_PENDING: &[u8] = b"m/retention_pending";
+pub(crate) const META_CHUNK_END: &[u8] = b"m/chunk_end";
 
 pub(crate) fn event_key(pos: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
@@ -206,6 +212,7 @@ pub(crate) fn check_and_upgrade(db: &Db) -> Result<u32> {
             3 => stamp(db, 4)?,
             4 => stamp(db, 5)?,
             5 => stamp(db, 6)?,
+            6 => stamp(db, 7)?,
             other => return Err(LogError::Corrupt(format!("no upgrade step from layout {other}"))),
         }
         v += 1;
@@ -230,6 +237,10 @@ fn upgrade_1_to_2(db: &Db) -> Result<()> {
     Ok(())
 }
 
+/// Layout 7 keeps the bytes of larger chunks in chunk files, behind pointer values (format 5); a
+/// layout-6 log has none, so the step only stamps the version, which keeps an older Lethe (which
+/// would read a pointer as a damaged chunk) out.
+///
 /// Layout 6 leaves the runs of deferred appends out of the stream index for a while (chunks marked
 /// `u/`, multi-run `s/` entries written later); a layout-5 log has neither, so the step only stamps
 /// the version, which keeps an older Lethe (blind to unindexed runs) out.

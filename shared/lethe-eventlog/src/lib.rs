@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+mod chunk_files;
 pub mod codec;
 mod error;
 pub mod layout;
@@ -12,8 +13,12 @@ mod store;
 mod unindexed;
 
 pub use backup::{restore, BackupFile, BackupHeader, BackupReport, RestoreReport};
+pub use chunk_files::{CHUNKS_DIR, DEFAULT_CHUNK_FILE_MAX_BYTES};
 pub use error::{LogError, Result};
-pub use sled_log::{LogConfig, SledEventLog, DEFAULT_DEFER_WINDOW, DEFAULT_MAX_UNINDEXED_RUNS, LOG_DIR};
+pub use sled_log::{
+    resolve_chunk, LogConfig, SledEventLog, DEFAULT_CHUNK_FILE_MIN_BYTES, DEFAULT_DEFER_WINDOW,
+    DEFAULT_MAX_UNINDEXED_RUNS, LOG_DIR,
+};
 pub use store::{
     AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState,
     SubjectVerify, VerifyReport,

@@ -1,5 +1,6 @@
-//! The embedded backend: one sled database (`log/`), a writer thread that stages and applies groups
-//! of appends, and a flusher thread that makes them durable with one fsync per group, overlapping
+//! The embedded backend: one sled database (`log/`) and its chunk files (`log/chunks/`), a writer
+//! thread that stages and applies groups of appends (syncing the chunk files a group wrote before
+//! applying it), and a flusher thread that makes them durable with one fsync per group, overlapping
 //! the next group's work. See ARCHITECTURE.md, "The event log", for the write sequence and the
 //! recovery rules this file implements.
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::backup::{self, BackupHeader, BackupReport};
+use crate::chunk_files::{ChunkAppender, ChunkFiles, ChunkPointer, DEFAULT_CHUNK_FILE_MAX_BYTES};
 use crate::codec::{self, ChunkWriter, StoredRecord};
 use crate::layout::{
     self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, multi_stream_value, parse_stream_entry,
@@ -53,7 +55,16 @@ pub struct LogConfig {
     /// it, each group commit indexes the subjects of the oldest ones. More saves index writes when
     /// subjects come back often; it costs memory (about 200 bytes a run) and reading at open.
     pub max_unindexed_runs: usize,
+    /// A chunk of at least this many bytes goes to a chunk file, a smaller one stays in sled (see
+    /// `chunk_files`). 0 sends every chunk to a file.
+    pub chunk_file_min_bytes: usize,
+    /// A new chunk file is started once the current one would pass this size.
+    pub chunk_file_max_bytes: u64,
 }
+
+/// The default [`LogConfig::chunk_file_min_bytes`]: a leaf of sled's holds up to 17 values, and 17
+/// chunks under 4 KiB stay well below the size at which sled writes a leaf to a file of its own.
+pub const DEFAULT_CHUNK_FILE_MIN_BYTES: usize = 4096;
 
 /// The default [`LogConfig::max_unindexed_runs`].
 pub const DEFAULT_MAX_UNINDEXED_RUNS: usize = 500_000;
@@ -71,6 +82,8 @@ impl LogConfig {
             max_group_events: 16_384,
             defer_window: DEFAULT_DEFER_WINDOW,
             max_unindexed_runs: DEFAULT_MAX_UNINDEXED_RUNS,
+            chunk_file_min_bytes: DEFAULT_CHUNK_FILE_MIN_BYTES,
+            chunk_file_max_bytes: DEFAULT_CHUNK_FILE_MAX_BYTES,
         }
     }
 }
@@ -124,6 +137,8 @@ struct FlushJob {
 struct Shared {
     data_dir: PathBuf,
     log: sled::Db,
+    /// The bytes of the chunks whose `e/` values are pointers.
+    chunks: ChunkFiles,
     keyring: RwLock<Keyring>,
     cache: RwLock<KeyCache>,
     head: AtomicU64,
@@ -134,7 +149,8 @@ struct Shared {
     retention_swept: AtomicI64,
     /// Runs of deferred appends no stream index entry covers yet (written by the writer only).
     unindexed: RwLock<Unindexed>,
-    /// Damage found while reading the waiting runs back at open: the log then refuses appends and
+    /// Damage found while reading the waiting runs back at open, or chunk files that do not hold what
+    /// the log's pointers name: the log then refuses appends and
     /// erasures (they hand out sequences, which could be handed out twice); sweeps and rotations
     /// still run. `verify` reports it.
     open_problems: Vec<String>,
@@ -166,7 +182,7 @@ impl std::fmt::Debug for SledEventLog {
 /// (`u/`) that no entry holds, single or multi-run. Damage (a mark without its chunk, a chunk or an
 /// entry that does not parse) is returned as problems, not as an error: the log still opens, for
 /// reading, `verify`, sweeps and rotations, and refuses appends and erasures.
-fn load_unindexed(log: &sled::Db) -> Result<(Unindexed, Vec<String>)> {
+fn load_unindexed(log: &sled::Db, chunks: &ChunkFiles) -> Result<(Unindexed, Vec<String>)> {
     let mut problems = Vec::new();
     // The run heads of the marked chunks, per subject.
     let mut candidates: HashMap<Pseudonym, Vec<RunRef>> = HashMap::new();
@@ -180,7 +196,7 @@ fn load_unindexed(log: &sled::Db) -> Result<(Unindexed, Vec<String>)> {
             problems.push(format!("chunk at {pos} is marked unindexed but missing"));
             continue;
         };
-        match codec::run_heads(&chunk) {
+        match chunks.resolve(chunk).and_then(|chunk| codec::run_heads(&chunk)) {
             Ok(heads) => {
                 for (subject, first_seq, count) in heads {
                     candidates.entry(subject).or_default().push(RunRef { first_seq, pos, count });
@@ -231,6 +247,17 @@ fn entries_from<'a>(
             let (k, v) = item?;
             Ok((parse_stream_entry(be_u64(&k[34..])?, &v)?, layout::is_multi_run(&v)))
         })
+}
+
+/// The bytes of the chunk that the `e/` value `value` of the log database in `log_dir` holds: the
+/// value itself, or the bytes its pointer names in a chunk file. For tests and tools that read the
+/// database directly.
+///
+/// # Errors
+/// A damaged pointer or chunk file; IO errors.
+#[doc(hidden)]
+pub fn resolve_chunk(log_dir: &Path, value: &[u8]) -> Result<Vec<u8>> {
+    ChunkFiles::new(log_dir).resolve(sled::IVec::from(value)).map(|v| v.to_vec())
 }
 
 /// Opens the sled database. sled releases its file lock only when its background threads let go of
@@ -292,9 +319,43 @@ impl SledEventLog {
         log.insert(layout::META_INCARNATION, &incarnation.to_be_bytes())?;
         log.flush()?;
 
-        // The head is the last event of the last chunk.
+        // The chunk files, cut back to what the durable pointers cover (after every check that can
+        // still refuse the open, so that a refused open leaves them as they were).
+        let log_dir = dir.join(LOG_DIR);
+        let has_pointers = || -> Result<bool> {
+            for item in log.scan_prefix(layout::EVENTS) {
+                if ChunkPointer::parse(&item?.1).is_some() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        };
+        let (appender, chunk_problems) = ChunkAppender::open(
+            &log_dir,
+            log.get(layout::META_CHUNK_END)?.as_deref(),
+            config.chunk_file_max_bytes,
+            has_pointers,
+        )?;
+        let chunks = ChunkFiles::new(&log_dir);
+
+        // The head is the last event of the last chunk. A last chunk whose chunk file cannot give its
+        // bytes does not stop the open: the head is then its first position (so that `verify` reads it
+        // and names the damage), and appends are refused.
+        let mut chunk_problems = chunk_problems;
         let head = match log.scan_prefix(layout::EVENTS).next_back() {
-            Some(item) => codec::decode_chunk(&item?.1)?.last().map_or(0, |r| r.envelope.position.0),
+            Some(item) => {
+                let (k, v) = item?;
+                let filed = ChunkPointer::parse(&v).is_some();
+                match chunks.resolve(v).and_then(|c| codec::decode_chunk(&c)) {
+                    Ok(records) => records.last().map_or(0, |r| r.envelope.position.0),
+                    Err(e @ LogError::Corrupt(_)) if filed => {
+                        let pos = be_u64(&k[2..])?;
+                        chunk_problems.push(format!("chunk at {pos}: {e}"));
+                        pos
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             None => 0,
         };
         let rotated_at = log.get(layout::META_ROTATED_AT)?.map(|v| be_u64(&v)).transpose()?.unwrap_or(0);
@@ -331,16 +392,24 @@ impl SledEventLog {
             );
         }
 
-        let (unindexed, open_problems) = load_unindexed(&log)?;
+        let (unindexed, mut open_problems) = load_unindexed(&log, &chunks)?;
         if !open_problems.is_empty() {
             tracing::error!(
                 problems = ?open_problems,
                 "the runs of deferred appends could not all be read back; the log refuses appends and erasures until repaired"
             );
         }
+        if !chunk_problems.is_empty() {
+            tracing::error!(
+                problems = ?chunk_problems,
+                "chunk files do not hold what the log's pointers name; the log refuses appends and erasures until repaired"
+            );
+            open_problems.extend(chunk_problems);
+        }
         let shared = Arc::new(Shared {
             data_dir: dir.clone(),
             log,
+            chunks,
             keyring: RwLock::new(keyring),
             cache: RwLock::new(cache),
             head: AtomicU64::new(head),
@@ -363,6 +432,8 @@ impl SledEventLog {
             defer_window: config.defer_window,
             deferred: None,
             max_unindexed: config.max_unindexed_runs,
+            appender,
+            chunk_file_min: config.chunk_file_min_bytes,
         };
         if shared.keyring.read().expect("keyring lock").epochs().len() > 1 {
             tracing::warn!("completing a key rotation that was interrupted");
@@ -625,6 +696,9 @@ struct Writer {
     deferred: Option<(Instant, FlushJob)>,
     /// [`LogConfig::max_unindexed_runs`].
     max_unindexed: usize,
+    /// Appends the bytes of chunks of at least `chunk_file_min` bytes ([`LogConfig::chunk_file_min_bytes`]).
+    appender: ChunkAppender,
+    chunk_file_min: usize,
 }
 
 impl Writer {
@@ -754,6 +828,7 @@ impl Writer {
         // entry, pointing at the chunk that holds its run, except a deferred append's: its run waits
         // in memory (`unindexed`), and its chunk is marked so that an open finds it again.
         let mut chunk = ChunkWriter::new();
+        let mut closed: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut chunk_pos = 0u64;
         let mut chunk_marked = false;
         let mut waiting: Vec<(Pseudonym, RunRef)> = Vec::new();
@@ -764,8 +839,7 @@ impl Writer {
                 let staged_req = self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch);
                 out.push(staged_req.map(|(appended, records)| {
                     if !chunk.fits(&records) {
-                        let full = std::mem::take(&mut chunk);
-                        batch.insert(&event_key(chunk_pos)[..], full.finish());
+                        closed.push((chunk_pos, std::mem::take(&mut chunk).finish()));
                         if std::mem::take(&mut chunk_marked) {
                             batch.insert(&unindexed_key(chunk_pos)[..], &[][..]);
                         }
@@ -791,16 +865,24 @@ impl Writer {
             results.push(out);
         }
         if !chunk.is_empty() {
-            batch.insert(&event_key(chunk_pos)[..], chunk.finish());
+            closed.push((chunk_pos, chunk.finish()));
             if chunk_marked {
                 batch.insert(&unindexed_key(chunk_pos)[..], &[][..]);
             }
         }
+        // Chunks of a certain size go to the chunk files, which are durable before the batch that
+        // points at them is applied (see `chunk_files`).
+        let stored = self.store_chunks(closed, &mut batch);
         // Marks and waiting runs change together for readers that take the read lock (`verify`).
         let mut unindexed = (!plan.entries.is_empty() || !waiting.is_empty())
             .then(|| self.shared.unindexed.write().expect("unindexed lock"));
-        let applied =
-            if pos > self.applied || !plan.entries.is_empty() { self.shared.log.apply_batch(batch) } else { Ok(()) };
+        let applied = stored.and_then(|()| {
+            if pos > self.applied || !plan.entries.is_empty() {
+                self.shared.log.apply_batch(batch).map_err(LogError::from)
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = applied {
             drop(unindexed);
             tracing::error!(error = %e, "applying a group failed; the log stops accepting writes");
@@ -850,6 +932,26 @@ impl Writer {
             }
         };
         self.flush_later(job);
+    }
+
+    /// Puts a group's chunks into its batch: each of at least `chunk_file_min` bytes as a pointer to
+    /// its bytes in a chunk file, synced before this returns, the others as they are; with
+    /// `m/chunk_end` when a file was written.
+    fn store_chunks(&mut self, chunks: Vec<(u64, Vec<u8>)>, batch: &mut sled::Batch) -> Result<()> {
+        let mut filed = false;
+        for (pos, bytes) in chunks {
+            if bytes.len() >= self.chunk_file_min {
+                let pointer = self.appender.append(&bytes)?;
+                batch.insert(&event_key(pos)[..], &pointer.encode()[..]);
+                filed = true;
+            } else {
+                batch.insert(&event_key(pos)[..], bytes);
+            }
+        }
+        if filed {
+            batch.insert(layout::META_CHUNK_END, &self.appender.sync()?[..]);
+        }
+        Ok(())
     }
 
     /// Hands the held deferred groups to the flusher.
@@ -1111,7 +1213,7 @@ impl Writer {
             head: self.applied,
             incarnation: shared.incarnation,
         };
-        backup::write(&shared.log, &header, path)
+        backup::write(&shared.log, &shared.chunks, &header, path)
     }
 
     fn rotate(&mut self) -> Result<RotationReport> {
@@ -1190,14 +1292,13 @@ impl EventStore for SledEventLog {
             if pos > head {
                 break; // applied, not yet durable: invisible to readers
             }
-            let raw = match chunk.take() {
-                Some((at, raw)) if at == pos => raw,
-                _ => self
-                    .shared
-                    .log
-                    .get(event_key(pos))?
-                    .ok_or_else(|| LogError::Corrupt(format!("stream index points to missing position {pos}")))?,
-            };
+            let raw =
+                match chunk.take() {
+                    Some((at, raw)) if at == pos => raw,
+                    _ => self.shared.chunks.resolve(self.shared.log.get(event_key(pos))?.ok_or_else(|| {
+                        LogError::Corrupt(format!("stream index points to missing position {pos}"))
+                    })?)?,
+                };
             let records = codec::stream_records(&raw, subject, first_seq, count).map_err(|e| match e {
                 LogError::Corrupt(why) => LogError::Corrupt(format!("chunk at {pos}: {why}")),
                 other => other,
@@ -1223,7 +1324,7 @@ impl EventStore for SledEventLog {
             self.shared
                 .log
                 .range(event_key(start)..=event_key(head))
-                .map(|item| -> Result<Vec<StoredRecord>> { codec::decode_chunk(&item?.1) })
+                .map(|item| -> Result<Vec<StoredRecord>> { codec::decode_chunk(&shared.chunks.resolve(item?.1)?) })
                 .flat_map(|chunk| match chunk {
                     Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
                     Err(e) => vec![Err(e)],
@@ -1344,10 +1445,14 @@ impl EventStore for SledEventLog {
         for item in self.shared.log.range(event_key(1)..=event_key(head)) {
             let (k, v) = item?;
             let chunk_pos = be_u64(&k[2..])?;
-            let records = match codec::decode_chunk(&v) {
+            let (records, v) = match self.shared.chunks.resolve(v).and_then(|v| Ok((codec::decode_chunk(&v)?, v))) {
                 Ok(r) => r,
                 Err(e) => {
-                    report.problems.push(format!("chunk at {chunk_pos}: {e}"));
+                    let problem = format!("chunk at {chunk_pos}: {e}");
+                    // (The open may have named it already.)
+                    if !report.problems.contains(&problem) {
+                        report.problems.push(problem);
+                    }
                     expected_pos = chunk_pos + 1;
                     continue;
                 }

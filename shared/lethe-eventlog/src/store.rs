@@ -152,7 +152,8 @@ pub trait EventStore: Send + Sync + Debug {
 
     /// [`EventStore::append_batch_then`] for appends nobody waits on (decision receipts): the log
     /// may hold their fsync for a short window to share it with later appends, so that a steady
-    /// trickle of them costs a few fsyncs a second instead of one each. `done` still receives the
+    /// trickle of them costs a few fsyncs a second instead of one each (in the sled log, a group
+    /// large enough for a chunk file still syncs that file before it is applied). `done` still receives the
     /// results once they are durable. The default is [`EventStore::append_batch_then`].
     fn append_batch_deferred(&self, requests: Vec<AppendRequest>, done: AppendDone) {
         self.append_batch_then(requests, done);

@@ -49,6 +49,11 @@ fn print(line: Line) {
 fn write_until_killed(dir: PathBuf, run: u64, seed: u64, master: String) -> Result<(), String> {
     let mut config = LogConfig::new(dir, MasterSource::Hex(master));
     config.max_unindexed_runs = 16;
+    // Every other run keeps every chunk in a chunk file, so that kills land between a chunk file's
+    // write and the batch that points at it.
+    if run % 2 == 1 {
+        config.chunk_file_min_bytes = 0;
+    }
     let log = SledEventLog::open(config).map_err(|e| e.to_string())?;
     print(Line::Opened { incarnation: log.incarnation() });
     let subjects: Vec<_> =
