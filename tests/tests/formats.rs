@@ -1117,3 +1117,37 @@ fn copy_keys(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(entry.path(), keys.join(entry.file_name())).expect("copy");
     }
 }
+
+/// A trickle of deferred appends (decision receipts) lingers in the writer (`LogConfig::defer_linger`):
+/// appends sent apart share one group commit, so one chunk and one batch, and none is answered
+/// before an ordinary append ends the wait and takes them along.
+#[test]
+fn deferred_appends_sent_apart_share_one_group_until_an_ordinary_append_comes() {
+    use std::time::Duration;
+    let dir = common::temp_dir();
+    {
+        let mut config = lethe_eventlog::LogConfig::new(dir.path(), common::master());
+        config.defer_linger = Duration::from_secs(60);
+        let log = lethe_eventlog::SledEventLog::open(config).expect("open");
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..3 {
+            let s = common::pseudonym(&log, &format!("linger-{i}"));
+            let tx = tx.clone();
+            log.append_batch_deferred(vec![request(s, &["receipt"])], Box::new(move |r| tx.send(r).expect("send")));
+            // Far longer than the defer window (20 ms): without the wait, each would be its own
+            // group, and answered by now.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(rx.try_recv().is_err(), "a deferred append was committed while the writer waited");
+        let ordinary = common::pseudonym(&log, "linger-ordinary");
+        log.append(request(ordinary, &["consent"])).expect("the ordinary append");
+        for _ in 0..3 {
+            let results = rx.recv_timeout(Duration::from_secs(10)).expect("answered with the ordinary append");
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+        }
+    }
+    let db = raw_log(dir.path());
+    let all = chunks(&db, dir.path());
+    assert_eq!(all.len(), 1, "the four appends are one group: one chunk");
+    assert_eq!(codec::decode_chunk(&all[0].1).expect("decode").len(), 4);
+}

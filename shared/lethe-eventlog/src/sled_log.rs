@@ -38,6 +38,12 @@ use crate::{LogError, Result};
 /// Folder of the log database inside the data directory.
 pub const LOG_DIR: &str = "log";
 
+/// The default [`LogConfig::defer_linger`].
+pub const DEFAULT_DEFER_LINGER: Duration = Duration::from_millis(5);
+
+/// A group of deferred appends only lingers while it holds fewer events than this.
+const LINGER_BELOW_EVENTS: usize = 256;
+
 /// The default [`LogConfig::defer_window`].
 pub const DEFAULT_DEFER_WINDOW: Duration = Duration::from_millis(20);
 
@@ -51,6 +57,10 @@ pub struct LogConfig {
     /// How long the log may hold the fsync of a deferred append
     /// ([`EventStore::append_batch_deferred`]) to share it with later appends.
     pub defer_window: Duration,
+    /// How long the writer waits for more appends before it commits a small group of deferred
+    /// appends only: a trickle of receipts then shares one batch, one chunk and one sync. An
+    /// ordinary append, or any other command, ends the wait at once.
+    pub defer_linger: Duration,
     /// Most runs of deferred appends left out of the stream index at once (see `unindexed`): past
     /// it, each group commit indexes the subjects of the oldest ones. More saves index writes when
     /// subjects come back often; it costs memory (about 200 bytes a run) and reading at open.
@@ -81,6 +91,7 @@ impl LogConfig {
             master,
             max_group_events: 16_384,
             defer_window: DEFAULT_DEFER_WINDOW,
+            defer_linger: DEFAULT_DEFER_LINGER,
             max_unindexed_runs: DEFAULT_MAX_UNINDEXED_RUNS,
             chunk_file_min_bytes: DEFAULT_CHUNK_FILE_MIN_BYTES,
             chunk_file_max_bytes: DEFAULT_CHUNK_FILE_MAX_BYTES,
@@ -430,6 +441,7 @@ impl SledEventLog {
             applied: head,
             flusher: flush_tx,
             defer_window: config.defer_window,
+            defer_linger: config.defer_linger,
             deferred: None,
             max_unindexed: config.max_unindexed_runs,
             appender,
@@ -692,6 +704,7 @@ struct Writer {
     applied: u64,
     flusher: Sender<FlushJob>,
     defer_window: Duration,
+    defer_linger: Duration,
     /// Applied groups of deferred appends only, and when their fsync is due at the latest.
     deferred: Option<(Instant, FlushJob)>,
     /// [`LogConfig::max_unindexed_runs`].
@@ -735,8 +748,22 @@ impl Writer {
                 Command::Append(reqs, reply) => {
                     let mut group = vec![(reqs, reply)];
                     let mut events: usize = group[0].0.iter().map(|r| r.events.len()).sum();
+                    let mut linger_until: Option<Instant> = None;
                     while events < self.max_group {
-                        match rx.try_recv() {
+                        let received = match rx.try_recv() {
+                            Ok(c) => Ok(c),
+                            // A small group of deferred appends only waits a moment for more.
+                            Err(mpsc::TryRecvError::Empty)
+                                if events < LINGER_BELOW_EVENTS
+                                    && !self.defer_linger.is_zero()
+                                    && group.iter().all(|(_, reply)| reply.deferred()) =>
+                            {
+                                let until = *linger_until.get_or_insert_with(|| Instant::now() + self.defer_linger);
+                                rx.recv_timeout(until.saturating_duration_since(Instant::now())).map_err(|_| ())
+                            }
+                            Err(_) => Err(()),
+                        };
+                        match received {
                             Ok(Command::Append(reqs, reply)) => {
                                 events += reqs.iter().map(|r| r.events.len()).sum::<usize>();
                                 group.push((reqs, reply));
@@ -745,7 +772,9 @@ impl Writer {
                                 next = Some(other);
                                 break;
                             }
-                            Err(_) => break,
+                            // Nothing more (or the wait is over, or the channel closed: the next
+                            // receive sees that).
+                            Err(()) => break,
                         }
                     }
                     self.commit_group(group);
