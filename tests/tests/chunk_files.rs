@@ -8,7 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use lethe_domain::{EventBody, ExpectedVersion, Position, Pseudonym};
-use lethe_eventlog::{codec, AppendRequest, BackupFile, EventStore, LogConfig, SledEventLog, CHUNKS_DIR, LOG_DIR};
+use lethe_eventlog::{
+    codec, AppendRequest, BackupFile, EventStore, LogConfig, LogError, SledEventLog, CHUNKS_DIR, LOG_DIR,
+};
 
 /// Opens the log with every chunk in a chunk file.
 fn open(dir: &Path) -> SledEventLog {
@@ -50,6 +52,18 @@ fn seed(log: &SledEventLog) -> (Pseudonym, Pseudonym) {
     (a, b)
 }
 
+/// Appends one event to `s`.
+fn append_one(log: &SledEventLog, s: Pseudonym, payload: &[u8]) -> Result<lethe_eventlog::Appended, LogError> {
+    log.append(AppendRequest { subject: s, expected: ExpectedVersion::Any, events: vec![common::event(payload)] })
+}
+
+/// `verify` names the damage (a problem that mentions `what`), and appends are refused.
+fn assert_damage_named_and_appends_refused(log: &SledEventLog, a: Pseudonym, what: &str) {
+    let report = log.verify().expect("verify");
+    assert!(report.problems.iter().any(|p| p.contains(what)), "{:?}", report.problems);
+    assert_eq!(append_one(log, a, b"x").expect_err("appends are refused").code(), "log_poisoned");
+}
+
 fn bodies(log: &SledEventLog, s: &Pseudonym) -> Vec<EventBody> {
     log.read_stream(s).expect("read_stream").into_iter().map(|e| e.body).collect()
 }
@@ -75,12 +89,7 @@ fn bytes_past_the_durable_end_of_the_chunk_files_are_cut_off_at_open() {
     let log = open(dir.path());
     assert_eq!(chunk_files(dir.path()), vec![(last.clone(), durable_len)], "the tail and the stray file are gone");
     assert_eq!(common::read_all(&log), before);
-    log.append(AppendRequest {
-        subject: a,
-        expected: ExpectedVersion::Any,
-        events: vec![common::event(&b"after"[..])],
-    })
-    .expect("append after the cut");
+    append_one(&log, a, b"after").expect("append after the cut");
     drop(log);
     let log = open(dir.path());
     let read = bodies(&log, &a);
@@ -130,12 +139,7 @@ fn a_chunk_file_shorter_than_the_pointers_need_keeps_the_log_from_appending() {
     let log = open(dir.path());
     assert_eq!(bodies(&log, &a).len(), 3, "a's chunks are whole");
     assert_eq!(log.read_stream(&b).expect_err("b's last chunk is cut").code(), "log_corrupt");
-    let report = log.verify().expect("verify");
-    assert!(report.problems.iter().any(|p| p.contains("the log's pointers need")), "{:?}", report.problems);
-    let refused = log
-        .append(AppendRequest { subject: a, expected: ExpectedVersion::Any, events: vec![common::event(&b"x"[..])] })
-        .expect_err("appends are refused");
-    assert_eq!(refused.code(), "log_poisoned");
+    assert_damage_named_and_appends_refused(&log, a, "the log's pointers need");
     assert_eq!(chunk_files(dir.path())[0].1, len - 10, "nothing was written");
 }
 
@@ -188,12 +192,7 @@ fn pointers_without_the_chunk_files_end_keep_every_file_and_refuse_appends() {
     let log = open(dir.path());
     assert_eq!(chunk_files(dir.path()), files, "no chunk file was removed or cut");
     assert_eq!(bodies(&log, &a).len(), 3);
-    let report = log.verify().expect("verify");
-    assert!(report.problems.iter().any(|p| p.contains("m/chunk_end")), "{:?}", report.problems);
-    let refused = log
-        .append(AppendRequest { subject: a, expected: ExpectedVersion::Any, events: vec![common::event(&b"x"[..])] })
-        .expect_err("appends are refused");
-    assert_eq!(refused.code(), "log_poisoned");
+    assert_damage_named_and_appends_refused(&log, a, "m/chunk_end");
 }
 
 /// Past `chunk_file_max_bytes` the writer starts a new chunk file; chunks in several files read
@@ -211,8 +210,7 @@ fn chunks_spread_over_several_files_read_back_after_a_reopen() {
     let log = open_with(dir.path(), 300);
     assert_eq!(common::read_all(&log), before);
     let a = common::pseudonym(&log, "chunk-a");
-    log.append(AppendRequest { subject: a, expected: ExpectedVersion::Any, events: vec![common::event(&b"more"[..])] })
-        .expect("append");
+    append_one(&log, a, b"more").expect("append");
     drop(log);
     let log = open_with(dir.path(), 300);
     assert_eq!(bodies(&log, &a).len(), 4);
