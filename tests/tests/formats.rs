@@ -799,7 +799,8 @@ fn deferred(
     rx
 }
 
-/// A deferred append (decision receipts) is applied at once but waits for its fsync: it is not
+/// A deferred append (decision receipts) is applied (after the writer's short linger for more) but
+/// waits for its fsync: it is not
 /// published or answered while the window runs, the next ordinary append's fsync carries it (its
 /// callback runs first, with the earlier position), and closing the log makes a held one durable.
 #[test]
@@ -1138,7 +1139,7 @@ fn deferred_appends_sent_apart_share_one_group_until_an_ordinary_append_comes() 
             // group, and answered by now.
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(rx.try_recv().is_err(), "a deferred append was committed while the writer waited");
+        assert!(rx.try_recv().is_err(), "a deferred append was answered while the writer waited");
         let ordinary = common::pseudonym(&log, "linger-ordinary");
         log.append(request(ordinary, &["consent"])).expect("the ordinary append");
         for _ in 0..3 {

@@ -470,8 +470,8 @@ pub const OPE_MAX_CANDIDATES: usize = 16;
 pub const MAX_PENDING_DECISIONS: usize = 2_000_000;
 
 /// Most decision receipts on their way to the log at once (queued, or appended and not yet
-/// durable) before decisions stop being personalized (reason `receipt_backlog`). The writer keeps
-/// a few dozen in flight at 5,000 decisions/s; a log that falls behind would otherwise let the
+/// durable) before decisions stop being personalized (reason `receipt_backlog`). At 5,000
+/// decisions/s about 150 are in flight (the log's linger and fsync window, and the hand-over tick); a log that falls behind would otherwise let the
 /// queue grow without bound, and with it what a crash would lose: personalized decisions with no
 /// receipt to show their lawful basis. At about 1 KB each, the default bounds that at ~20 MB.
 pub const DEFAULT_RECEIPT_BACKLOG: usize = 20_000;
@@ -2090,8 +2090,9 @@ fn receipt_retention(policies: &lethe_policy::Policies, event_type: &str) -> Ret
 
 /// How long the receipt writer waits after handing over a batch. Receipts sent meanwhile queue on
 /// the channel without waking anyone, so at 5,000 decisions/s the log receives about ten receipts
-/// every 2 ms instead of one per decision. Each hand-over costs the log a sled batch (two buffer
-/// writes), so fewer, slightly larger ones keep the request threads' cores free;
+/// every 2 ms instead of one per decision. Each group commit costs the log a sled batch (two buffer
+/// writes; the log's writer also lets a few hand-overs share one group, `LogConfig::defer_linger`),
+/// so fewer, slightly larger ones keep the request threads' cores free;
 /// much larger ones (5–10 ms) make the writer's bursts long enough to show in the decisions' tail.
 const RECEIPT_TICK: std::time::Duration = std::time::Duration::from_millis(2);
 
@@ -2105,7 +2106,8 @@ impl Drop for InFlight {
 }
 
 /// Writes decision and outcome receipts: whatever has queued, as one deferred append (the log may
-/// hold its fsync for [`lethe_eventlog::LogConfig::defer_window`]), then a pause of
+/// wait [`lethe_eventlog::LogConfig::defer_linger`] for more, and hold its fsync for
+/// [`lethe_eventlog::LogConfig::defer_window`]), then a pause of
 /// [`RECEIPT_TICK`]. Nothing waits for a receipt, so nothing here waits for the log either.
 fn write_receipts(store: &dyn EventStore, rx: &mpsc::Receiver<AppendRequest>, in_flight: &Arc<AtomicUsize>) {
     while let Ok(first) = rx.recv() {

@@ -54,12 +54,14 @@ pub struct LogConfig {
     pub master: MasterSource,
     /// Most events one group commit takes.
     pub max_group_events: usize,
-    /// How long the log may hold the fsync of a deferred append
-    /// ([`EventStore::append_batch_deferred`]) to share it with later appends.
+    /// How long the log may hold the fsync of an applied deferred append
+    /// ([`EventStore::append_batch_deferred`]) to share it with later appends. 0 makes deferred
+    /// appends ordinary ones (no linger either).
     pub defer_window: Duration,
-    /// How long the writer waits for more appends before it commits a small group of deferred
-    /// appends only: a trickle of receipts then shares one batch, one chunk and one sync. An
-    /// ordinary append, or any other command, ends the wait at once.
+    /// How long the writer waits for more appends before it commits (applies) a small group of
+    /// deferred appends only: a trickle of receipts then shares one batch, one chunk and one sync.
+    /// An ordinary append, or any other command, ends the wait at once (and is committed with the
+    /// group); so does the end of the window of a group already held.
     pub defer_linger: Duration,
     /// Most runs of deferred appends left out of the stream index at once (see `unindexed`): past
     /// it, each group commit indexes the subjects of the oldest ones. More saves index writes when
@@ -330,8 +332,9 @@ impl SledEventLog {
         log.insert(layout::META_INCARNATION, &incarnation.to_be_bytes())?;
         log.flush()?;
 
-        // The chunk files, cut back to what the durable pointers cover (after every check that can
-        // still refuse the open, so that a refused open leaves them as they were).
+        // The chunk files, cut back to what the durable pointers cover (after the key store's checks,
+        // so that an open refused for the wrong key store leaves them as they were; what is cut
+        // is never named by a durable pointer, so a later failure of this open loses nothing).
         let log_dir = dir.join(LOG_DIR);
         let has_pointers = || -> Result<bool> {
             for item in log.scan_prefix(layout::EVENTS) {
@@ -756,9 +759,15 @@ impl Writer {
                             Err(mpsc::TryRecvError::Empty)
                                 if events < LINGER_BELOW_EVENTS
                                     && !self.defer_linger.is_zero()
+                                    && !self.defer_window.is_zero()
                                     && group.iter().all(|(_, reply)| reply.deferred()) =>
                             {
-                                let until = *linger_until.get_or_insert_with(|| Instant::now() + self.defer_linger);
+                                // Never past the end of the window of a group already held.
+                                let held_due = self.deferred.as_ref().map(|(due, _)| *due);
+                                let until = *linger_until.get_or_insert_with(|| {
+                                    let until = Instant::now() + self.defer_linger;
+                                    held_due.map_or(until, |due| until.min(due))
+                                });
                                 rx.recv_timeout(until.saturating_duration_since(Instant::now())).map_err(|_| ())
                             }
                             Err(_) => Err(()),
@@ -1479,7 +1488,7 @@ impl EventStore for SledEventLog {
                 Err(e) => {
                     let problem = format!("chunk at {chunk_pos}: {e}");
                     // (The open may have named it already.)
-                    if !report.problems.contains(&problem) {
+                    if !self.shared.open_problems.contains(&problem) {
                         report.problems.push(problem);
                     }
                     expected_pos = chunk_pos + 1;
