@@ -344,7 +344,7 @@ impl SledEventLog {
             }
             Ok(false)
         };
-        let (appender, chunk_problems) = ChunkAppender::open(
+        let (appender, mut chunk_problems) = ChunkAppender::open(
             &log_dir,
             log.get(layout::META_CHUNK_END)?.as_deref(),
             config.chunk_file_max_bytes,
@@ -355,7 +355,6 @@ impl SledEventLog {
         // The head is the last event of the last chunk. A last chunk whose chunk file cannot give its
         // bytes does not stop the open: the head is then its first position (so that `verify` reads it
         // and names the damage), and appends are refused.
-        let mut chunk_problems = chunk_problems;
         let head = match log.scan_prefix(layout::EVENTS).next_back() {
             Some(item) => {
                 let (k, v) = item?;
