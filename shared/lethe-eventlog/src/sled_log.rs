@@ -270,7 +270,27 @@ fn entries_from<'a>(
 /// A damaged pointer or chunk file; IO errors.
 #[doc(hidden)]
 pub fn resolve_chunk(log_dir: &Path, value: &[u8]) -> Result<Vec<u8>> {
-    ChunkFiles::new(log_dir).resolve(sled::IVec::from(value)).map(|v| v.to_vec())
+    RawChunkReader::new(log_dir).resolve(value)
+}
+
+/// [`resolve_chunk`] for many values: keeps the chunk files open between them.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct RawChunkReader(ChunkFiles);
+
+impl RawChunkReader {
+    /// Reads the chunk files of the log database in `log_dir`.
+    pub fn new(log_dir: &Path) -> Self {
+        Self(ChunkFiles::new(log_dir))
+    }
+
+    /// As [`resolve_chunk`].
+    ///
+    /// # Errors
+    /// A damaged pointer or chunk file; IO errors.
+    pub fn resolve(&self, value: &[u8]) -> Result<Vec<u8>> {
+        self.0.resolve(sled::IVec::from(value)).map(|v| v.to_vec())
+    }
 }
 
 /// Opens the sled database. sled releases its file lock only when its background threads let go of
