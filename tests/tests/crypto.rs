@@ -213,12 +213,12 @@ fn a_million_events_never_reuse_a_nonce_under_one_key() {
 
     let mut seen: HashSet<[u8; 48]> = HashSet::with_capacity(total as usize);
     let mut records = 0u64;
-    let log_dir = dir.path().join(LOG_DIR);
+    let chunks = lethe_eventlog::RawChunkReader::new(&dir.path().join(LOG_DIR));
     edit_raw_log(dir.path(), |db| {
         for item in db.scan_prefix(b"e/") {
             let (_, raw) = item.expect("scan");
             // A chunk of a group this size is in a chunk file; its `e/` value points at it.
-            let raw = lethe_eventlog::resolve_chunk(&log_dir, &raw).expect("the chunk's bytes");
+            let raw = chunks.resolve(&raw).expect("the chunk's bytes");
             for rec in codec::decode_chunk(&raw).expect("decode") {
                 records += 1;
                 let env = &rec.envelope;

@@ -499,11 +499,11 @@ fn stream_value(pos: u64, count: u32) -> Vec<u8> {
 /// Every chunk of the log in data directory `dir`: (key position, its bytes), in key order. A chunk
 /// kept in a chunk file is read from there.
 fn chunks(db: &sled::Db, dir: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
-    let log_dir = dir.join(lethe_eventlog::LOG_DIR);
+    let reader = lethe_eventlog::RawChunkReader::new(&dir.join(lethe_eventlog::LOG_DIR));
     db.scan_prefix(EVENTS)
         .map(|kv| {
             let (k, v) = kv.expect("scan");
-            let bytes = lethe_eventlog::resolve_chunk(&log_dir, &v).expect("the chunk's bytes");
+            let bytes = reader.resolve(&v).expect("the chunk's bytes");
             (u64::from_be_bytes(k[2..].try_into().expect("8 bytes")), bytes)
         })
         .collect()

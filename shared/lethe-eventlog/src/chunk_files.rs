@@ -181,8 +181,8 @@ impl ChunkFiles {
 pub(crate) struct ChunkAppender {
     dir: PathBuf,
     max_file_bytes: u64,
-    /// The file appended to, its number and length; `None` until the first append needs one.
-    current: Option<(u32, File)>,
+    /// The file appended to (number `file`, `len` bytes); `None` until the first append needs one.
+    current: Option<File>,
     file: u32,
     len: u64,
     /// Files written since the last sync (the current one, and one just rolled over from).
@@ -253,7 +253,7 @@ impl ChunkAppender {
                             file_name(file)
                         ));
                     }
-                    current = Some((file, f));
+                    current = Some(f);
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound && len == 0 => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -271,7 +271,7 @@ impl ChunkAppender {
         Ok((Self::at(dir, max_file_bytes, current, file, len), problems))
     }
 
-    fn at(dir: PathBuf, max_file_bytes: u64, current: Option<(u32, File)>, file: u32, len: u64) -> Self {
+    fn at(dir: PathBuf, max_file_bytes: u64, current: Option<File>, file: u32, len: u64) -> Self {
         Self { dir, max_file_bytes, current, file, len, unsynced: Vec::new(), dir_unsynced: false }
     }
 
@@ -285,17 +285,16 @@ impl ChunkAppender {
             let next = if self.current.is_some() { self.file + 1 } else { self.file.max(1) };
             let path = self.dir.join(file_name(next));
             let f = OpenOptions::new().write(true).create_new(true).open(&path).map_err(io(&path))?;
-            if let Some((_, old)) = self.current.replace((next, f)) {
+            if let Some(old) = self.current.replace(f) {
                 self.unsynced.push(old);
             }
             self.file = next;
             self.len = 0;
             self.dir_unsynced = true;
         }
-        let (number, f) = self.current.as_mut().expect("a current file");
-        let path = self.dir.join(file_name(*number));
-        f.write_all_at(bytes, self.len).map_err(io(&path))?;
-        let pointer = ChunkPointer { file: *number, offset: self.len, len, crc: crc32fast::hash(bytes) };
+        let f = self.current.as_ref().expect("a current file");
+        f.write_all_at(bytes, self.len).map_err(io(&self.dir.join(file_name(self.file))))?;
+        let pointer = ChunkPointer { file: self.file, offset: self.len, len, crc: crc32fast::hash(bytes) };
         self.len += u64::from(len);
         Ok(pointer)
     }
@@ -310,8 +309,8 @@ impl ChunkAppender {
             // A file rolled over from: its name is gone with its number, the folder names it well enough.
             f.sync_data().map_err(io(&self.dir))?;
         }
-        if let Some((number, f)) = &self.current {
-            f.sync_data().map_err(io(&self.dir.join(file_name(*number))))?;
+        if let Some(f) = &self.current {
+            f.sync_data().map_err(io(&self.dir.join(file_name(self.file))))?;
         }
         if std::mem::take(&mut self.dir_unsynced) {
             sync_dir(&self.dir)?;

@@ -16,8 +16,8 @@ pub use backup::{restore, BackupFile, BackupHeader, BackupReport, RestoreReport}
 pub use chunk_files::{CHUNKS_DIR, DEFAULT_CHUNK_FILE_MAX_BYTES};
 pub use error::{LogError, Result};
 pub use sled_log::{
-    resolve_chunk, LogConfig, RawChunkReader, SledEventLog, DEFAULT_CHUNK_FILE_MIN_BYTES, DEFAULT_DEFER_LINGER,
-    DEFAULT_DEFER_WINDOW, DEFAULT_MAX_UNINDEXED_RUNS, LOG_DIR,
+    LogConfig, RawChunkReader, SledEventLog, DEFAULT_CHUNK_FILE_MIN_BYTES, DEFAULT_DEFER_LINGER, DEFAULT_DEFER_WINDOW,
+    DEFAULT_MAX_UNINDEXED_RUNS, LOG_DIR,
 };
 pub use store::{
     AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState,

@@ -262,18 +262,8 @@ fn entries_from<'a>(
         })
 }
 
-/// The bytes of the chunk that the `e/` value `value` of the log database in `log_dir` holds: the
-/// value itself, or the bytes its pointer names in a chunk file. For tests and tools that read the
-/// database directly.
-///
-/// # Errors
-/// A damaged pointer or chunk file; IO errors.
-#[doc(hidden)]
-pub fn resolve_chunk(log_dir: &Path, value: &[u8]) -> Result<Vec<u8>> {
-    RawChunkReader::new(log_dir).resolve(value)
-}
-
-/// [`resolve_chunk`] for many values: keeps the chunk files open between them.
+/// The bytes of the chunks of a log database read directly (by tests and tools): an `e/` value
+/// itself, or the bytes its pointer names in a chunk file. Keeps the chunk files open.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct RawChunkReader(ChunkFiles);
@@ -284,7 +274,7 @@ impl RawChunkReader {
         Self(ChunkFiles::new(log_dir))
     }
 
-    /// As [`resolve_chunk`].
+    /// The bytes of the chunk that the `e/` value `value` holds.
     ///
     /// # Errors
     /// A damaged pointer or chunk file; IO errors.
@@ -773,36 +763,24 @@ impl Writer {
                     let mut linger_until: Option<Instant> = None;
                     while events < self.max_group {
                         let received = match rx.try_recv() {
-                            Ok(c) => Ok(c),
-                            // A small group of deferred appends only waits a moment for more.
-                            Err(mpsc::TryRecvError::Empty)
-                                if events < LINGER_BELOW_EVENTS
-                                    && !self.defer_linger.is_zero()
-                                    && !self.defer_window.is_zero()
-                                    && group.iter().all(|(_, reply)| reply.deferred()) =>
-                            {
-                                // Never past the end of the window of a group already held.
-                                let held_due = self.deferred.as_ref().map(|(due, _)| *due);
-                                let until = *linger_until.get_or_insert_with(|| {
-                                    let until = Instant::now() + self.defer_linger;
-                                    held_due.map_or(until, |due| until.min(due))
-                                });
-                                rx.recv_timeout(until.saturating_duration_since(Instant::now())).map_err(|_| ())
+                            Err(mpsc::TryRecvError::Empty) if self.lingers(&group, events) => {
+                                let until = *linger_until.get_or_insert_with(|| self.linger_end());
+                                rx.recv_timeout(until.saturating_duration_since(Instant::now())).ok()
                             }
-                            Err(_) => Err(()),
+                            other => other.ok(),
                         };
                         match received {
-                            Ok(Command::Append(reqs, reply)) => {
+                            Some(Command::Append(reqs, reply)) => {
                                 events += reqs.iter().map(|r| r.events.len()).sum::<usize>();
                                 group.push((reqs, reply));
                             }
-                            Ok(other) => {
+                            Some(other) => {
                                 next = Some(other);
                                 break;
                             }
                             // Nothing more (or the wait is over, or the channel closed: the next
                             // receive sees that).
-                            Err(()) => break,
+                            None => break,
                         }
                     }
                     self.commit_group(group);
@@ -824,6 +802,22 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Whether a group of `events` waits a moment for more ([`LogConfig::defer_linger`]): a small
+    /// one of deferred appends only.
+    fn lingers(&self, group: &[(Vec<AppendRequest>, AppendReply)], events: usize) -> bool {
+        events < LINGER_BELOW_EVENTS
+            && !self.defer_linger.is_zero()
+            && !self.defer_window.is_zero()
+            && group.iter().all(|(_, reply)| reply.deferred())
+    }
+
+    /// When a linger that starts now ends: after [`LogConfig::defer_linger`], and never past the
+    /// end of the window of a group already held.
+    fn linger_end(&self) -> Instant {
+        let end = Instant::now() + self.defer_linger;
+        self.deferred.as_ref().map_or(end, |(due, _)| end.min(*due))
     }
 
     /// Runs a write; a storage failure poisons the writer (see the nonce scheme in `codec`).
@@ -1349,13 +1343,15 @@ impl EventStore for SledEventLog {
             if pos > head {
                 break; // applied, not yet durable: invisible to readers
             }
-            let raw =
-                match chunk.take() {
-                    Some((at, raw)) if at == pos => raw,
-                    _ => self.shared.chunks.resolve(self.shared.log.get(event_key(pos))?.ok_or_else(|| {
-                        LogError::Corrupt(format!("stream index points to missing position {pos}"))
-                    })?)?,
-                };
+            let raw = match chunk.take() {
+                Some((at, raw)) if at == pos => raw,
+                _ => {
+                    let value = self.shared.log.get(event_key(pos))?;
+                    let value = value
+                        .ok_or_else(|| LogError::Corrupt(format!("stream index points to missing position {pos}")))?;
+                    self.shared.chunks.resolve(value)?
+                }
+            };
             let records = codec::stream_records(&raw, subject, first_seq, count).map_err(|e| match e {
                 LogError::Corrupt(why) => LogError::Corrupt(format!("chunk at {pos}: {why}")),
                 other => other,

@@ -10,9 +10,9 @@
 //! left with none, in the batch of its next group. At open the runs of the marked chunks that no
 //! entry covers are read back from the chunks themselves, so a crash loses nothing that was durable.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use lethe_domain::{Pseudonym, PseudonymMap};
+use lethe_domain::{Pseudonym, PseudonymMap, PseudonymSet};
 
 /// One run of a subject's consecutive events inside a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,7 @@ impl Unindexed {
         if self.runs <= keep {
             return plan;
         }
-        let mut taken: HashSet<Pseudonym> = HashSet::new();
+        let mut taken = PseudonymSet::default();
         let mut left: HashMap<u64, u32> = HashMap::new();
         let mut runs = self.runs;
         for (_, subjects) in self.chunks.values() {
