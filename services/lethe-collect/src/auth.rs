@@ -109,7 +109,7 @@ pub fn authorize_with(
                 header.to_str().map_err(|_| ApiError::new(401, "malformed_credentials", "bad authorization header"))?;
             token_from_authorization(header)?
         }
-        (None, Some(key)) => key.to_owned(),
+        (None, Some(key)) => std::borrow::Cow::Borrowed(key),
         (None, None) => return Err(ApiError::new(401, "missing_credentials", "send a bearer token or a write key")),
     };
     let principal = state.auth.principal(&token)?;

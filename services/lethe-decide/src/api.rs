@@ -222,7 +222,17 @@ pub async fn decide(
         anonymous_only: principal.role() == Role::Site,
     };
     let d = decide_one(engine, request).await?;
-    Ok(HttpResponse::Ok().json(decision_json(&d)))
+    Ok(decision_response(&d))
+}
+
+/// A decision's answer, written into a buffer with room for it (`HttpResponseBuilder::json` starts
+/// small and grows it several times).
+fn decision_response(d: &Decision) -> HttpResponse {
+    let mut body = Vec::with_capacity(256 + 160 * d.variants.len());
+    match serde_json::to_writer(&mut body, &decision_json(d)) {
+        Ok(()) => HttpResponse::Ok().content_type(actix_web::http::header::ContentType::json()).body(body),
+        Err(e) => HttpResponse::from_error(actix_web::error::JsonPayloadError::Serialize(e)),
+    }
 }
 
 /// A decision as the API answers it.

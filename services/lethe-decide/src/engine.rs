@@ -381,7 +381,8 @@ impl Scorer for LinearScorer {
 #[derive(Debug, Clone)]
 struct Version {
     id: ModelId,
-    number: u32,
+    /// `id#number` (the version's number among the slot's), made once: every decision names it.
+    label: Arc<str>,
     params: PolicyParams,
     /// Copied on write: decisions in flight share it.
     model: Arc<Model>,
@@ -396,11 +397,12 @@ impl Version {
     ) -> Result<Self, DecideError> {
         params.check()?;
         let model = Model::new(&params).map_err(|e| DecideError::Registry(e.to_string()))?.with_engagement(engagement);
-        Ok(Self { id, number, params, model: Arc::new(model) })
+        let label = format!("{id}#{number}").into();
+        Ok(Self { id, label, params, model: Arc::new(model) })
     }
 
     fn label(&self) -> String {
-        format!("{}#{}", self.id, self.number)
+        self.label.to_string()
     }
 }
 
@@ -448,8 +450,8 @@ struct Record {
     variant: String,
     x: Option<[f64; D]>,
     /// Every candidate's features and the chosen index, for off-policy evaluation (slots with at
-    /// most [`OPE_MAX_CANDIDATES`] candidates).
-    candidates: Option<(Vec<[f64; D]>, usize)>,
+    /// most [`OPE_MAX_CANDIDATES`] candidates); boxed, as most decisions have none.
+    candidates: Option<Box<(Vec<[f64; D]>, usize)>>,
     propensity: f64,
     impressed: bool,
     clicked: bool,
@@ -458,6 +460,13 @@ struct Record {
     /// The reward its first click, conversion or reward reported (0 without one).
     reward: f64,
 }
+
+/// The bytes a receipt's payload is first given room for.
+const RECEIPT_CAPACITY: usize = 1024;
+
+/// Most distinct candidate categories whose vectors one decision remembers (past them, a vector is
+/// made for each candidate: a linear search of more would cost what it saves).
+const MADE_VECTORS: usize = 16;
 
 /// Most candidates a decision may have for its features to be kept for off-policy evaluation.
 pub const OPE_MAX_CANDIDATES: usize = 16;
@@ -591,6 +600,8 @@ pub struct OutcomeReceipt {
 pub struct Engine {
     pub slots: Slots,
     declared: Vec<Candidates>,
+    /// The ids of `declared`, as the JSON array a receipt lists them in, written once per slot.
+    declared_ids: Vec<Box<serde_json::value::RawValue>>,
     state: Vec<RwLock<SlotState>>,
     records: Shards<Record>,
     contributions: Mutex<HashMap<Pseudonym, Vec<Contribution>>>,
@@ -763,10 +774,17 @@ impl Engine {
             .name("decision-receipts".into())
             .spawn(move || write_receipts(store.as_ref(), &rx, &counted))
             .map_err(registry_error)?;
-        let declared = slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
+        let declared: Vec<Candidates> =
+            slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
+        let declared_ids = declared
+            .iter()
+            .map(|c| serde_json::value::to_raw_value(&Ids::Sent(c)))
+            .collect::<Result<_, _>>()
+            .map_err(registry_error)?;
         let latency = slots.all().iter().map(|_| crate::latency::Latency::default()).collect();
         let engine = Arc::new(Self {
             declared,
+            declared_ids,
             latency,
             slots,
             state,
@@ -935,14 +953,7 @@ impl Engine {
         let slot = &self.slots.all()[slot_index];
         let (xs, cold) = self.views.with(|p| {
             let profile = features::Profile::of(p.view(subject));
-            let xs = candidates
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let cat = c.category.as_deref().and_then(|n| p.catalog().category_id(n));
-                    features::vector_of(&profile, ctx, cat, i == default)
-                })
-                .collect::<Vec<_>>();
+            let xs = candidate_vectors(&candidates, default, |n| p.catalog().category_id(n), &profile, ctx);
             (xs, profile.is_cold())
         });
         let state = self.state[slot_index].read().expect("slot lock");
@@ -1080,7 +1091,11 @@ impl Engine {
                         reason,
                         propensity,
                         explored,
-                        candidates: Ids(&candidates),
+                        candidates: if Arc::ptr_eq(&candidates, &self.declared[slot_index]) {
+                            Ids::Declared(&self.declared_ids[slot_index])
+                        } else {
+                            Ids::Sent(&candidates)
+                        },
                         consent_record,
                         purpose: &slot.purpose,
                         features: x.as_ref(),
@@ -1109,7 +1124,7 @@ impl Engine {
                 mode,
                 variant: first,
                 x: x.filter(|_| mode == Mode::Personalized),
-                candidates: logged_candidates,
+                candidates: logged_candidates.map(Box::new),
                 propensity,
                 impressed: false,
                 clicked: false,
@@ -1148,10 +1163,28 @@ impl Engine {
     }
 
     fn count(&self, slot: &Slot, variant: &str, version: Option<&str>, mode: Mode, f: impl FnOnce(&mut Counts)) {
-        let key = (slot.id.clone(), variant.to_owned(), version.unwrap_or("-").to_owned(), mode);
-        let mut counts = self.counts.lock().expect("counts lock");
-        let key = bounded_key(&counts, key);
-        f(counts.entry(key).or_default());
+        thread_local! {
+            /// The key of the series being counted, its strings reused from one count to the next.
+            static PROBE: std::cell::RefCell<CountKey> = const {
+                std::cell::RefCell::new((String::new(), String::new(), String::new(), Mode::Fallback))
+            };
+        }
+        PROBE.with_borrow_mut(|probe| {
+            probe.0.clear();
+            probe.0.push_str(&slot.id);
+            probe.1.clear();
+            probe.1.push_str(variant);
+            probe.2.clear();
+            probe.2.push_str(version.unwrap_or("-"));
+            probe.3 = mode;
+            let mut counts = self.counts.lock().expect("counts lock");
+            // A series counted before needs no key of its own.
+            if let Some(c) = counts.get_mut(probe) {
+                return f(c);
+            }
+            let key = bounded_key(&counts, probe.clone());
+            f(counts.entry(key).or_default());
+        });
     }
 
     /// Queues a receipt for the log. A `bounded` one (a decision's) is refused when
@@ -1180,7 +1213,12 @@ impl Engine {
             purpose: purpose.clone(),
             time,
             retention,
-            payload: serde_json::to_vec(body).expect("receipts serialize"),
+            payload: {
+                // Sized for a decision's receipt of some fifty candidates: written without regrowing.
+                let mut payload = Vec::with_capacity(RECEIPT_CAPACITY);
+                serde_json::to_writer(&mut payload, body).expect("receipts serialize");
+                payload
+            },
         };
         let request = AppendRequest { subject, expected: lethe_domain::ExpectedVersion::Any, events: vec![event] };
         if self.receipts.send(request).is_err() {
@@ -1668,7 +1706,7 @@ impl Engine {
             let chosen = p["policy"]["candidates"]
                 .as_array()
                 .and_then(|c| c.iter().position(|id| id.as_str() == Some(variant.as_str())));
-            let candidates = xs.zip(chosen).filter(|(xs, chosen)| *chosen < xs.len());
+            let candidates = xs.zip(chosen).filter(|(xs, chosen)| *chosen < xs.len()).map(Box::new);
             let mode = serde_json::from_value(p["policy"]["mode"].clone()).unwrap_or(Mode::Personalized);
             if let Some(event) = p["event"]["id"].as_str() {
                 events.push((event.to_owned(), id, subject, p["event"]["deferred"].as_bool().unwrap_or(false)));
@@ -1775,7 +1813,7 @@ impl Engine {
         let mut out = Vec::new();
         self.records.for_each(|_, r| {
             if r.slot == slot && r.impressed && r.mode == Mode::Personalized {
-                if let Some((xs, chosen)) = r.candidates.clone() {
+                if let Some((xs, chosen)) = r.candidates.as_deref().cloned() {
                     out.push((xs, chosen, r.reward, r.propensity));
                 }
             }
@@ -1840,6 +1878,38 @@ fn label(v: &str) -> String {
 
 fn argmax(v: &[f64]) -> usize {
     v.iter().enumerate().fold(0, |best, (i, s)| if *s > v[best] { i } else { best })
+}
+
+/// The feature vectors of `candidates` for a subject's `profile` in `ctx` (`default`: the index of
+/// the slot's default). A slot's candidates name a handful of categories: each name is resolved,
+/// and its vector made, once (the default's differs by its flag and is made apart).
+fn candidate_vectors(
+    candidates: &[Candidate],
+    default: usize,
+    category_id: impl Fn(&str) -> Option<lethe_features::CategoryId>,
+    profile: &features::Profile,
+    ctx: &Context,
+) -> Vec<[f64; D]> {
+    let mut made: Vec<(Option<&str>, [f64; D])> = Vec::new();
+    candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let name = c.category.as_deref();
+            let vector = || features::vector_of(profile, ctx, name.and_then(&category_id), i == default);
+            if i == default {
+                return vector();
+            }
+            if let Some((_, x)) = made.iter().find(|(n, _)| *n == name) {
+                return *x;
+            }
+            let x = vector();
+            if made.len() < MADE_VECTORS {
+                made.push((name, x));
+            }
+            x
+        })
+        .collect()
 }
 
 /// The default first, then the other candidates in order, `count` of them.
@@ -2054,21 +2124,47 @@ struct ReceiptContext<'a> {
     daypart: &'a str,
 }
 
-/// The candidates' ids, as a JSON array.
-struct Ids<'a>(&'a [Candidate]);
+/// The candidates' ids, as a JSON array: a slot's own, written once (`Engine::declared_ids`), or
+/// those a request sent. (Receipts are JSON: a raw value is written as is only by `serde_json`.)
+enum Ids<'a> {
+    Declared(&'a serde_json::value::RawValue),
+    Sent(&'a [Candidate]),
+}
 
 impl Serialize for Ids<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|c| c.id.as_str()))
+        match self {
+            Self::Declared(raw) => raw.serialize(serializer),
+            Self::Sent(candidates) => serializer.collect_seq(candidates.iter().map(|c| c.id.as_str())),
+        }
     }
 }
+
+/// Most variants past the first that [`shown_order`] places by insertion rather than selection.
+const FEW_SHOWN: usize = 8;
 
 /// What a decision shows: the drawn candidate `first`, then the best of the others by score (ties by
 /// position), `count` in all (at least one). Only the first `count - 1` of the others are ordered.
 fn shown_order(scores: &[f64], first: usize, count: usize) -> Vec<usize> {
     let by_score = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
-    let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
     let others = count.max(1) - 1;
+    if others <= FEW_SHOWN {
+        // A few to show: one pass keeps the best of those seen so far, in order (no list of every
+        // candidate to select from).
+        let mut order = Vec::with_capacity(others + 1);
+        order.push(first);
+        for i in (0..scores.len()).filter(|i| *i != first) {
+            let at = 1 + order[1..].partition_point(|o| by_score(o, &i).is_lt());
+            if at <= others {
+                if order.len() > others {
+                    order.pop();
+                }
+                order.insert(at, i);
+            }
+        }
+        return order;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
     if others < order.len() {
         if others > 0 {
             order.select_nth_unstable_by(others - 1, by_score);
@@ -2307,6 +2403,59 @@ mod tests {
         assert_ne!(together[1], together[2], "different vectors score differently after learning");
     }
 
+    /// Resolving each category name once gives every candidate the vector it gets alone: the
+    /// default (flagged), candidates of known and unknown categories and of none, past the most
+    /// names remembered too.
+    #[test]
+    fn candidates_of_one_category_get_the_vector_each_gets_alone() {
+        let id = |n: u16| serde_json::from_value::<lethe_features::CategoryId>(json!(n)).expect("an id");
+        // Categories cat-0 .. cat-29 are known as ids 1..=30; a subject engaged with half of them.
+        let stats = (1..=30u16)
+            .filter(|n| n % 2 == 1)
+            .map(|n| lethe_features::CategoryStat { category: id(n), views: u32::from(n), clicks: u32::from(n % 2) })
+            .collect();
+        let profile = features::Profile::from_stats(stats, 200.0, 7.0);
+        let ctx = Context::new(Some("mobile"), UtcMicros(20 * 3_600_000_000));
+        let resolved = std::cell::Cell::new(0);
+        let category_id = |name: &str| {
+            resolved.set(resolved.get() + 1);
+            name.strip_prefix("cat-").and_then(|n| n.parse::<u16>().ok()).filter(|n| *n < 30).map(|n| id(n + 1))
+        };
+        let candidate = |i: usize, category: Option<String>| Candidate {
+            id: format!("c{i}"),
+            category,
+            content: Content::default(),
+        };
+        let alone = |cs: &[Candidate], default: usize| -> Vec<[f64; D]> {
+            cs.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let cat = c.category.as_deref().and_then(&category_id);
+                    features::vector_of(&profile, &ctx, cat, i == default)
+                })
+                .collect()
+        };
+        // Ten names over fifty candidates (one unknown, some with none); the default shares a name.
+        let few: Vec<Candidate> = (0..50)
+            .map(|i| {
+                candidate(
+                    i,
+                    (i % 11 != 10).then(|| if i % 11 == 9 { "gone".into() } else { format!("cat-{}", 3 * (i % 11)) }),
+                )
+            })
+            .collect();
+        resolved.set(0);
+        let xs = candidate_vectors(&few, 4, category_id, &profile, &ctx);
+        assert_eq!(resolved.get(), 10 + 1, "each name once, and the default's");
+        assert_eq!(xs, alone(&few, 4));
+        assert!(xs.iter().any(|x| x[1] > 0.0) && xs.iter().any(|x| x[1] == 0.0), "engaged categories and others");
+        assert_eq!(xs[4][9], 1.0, "the default is flagged");
+        assert_eq!(xs[15][9], 0.0, "the others sharing its name are not");
+        // Forty names: past the names remembered, the rest are resolved for each candidate.
+        let many: Vec<Candidate> = (0..80).map(|i| candidate(i, Some(format!("cat-{}", i % 40)))).collect();
+        assert_eq!(candidate_vectors(&many, 0, category_id, &profile, &ctx), alone(&many, 0));
+    }
+
     /// Ordering only the top of the others gives what sorting them all and keeping `count` gives,
     /// ties included, whether the drawn candidate is among the best or not.
     #[test]
@@ -2326,6 +2475,21 @@ mod tests {
         }
         assert_eq!(shown_order(&scores, 2, 4), vec![2, 1, 3, 7]);
         assert_eq!(shown_order(&[1.0], 0, 5), vec![0]);
+        // Forty candidates on five score levels: a few shown are placed one by one, more selected;
+        // both give the full sort's answer.
+        let scores: Vec<f64> = (0..40).map(|i| f64::from((i * 7) % 5) / 4.0).collect();
+        let full = |first: usize, count: usize| {
+            let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
+            order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+            order.insert(0, first);
+            order.truncate(count.max(1));
+            order
+        };
+        for first in [0, 13, 39] {
+            for count in [1, 2, 5, FEW_SHOWN, FEW_SHOWN + 1, FEW_SHOWN + 2, 20, 40, 45] {
+                assert_eq!(shown_order(&scores, first, count), full(first, count), "first {first}, count {count}");
+            }
+        }
     }
 
     #[test]

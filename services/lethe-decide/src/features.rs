@@ -61,6 +61,12 @@ impl Profile {
         })
     }
 
+    /// A profile of a subject's top categories and engagement totals, as a view would give them.
+    #[cfg(test)]
+    pub(crate) fn from_stats(categories: Vec<CategoryStat>, total: f64, clicks: f64) -> Self {
+        Self { categories, total, clicks, known: true }
+    }
+
     /// Whether the subject has engaged with anything yet.
     pub fn is_cold(&self) -> bool {
         self.total == 0.0

@@ -1,6 +1,8 @@
 //! Reads the HTTP `Authorization` header: `Bearer <jwt>`, or `Basic base64(<jwt>:)` as Segment sends
 //! a write key (the key as user name, an empty password).
 
+use std::borrow::Cow;
+
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
@@ -18,13 +20,14 @@ const BASIC: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Extracts the token from an `Authorization` header value. The scheme is matched case-insensitively.
+/// A bearer token is borrowed from the header; a Basic one is decoded into a string of its own.
 ///
 /// # Errors
 /// [`AuthError::UnsupportedScheme`] for schemes other than `Bearer` and `Basic`;
 /// [`AuthError::MalformedAuthorization`] for an empty or oversized value, a token containing
 /// whitespace, undecodable Basic credentials, a Basic value without `:`, or a non-empty Basic password
 /// (a password is never expected, so one is refused rather than silently ignored).
-pub fn token_from_authorization(value: &str) -> Result<String> {
+pub fn token_from_authorization(value: &str) -> Result<Cow<'_, str>> {
     if value.len() > MAX_HEADER_LEN {
         return Err(AuthError::MalformedAuthorization);
     }
@@ -35,9 +38,9 @@ pub fn token_from_authorization(value: &str) -> Result<String> {
         return Err(AuthError::MalformedAuthorization);
     }
     if scheme.eq_ignore_ascii_case("bearer") {
-        Ok(credentials.to_owned())
+        Ok(Cow::Borrowed(credentials))
     } else if scheme.eq_ignore_ascii_case("basic") {
-        basic_user(credentials)
+        basic_user(credentials).map(Cow::Owned)
     } else {
         Err(AuthError::UnsupportedScheme)
     }

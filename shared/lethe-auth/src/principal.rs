@@ -1,18 +1,21 @@
 //! The verified caller handed to handlers, and the role and subject checks they make on it.
 
+use std::sync::Arc;
+
 use lethe_domain::SubjectId;
 
 use crate::{AuthError, Claims, Result, Role};
 
 /// Who is calling, after verification. Built only from verified claims (see
-/// [`crate::Verifier::authenticate`]), so holding one means the token checked out.
+/// [`crate::Verifier::authenticate`]), so holding one means the token checked out. Its texts are
+/// shared: a verified token's principal is cached and handed to every request that presents it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     role: Role,
     subject: Option<SubjectId>,
-    site: Option<String>,
-    origins: Vec<String>,
-    jti: String,
+    site: Option<Arc<str>>,
+    origins: Arc<[String]>,
+    jti: Arc<str>,
 }
 
 impl Principal {
@@ -91,6 +94,12 @@ impl TryFrom<Claims> for Principal {
             .map(SubjectId::parse)
             .transpose()
             .map_err(|_| AuthError::InvalidClaims("subject id is not valid"))?;
-        Ok(Self { role: claims.role, subject, site: claims.site, origins: claims.origins, jti: claims.jti })
+        Ok(Self {
+            role: claims.role,
+            subject,
+            site: claims.site.map(Arc::from),
+            origins: claims.origins.into(),
+            jti: claims.jti.into(),
+        })
     }
 }

@@ -173,7 +173,14 @@ impl Default for ChunkWriter {
 impl ChunkWriter {
     /// An empty chunk.
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(16 * 1024);
+        Self::with_buffer(Vec::new())
+    }
+
+    /// An empty chunk written into `buf`, emptied first (its room stays): the log's writer gives it
+    /// the buffers of chunks it wrote out, so that a chunk does not take fresh memory.
+    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        buf.reserve(16 * 1024);
         buf.push(CHUNK_FORMAT);
         Self { buf, records: 0 }
     }

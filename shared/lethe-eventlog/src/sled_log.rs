@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backup::{self, BackupHeader, BackupReport};
 use crate::chunk_files::{ChunkAppender, ChunkFiles, ChunkPointer, DEFAULT_CHUNK_FILE_MAX_BYTES};
-use crate::codec::{self, ChunkWriter, StoredRecord};
+use crate::codec::{self, ChunkWriter, StoredRecord, CHUNK_MAX_BYTES};
 use crate::layout::{
     self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, multi_stream_value, parse_stream_entry,
     retention_key, stream_key, stream_prefix, stream_value, unindexed_key,
@@ -84,6 +84,9 @@ pub const DEFAULT_MAX_UNINDEXED_RUNS: usize = 500_000;
 /// Most entries one group commit writes to index waiting runs: the writer catches up over several
 /// groups rather than stalling one.
 const MAX_INDEX_ENTRIES_PER_GROUP: usize = 4096;
+
+/// Most emptied chunk buffers the writer keeps for its next chunks.
+const SPARE_CHUNKS: usize = 8;
 
 impl LogConfig {
     /// Defaults for a data directory.
@@ -458,6 +461,7 @@ impl SledEventLog {
             max_unindexed: config.max_unindexed_runs,
             appender,
             chunk_file_min: config.chunk_file_min_bytes,
+            spare_chunks: Vec::new(),
         };
         if shared.keyring.read().expect("keyring lock").epochs().len() > 1 {
             tracing::warn!("completing a key rotation that was interrupted");
@@ -724,6 +728,9 @@ struct Writer {
     /// Appends the bytes of chunks of at least `chunk_file_min` bytes ([`LogConfig::chunk_file_min_bytes`]).
     appender: ChunkAppender,
     chunk_file_min: usize,
+    /// Buffers of chunks written to the chunk files, emptied and handed to the next chunks (at most
+    /// [`SPARE_CHUNKS`]).
+    spare_chunks: Vec<Vec<u8>>,
 }
 
 impl Writer {
@@ -878,7 +885,7 @@ impl Writer {
         // closed when the next run would make it too large. Each request keeps its own stream index
         // entry, pointing at the chunk that holds its run, except a deferred append's: its run waits
         // in memory (`unindexed`), and its chunk is marked so that an open finds it again.
-        let mut chunk = ChunkWriter::new();
+        let mut chunk = ChunkWriter::with_buffer(self.spare_chunks.pop().unwrap_or_default());
         let mut closed: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut chunk_pos = 0u64;
         let mut chunk_marked = false;
@@ -890,7 +897,8 @@ impl Writer {
                 let staged_req = self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch);
                 out.push(staged_req.map(|(appended, records)| {
                     if !chunk.fits(&records) {
-                        closed.push((chunk_pos, std::mem::take(&mut chunk).finish()));
+                        let next = ChunkWriter::with_buffer(self.spare_chunks.pop().unwrap_or_default());
+                        closed.push((chunk_pos, std::mem::replace(&mut chunk, next).finish()));
                         if std::mem::take(&mut chunk_marked) {
                             batch.insert(&unindexed_key(chunk_pos)[..], &[][..]);
                         }
@@ -995,6 +1003,9 @@ impl Writer {
                 let pointer = self.appender.append(&bytes)?;
                 batch.insert(&event_key(pos)[..], &pointer.encode()[..]);
                 filed = true;
+                if self.spare_chunks.len() < SPARE_CHUNKS && bytes.capacity() <= 2 * CHUNK_MAX_BYTES {
+                    self.spare_chunks.push(bytes);
+                }
             } else {
                 batch.insert(&event_key(pos)[..], bytes);
             }

@@ -98,6 +98,9 @@ impl Unindexed {
         if self.runs <= keep {
             return plan;
         }
+        // Room for every entry it may take at once: a list of thousands regrown step by step takes
+        // fresh memory at each step.
+        plan.entries.reserve(max_entries.min(self.by_subject.len()));
         let mut taken = PseudonymSet::default();
         let mut left: HashMap<u64, u32> = HashMap::new();
         let mut runs = self.runs;
