@@ -381,7 +381,7 @@ impl Scorer for LinearScorer {
 #[derive(Debug, Clone)]
 struct Version {
     id: ModelId,
-    /// `id#number` (the version's number among the slot's), made once: every decision names it.
+    /// `id#number` (the version's number among the slot's), formatted once: every decision names it.
     label: Arc<str>,
     params: PolicyParams,
     /// Copied on write: decisions in flight share it.
@@ -766,6 +766,13 @@ impl Engine {
             state.push(RwLock::new(SlotState { live, canary }));
         }
         let rule = canary_rule(&slots.canary);
+        let declared: Vec<Candidates> =
+            slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
+        let declared_ids = declared
+            .iter()
+            .map(|c| serde_json::value::to_raw_value(&Ids::Sent(c)))
+            .collect::<Result<_, _>>()
+            .map_err(registry_error)?;
         let (tx, rx) = mpsc::channel::<AppendRequest>();
         let store = Arc::clone(&collect.store);
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -773,13 +780,6 @@ impl Engine {
         std::thread::Builder::new()
             .name("decision-receipts".into())
             .spawn(move || write_receipts(store.as_ref(), &rx, &counted))
-            .map_err(registry_error)?;
-        let declared: Vec<Candidates> =
-            slots.all().iter().map(|s| Arc::new(s.variants.iter().map(Candidate::from).collect())).collect();
-        let declared_ids = declared
-            .iter()
-            .map(|c| serde_json::value::to_raw_value(&Ids::Sent(c)))
-            .collect::<Result<_, _>>()
             .map_err(registry_error)?;
         let latency = slots.all().iter().map(|_| crate::latency::Latency::default()).collect();
         let engine = Arc::new(Self {
@@ -1214,7 +1214,8 @@ impl Engine {
             time,
             retention,
             payload: {
-                // Sized for a decision's receipt of some fifty candidates: written without regrowing.
+                // Room for a decision's receipt that lists its candidates' ids (one that also logs
+                // their features for off-policy evaluation grows it once more).
                 let mut payload = Vec::with_capacity(RECEIPT_CAPACITY);
                 serde_json::to_writer(&mut payload, body).expect("receipts serialize");
                 payload

@@ -8,7 +8,8 @@ use crate::{AuthError, Claims, Result, Role};
 
 /// Who is calling, after verification. Built only from verified claims (see
 /// [`crate::Verifier::authenticate`]), so holding one means the token checked out. Its texts are
-/// shared: a verified token's principal is cached and handed to every request that presents it.
+/// shared, so that a copy is cheap: a server may cache a verified token's principal and hand a copy
+/// to every request that presents it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     role: Role,

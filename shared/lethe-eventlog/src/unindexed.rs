@@ -100,7 +100,8 @@ impl Unindexed {
         }
         // Room for every entry it may take at once: a list of thousands regrown step by step takes
         // fresh memory at each step.
-        plan.entries.reserve(max_entries.min(self.by_subject.len()));
+        // (Each subject taken takes at least one of the runs past `keep`.)
+        plan.entries.reserve(max_entries.min(self.by_subject.len()).min(self.runs - keep));
         let mut taken = PseudonymSet::default();
         let mut left: HashMap<u64, u32> = HashMap::new();
         let mut runs = self.runs;
