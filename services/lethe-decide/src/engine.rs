@@ -2457,21 +2457,24 @@ mod tests {
         assert_eq!(candidate_vectors(&many, 0, category_id, &profile, &ctx), alone(&many, 0));
     }
 
+    /// The oracle: every other candidate sorted by score (ties by position), after the drawn one.
+    fn sorted_order(scores: &[f64], first: usize, count: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
+        order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+        order.insert(0, first);
+        order.truncate(count.max(1));
+        order
+    }
+
     /// Ordering only the top of the others gives what sorting them all and keeping `count` gives,
     /// ties included, whether the drawn candidate is among the best or not.
     #[test]
     fn the_shown_order_is_the_drawn_candidate_then_the_best_others() {
         let scores: [f64; 8] = [0.5, 0.9, 0.1, 0.9, 0.3, 0.5, 0.7, 0.9];
-        let full = |first: usize, count: usize| {
-            let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
-            order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
-            order.insert(0, first);
-            order.truncate(count.max(1));
-            order
-        };
         for first in [2, 3] {
             for count in [0, 1, 2, 3, 7, 8, 13] {
-                assert_eq!(shown_order(&scores, first, count), full(first, count), "first {first}, count {count}");
+                let want = sorted_order(&scores, first, count);
+                assert_eq!(shown_order(&scores, first, count), want, "first {first}, count {count}");
             }
         }
         assert_eq!(shown_order(&scores, 2, 4), vec![2, 1, 3, 7]);
@@ -2479,16 +2482,10 @@ mod tests {
         // Forty candidates on five score levels: a few shown are placed one by one, more selected;
         // both give the full sort's answer.
         let scores: Vec<f64> = (0..40).map(|i| f64::from((i * 7) % 5) / 4.0).collect();
-        let full = |first: usize, count: usize| {
-            let mut order: Vec<usize> = (0..scores.len()).filter(|i| *i != first).collect();
-            order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
-            order.insert(0, first);
-            order.truncate(count.max(1));
-            order
-        };
         for first in [0, 13, 39] {
             for count in [1, 2, 5, FEW_SHOWN, FEW_SHOWN + 1, FEW_SHOWN + 2, 20, 40, 45] {
-                assert_eq!(shown_order(&scores, first, count), full(first, count), "first {first}, count {count}");
+                let want = sorted_order(&scores, first, count);
+                assert_eq!(shown_order(&scores, first, count), want, "first {first}, count {count}");
             }
         }
     }
