@@ -1891,7 +1891,7 @@ fn candidate_vectors(
     profile: &features::Profile,
     ctx: &Context,
 ) -> Vec<[f64; D]> {
-    let mut made: Vec<(Option<&str>, [f64; D])> = Vec::new();
+    let mut made: Vec<(Option<&str>, [f64; D])> = Vec::with_capacity(MADE_VECTORS.min(candidates.len()));
     candidates
         .iter()
         .enumerate()
