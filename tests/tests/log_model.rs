@@ -248,13 +248,15 @@ fn check_everything(log: &SledEventLog, model: &Model, subjects: &[Pseudonym]) {
 }
 
 /// Opens the log with at most `max_unindexed` runs of deferred appends left out of the index, and
-/// chunks of `chunk_min` bytes or more in chunk files (a new file past 400 bytes: several files).
+/// chunks of `chunk_min` bytes or more in chunk files (a new file past 400 bytes: several files), none
+/// of their durable bytes left in the page cache (reads come from the files themselves).
 fn open(dir: &std::path::Path, max_unindexed: usize, chunk_min: usize) -> SledEventLog {
     common::retry_while_locked(|| {
         let mut config = LogConfig::new(dir, common::master());
         config.max_unindexed_runs = max_unindexed;
         config.chunk_file_min_bytes = chunk_min;
         config.chunk_file_max_bytes = 400;
+        config.chunk_cache_tail_bytes = 0;
         SledEventLog::open(config)
     })
     .expect("open the log")

@@ -185,10 +185,14 @@ pub(crate) struct ChunkAppender {
     current: Option<File>,
     file: u32,
     len: u64,
-    /// Files written since the last sync (the current one, and one just rolled over from).
-    unsynced: Vec<File>,
+    /// Files rolled over from since the last sync, with where their cached bytes begin and their length.
+    unsynced: Vec<(File, u64, u64)>,
     /// A file was created since the last sync: the directory entry must be made durable too.
     dir_unsynced: bool,
+    /// Where the bytes of the current file that are still in the page cache begin.
+    cached_from: u64,
+    /// How many of the newest durable bytes stay in the page cache ([`crate::LogConfig::chunk_cache_tail_bytes`]).
+    cached_tail: u64,
 }
 
 impl ChunkAppender {
@@ -272,7 +276,23 @@ impl ChunkAppender {
     }
 
     fn at(dir: PathBuf, max_file_bytes: u64, current: Option<File>, file: u32, len: u64) -> Self {
-        Self { dir, max_file_bytes, current, file, len, unsynced: Vec::new(), dir_unsynced: false }
+        Self {
+            dir,
+            max_file_bytes,
+            current,
+            file,
+            len,
+            unsynced: Vec::new(),
+            dir_unsynced: false,
+            cached_from: 0,
+            cached_tail: DEFAULT_CHUNK_CACHE_TAIL_BYTES,
+        }
+    }
+
+    /// Keeps only the newest `bytes` of what is durable in the page cache (see [`forget_pages`]).
+    pub(crate) fn with_cached_tail(mut self, bytes: u64) -> Self {
+        self.cached_tail = bytes;
+        self
     }
 
     /// Appends a chunk's bytes; they are durable after the next [`Self::sync`].
@@ -286,10 +306,11 @@ impl ChunkAppender {
             let path = self.dir.join(file_name(next));
             let f = OpenOptions::new().write(true).create_new(true).open(&path).map_err(io(&path))?;
             if let Some(old) = self.current.replace(f) {
-                self.unsynced.push(old);
+                self.unsynced.push((old, self.cached_from, self.len));
             }
             self.file = next;
             self.len = 0;
+            self.cached_from = 0;
             self.dir_unsynced = true;
         }
         let f = self.current.as_ref().expect("a current file");
@@ -305,18 +326,47 @@ impl ChunkAppender {
     /// # Errors
     /// IO errors.
     pub(crate) fn sync(&mut self) -> Result<[u8; 12]> {
-        for f in self.unsynced.drain(..) {
+        // Past a file rolled over from, the current one holds the newest bytes: only they stay cached.
+        let tail = self.cached_tail.saturating_sub(self.len);
+        for (f, from, len) in std::mem::take(&mut self.unsynced) {
             // A file rolled over from: its name is gone with its number, the folder names it well enough.
             f.sync_data().map_err(io(&self.dir))?;
+            forget_pages(&f, from, len.saturating_sub(tail));
         }
         if let Some(f) = &self.current {
             f.sync_data().map_err(io(&self.dir.join(file_name(self.file))))?;
+            let keep_from = self.len.saturating_sub(self.cached_tail);
+            if keep_from >= self.cached_from + FORGET_AT_LEAST.min(self.cached_tail.max(1)) {
+                forget_pages(f, self.cached_from, keep_from);
+                self.cached_from = keep_from;
+            }
         }
         if std::mem::take(&mut self.dir_unsynced) {
             sync_dir(&self.dir)?;
         }
         Ok(end_value(self.file, self.len))
     }
+}
+
+/// The default [`crate::LogConfig::chunk_cache_tail_bytes`]: a couple of seconds of receipts at full
+/// load, which the feature views (they catch up every second) read back.
+pub const DEFAULT_CHUNK_CACHE_TAIL_BYTES: u64 = 64 << 20;
+
+/// The fewest bytes dropped from the page cache at once (one call per megabyte, not per group).
+const FORGET_AT_LEAST: u64 = 1 << 20;
+
+/// Lets the kernel drop the page cache of the durable bytes `from..to` of `file`. A chunk is written
+/// once; past the newest ones (which readers following the log read back at once), chunks are read
+/// rarely (replay at open, exports, backups). Kept cached, they would take fresh memory for every chunk
+/// written, and push out pages that are read. A refusal changes nothing but memory.
+fn forget_pages(file: &File, from: u64, to: u64) {
+    let Some(len) = to.checked_sub(from).and_then(std::num::NonZeroU64::new) else { return };
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::fs::fadvise(file, from, Some(len), rustix::fs::Advice::DontNeed) {
+        tracing::debug!(error = %e, "the kernel kept a chunk file's pages");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, len);
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod store;
 mod unindexed;
 
 pub use backup::{restore, BackupFile, BackupHeader, BackupReport, RestoreReport};
-pub use chunk_files::{CHUNKS_DIR, DEFAULT_CHUNK_FILE_MAX_BYTES};
+pub use chunk_files::{CHUNKS_DIR, DEFAULT_CHUNK_CACHE_TAIL_BYTES, DEFAULT_CHUNK_FILE_MAX_BYTES};
 pub use error::{LogError, Result};
 pub use sled_log::{
     LogConfig, RawChunkReader, SledEventLog, DEFAULT_CHUNK_FILE_MIN_BYTES, DEFAULT_DEFER_LINGER, DEFAULT_DEFER_WINDOW,

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::backup::{self, BackupHeader, BackupReport};
-use crate::chunk_files::{ChunkAppender, ChunkFiles, ChunkPointer, DEFAULT_CHUNK_FILE_MAX_BYTES};
+use crate::chunk_files::{
+    ChunkAppender, ChunkFiles, ChunkPointer, DEFAULT_CHUNK_CACHE_TAIL_BYTES, DEFAULT_CHUNK_FILE_MAX_BYTES,
+};
 use crate::codec::{self, ChunkWriter, StoredRecord, CHUNK_MAX_BYTES};
 use crate::layout::{
     self, be_u32, be_u64, dek_key, dek_prefix, event_key, fence_key, multi_stream_value, parse_stream_entry,
@@ -72,6 +74,9 @@ pub struct LogConfig {
     pub chunk_file_min_bytes: usize,
     /// A new chunk file is started once the current one would pass this size.
     pub chunk_file_max_bytes: u64,
+    /// How many of the chunk files' newest durable bytes stay in the page cache; the kernel is told to
+    /// drop the older ones (readers following the log read the newest back; 0 keeps none cached).
+    pub chunk_cache_tail_bytes: u64,
 }
 
 /// The default [`LogConfig::chunk_file_min_bytes`]: a leaf of sled's holds up to 17 values, and 17
@@ -100,6 +105,7 @@ impl LogConfig {
             max_unindexed_runs: DEFAULT_MAX_UNINDEXED_RUNS,
             chunk_file_min_bytes: DEFAULT_CHUNK_FILE_MIN_BYTES,
             chunk_file_max_bytes: DEFAULT_CHUNK_FILE_MAX_BYTES,
+            chunk_cache_tail_bytes: DEFAULT_CHUNK_CACHE_TAIL_BYTES,
         }
     }
 }
@@ -363,6 +369,7 @@ impl SledEventLog {
             config.chunk_file_max_bytes,
             has_pointers,
         )?;
+        let appender = appender.with_cached_tail(config.chunk_cache_tail_bytes);
         let chunks = ChunkFiles::new(&log_dir);
 
         // The head is the last event of the last chunk. A last chunk whose chunk file cannot give its
