@@ -320,18 +320,21 @@ impl ChunkAppender {
         Ok(pointer)
     }
 
-    /// Makes every appended byte durable, and the directory entries of new files. Returns the value
-    /// of `m/chunk_end` for the batch that holds the pointers.
+    /// Makes every appended byte durable, and the directory entries of new files; then lets the kernel
+    /// drop all but the newest `cached_tail` durable bytes from the page cache. Returns the value of
+    /// `m/chunk_end` for the batch that holds the pointers.
     ///
     /// # Errors
     /// IO errors.
     pub(crate) fn sync(&mut self) -> Result<[u8; 12]> {
-        // Past a file rolled over from, the current one holds the newest bytes: only they stay cached.
-        let tail = self.cached_tail.saturating_sub(self.len);
-        for (f, from, len) in std::mem::take(&mut self.unsynced) {
+        // The newest `cached_tail` bytes stay cached, across the files rolled over from (oldest first
+        // in `unsynced`) and the current one.
+        let mut newer = self.len;
+        for (f, from, len) in std::mem::take(&mut self.unsynced).into_iter().rev() {
             // A file rolled over from: its name is gone with its number, the folder names it well enough.
             f.sync_data().map_err(io(&self.dir))?;
-            forget_pages(&f, from, len.saturating_sub(tail));
+            forget_pages(&f, from, len.saturating_sub(self.cached_tail.saturating_sub(newer)));
+            newer = newer.saturating_add(len);
         }
         if let Some(f) = &self.current {
             f.sync_data().map_err(io(&self.dir.join(file_name(self.file))))?;
