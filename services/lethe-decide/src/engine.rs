@@ -482,7 +482,8 @@ pub const MAX_PENDING_DECISIONS: usize = 2_000_000;
 /// durable) before decisions stop being personalized (reason `receipt_backlog`). At 5,000
 /// decisions/s about 150 are in flight (the log's linger and fsync window, and the hand-over
 /// tick); a log that falls behind would otherwise let the queue grow without bound, and with it
-/// what a crash would lose: personalized decisions with no receipt to show their lawful basis. At about 1 KB each, the default bounds that at ~20 MB.
+/// what a crash would lose: personalized decisions with no receipt to show their lawful basis. At
+/// about 1 KB each, the default bounds that at ~20 MB.
 pub const DEFAULT_RECEIPT_BACKLOG: usize = 20_000;
 
 /// Decisions in their attribution window, in shards so that no lock stops every request at once.

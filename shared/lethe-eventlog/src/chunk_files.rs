@@ -339,7 +339,8 @@ impl ChunkAppender {
         if let Some(f) = &self.current {
             f.sync_data().map_err(io(&self.dir.join(file_name(self.file))))?;
             let keep_from = self.len.saturating_sub(self.cached_tail);
-            if keep_from >= self.cached_from + FORGET_AT_LEAST.min(self.cached_tail.max(1)) {
+            // At least a megabyte at a time; every byte at once when none is to stay cached.
+            if keep_from >= self.cached_from + FORGET_AT_LEAST.min(self.cached_tail).max(1) {
                 forget_pages(f, self.cached_from, keep_from);
                 self.cached_from = keep_from;
             }

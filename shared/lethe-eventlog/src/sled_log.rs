@@ -93,6 +93,11 @@ const MAX_INDEX_ENTRIES_PER_GROUP: usize = 4096;
 /// Most emptied chunk buffers the writer keeps for its next chunks.
 const SPARE_CHUNKS: usize = 8;
 
+/// A new chunk, in a spare buffer when there is one.
+fn next_chunk(spare: &mut Vec<Vec<u8>>) -> ChunkWriter {
+    ChunkWriter::with_buffer(spare.pop().unwrap_or_default())
+}
+
 impl LogConfig {
     /// Defaults for a data directory.
     pub fn new(data_dir: impl Into<PathBuf>, master: MasterSource) -> Self {
@@ -892,7 +897,7 @@ impl Writer {
         // closed when the next run would make it too large. Each request keeps its own stream index
         // entry, pointing at the chunk that holds its run, except a deferred append's: its run waits
         // in memory (`unindexed`), and its chunk is marked so that an open finds it again.
-        let mut chunk = ChunkWriter::with_buffer(self.spare_chunks.pop().unwrap_or_default());
+        let mut chunk = next_chunk(&mut self.spare_chunks);
         let mut closed: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut chunk_pos = 0u64;
         let mut chunk_marked = false;
@@ -904,7 +909,7 @@ impl Writer {
                 let staged_req = self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch);
                 out.push(staged_req.map(|(appended, records)| {
                     if !chunk.fits(&records) {
-                        let next = ChunkWriter::with_buffer(self.spare_chunks.pop().unwrap_or_default());
+                        let next = next_chunk(&mut self.spare_chunks);
                         closed.push((chunk_pos, std::mem::replace(&mut chunk, next).finish()));
                         if std::mem::take(&mut chunk_marked) {
                             batch.insert(&unindexed_key(chunk_pos)[..], &[][..]);
