@@ -17,7 +17,7 @@ fn view(events: &[RecordedEvent]) -> View {
         .iter()
         .filter_map(|e| match &e.body {
             EventBody::Plain(p) => Some((e.envelope.position.0, e.envelope.subject, p.clone())),
-            EventBody::Shredded | EventBody::Expired | EventBody::Empty => None,
+            EventBody::Shredded | EventBody::Expired | EventBody::Empty | EventBody::Unopened => None,
         })
         .collect()
 }

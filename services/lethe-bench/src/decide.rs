@@ -1,7 +1,8 @@
 //! `lethe-bench decide`: the decision API under HTTP load on loopback, beside a bare actix-web
 //! handler answering a constant, in the same run. The store holds `subjects` consenting subjects
 //! with feature views (page views in ten categories), a slot has 50 candidates, and the slot's
-//! engagement model has learned from outcomes before the run. Prints, for each server: the most
+//! engagement model has learned from outcomes before the run. As in `lethe serve`, the feature views
+//! follow the log every second (`lethe::background::follow_views`). Prints, for each server: the most
 //! requests/s at a fixed concurrency (and the ratio to the bare handler), then the latency
 //! percentiles of a paced run at `rate` requests/s (latency measured from the scheduled send
 //! time, so a stall counts against every request it delays).
@@ -162,6 +163,8 @@ pub fn run(
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
+        // As in `lethe serve`: the feature views follow the log every second.
+        lethe::background::follow_views(&views)?;
         // Train the engagement model: decisions and their outcomes (a click when the candidate's
         // category is the subject's first one).
         let client = reqwest::Client::new();

@@ -116,7 +116,7 @@ pub fn select(store: &dyn EventStore, policies: &Policies) -> Result<TrainingSet
                 erased.insert(env.subject);
                 continue;
             }
-            EventBody::Expired | EventBody::Empty => continue,
+            EventBody::Expired | EventBody::Empty | EventBody::Unopened => continue,
         };
         if env.event_type.as_str() == CONSENT_CHANGED {
             if let Ok(record) = serde_json::from_slice::<ConsentRecord>(payload) {

@@ -51,14 +51,18 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use lethe_crypto::{CryptoError, Keyring, MasterSource, SecretBytes};
-use lethe_domain::{Position, Pseudonym, Purpose};
+use lethe_domain::{Position, Pseudonym, Purpose, RecordedEvent};
 use lethe_eventlog::EventStore;
-use lethe_features::{FeatureError, Projector, ProjectorConfig};
+use lethe_features::{FeatureError, Prepared, Projector, ProjectorConfig};
 use lethe_policy::Policies;
 use lethe_privacy::ErasureHook;
 
 /// Folder of the feature-view checkpoint inside the data directory.
 pub const VIEWS_DIR: &str = "views";
+
+/// Most events [`Views::catch_up`] applies under one hold of the write lock.
+pub const CATCH_UP_BATCH: usize = 4_096;
+
 /// The checkpoint file inside [`VIEWS_DIR`].
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 /// Prefix of the key store blobs holding checkpoint keys: `views-key-<generation>`.
@@ -223,12 +227,53 @@ impl Views {
         self.origin
     }
 
-    /// Applies the events appended since the last call.
+    /// Applies the events appended since the last call, [`CATCH_UP_BATCH`] at a time: each batch
+    /// is read, decrypted and its payloads read without the views' lock ([`Self::read_from`]), so
+    /// that decisions keep reading the views meanwhile, then applied under the write lock
+    /// ([`Self::apply`]).
     ///
     /// # Errors
-    /// The log cannot be read.
+    /// The log cannot be read (the events before the failure are applied).
     pub fn catch_up(&self) -> Result<(), FeatureError> {
-        self.projector.write().expect("views lock").catch_up(self.store.as_ref()).map(|_| ())
+        loop {
+            let (batch, failed) = self.read_from(self.next(), CATCH_UP_BATCH);
+            let full = batch.len() == CATCH_UP_BATCH;
+            self.apply(batch);
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The log position after the last event the views applied.
+    pub fn next(&self) -> Position {
+        self.projector.read().expect("views lock").next()
+    }
+
+    /// Up to `max` events from `from` on, read from the log, decrypted where the views use them and
+    /// their payloads read ([`Projector::prepare`]), without the views' lock; with the error that
+    /// stopped the read early, if one did.
+    pub fn read_from(&self, from: Position, max: usize) -> (Vec<Prepared>, Option<FeatureError>) {
+        let mut failed = None;
+        let batch: Vec<RecordedEvent> = self
+            .store
+            .read_all_opening(from, Projector::opens)
+            .take(max)
+            .map_while(|event| event.map_err(|e| failed = Some(e.into())).ok())
+            .collect();
+        (Projector::prepare(batch), failed)
+    }
+
+    /// Applies events read by [`Self::read_from`] under the write lock. Those the views applied
+    /// already (another caller caught up; an erasure's forget catches up to its fence under the
+    /// lock; a rebuild swapped in views of a later position) are passed over.
+    pub fn apply(&self, batch: Vec<Prepared>) {
+        if !batch.is_empty() {
+            self.projector.write().expect("views lock").apply_prepared(batch);
+        }
     }
 
     /// Writes a checkpoint of the views as they stand, under the current key (a new key when there

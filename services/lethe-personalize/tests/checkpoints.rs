@@ -16,6 +16,7 @@ use lethe_collect::auth::Auth;
 use lethe_collect::{append_consent, CollectState};
 use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION};
 use lethe_crypto::{Keyring, MasterSource, KEYS_DIR};
+use lethe_domain::schema::types::RECOMMENDATIONS_SERVED;
 use lethe_domain::{
     EventType, ExpectedVersion, NewEvent, Pseudonym, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros,
 };
@@ -261,6 +262,46 @@ fn a_restart_restores_the_checkpoint_and_replays_only_what_follows() {
     let views = w.views();
     assert_eq!(views.origin(), Origin::Restored { position: head, caught_up: 0 });
     assert_eq!(views.with(Projector::snapshot_digest), w.replay_digest());
+}
+
+/// The views follow the log in batches, read without their lock: more events than one batch holds,
+/// receipts of recommendations among them (which the views read but leave sealed), give views equal
+/// to a full replay.
+#[test]
+fn catching_up_over_several_batches_equals_a_full_replay() {
+    let w = World::new();
+    w.seed(0, 4);
+    let views = w.views();
+    let requests: Vec<AppendRequest> = (0..40)
+        .map(|r| {
+            let events = (0..500)
+                .map(|i| NewEvent {
+                    event_type: EventType::parse(if i % 2 == 0 { "item.liked" } else { RECOMMENDATIONS_SERVED })
+                        .unwrap(),
+                    schema_version: SchemaVersion::new(1).unwrap(),
+                    purpose: Purpose::parse("personalization").unwrap(),
+                    time: UtcMicros::now(),
+                    retention: Retention::Days(395),
+                    payload: serde_json::to_vec(
+                        &serde_json::json!({"properties": {"product_id": format!("bulk-{}", i % 37)}}),
+                    )
+                    .unwrap(),
+                })
+                .collect();
+            AppendRequest { subject: w.subject(&format!("member-{}", r % 4)), expected: ExpectedVersion::Any, events }
+        })
+        .collect();
+    for r in w.store().append_batch(requests) {
+        r.unwrap();
+    }
+    let before = views.with(|p| p.stats());
+    views.catch_up().unwrap();
+    let after = views.with(|p| p.stats());
+    assert_eq!(after.events - before.events, 20_000, "more than one batch");
+    assert_eq!(after.ignored - before.ignored, 10_000, "the receipts");
+    assert_eq!(views.with(Projector::position), w.store().head());
+    assert_eq!(views.with(Projector::snapshot_digest), w.replay_digest());
+    assert!(liked(&views, &w.subject("member-1")).iter().any(|i| i == "bulk-17"));
 }
 
 /// R-ERASE-3 and invariant 5 for checkpoints: an erasure writes a fresh checkpoint under a new key

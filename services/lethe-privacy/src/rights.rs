@@ -464,6 +464,8 @@ fn event_json(e: &lethe_domain::RecordedEvent) -> Value {
         EventBody::Shredded => ("shredded", Value::Null),
         EventBody::Expired => ("expired", Value::Null),
         EventBody::Empty => ("system", Value::Null),
+        // Not read here: the export reads the subject's stream, which opens every event.
+        EventBody::Unopened => ("sealed", Value::Null),
     };
     json!({
         "position": env.position.0,

@@ -905,6 +905,7 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
     privacy.register(engine.clone());
     let decide = Arc::new(lethe_decide::DecideState { engine: Arc::clone(&engine), recommenders: Default::default() });
     let views_at_exit = Arc::clone(&views);
+    crate::background::follow_views(&views).context("cannot start the feature views' thread")?;
     actix_web::rt::System::new().block_on(async move {
         let _background = settings
             .parts
@@ -914,21 +915,6 @@ fn serve(args: Serve) -> anyhow::Result<ExitCode> {
         if settings.parts.contains(&Part::Privacy) {
             actix_web::rt::spawn(models_loop(personalizer, privacy.options.finality, train_every));
         }
-        actix_web::rt::spawn(async move {
-            loop {
-                actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-                let v = Arc::clone(&views);
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || v.catch_up()).await {
-                    tracing::error!(code = e.code(), "feature views cannot follow the log");
-                }
-                // A sealed checkpoint every 5 minutes or 100 000 events, so a restart replays only what follows.
-                let v = Arc::clone(&views);
-                let due = move || v.checkpoint_if_due(Duration::from_secs(300), 100_000);
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(due).await {
-                    tracing::warn!(code = e.code(), error = %e, "cannot checkpoint the feature views");
-                }
-            }
-        });
         actix_web::rt::spawn(async move {
             loop {
                 actix_web::rt::time::sleep(Duration::from_secs(60)).await;

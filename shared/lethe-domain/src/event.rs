@@ -153,6 +153,9 @@ pub enum EventBody {
     Expired,
     /// A system record with no payload, such as an erasure fence.
     Empty,
+    /// Left sealed: the reader asked to open only events of other types
+    /// (`EventStore::read_all_opening`).
+    Unopened,
 }
 
 impl fmt::Debug for EventBody {
@@ -162,6 +165,7 @@ impl fmt::Debug for EventBody {
             Self::Shredded => f.write_str("Shredded"),
             Self::Expired => f.write_str("Expired"),
             Self::Empty => f.write_str("Empty"),
+            Self::Unopened => f.write_str("Unopened"),
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct StoredRecord {
 struct RecordV2 {
     envelope: EventEnvelope,
     nonce: Nonce,
+    /// As bytes, not as a sequence of `u8`: the same postcard encoding (a length, then the bytes),
+    /// read and written in one copy instead of byte by byte.
+    #[serde(with = "serde_bytes")]
     sealed: Vec<u8>,
 }
 
@@ -72,6 +75,7 @@ struct RecordV2 {
 struct RecordV2Ref<'a> {
     envelope: &'a EventEnvelope,
     nonce: &'a Nonce,
+    #[serde(with = "serde_bytes")]
     sealed: &'a [u8],
 }
 
@@ -81,6 +85,7 @@ struct RecordV2Ref<'a> {
 struct RecordV1 {
     envelope: EnvelopeV1,
     nonce: Nonce,
+    #[serde(with = "serde_bytes")]
     sealed: Vec<u8>,
 }
 
@@ -541,5 +546,30 @@ mod tests {
         assert_eq!(stream_records(&bytes, &s1, 2, 2).expect("a part of a run"), a[1..].to_vec());
         assert!(stream_records(&bytes, &s1, 1, 5).is_err(), "more than the chunk holds");
         assert!(stream_records(&bytes, &Pseudonym::from_bytes([3; 32]), 1, 1).is_err(), "a subject not in it");
+    }
+
+    /// The sealed bytes are written as postcard bytes: the encoding the log has always had for them
+    /// as a sequence of `u8` (a length, then one byte each), so that records written before read the
+    /// same.
+    #[test]
+    fn sealed_bytes_keep_the_encoding_of_a_sequence_of_bytes() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct AsSequence {
+            envelope: EventEnvelope,
+            nonce: Nonce,
+            sealed: Vec<u8>,
+        }
+        for len in [0, 1, 127, 128, 300, 70_000] {
+            let r = run(4, 9, 1, len).remove(0);
+            let as_sequence = AsSequence { envelope: r.envelope.clone(), nonce: r.nonce, sealed: r.sealed.clone() };
+            let old = postcard::to_stdvec(&as_sequence).expect("encode");
+            let new = postcard::to_stdvec(&RecordV2Ref { envelope: &r.envelope, nonce: &r.nonce, sealed: &r.sealed })
+                .expect("encode");
+            assert_eq!(new, old, "{len} sealed bytes");
+            let read: RecordV2 = postcard::from_bytes(&old).expect("decode");
+            assert_eq!((read.envelope, read.nonce, read.sealed), (r.envelope.clone(), r.nonce, r.sealed.clone()));
+            let back: AsSequence = postcard::from_bytes(&new).expect("decode");
+            assert_eq!(back, as_sequence);
+        }
     }
 }

@@ -168,6 +168,19 @@ pub trait EventStore: Send + Sync + Debug {
     /// Every event from `from` (inclusive) in position order, decrypted.
     fn read_all(&self, from: Position) -> Box<dyn Iterator<Item = Result<RecordedEvent>> + Send + '_>;
 
+    /// As [`Self::read_all`], but only the events whose type `opens` accepts are decrypted; the
+    /// others come with their envelope and [`lethe_domain::EventBody::Unopened`]. For a reader that
+    /// follows the whole log for a few types (the feature views). The
+    /// default decrypts every event.
+    fn read_all_opening(
+        &self,
+        from: Position,
+        opens: fn(&str) -> bool,
+    ) -> Box<dyn Iterator<Item = Result<RecordedEvent>> + Send + '_> {
+        let _ = opens;
+        self.read_all(from)
+    }
+
     /// The position of the last committed event (0 when empty).
     fn head(&self) -> Position;
 

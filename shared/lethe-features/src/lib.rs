@@ -38,7 +38,7 @@ pub use catalog::{
 pub use error::{FeatureError, Result};
 pub use memory::{hash_map_bytes, MemoryUsage};
 pub use projector::{
-    ProjectionStats, Projector, ProjectorConfig, ITEM_REMOVED, ITEM_UPSERTED, MAX_PAYLOAD, PERSONALIZATION,
+    Prepared, ProjectionStats, Projector, ProjectorConfig, ITEM_REMOVED, ITEM_UPSERTED, MAX_PAYLOAD, PERSONALIZATION,
 };
 pub use snapshot::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use view::{

@@ -296,10 +296,118 @@ pub(crate) fn observe(kind: Kind, v: &Value) -> Parsed<Observation> {
     Ok(Observation { action, context: context(v) })
 }
 
+/// The fields [`observe`] reads of a decision's receipt or an outcome: a receipt also lists every
+/// candidate of its decision, which this leaves unread (checked as JSON, not built into a tree).
+#[derive(serde::Deserialize)]
+struct ReceiptFields {
+    #[serde(default, deserialize_with = "object_only")]
+    properties: Option<ReceiptProperties>,
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    segment: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReceiptProperties {
+    #[serde(default)]
+    segment: Option<Value>,
+    #[serde(default)]
+    country: Option<Value>,
+    #[serde(default)]
+    region: Option<Value>,
+}
+
+/// `properties` as [`observe`] reads it: an object, or nothing (a derived struct would also take
+/// an array, field by field).
+fn object_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ReceiptProperties>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<ReceiptProperties>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object or null")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_any(Visitor)
+}
+
+/// [`observe`] for a decision's receipt or an outcome, from the payload at its latest version,
+/// reading only what `observe` uses of them. `None` when this shortcut does not apply (another
+/// kind, not an object, a duplicate key, a `properties` that is not an object, anything
+/// [`ReceiptFields`] cannot take): read the whole payload instead. Where it applies, it observes what
+/// `observe` would, with one difference: the values it leaves unread are checked as JSON syntax
+/// only, so a nesting deeper than 128, a number out of range or a bad escape there goes unnoticed
+/// (reading the whole payload would call it malformed). Receipts and outcomes are written by Lethe
+/// only, with `serde_json`, which writes none of these.
+pub(crate) fn observe_receipt(kind: Kind, payload: &[u8]) -> Option<Parsed<Observation>> {
+    if !matches!(kind, Kind::DecisionServed | Kind::Outcome) || payload.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let f: ReceiptFields = serde_json::from_slice(payload).ok()?;
+    let mut top = Map::new();
+    if let Some(p) = f.properties {
+        let mut props = Map::new();
+        for (k, x) in [("segment", p.segment), ("country", p.country), ("region", p.region)] {
+            props.extend(x.map(|x| (k.to_owned(), x)));
+        }
+        top.insert("properties".to_owned(), Value::Object(props));
+    }
+    for (k, x) in [("context", f.context), ("segment", f.segment)] {
+        top.extend(x.map(|x| (k.to_owned(), x)));
+    }
+    Some(observe(kind, &Value::Object(top)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The receipt shortcut observes what reading the whole payload observes, or stands aside.
+    #[test]
+    fn receipts_read_in_part_observe_what_the_whole_payload_does() {
+        let candidates: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+        // Each payload, and whether the shortcut reads it (otherwise the whole payload is read).
+        let payloads = [
+            (json!({"properties": {"decision": "d", "slot": "home", "variant": "c3", "segment": "outdoor",
+                "policy": {"mode": "personalized", "propensity": 0.9, "candidates": candidates, "consent_record": null}},
+                "context": {"device_class": "mobile", "daypart": "evening"}})
+            .to_string(), true),
+            (json!({"properties": {"segment": null, "country": "DE", "region": "BY"}, "context": null}).to_string(), true),
+            (json!({"properties": {"country": "DE"}, "context": {"location": {"country": "FR", "region": "Nord"}, "referrer_class": "search"}}).to_string(), true),
+            (json!({"segment": "top-level", "country": "AT", "context": {"device_class": "tablet"}}).to_string(), true),
+            (json!({"properties": null, "segment": "s"}).to_string(), true),
+            (json!({"properties": {"segment": 7}}).to_string(), true),
+            (json!({"properties": {"segment": "x".repeat(500)}}).to_string(), true),
+            (json!({}).to_string(), true),
+            (r#"  {"context": {"device_class": "desktop"}, "extra": [1, {"deep": [null]}]}"#.to_owned(), true),
+            (json!({"properties": "not an object", "segment": "s"}).to_string(), false),
+            (json!({"properties": ["outdoor", "DE"]}).to_string(), false),
+            (r#"{"properties": {"segment": "a"}, "properties": {"segment": "b"}}"#.to_owned(), false),
+            ("[null, null, null]".to_owned(), false),
+            ("{\"properties\": ".to_owned(), false),
+            ("not json".to_owned(), false),
+        ];
+        for kind in [Kind::DecisionServed, Kind::Outcome] {
+            for (p, read) in &payloads {
+                let whole = serde_json::from_slice::<Value>(p.as_bytes()).ok().map(|v| observe(kind, &v).ok());
+                match observe_receipt(kind, p.as_bytes()) {
+                    Some(part) => {
+                        assert!(read, "{kind:?} {p}: read in part");
+                        assert_eq!(Some(part.ok()), whole, "{kind:?} {p}");
+                    }
+                    None => assert!(!read, "{kind:?} {p}: the shortcut stood aside"),
+                }
+            }
+        }
+        assert!(observe_receipt(Kind::PageView, payloads[0].0.as_bytes()).is_none());
+    }
 
     fn obs(kind: Kind, v: Value) -> Parsed<Action> {
         observe(kind, &v).map(|o| o.action)

@@ -51,7 +51,7 @@ use serde_json::{json, Value};
 
 use crate::catalog::{Interaction, ItemCatalog, ItemUpsert, Touch};
 use crate::memory::{hash_map_bytes, MemoryUsage};
-use crate::observe::{observe, Action, Kind};
+use crate::observe::{observe, observe_receipt, Action, Kind, Observation};
 use crate::view::{Daypart, FeatureView};
 use crate::vocab::{Interner, LocationId, SegmentId};
 use crate::{FeatureError, Result};
@@ -104,6 +104,26 @@ impl ProjectorConfig {
     }
 }
 
+/// The catalogue of event versions and upcasters the projector reads payloads with.
+static SCHEMA: std::sync::LazyLock<SchemaRegistry> = std::sync::LazyLock::new(SchemaRegistry::builtin);
+
+/// An event read from the log with what its payload observed ([`Projector::prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    event: RecordedEvent,
+    /// For a behaviour event with a readable body: what it observed (`None` inside when the
+    /// payload cannot be used).
+    observed: Option<Option<Observation>>,
+}
+
+impl Prepared {
+    /// The event's log position.
+    #[must_use]
+    pub const fn position(&self) -> Position {
+        self.event.envelope.position
+    }
+}
+
 /// What the projector did with the events it saw. Operational counters of this process: not part
 /// of the snapshot, reset by a restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,8 +168,7 @@ pub struct Projector {
     pub(crate) segments: Interner,
     pub(crate) position: Position,
     pub(crate) stats: ProjectionStats,
-    schema: SchemaRegistry,
-    /// Inside [`Self::catch_up`]: erasures sweep the vocabularies once, at the end.
+    /// While a batch is applied (`apply_prepared`): erasures sweep the vocabularies once, at the end.
     defer_sweep: bool,
     sweep_pending: bool,
 }
@@ -170,7 +189,6 @@ impl Projector {
             segments: Interner::new("segment", MAX_SMALL_VOCAB),
             position: Position(0),
             stats: ProjectionStats::default(),
-            schema: SchemaRegistry::builtin(),
             defer_sweep: false,
             sweep_pending: false,
         }
@@ -193,24 +211,80 @@ impl Projector {
     /// [`FeatureError::Log`] when the log cannot be read; the events before the failure stay
     /// applied and the position says how far.
     pub fn catch_up(&mut self, store: &dyn EventStore) -> Result<Position> {
+        let mut outcome = Ok(());
+        let events = store
+            .read_all_opening(self.next(), Self::opens)
+            .map_while(|event| event.map_err(|e| outcome = Err(e.into())).ok());
+        self.apply_new(events);
+        outcome.map(|()| self.position)
+    }
+
+    /// The position to read the log from: the one after [`Self::position`].
+    #[must_use]
+    pub const fn next(&self) -> Position {
+        Position(self.position.0.saturating_add(1))
+    }
+
+    /// Whether the projector reads the payload of events of type `ty`: the consent records, the
+    /// catalog's and the observed behaviour (an erasure fence has none). Any other event only
+    /// moves [`Self::position`]; a reader may leave it sealed ([`EventStore::read_all_opening`]).
+    #[must_use]
+    pub fn opens(ty: &str) -> bool {
+        matches!(ty, ERASURE_FENCE | CONSENT_CHANGED | ITEM_UPSERTED | ITEM_REMOVED) || Kind::of(ty).is_some()
+    }
+
+    /// What a behaviour event of `kind` observed, read from its payload; `None` when it cannot be
+    /// read. Depends on nothing the events change.
+    fn observation(event: &RecordedEvent, kind: Kind, payload: &[u8]) -> Option<Observation> {
+        let env = &event.envelope;
+        // A payload at its type's latest version needs no upcast: a receipt is read in part.
+        let latest = SCHEMA.latest(&env.event_type).is_none_or(|l| env.schema_version.get() >= l);
+        if let Some(o) = latest.then(|| observe_receipt(kind, payload)).flatten() {
+            return o.ok();
+        }
+        SCHEMA.upcast(&env.event_type, env.schema_version.get(), payload).ok().and_then(|(_, v)| observe(kind, &v).ok())
+    }
+
+    /// Reads the payloads of `events`, the costly part of applying them, apart from any projector
+    /// (the views do it without their lock); [`Self::apply_prepared`] then applies them as
+    /// [`Self::apply_new`] would.
+    #[must_use]
+    pub fn prepare(events: Vec<RecordedEvent>) -> Vec<Prepared> {
+        events
+            .into_iter()
+            .map(|event| {
+                let observed = match (Kind::of(event.envelope.event_type.as_str()), &event.body) {
+                    (Some(kind), EventBody::Plain(p)) if p.len() <= MAX_PAYLOAD => {
+                        Some(Self::observation(&event, kind, p))
+                    }
+                    _ => None,
+                };
+                Prepared { event, observed }
+            })
+            .collect()
+    }
+
+    /// [`Self::apply_new`] for events read by [`Self::prepare`].
+    pub fn apply_prepared(&mut self, prepared: impl IntoIterator<Item = Prepared>) {
         // Erasure fences met on the way sweep the vocabularies once, when the batch ends, instead
         // of once each: a replay over many erasures stays linear.
         self.defer_sweep = true;
-        let mut outcome = Ok(());
-        for event in store.read_all(Position(self.position.0.saturating_add(1))) {
-            match event {
-                Ok(e) => self.apply(&e),
-                Err(e) => {
-                    outcome = Err(e.into());
-                    break;
-                }
+        for p in prepared {
+            if p.event.envelope.position > self.position {
+                self.apply_observed(&p.event, p.observed);
             }
         }
         self.defer_sweep = false;
         if std::mem::take(&mut self.sweep_pending) {
             self.sweep();
         }
-        outcome.map(|()| self.position)
+    }
+
+    /// Applies, in order, the events after [`Self::position`]; those at or before it are passed
+    /// over. Events read from the log before this projector moved on (another caller caught it up,
+    /// an erasure forgot a subject up to its fence) therefore change nothing.
+    pub fn apply_new(&mut self, events: impl IntoIterator<Item = RecordedEvent>) {
+        self.apply_prepared(events.into_iter().map(|event| Prepared { event, observed: None }));
     }
 
     /// The highest log position applied.
@@ -323,6 +397,12 @@ impl Projector {
     /// Never fails and never panics: an event that cannot be used is skipped and counted in
     /// [`Self::stats`].
     pub fn apply(&mut self, event: &RecordedEvent) {
+        self.apply_observed(event, None);
+    }
+
+    /// [`Self::apply`], with the observation of a behaviour event already read
+    /// ([`Self::prepare`]) when `observed` is `Some`.
+    fn apply_observed(&mut self, event: &RecordedEvent, observed: Option<Option<Observation>>) {
         let env = &event.envelope;
         self.position = self.position.max(env.position);
         self.stats.events += 1;
@@ -337,7 +417,7 @@ impl Projector {
                 self.stats.unreadable += 1;
                 return;
             }
-            EventBody::Empty => {
+            EventBody::Empty | EventBody::Unopened => {
                 self.stats.ignored += 1;
                 return;
             }
@@ -365,7 +445,7 @@ impl Projector {
                 self.count(id.is_some());
             }
             _ => match Kind::of(ty) {
-                Some(kind) => self.apply_behavior(event, kind, payload),
+                Some(kind) => self.apply_behavior(event, kind, payload, observed),
                 None => self.stats.ignored += 1,
             },
         }
@@ -487,7 +567,13 @@ impl Projector {
         self.segments.retain(&segs);
     }
 
-    fn apply_behavior(&mut self, event: &RecordedEvent, kind: Kind, payload: &[u8]) {
+    fn apply_behavior(
+        &mut self,
+        event: &RecordedEvent,
+        kind: Kind,
+        payload: &[u8],
+        observed: Option<Option<Observation>>,
+    ) {
         let env = &event.envelope;
         let slot = match self.index.get(&env.subject) {
             Some(i) => *i,
@@ -502,11 +588,7 @@ impl Projector {
             self.stats.not_consented += 1;
             return;
         }
-        let observation = self
-            .schema
-            .upcast(&env.event_type, env.schema_version.get(), payload)
-            .ok()
-            .and_then(|(_, v)| observe(kind, &v).ok());
+        let observation = observed.unwrap_or_else(|| Self::observation(event, kind, payload));
         let Some(o) = observation else {
             self.stats.malformed += 1;
             return;

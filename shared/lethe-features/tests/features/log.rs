@@ -4,7 +4,11 @@
 use std::sync::Arc;
 
 use lethe_crypto::MasterSource;
-use lethe_domain::{EventType, ExpectedVersion, NewEvent, Purpose, Retention, SchemaVersion, UtcMicros};
+use lethe_domain::schema::types::RECOMMENDATIONS_SERVED;
+use lethe_domain::{
+    EventBody, EventType, ExpectedVersion, NewEvent, Position, Purpose, RecordedEvent, Retention, SchemaVersion,
+    UtcMicros,
+};
 use lethe_eventlog::{AppendRequest, EventStore, LogConfig, SledEventLog};
 use lethe_features::Projector;
 use serde_json::{json, Value};
@@ -82,4 +86,63 @@ fn replay_erase_and_catch_up_through_the_log() {
     restored.catch_up(store.as_ref()).unwrap();
     assert_eq!(restored.stats().events - seen, store.head().0 - position.0);
     assert_eq!(restored.snapshot_digest(), live.snapshot_digest());
+}
+
+/// R-ERASE-3: the views read the log without holding their lock, so a batch of events can be read
+/// before an erasure's fence reaches the projector and applied after it. Such a batch changes
+/// nothing: the subject stays forgotten, and the views equal a full replay. Events the views do not
+/// use (here a receipt of recommendations) are read without being decrypted.
+#[test]
+fn r_erase_3_a_batch_read_before_an_erasure_adds_nothing_of_the_subject_and_unused_events_stay_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledEventLog::open(LogConfig::new(dir.path(), MasterSource::Hex(hex::encode([6u8; 32])))).unwrap());
+    shopper(store.as_ref(), 0, T0);
+    let receipt =
+        event(RECOMMENDATIONS_SERVED, "personalization", T0 + 5 * S, &json!({"properties": {"slot": "home"}}));
+    store.append(AppendRequest { subject: subject(0), expected: ExpectedVersion::Any, events: vec![receipt] }).unwrap();
+
+    // Only the receipt is left sealed; every envelope is there, in order.
+    let opened: Vec<RecordedEvent> = store.read_all(Position(1)).collect::<Result<_, _>>().unwrap();
+    let filtered: Vec<RecordedEvent> =
+        store.read_all_opening(Position(1), Projector::opens).collect::<Result<_, _>>().unwrap();
+    assert_eq!(opened.len(), 4);
+    assert_eq!(
+        filtered.iter().map(|e| &e.envelope).collect::<Vec<_>>(),
+        opened.iter().map(|e| &e.envelope).collect::<Vec<_>>()
+    );
+    for (o, f) in opened.iter().zip(&filtered) {
+        if o.envelope.event_type.as_str() == RECOMMENDATIONS_SERVED {
+            assert!(matches!(o.body, EventBody::Plain(_)));
+            assert_eq!(f.body, EventBody::Unopened);
+        } else {
+            assert_eq!(f.body, o.body);
+        }
+    }
+    let mut live = Projector::replay(store.as_ref(), config()).unwrap();
+    assert_eq!(live.position(), store.head());
+    assert_eq!(live.stats().ignored, 1, "the receipt moves the position and nothing else");
+    let mut from_opened = Projector::new(config());
+    from_opened.apply_new(opened);
+    assert_eq!(from_opened.snapshot_digest(), live.snapshot_digest());
+
+    // Subject 1 arrives; a reader takes the new events, then the subject is erased and the fence
+    // reaches the projector first (as `Views`' forget does, under its lock).
+    shopper(store.as_ref(), 1, T0 + 10 * S);
+    let stale: Vec<RecordedEvent> =
+        store.read_all_opening(live.next(), Projector::opens).collect::<Result<_, _>>().unwrap();
+    assert_eq!(stale.len(), 3);
+    store.erase(&subject(1)).unwrap();
+    live.catch_up(store.as_ref()).unwrap();
+    assert!(!live.holds(&subject(1)));
+    live.apply_new(stale.clone());
+    assert!(!live.holds(&subject(1)), "the stale batch brings the erased subject back");
+    assert_eq!(live.catalog().item_id("only-1"), None);
+    assert_eq!(live.snapshot_digest(), Projector::replay(store.as_ref(), config()).unwrap().snapshot_digest());
+    // Applied to a projector that had not seen them, the same events do hold the subject.
+    let mut earlier = Projector::new(config());
+    earlier.apply_new(filtered);
+    assert!(!earlier.holds(&subject(1)));
+    earlier.apply_new(stale);
+    assert!(earlier.holds(&subject(1)));
 }
