@@ -12,7 +12,8 @@
 #
 # Thread groups: `actix-rt|system` (the HTTP workers: parsing, the handler, the socket calls),
 # `lethe-log-write` (the log's writer: sealing and sled), `lethe-log-flush` (its fsyncs),
-# `decision-receipts` (batching receipts for the log), `log flusher` (sled's own). Needs `wrk`.
+# `decision-receipts` (batching receipts for the log), `log flusher` (sled's own), `lethe-views-rea[d]` and
+# `lethe-views` (the feature views following the log: reading at nice 19, applying). Needs `wrk`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SUBJECTS=${1:-100000}
