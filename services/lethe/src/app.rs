@@ -318,6 +318,13 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         body.push_str(&lethe_privacy::schedule::metrics(p));
     }
     if let Some(d) = &state.decide {
+        body.push_str(&format!(
+            "# HELP lethe_feature_views_position The last log position the feature views applied: they follow \
+             lethe_log_head every second, reading at a low CPU priority, so under a sustained overload they fall \
+             behind and catch up once it ends.\n\
+             # TYPE lethe_feature_views_position gauge\nlethe_feature_views_position {}\n",
+            d.engine.views().next().0 - 1
+        ));
         body.push_str(&d.engine.metrics());
         body.push_str(&lethe_personalize::drift::drift_metrics(d.engine.personalizer(), d.engine.views()));
     }

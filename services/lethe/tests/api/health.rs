@@ -37,6 +37,19 @@ async fn metrics_count_outcomes_per_reason() {
     assert!(text.contains("lethe_log_runs_waiting_for_index 0"), "{text}");
 }
 
+/// `/metrics` shows how far the feature views follow the log: behind it until they catch up.
+#[actix_web::test]
+async fn metrics_show_the_feature_views_position_beside_the_log_head() {
+    let app = spawn_app().await;
+    let (status, _) = app.consent("v1", &["analytics", "personalization"], &[]).await;
+    assert_eq!(status, 201);
+    let text = app.metrics().await;
+    assert!(text.contains("lethe_log_head 1\n"), "{text}");
+    assert!(text.contains("lethe_feature_views_position 0\n"), "{text}");
+    app.views.catch_up().unwrap();
+    assert!(app.metrics().await.contains("lethe_feature_views_position 1\n"));
+}
+
 /// `/openapi.json` is generated from the handlers and describes every route the service mounts.
 #[actix_web::test]
 async fn openapi_describes_every_endpoint() {
