@@ -111,9 +111,17 @@ static SCHEMA: std::sync::LazyLock<SchemaRegistry> = std::sync::LazyLock::new(Sc
 #[derive(Debug)]
 pub struct Prepared {
     event: RecordedEvent,
-    /// For a behaviour event with a readable body: what it observed (`None` inside when the
-    /// payload cannot be used).
-    observed: Option<Option<Observation>>,
+    observed: Observed,
+}
+
+/// Whether an event's payload was read ahead of applying it.
+#[derive(Debug)]
+enum Observed {
+    /// Not read: it is read when applied, if it needs to be.
+    Later,
+    /// A behaviour event with a readable body, read: what it observed (`None`: the payload cannot
+    /// be used).
+    Read(Option<Observation>),
 }
 
 impl Prepared {
@@ -255,9 +263,9 @@ impl Projector {
             .map(|event| {
                 let observed = match (Kind::of(event.envelope.event_type.as_str()), &event.body) {
                     (Some(kind), EventBody::Plain(p)) if p.len() <= MAX_PAYLOAD => {
-                        Some(Self::observation(&event, kind, p))
+                        Observed::Read(Self::observation(&event, kind, p))
                     }
-                    _ => None,
+                    _ => Observed::Later,
                 };
                 Prepared { event, observed }
             })
@@ -284,7 +292,7 @@ impl Projector {
     /// over. Events read from the log before this projector moved on (another caller caught it up,
     /// an erasure forgot a subject up to its fence) therefore change nothing.
     pub fn apply_new(&mut self, events: impl IntoIterator<Item = RecordedEvent>) {
-        self.apply_prepared(events.into_iter().map(|event| Prepared { event, observed: None }));
+        self.apply_prepared(events.into_iter().map(|event| Prepared { event, observed: Observed::Later }));
     }
 
     /// The highest log position applied.
@@ -397,12 +405,12 @@ impl Projector {
     /// Never fails and never panics: an event that cannot be used is skipped and counted in
     /// [`Self::stats`].
     pub fn apply(&mut self, event: &RecordedEvent) {
-        self.apply_observed(event, None);
+        self.apply_observed(event, Observed::Later);
     }
 
     /// [`Self::apply`], with the observation of a behaviour event already read
-    /// ([`Self::prepare`]) when `observed` is `Some`.
-    fn apply_observed(&mut self, event: &RecordedEvent, observed: Option<Option<Observation>>) {
+    /// ([`Self::prepare`]) when `observed` says so.
+    fn apply_observed(&mut self, event: &RecordedEvent, observed: Observed) {
         let env = &event.envelope;
         self.position = self.position.max(env.position);
         self.stats.events += 1;
@@ -567,13 +575,7 @@ impl Projector {
         self.segments.retain(&segs);
     }
 
-    fn apply_behavior(
-        &mut self,
-        event: &RecordedEvent,
-        kind: Kind,
-        payload: &[u8],
-        observed: Option<Option<Observation>>,
-    ) {
+    fn apply_behavior(&mut self, event: &RecordedEvent, kind: Kind, payload: &[u8], observed: Observed) {
         let env = &event.envelope;
         let slot = match self.index.get(&env.subject) {
             Some(i) => *i,
@@ -588,7 +590,10 @@ impl Projector {
             self.stats.not_consented += 1;
             return;
         }
-        let observation = observed.unwrap_or_else(|| Self::observation(event, kind, payload));
+        let observation = match observed {
+            Observed::Read(o) => o,
+            Observed::Later => Self::observation(event, kind, payload),
+        };
         let Some(o) = observation else {
             self.stats.malformed += 1;
             return;
