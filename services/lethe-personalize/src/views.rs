@@ -61,7 +61,7 @@ use lethe_privacy::ErasureHook;
 pub const VIEWS_DIR: &str = "views";
 
 /// Most events [`Views::catch_up`] applies under one hold of the write lock.
-pub const CATCH_UP_BATCH: usize = 4_096;
+const CATCH_UP_BATCH: usize = 4_096;
 
 /// The checkpoint file inside [`VIEWS_DIR`].
 pub const CHECKPOINT_FILE: &str = "checkpoint";
@@ -228,23 +228,19 @@ impl Views {
     }
 
     /// Applies the events appended since the last call, [`CATCH_UP_BATCH`] at a time: each batch
-    /// is read, decrypted and its payloads read without the views' lock ([`Self::read_from`]), so
+    /// is read, decrypted and its payloads read without the views' lock ([`Self::read_on`]), so
     /// that decisions keep reading the views meanwhile, then applied under the write lock
     /// ([`Self::apply`]).
     ///
     /// # Errors
     /// The log cannot be read (the events before the failure are applied).
     pub fn catch_up(&self) -> Result<(), FeatureError> {
-        loop {
-            let (batch, failed) = self.read_from(self.next(), CATCH_UP_BATCH);
-            let full = batch.len() == CATCH_UP_BATCH;
+        match self.read_on(self.next(), |batch| {
             self.apply(batch);
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            if !full {
-                return Ok(());
-            }
+            true
+        }) {
+            (_, Some(e)) => Err(e),
+            (_, None) => Ok(()),
         }
     }
 
@@ -253,21 +249,38 @@ impl Views {
         self.projector.read().expect("views lock").next()
     }
 
-    /// Up to `max` events from `from` on, read from the log, decrypted where the views use them and
-    /// their payloads read ([`Projector::prepare`]), without the views' lock; with the error that
-    /// stopped the read early, if one did.
-    pub fn read_from(&self, from: Position, max: usize) -> (Vec<Prepared>, Option<FeatureError>) {
-        let mut failed = None;
-        let batch: Vec<RecordedEvent> = self
-            .store
-            .read_all_opening(from, Projector::opens)
-            .take(max)
-            .map_while(|event| event.map_err(|e| failed = Some(e.into())).ok())
-            .collect();
-        (Projector::prepare(batch), failed)
+    /// Reads the log from `from` to its head without the views' lock, in batches of
+    /// [`CATCH_UP_BATCH`] events, decrypted where the views use them and their payloads read
+    /// ([`Projector::prepare`]), and hands each batch to `each` until it returns false. Returns the
+    /// position after the last event handed on, with the error that stopped the read early, if one
+    /// did (the events before it are handed on).
+    pub fn read_on(
+        &self,
+        mut from: Position,
+        mut each: impl FnMut(Vec<Prepared>) -> bool,
+    ) -> (Position, Option<FeatureError>) {
+        loop {
+            let mut failed = None;
+            let batch: Vec<RecordedEvent> = self
+                .store
+                .read_all_opening(from, Projector::opens)
+                .take(CATCH_UP_BATCH)
+                .map_while(|event| event.map_err(|e| failed = Some(e.into())).ok())
+                .collect();
+            let full = batch.len() == CATCH_UP_BATCH;
+            if let Some(last) = batch.last() {
+                from = Position(last.envelope.position.0 + 1);
+                if !each(Projector::prepare(batch)) {
+                    return (from, None);
+                }
+            }
+            if failed.is_some() || !full {
+                return (from, failed);
+            }
+        }
     }
 
-    /// Applies events read by [`Self::read_from`] under the write lock. Those the views applied
+    /// Applies events read by [`Self::read_on`] under the write lock. Those the views applied
     /// already (another caller caught up; an erasure's forget catches up to its fence under the
     /// lock; a rebuild swapped in views of a later position) are passed over.
     pub fn apply(&self, batch: Vec<Prepared>) {

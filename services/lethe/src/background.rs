@@ -6,7 +6,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use lethe_domain::Position;
-use lethe_personalize::views::CATCH_UP_BATCH;
 use lethe_personalize::Views;
 
 /// How often the feature views catch up with the log.
@@ -14,7 +13,7 @@ pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the two threads that keep the feature views current, every [`FOLLOW_EVERY`]:
 /// - `lethe-views-read` reads the new events from the log, decrypts them and reads their payloads
-///   ([`Views::read_from`], which takes no lock), at the lowest CPU priority (nice 19, on Linux): a
+///   ([`Views::read_on`], which takes no lock), at the lowest CPU priority (nice 19, on Linux): a
 ///   second of decision receipts takes tens of milliseconds of CPU, which would otherwise be taken
 ///   from the requests in flight;
 /// - `lethe-views` applies each batch under the views' write lock ([`Views::apply`]) at the normal
@@ -51,21 +50,17 @@ pub fn follow_views(views: &Arc<Views>) -> std::io::Result<()> {
         loop {
             std::thread::sleep(FOLLOW_EVERY);
             let Some(views) = reader.upgrade() else { return };
-            loop {
-                let (batch, failed) = views.read_from(views.next().max(cursor), CATCH_UP_BATCH);
-                let full = batch.len() == CATCH_UP_BATCH;
-                if let Some(last) = batch.last() {
-                    cursor = Position(last.position().0 + 1);
-                    if tx.send(batch).is_err() {
-                        return;
-                    }
-                }
-                if let Some(e) = failed {
-                    tracing::error!(code = e.code(), "feature views cannot follow the log");
-                }
-                if !full {
-                    break;
-                }
+            let mut applier_gone = false;
+            let (next, failed) = views.read_on(views.next().max(cursor), |batch| {
+                applier_gone = tx.send(batch).is_err();
+                !applier_gone
+            });
+            cursor = next;
+            if applier_gone {
+                return;
+            }
+            if let Some(e) = failed {
+                tracing::error!(code = e.code(), "feature views cannot follow the log");
             }
         }
     })?;

@@ -170,8 +170,7 @@ pub trait EventStore: Send + Sync + Debug {
 
     /// As [`Self::read_all`], but only the events whose type `opens` accepts are decrypted; the
     /// others come with their envelope and [`lethe_domain::EventBody::Unopened`]. For a reader that
-    /// follows the whole log for a few types (the feature views). The
-    /// default decrypts every event.
+    /// follows the whole log for a few types (the feature views). The default decrypts every event.
     fn read_all_opening(
         &self,
         from: Position,

@@ -98,9 +98,8 @@ impl Unindexed {
         if self.runs <= keep {
             return plan;
         }
-        // Room for every entry it may take at once: a list of thousands regrown step by step takes
-        // fresh memory at each step.
-        // (Each subject taken takes at least one of the runs past `keep`.)
+        // Room for every entry it may take at once (each subject taken takes at least one of the runs
+        // past `keep`): a list of thousands regrown step by step takes fresh memory at each step.
         plan.entries.reserve(max_entries.min(self.by_subject.len()).min(self.runs - keep));
         let mut taken = PseudonymSet::default();
         let mut left: HashMap<u64, u32> = HashMap::new();

@@ -124,14 +124,6 @@ enum Observed {
     Read(Option<Observation>),
 }
 
-impl Prepared {
-    /// The event's log position.
-    #[must_use]
-    pub const fn position(&self) -> Position {
-        self.event.envelope.position
-    }
-}
-
 /// What the projector did with the events it saw. Operational counters of this process: not part
 /// of the snapshot, reset by a restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
