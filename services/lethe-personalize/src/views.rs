@@ -235,13 +235,11 @@ impl Views {
     /// # Errors
     /// The log cannot be read (the events before the failure are applied).
     pub fn catch_up(&self) -> Result<(), FeatureError> {
-        match self.read_on(self.next(), |batch| {
+        let (_, failed) = self.read_on(self.next(), |batch| {
             self.apply(batch);
             true
-        }) {
-            (_, Some(e)) => Err(e),
-            (_, None) => Ok(()),
-        }
+        });
+        failed.map_or(Ok(()), Err)
     }
 
     /// The log position after the last event the views applied.

@@ -323,7 +323,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
              lethe_log_head every second, reading at a low CPU priority, so under a sustained overload they fall \
              behind and catch up once it ends.\n\
              # TYPE lethe_feature_views_position gauge\nlethe_feature_views_position {}\n",
-            d.engine.views().next().0 - 1
+            d.engine.views().with(lethe_features::Projector::position).0
         ));
         body.push_str(&d.engine.metrics());
         body.push_str(&lethe_personalize::drift::drift_metrics(d.engine.personalizer(), d.engine.views()));
