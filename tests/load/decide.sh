@@ -15,6 +15,9 @@
 # `lethe_decide_duration_seconds` histogram: what the rest of the tail spent in the host's queues.
 # The most-requests round also prints how many answers a second did not fall back because the log was
 # behind (`receipt_backlog`): a fallback costs less than a decision, so that is the figure to compare.
+# The most-requests rounds also print where a request's CPU went, in µs: the server's threads by role (HTTP
+# workers, the log, the feature views) and the load generator (what the host spent beyond the server), with
+# the host's context switches per request: what a share of the bare handler is made of.
 # Needs `wrk` and `curl` (apt-get install wrk curl). Builds lethe-bench in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,12 +45,26 @@ else
 fi
 "${server[@]}" --subjects "$SUBJECTS" --hold 600 >"$out" 2>&1 &
 pid=$!
-trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$out.b0" "$out.b1" "$out.row" "$out.fb" "$out.ratio" "$TMPDIR"' EXIT # SIGTERM stops the servers but not the hold
+trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$out.b0" "$out.b1" "$out.t0" "$out.t1" "$out.row" "$out.fb" "$out.ratio" "$TMPDIR"' EXIT # SIGTERM stops the servers but not the hold
 for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done
 grep -v '^TOKEN=' "$out"
 eval "$(grep -E '^(LETHE_PORT|BARE_PORT|SUBJECTS|TOKEN)=' "$out")"
 export TOKEN SUBJECTS
 cpu() { head -1 /proc/stat; } # aggregate jiffies: user nice system idle iowait irq softirq steal
+# The server's CPU time in jiffies by thread (`role:tid jiffies`, the role from the thread's name), then the
+# host's busy jiffies and context switches. Roles: http (actix-web's workers, both servers'), log (the log's writer and
+# flusher, sled's flusher, the decision receipts' writer), views (the feature views' reader and applier),
+# other. What the host spent beyond the server is the load generator's (nothing else runs).
+threads() {
+  local t stat
+  for t in /proc/$pid/task/*; do
+    stat=$(<"$t/stat") 2>/dev/null || continue
+    stat=${stat##*) } # past the name, which may hold spaces: state is then field 1, utime 12, stime 13
+    echo "$(<"$t/comm") ${t##*/} $(awk '{print $12 + $13}' <<<"$stat")"
+  done | awk '{role = "other"} /^actix-rt/ {role = "http"} /^(lethe-log|log_flusher|decision-receip)/ {role = "log"}
+    /^lethe-views/ {role = "views"} {print role ":" $(NF - 1), $NF}'
+  awk '/^cpu / {print "busy", $2 + $3 + $4 + $7 + $8 + $9} /^ctxt/ {print "ctxt", $2}' /proc/stat
+}
 # The buckets of Lethe's in-engine latency histogram (slot `bench`), cumulative, one `le count` a line.
 # Last: the decisions that fell back because the log was behind (reason receipt_backlog).
 buckets() {
@@ -60,12 +77,14 @@ run() { # name port connections rate [threads]
   [[ $port == "$LETHE_PORT" ]] && lethe=1
   if ((lethe)); then buckets >"$out.b0"; fi
   before=$(cpu)
+  threads >"$out.t0"
   RATE=$rate THREADS=$t "${client[@]}" -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
     | awk -v name="$name" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {err=$NF}
         END {printf "%-40s %10s req/s  p50 %8s  p99 %8s  non-2xx %s", name, rps, p50, p99, (err==""?0:err)}' \
     | tee "$out.row"
   last_rps=$(awk '{print $(NF - 7)}' "$out.row")
   after=$(cpu)
+  threads >"$out.t1"
   # The host: how idle both cores were, and how much time the hypervisor took (steal).
   printf '%s\n%s\n' "$before" "$after" | awk '{for (i = 2; i <= 9; i++) v[NR, i] = $i}
     END {for (i = 2; i <= 9; i++) {d[i] = v[2, i] - v[1, i]; t += d[i]}; printf "  idle %2d%%  steal %d%%", 100 * d[5] / t, 100 * d[9] / t}'
@@ -79,6 +98,17 @@ run() { # name port connections rate [threads]
     last_fallbacks=$(awk '{print $NF}' "$out.fb")
   fi
   echo
+  # At full load: where a request's CPU went, in µs (the times are in clock ticks, CLK_TCK a second), and
+  # the host's context switches.
+  if ((rate == 0)); then
+    awk -v rps="$last_rps" -v hz="$(getconf CLK_TCK)" 'NR == FNR {a[$1] = $2; next} {d[$1] = $2 - a[$1]}
+      END {us = 1e6 / hz / (10 * rps); server = 0
+        # A thread that ended during the round took its time with it: the load generator is charged.
+        for (t in d) if (t != "busy" && t != "ctxt") {split(t, r, ":"); role[r[1]] += d[t]; server += d[t]}
+        printf "  cpu µs/request: http %.1f  log %.1f  views %.1f  other %.1f  load generator %.1f  (context switches/request %.2f)\n",
+          role["http"] * us, role["log"] * us, role["views"] * us, role["other"] * us, (d["busy"] - server) * us, d["ctxt"] / (10 * rps)}' \
+      "$out.t0" "$out.t1"
+  fi
 }
 for _ in $(seq 1 "${REPEAT:-1}"); do
   run "bare actix, constant (max, 64 conn)" "$BARE_PORT" 64 0
