@@ -281,10 +281,27 @@ impl Views {
     /// Applies events read by [`Self::read_on`] under the write lock. Those the views applied
     /// already (another caller caught up; an erasure's forget catches up to its fence under the
     /// lock; a rebuild swapped in views of a later position) are passed over.
+    /// An event whose application panicked (a defect) is passed over by the projector, its
+    /// subject's features dropped ([`Projector::apply`]); it is logged here.
     pub fn apply(&self, batch: Vec<Prepared>) {
         if !batch.is_empty() {
-            self.projector.write().expect("views lock").apply_prepared(batch);
+            let mut projector = self.projector.write().expect("views lock");
+            let failed = projector.stats().failed;
+            projector.apply_prepared(batch);
+            let now = projector.stats().failed;
+            if now > failed {
+                tracing::error!(
+                    events = now - failed,
+                    through = projector.position().0,
+                    "applying events to the feature views panicked: they were passed over and their subjects' features dropped"
+                );
+            }
         }
+    }
+
+    /// Events whose application panicked since the views were built ([`lethe_features::ProjectionStats::failed`]).
+    pub fn failed_events(&self) -> u64 {
+        self.projector.read().expect("views lock").stats().failed
     }
 
     /// Writes a checkpoint of the views as they stand, under the current key (a new key when there

@@ -325,6 +325,13 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
              # TYPE lethe_feature_views_position gauge\nlethe_feature_views_position {}\n",
             d.engine.views().with(lethe_features::Projector::position).0
         ));
+        body.push_str(&format!(
+            "# HELP lethe_feature_views_failed_events_total Events whose application to the feature views panicked \
+             (a defect): passed over, with their subjects' features dropped until their next grant. The log says \
+             where.\n\
+             # TYPE lethe_feature_views_failed_events_total counter\nlethe_feature_views_failed_events_total {}\n",
+            d.engine.views().failed_events()
+        ));
         body.push_str(&d.engine.metrics());
         body.push_str(&lethe_personalize::drift::drift_metrics(d.engine.personalizer(), d.engine.views()));
     }

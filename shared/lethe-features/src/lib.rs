@@ -22,6 +22,10 @@
 //! `PUT /v1/items` and `DELETE /v1/items/{id}`, or in-process through [`Projector::catalog_mut`].
 #![forbid(unsafe_code)]
 
+// The unit tests share the black-box tests' log builder, which names this crate.
+#[cfg(test)]
+extern crate self as lethe_features;
+
 mod catalog;
 mod error;
 mod memory;

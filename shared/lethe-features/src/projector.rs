@@ -41,6 +41,7 @@
 //! (how many events were skipped and why), and the log position (carried by checkpoints).
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 
 use lethe_consent::{ConsentRecord, SubjectConsent, CONSENT_CHANGED};
 use lethe_domain::schema::{types::ERASURE_FENCE, SchemaRegistry};
@@ -140,6 +141,9 @@ pub struct ProjectionStats {
     pub ignored: u64,
     /// Events whose payload was shredded (erasure) or expired (retention).
     pub unreadable: u64,
+    /// Events whose application panicked (a defect, not bad input): passed over, with their
+    /// subject's features dropped ([`Projector::apply`]).
+    pub failed: u64,
     /// Subjects whose features a withdrawal cleared.
     pub withdrawals: u64,
     /// Subjects erased.
@@ -254,8 +258,10 @@ impl Projector {
             .into_iter()
             .map(|event| {
                 let observed = match (Kind::of(event.envelope.event_type.as_str()), &event.body) {
+                    // A read that panics (a defect) is left to the apply, which contains it.
                     (Some(kind), EventBody::Plain(p)) if p.len() <= MAX_PAYLOAD => {
-                        Observed::Read(Self::observation(&event, kind, p))
+                        std::panic::catch_unwind(|| Self::observation(&event, kind, p))
+                            .map_or(Observed::Later, Observed::Read)
                     }
                     _ => Observed::Later,
                 };
@@ -395,7 +401,11 @@ impl Projector {
 
     /// Applies one event. Pure: the same events in the same order always give the same state.
     /// Never fails and never panics: an event that cannot be used is skipped and counted in
-    /// [`Self::stats`].
+    /// [`Self::stats`]. A defect that panics while applying an event is contained as well: the
+    /// event counts as `failed`, its subject is dropped as a withdrawal drops it (what the event
+    /// changed before it failed is unknown: fail closed; the subject's next grant starts anew),
+    /// and the projector goes on. So the views keep following the log, and a lock held around
+    /// the projector is not poisoned.
     pub fn apply(&mut self, event: &RecordedEvent) {
         self.apply_observed(event, Observed::Later);
     }
@@ -403,6 +413,24 @@ impl Projector {
     /// [`Self::apply`], with the observation of a behaviour event already read
     /// ([`Self::prepare`]) when `observed` says so.
     fn apply_observed(&mut self, event: &RecordedEvent, observed: Observed) {
+        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| self.apply_unguarded(event, observed)));
+        if applied.is_err() {
+            let env = &event.envelope;
+            self.position = self.position.max(env.position);
+            self.stats.failed += 1;
+            self.remove(&env.subject);
+            // Strings the event brought may be interned: swept as after an erasure.
+            if self.defer_sweep {
+                self.sweep_pending = true;
+            } else {
+                self.sweep();
+            }
+        }
+    }
+
+    fn apply_unguarded(&mut self, event: &RecordedEvent, observed: Observed) {
+        #[cfg(test)]
+        tests::fail_here(event);
         let env = &event.envelope;
         self.position = self.position.max(env.position);
         self.stats.events += 1;
@@ -803,4 +831,86 @@ struct Ids {
     items: Vec<u32>,
     location: Option<u16>,
     segment: Option<u16>,
+}
+
+/// The black-box tests' log builder, for the tests below.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/features/helpers.rs"]
+mod test_helpers;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use lethe_domain::{Position, RecordedEvent};
+
+    use super::test_helpers as helpers;
+    use super::{FeatureView, Projector};
+    use helpers::{Log, S, T0};
+
+    thread_local! {
+        /// The position whose apply panics on this thread: a defect, injected by a test.
+        static FAIL_AT: Cell<Option<Position>> = const { Cell::new(None) };
+    }
+
+    /// Panics when `event` is the one this thread's test marked.
+    pub(super) fn fail_here(event: &RecordedEvent) {
+        if FAIL_AT.with(Cell::get) == Some(event.envelope.position) {
+            panic!("a defect, injected at position {}", event.envelope.position.0);
+        }
+    }
+
+    const GRANT: &[(&str, bool)] = &[("analytics", true), ("personalization", true)];
+
+    /// A defect that panics while one event is applied is contained, on the path the views take
+    /// (`prepare`, then `apply_prepared`): the event counts as failed and its subject is dropped as
+    /// a withdrawal drops it (fail closed: R-CONSENT-2's clear, invariant 3), everything else is
+    /// applied as it would be without the defect, and the subject's next grant starts anew.
+    #[test]
+    fn a_panic_while_applying_is_contained_and_fails_closed() {
+        let (a, b) = (helpers::subject(1), helpers::subject(2));
+        let mut log = Log::default();
+        log.consent(a, T0, GRANT).consent(b, T0, GRANT).shopper(a, T0, 0).shopper(b, T0, 1);
+        let clean = helpers::project(&log.events);
+        let failing = log
+            .events
+            .iter()
+            .find(|e| e.envelope.subject == a && e.envelope.event_type.as_str() == "product.viewed")
+            .expect("a product view of a")
+            .envelope
+            .position;
+
+        FAIL_AT.with(|f| f.set(Some(failing)));
+        let contained = std::panic::catch_unwind(|| {
+            let mut p = Projector::new(helpers::config());
+            p.apply_prepared(Projector::prepare(log.events.clone()));
+            p
+        });
+        FAIL_AT.with(|f| f.set(None));
+        let mut p = contained.expect("the panic stays inside the projector");
+
+        assert_eq!(p.stats().failed, 1);
+        assert_eq!(clean.stats().failed, 0);
+        assert!(clean.holds(&a));
+        assert!(!p.holds(&a), "the subject of the failed event is dropped");
+        // Compared with names resolved: dropping a renumbers the interned ids.
+        assert!(p.export(&b).is_some());
+        assert_eq!(p.export(&b), clean.export(&b), "the other subject's events are all applied");
+        assert_eq!(p.position(), clean.position(), "the events after the failed one are applied");
+        assert!(
+            p.stats().not_consented > clean.stats().not_consented,
+            "a's events after the failed one wait for a new grant"
+        );
+
+        let from = log.events.len();
+        log.consent(a, T0 + 100 * S, GRANT).shopper(a, T0 + 100 * S, 0);
+        p.apply_prepared(Projector::prepare(log.events[from..].to_vec()));
+        assert_eq!(
+            p.view(&a).map(FeatureView::views),
+            clean.view(&a).map(FeatureView::views),
+            "a new grant starts anew"
+        );
+        assert_eq!(p.stats().failed, 1);
+    }
 }

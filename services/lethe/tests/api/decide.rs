@@ -233,6 +233,21 @@ async fn every_reason_falls_back_to_the_slot_default() {
         (Some("fallback"), Some("model_error"), "default")
     );
 
+    // A model that panics (a defect): the same fallback, and the server goes on answering.
+    #[derive(Debug)]
+    struct Panicking;
+    impl Scorer for Panicking {
+        fn score(&self, _: &Model, _: &[[f64; D]]) -> Result<Vec<f64>, String> {
+            panic!("a defect, injected")
+        }
+    }
+    app.engine.set_scorer(Arc::new(Panicking));
+    let d = decide(&app, "gina", "home-hero").await;
+    assert_eq!((d["mode"].as_str(), first(&d)), (Some("fallback"), "default"));
+    // `model_error` as soon as the panic has unwound; `deadline` when its report took longer than
+    // the slot's 50 ms (a backtrace, when RUST_BACKTRACE asks for one, can).
+    assert!(matches!(d["reason"].as_str(), Some("model_error" | "deadline")), "{d}");
+
     // A model slower than the slot's deadline (50 ms): the answer does not wait for it.
     #[derive(Debug)]
     struct Slow;
@@ -256,14 +271,17 @@ async fn every_reason_falls_back_to_the_slot_default() {
     assert_eq!((d["mode"].as_str(), d["reason"].as_str()), (Some("non_personalized"), Some("cold_start")), "{d}");
 
     let metrics = app.metrics().await;
-    for reason in ["no_consent", "opted_out", "gpc", "model_error", "deadline", "cold_start"] {
-        assert!(metrics.contains(&format!("lethe_decision_reasons_total{{reason=\"{reason}\"}} 1")), "{reason}");
-    }
-    // Every decision waits for its outcomes, far below the cap: none was evicted.
     let gauge = |name: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
         line[name.len() + 1..].parse().expect("a count")
     };
+    let reasons = |reason: &str| gauge(&format!("lethe_decision_reasons_total{{reason=\"{reason}\"}}"));
+    for reason in ["no_consent", "opted_out", "gpc", "cold_start"] {
+        assert_eq!(reasons(reason), 1, "{reason}: {metrics}");
+    }
+    assert!(reasons("model_error") >= 1 && reasons("deadline") >= 1, "{metrics}");
+    assert_eq!(reasons("model_error") + reasons("deadline"), 3, "{metrics}");
+    // Every decision waits for its outcomes, far below the cap: none was evicted.
     assert!(gauge("lethe_decisions_pending") >= 6, "{metrics}");
     assert_eq!(gauge("lethe_decisions_evicted_total"), 0);
     // Every answer above is in the slot's latency histogram; the one that waited out the slow

@@ -46,6 +46,7 @@ async fn metrics_show_the_feature_views_position_beside_the_log_head() {
     let text = app.metrics().await;
     assert!(text.contains("lethe_log_head 1\n"), "{text}");
     assert!(text.contains("lethe_feature_views_position 0\n"), "{text}");
+    assert!(text.contains("lethe_feature_views_failed_events_total 0\n"), "{text}");
     app.views.catch_up().unwrap();
     assert!(app.metrics().await.contains("lethe_feature_views_position 1\n"));
 }
