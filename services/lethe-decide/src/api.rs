@@ -222,7 +222,18 @@ pub async fn decide(
         anonymous_only: principal.role() == Role::Site,
     };
     let d = decide_one(engine, request).await?;
+    after_the_ready_requests().await;
     Ok(decision_response(&d))
+}
+
+/// Lets the worker's other ready requests be decided before this answer is written (one yield to
+/// the scheduler, which runs the tasks woken meanwhile first). Under load the answers of one
+/// scheduler tick then leave together: a client with many connections is woken once for several of
+/// them instead of once each, and the workers are preempted by it less often. On the benchmark's
+/// full load this took the host's context switches from about 0.7 to 0.46 per decision. An answer
+/// with nothing else ready waits for one more poll of its task.
+async fn after_the_ready_requests() {
+    actix_web::rt::task::yield_now().await;
 }
 
 /// A decision's answer, written into a buffer with room for it (`HttpResponseBuilder::json` starts
