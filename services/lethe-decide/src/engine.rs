@@ -464,10 +464,6 @@ struct Record {
 /// The bytes a receipt's payload is first given room for.
 const RECEIPT_CAPACITY: usize = 1024;
 
-/// Most distinct candidate categories whose vectors one decision remembers (past them, a vector is
-/// made for each candidate: a linear search of more would cost what it saves).
-const MADE_VECTORS: usize = 16;
-
 /// Most candidates a decision may have for its features to be kept for off-policy evaluation.
 pub const OPE_MAX_CANDIDATES: usize = 16;
 
@@ -601,6 +597,8 @@ pub struct OutcomeReceipt {
 pub struct Engine {
     pub slots: Slots,
     declared: Vec<Candidates>,
+    /// The categories of `declared`, grouped once per slot.
+    declared_groups: Vec<CategoryGroups>,
     /// The ids of `declared`, as the JSON array a receipt lists them in, written once per slot.
     declared_ids: Vec<Box<serde_json::value::RawValue>>,
     state: Vec<RwLock<SlotState>>,
@@ -774,6 +772,7 @@ impl Engine {
             .map(|c| serde_json::value::to_raw_value(&Ids::Sent(c)))
             .collect::<Result<_, _>>()
             .map_err(registry_error)?;
+        let declared_groups = declared.iter().map(|c| CategoryGroups::of(c)).collect();
         let (tx, rx) = mpsc::channel::<AppendRequest>();
         let store = Arc::clone(&collect.store);
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -785,6 +784,7 @@ impl Engine {
         let latency = slots.all().iter().map(|_| crate::latency::Latency::default()).collect();
         let engine = Arc::new(Self {
             declared,
+            declared_groups,
             declared_ids,
             latency,
             slots,
@@ -952,9 +952,16 @@ impl Engine {
         count: usize,
     ) -> Scoring {
         let slot = &self.slots.all()[slot_index];
+        let sent;
+        let groups = if Arc::ptr_eq(&candidates, &self.declared[slot_index]) {
+            &self.declared_groups[slot_index]
+        } else {
+            sent = CategoryGroups::of(&candidates);
+            &sent
+        };
         let (xs, cold) = self.views.with(|p| {
             let profile = features::Profile::of(p.view(subject));
-            let xs = candidate_vectors(&candidates, default, |n| p.catalog().category_id(n), &profile, ctx);
+            let xs = candidate_vectors(&candidates, groups, default, |n| p.catalog().category_id(n), &profile, ctx);
             (xs, profile.is_cold())
         });
         let state = self.state[slot_index].read().expect("slot lock");
@@ -1882,35 +1889,59 @@ fn argmax(v: &[f64]) -> usize {
     v.iter().enumerate().fold(0, |best, (i, s)| if *s > v[best] { i } else { best })
 }
 
-/// The feature vectors of `candidates` for a subject's `profile` in `ctx` (`default`: the index of
-/// the slot's default). A slot's candidates name a handful of categories: each name is resolved,
-/// and its vector made, once (the default's differs by its flag and is made apart).
+/// The categories of a list of candidates: each candidate's index among the distinct ones (`of`;
+/// no category is one too), and how many there are. Made once per slot for its declared variants,
+/// so that a decision compares no names; for the candidates a request sent, once for the request.
+#[derive(Debug)]
+struct CategoryGroups {
+    count: usize,
+    of: Vec<usize>,
+}
+
+impl CategoryGroups {
+    fn of(candidates: &[Candidate]) -> Self {
+        let mut firsts: Vec<usize> = Vec::new();
+        let of = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let name = c.category.as_deref();
+                firsts.iter().position(|f| candidates[*f].category.as_deref() == name).unwrap_or_else(|| {
+                    firsts.push(i);
+                    firsts.len() - 1
+                })
+            })
+            .collect();
+        Self { count: firsts.len(), of }
+    }
+}
+
+/// The feature vectors of `candidates` (grouped by category in `groups`) for a subject's `profile`
+/// in `ctx` (`default`: the index of the slot's default). Each category is resolved, and its vector
+/// made, once, for its first candidate other than the default; the default's differs by its flag
+/// and is made apart.
 fn candidate_vectors(
     candidates: &[Candidate],
+    groups: &CategoryGroups,
     default: usize,
     category_id: impl Fn(&str) -> Option<lethe_features::CategoryId>,
     profile: &features::Profile,
     ctx: &Context,
 ) -> Vec<[f64; D]> {
-    let mut made: Vec<(Option<&str>, [f64; D])> = Vec::with_capacity(MADE_VECTORS.min(candidates.len()));
-    candidates
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let name = c.category.as_deref();
-            let vector = || features::vector_of(profile, ctx, name.and_then(&category_id), i == default);
-            if i == default {
-                return vector();
-            }
-            if let Some((_, x)) = made.iter().find(|(n, _)| *n == name) {
-                return *x;
-            }
-            let x = vector();
-            if made.len() < MADE_VECTORS {
-                made.push((name, x));
-            }
-            x
-        })
+    let vector = |i: usize, flagged: bool| {
+        features::vector_of(profile, ctx, candidates[i].category.as_deref().and_then(&category_id), flagged)
+    };
+    let mut made: Vec<Option<[f64; D]>> = vec![None; groups.count];
+    (0..candidates.len())
+        .map(
+            |i| {
+                if i == default {
+                    vector(i, true)
+                } else {
+                    *made[groups.of[i]].get_or_insert_with(|| vector(i, false))
+                }
+            },
+        )
         .collect()
 }
 
@@ -2447,15 +2478,26 @@ mod tests {
             })
             .collect();
         resolved.set(0);
-        let xs = candidate_vectors(&few, 4, category_id, &profile, &ctx);
+        let groups = CategoryGroups::of(&few);
+        assert_eq!(
+            (groups.count, &groups.of[..12]),
+            (11, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0][..]),
+            "ten names and none"
+        );
+        let xs = candidate_vectors(&few, &groups, 4, category_id, &profile, &ctx);
         assert_eq!(resolved.get(), 10 + 1, "each name once, and the default's");
         assert_eq!(xs, alone(&few, 4));
         assert!(xs.iter().any(|x| x[1] > 0.0) && xs.iter().any(|x| x[1] == 0.0), "engaged categories and others");
         assert_eq!(xs[4][9], 1.0, "the default is flagged");
         assert_eq!(xs[15][9], 0.0, "the others sharing its name are not");
-        // Forty names: past the names remembered, the rest are resolved for each candidate.
-        let many: Vec<Candidate> = (0..80).map(|i| candidate(i, Some(format!("cat-{}", i % 40)))).collect();
-        assert_eq!(candidate_vectors(&many, 0, category_id, &profile, &ctx), alone(&many, 0));
+        // Forty names, the default's named by no other candidate.
+        let many: Vec<Candidate> = (0..80).map(|i| candidate(i, Some(format!("cat-{}", i % 40 + i / 79)))).collect();
+        let groups = CategoryGroups::of(&many);
+        assert_eq!(groups.count, 41);
+        resolved.set(0);
+        let xs = candidate_vectors(&many, &groups, 79, category_id, &profile, &ctx);
+        assert_eq!(resolved.get(), 40 + 1, "no vector for the default's name alone, beside the default's own");
+        assert_eq!(xs, alone(&many, 79));
     }
 
     /// The oracle: every other candidate sorted by score (ties by position), after the drawn one.
