@@ -230,7 +230,7 @@ pub async fn decide(
 /// the scheduler, which runs the tasks woken meanwhile first). Under load the answers of one
 /// scheduler tick then leave together: a client with many connections is woken once for several of
 /// them instead of once each, and the workers are preempted by it less often. On the benchmark's
-/// full load this took the host's context switches from about 0.7 to 0.46 per decision. An answer
+/// full load this took the host's context switches from about 0.7 to 0.45 per decision. An answer
 /// with nothing else ready waits for one more poll of its task.
 async fn after_the_ready_requests() {
     actix_web::rt::task::yield_now().await;
