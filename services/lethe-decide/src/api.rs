@@ -162,8 +162,10 @@ async fn decide_in(
     let deadline = slot.deadline.saturating_sub(started.elapsed());
     let seed = rand::random::<u64>();
     if engine.scores_inline() {
-        // The built-in model: bounded arithmetic, on this thread; the deadline still holds.
-        let result = engine.score(&scoring, seed);
+        // The built-in model: bounded arithmetic, on this thread; the deadline still holds. A
+        // defect that panics in it falls back as a failing model does off the thread.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.score(&scoring, seed)))
+            .unwrap_or_else(|_| Err("the model panicked".into()));
         let result = match result {
             Ok(_) if started.elapsed() > slot.deadline => Err(Reason::Deadline),
             Ok(scored) => Ok(scored),

@@ -365,6 +365,13 @@ pub trait Scorer: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// The model failed; the decision falls back to the slot's default.
     fn score(&self, model: &Model, xs: &[[f64; D]]) -> Result<Vec<f64>, String>;
+
+    /// Whether it is a bounded amount of arithmetic that cannot block, and so may score on the
+    /// request thread (the built-in linear model: candidates × features²). Any other scorer runs on
+    /// the blocking pool under the slot's deadline.
+    fn inline(&self) -> bool {
+        false
+    }
 }
 
 /// The linear model's upper confidence bounds.
@@ -374,6 +381,10 @@ pub struct LinearScorer;
 impl Scorer for LinearScorer {
     fn score(&self, model: &Model, xs: &[[f64; D]]) -> Result<Vec<f64>, String> {
         model.scores(xs).map_err(|e| e.to_string())
+    }
+
+    fn inline(&self) -> bool {
+        true
     }
 }
 
@@ -609,7 +620,8 @@ pub struct Engine {
     /// How long decisions took, per slot (index of `slots`).
     latency: Vec<crate::latency::Latency>,
     scorer: RwLock<Arc<dyn Scorer>>,
-    custom_scorer: AtomicBool,
+    /// Whether `scorer` may score on the request thread ([`Scorer::inline`]).
+    scores_inline: AtomicBool,
     canary_rule: RwLock<CanaryRule>,
     receipts: mpsc::Sender<AppendRequest>,
     /// The event type and retention of each kind of receipt, read from the policies once.
@@ -794,7 +806,7 @@ impl Engine {
             counts: Mutex::new(BTreeMap::new()),
             reasons: Mutex::new(BTreeMap::new()),
             scorer: RwLock::new(Arc::new(LinearScorer)),
-            custom_scorer: AtomicBool::new(false),
+            scores_inline: AtomicBool::new(true),
             canary_rule: RwLock::new(rule),
             receipts: tx,
             receipt_kinds: [DECISION_SERVED, OUTCOME_RECORDED, RECOMMENDATIONS_SERVED]
@@ -821,17 +833,17 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Replaces the scorer (tests inject slow or failing models). A replaced scorer always runs on
-    /// the blocking pool under the slot's deadline.
+    /// Replaces the scorer (tests inject slow, failing or panicking models). It runs on the blocking
+    /// pool under the slot's deadline unless it says it may score inline ([`Scorer::inline`]).
     pub fn set_scorer(&self, scorer: Arc<dyn Scorer>) {
+        let inline = scorer.inline();
         *self.scorer.write().expect("scorer lock") = scorer;
-        self.custom_scorer.store(true, Ordering::Relaxed);
+        self.scores_inline.store(inline, Ordering::Relaxed);
     }
 
-    /// Whether scoring may run on the request thread: the built-in linear model is a bounded
-    /// amount of arithmetic (candidates × features²) that cannot block; any other scorer might.
+    /// Whether scoring may run on the request thread ([`Scorer::inline`]).
     pub fn scores_inline(&self) -> bool {
-        !self.custom_scorer.load(Ordering::Relaxed)
+        self.scores_inline.load(Ordering::Relaxed)
     }
 
     /// Replaces the canary rule (audited).

@@ -248,6 +248,25 @@ async fn every_reason_falls_back_to_the_slot_default() {
     // the slot's 50 ms (a backtrace, when RUST_BACKTRACE asks for one, can).
     assert!(matches!(d["reason"].as_str(), Some("model_error" | "deadline")), "{d}");
 
+    // The same on the request thread, where a scorer that says it is bounded arithmetic runs.
+    #[derive(Debug)]
+    struct PanickingInline;
+    impl Scorer for PanickingInline {
+        fn score(&self, _: &Model, _: &[[f64; D]]) -> Result<Vec<f64>, String> {
+            panic!("a defect, injected")
+        }
+        fn inline(&self) -> bool {
+            true
+        }
+    }
+    app.engine.set_scorer(Arc::new(PanickingInline));
+    assert!(app.engine.scores_inline());
+    let d = decide(&app, "gina", "home-hero").await;
+    assert_eq!(
+        (d["mode"].as_str(), d["reason"].as_str(), first(&d)),
+        (Some("fallback"), Some("model_error"), "default")
+    );
+
     // A model slower than the slot's deadline (50 ms): the answer does not wait for it.
     #[derive(Debug)]
     struct Slow;
@@ -258,6 +277,7 @@ async fn every_reason_falls_back_to_the_slot_default() {
         }
     }
     app.engine.set_scorer(Arc::new(Slow));
+    assert!(!app.engine.scores_inline());
     let started = Instant::now();
     let d = decide(&app, "gina", "home-hero").await;
     assert!(started.elapsed() < Duration::from_secs(1), "the fallback waited for the slow model");
@@ -279,8 +299,8 @@ async fn every_reason_falls_back_to_the_slot_default() {
     for reason in ["no_consent", "opted_out", "gpc", "cold_start"] {
         assert_eq!(reasons(reason), 1, "{reason}: {metrics}");
     }
-    assert!(reasons("model_error") >= 1 && reasons("deadline") >= 1, "{metrics}");
-    assert_eq!(reasons("model_error") + reasons("deadline"), 3, "{metrics}");
+    assert!(reasons("model_error") >= 2 && reasons("deadline") >= 1, "{metrics}");
+    assert_eq!(reasons("model_error") + reasons("deadline"), 4, "{metrics}");
     // Every decision waits for its outcomes, far below the cap: none was evicted.
     assert!(gauge("lethe_decisions_pending") >= 6, "{metrics}");
     assert_eq!(gauge("lethe_decisions_evicted_total"), 0);
