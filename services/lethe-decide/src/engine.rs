@@ -1944,17 +1944,13 @@ fn candidate_vectors(
         features::vector_of(profile, ctx, candidates[i].category.as_deref().and_then(&category_id), flagged)
     };
     let mut made: Vec<Option<[f64; D]>> = vec![None; groups.count];
-    (0..candidates.len())
-        .map(
-            |i| {
-                if i == default {
-                    vector(i, true)
-                } else {
-                    *made[groups.of[i]].get_or_insert_with(|| vector(i, false))
-                }
-            },
-        )
-        .collect()
+    let mut each = |i: usize| {
+        if i == default {
+            return vector(i, true);
+        }
+        *made[groups.of[i]].get_or_insert_with(|| vector(i, false))
+    };
+    (0..candidates.len()).map(&mut each).collect()
 }
 
 /// The default first, then the other candidates in order, `count` of them.

@@ -299,11 +299,6 @@ impl Views {
         }
     }
 
-    /// Events whose application panicked since the views were built ([`lethe_features::ProjectionStats::failed`]).
-    pub fn failed_events(&self) -> u64 {
-        self.projector.read().expect("views lock").stats().failed
-    }
-
     /// Writes a checkpoint of the views as they stand, under the current key (a new key when there
     /// is none). `None` for views built by [`Self::replay`].
     ///

@@ -318,19 +318,20 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         body.push_str(&lethe_privacy::schedule::metrics(p));
     }
     if let Some(d) = &state.decide {
+        let (position, failed) = d.engine.views().with(|p| (p.position().0, p.stats().failed));
         body.push_str(&format!(
             "# HELP lethe_feature_views_position The last log position the feature views applied: they follow \
              lethe_log_head every second, reading at a low CPU priority, so under a sustained overload they fall \
              behind and catch up once it ends.\n\
              # TYPE lethe_feature_views_position gauge\nlethe_feature_views_position {}\n",
-            d.engine.views().with(lethe_features::Projector::position).0
+            position
         ));
         body.push_str(&format!(
             "# HELP lethe_feature_views_failed_events_total Events whose application to the feature views panicked \
              (a defect): passed over, with their subjects' features dropped until their next grant. The log says \
              where.\n\
              # TYPE lethe_feature_views_failed_events_total counter\nlethe_feature_views_failed_events_total {}\n",
-            d.engine.views().failed_events()
+            failed
         ));
         body.push_str(&d.engine.metrics());
         body.push_str(&lethe_personalize::drift::drift_metrics(d.engine.personalizer(), d.engine.views()));

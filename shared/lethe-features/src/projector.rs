@@ -418,13 +418,8 @@ impl Projector {
             let env = &event.envelope;
             self.position = self.position.max(env.position);
             self.stats.failed += 1;
-            self.remove(&env.subject);
             // Strings the event brought may be interned: swept as after an erasure.
-            if self.defer_sweep {
-                self.sweep_pending = true;
-            } else {
-                self.sweep();
-            }
+            self.remove_and_sweep(&env.subject);
         }
     }
 
@@ -554,12 +549,19 @@ impl Projector {
     /// of item statistics, then every vocabulary string nothing refers to any more. Returns
     /// whether anything of the subject was held.
     pub fn forget(&mut self, subject: &Pseudonym) -> bool {
-        let held = self.remove(subject);
+        // Swept even when the subject was not held: strings its payloads brought may have
+        // outlived an earlier withdrawal.
+        let held = self.remove_and_sweep(subject);
         if held {
             self.stats.forgotten += 1;
         }
-        // Swept even when the subject was not held: strings its payloads brought may have
-        // outlived an earlier withdrawal.
+        held
+    }
+
+    /// Removes `subject` and sweeps the vocabularies of the strings no longer referenced (at the
+    /// end of the batch, inside [`Self::apply_prepared`]). Whether the subject was held.
+    fn remove_and_sweep(&mut self, subject: &Pseudonym) -> bool {
+        let held = self.remove(subject);
         if self.defer_sweep {
             self.sweep_pending = true;
         } else {
