@@ -131,16 +131,18 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler(json_errors))
                 .app_data(state.clone())
                 .app_data(collect.clone())
-                .configure(|cfg| {
-                    if let Some(p) = &privacy {
-                        cfg.app_data(p.clone());
-                        lethe_privacy::configure(cfg);
-                    }
-                })
+                // The decision routes first: actix-web tries the routes in order, and `/v1/decide` is
+                // the busiest (no other route's pattern overlaps theirs).
                 .configure(|cfg| {
                     if let Some(d) = &decide {
                         cfg.app_data(d.clone());
                         lethe_decide::configure(cfg);
+                    }
+                })
+                .configure(|cfg| {
+                    if let Some(p) = &privacy {
+                        cfg.app_data(p.clone());
+                        lethe_privacy::configure(cfg);
                     }
                 })
                 // Bodies are read as bytes and checked by each endpoint against its own limit.

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -47,8 +47,8 @@ impl fmt::Debug for SecretBytes {
 
 /// An AES-256-GCM key with its expanded schedule, ready to seal and open.
 ///
-/// The schedule (over 600 bytes) is shared: a clone, as the log's key cache hands out for every
-/// event it seals or opens, copies a pointer. It is zeroed on drop of the last clone.
+/// The schedule (over 600 bytes) is shared: a clone copies a pointer (and counts it). It is zeroed on
+/// drop of the last clone.
 #[derive(Clone)]
 pub struct DataKey {
     cipher: Arc<Aes256Gcm>,
@@ -81,6 +81,15 @@ impl DataKey {
     pub fn open(&self, nonce: &Nonce, aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>> {
         self.cipher.decrypt(&(*nonce).into(), Payload { msg: ciphertext, aad }).map_err(|_| CryptoError::Decrypt)
     }
+
+    /// [`DataKey::open`] in the ciphertext's own buffer: it becomes the plaintext (no copy).
+    ///
+    /// # Errors
+    /// [`CryptoError::Decrypt`] as [`DataKey::open`]; the buffer's content is then unspecified.
+    pub fn open_in_place(&self, nonce: &Nonce, aad: &[u8], mut sealed: Vec<u8>) -> Result<Vec<u8>> {
+        self.cipher.decrypt_in_place(&(*nonce).into(), aad, &mut sealed).map_err(|_| CryptoError::Decrypt)?;
+        Ok(sealed)
+    }
 }
 
 #[cfg(test)]
@@ -97,9 +106,14 @@ mod tests {
         assert!(k.open(&[8u8; 12], b"aad-1", &ct).is_err());
         let other = DataKey::new(&SecretBytes::random());
         assert!(other.open(&n, b"aad-1", &ct).is_err());
+        assert_eq!(k.open_in_place(&n, b"aad-1", ct.clone()).unwrap(), b"hello");
+        assert!(k.open_in_place(&n, b"aad-2", ct.clone()).is_err());
+        let mut flipped = ct;
+        flipped[0] ^= 1;
+        assert!(k.open_in_place(&n, b"aad-1", flipped).is_err());
     }
 
-    /// A clone shares the schedule: the log clones a cached key for every event it seals or opens.
+    /// A clone shares the schedule.
     #[test]
     fn clones_share_the_schedule() {
         assert!(std::mem::size_of::<DataKey>() <= std::mem::size_of::<usize>());

@@ -131,7 +131,33 @@ impl ChunkFiles {
         }
     }
 
+    /// `f` of the bytes of the chunk that the `e/` value `value` holds: the value itself, or the bytes
+    /// its pointer names, read into `buf` (a reader of many chunks reuses one buffer).
+    ///
+    /// # Errors
+    /// As [`ChunkFiles::resolve`], and `f`'s.
+    pub(crate) fn with_chunk<T>(
+        &self,
+        value: &sled::IVec,
+        buf: &mut Vec<u8>,
+        f: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        match ChunkPointer::parse(value) {
+            None => f(value),
+            Some(p) => {
+                self.read_into(&p?, buf)?;
+                f(buf)
+            }
+        }
+    }
+
     fn read(&self, p: &ChunkPointer) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.read_into(p, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_into(&self, p: &ChunkPointer, buf: &mut Vec<u8>) -> Result<()> {
         let file = self.handle(p.file)?;
         let name = file_name(p.file);
         // Checked before anything is allocated: a damaged pointer may name any length.
@@ -142,17 +168,18 @@ impl ChunkFiles {
                 p.len, p.offset
             )));
         }
-        let mut buf = vec![0u8; p.len as usize];
-        file.read_exact_at(&mut buf, p.offset).map_err(|e| match e.kind() {
+        buf.clear();
+        buf.resize(p.len as usize, 0);
+        file.read_exact_at(buf, p.offset).map_err(|e| match e.kind() {
             ErrorKind::UnexpectedEof => {
                 LogError::Corrupt(format!("chunk file {name} ends before {} bytes at {}", p.len, p.offset))
             }
             _ => LogError::Io { path: self.dir.join(&name), source: e },
         })?;
-        if crc32fast::hash(&buf) != p.crc {
+        if crc32fast::hash(buf) != p.crc {
             return Err(LogError::Corrupt(format!("chunk file {name}: checksum mismatch at {}", p.offset)));
         }
-        Ok(buf)
+        Ok(())
     }
 
     fn handle(&self, file: u32) -> Result<Arc<File>> {

@@ -111,24 +111,34 @@ pub fn nonce(incarnation: u32, seq: Seq) -> Nonce {
 /// The associated data of a payload: the whole envelope, so a ciphertext moved to another position,
 /// subject, sequence, type, version, purpose, time or key fails to open.
 pub fn aad(format: u8, envelope: &EventEnvelope) -> Vec<u8> {
-    let mut out = b"lethe-event".to_vec();
+    // Written into one buffer with room for an envelope, not grown step by step: the log computes
+    // this for every event it seals or opens.
+    let mut out = Vec::with_capacity(AAD_CAPACITY);
+    out.extend_from_slice(b"lethe-event");
     out.push(format);
-    let body = if format == 1 {
-        postcard::to_stdvec(&EnvelopeV1 {
-            position: envelope.position,
-            subject: envelope.subject,
-            seq: envelope.seq,
-            event_type: envelope.event_type.clone(),
-            schema_version: envelope.schema_version,
-            purpose: envelope.purpose.clone(),
-            time: envelope.time,
-        })
+    let written = if format == 1 {
+        postcard::to_io(
+            &EnvelopeV1 {
+                position: envelope.position,
+                subject: envelope.subject,
+                seq: envelope.seq,
+                event_type: envelope.event_type.clone(),
+                schema_version: envelope.schema_version,
+                purpose: envelope.purpose.clone(),
+                time: envelope.time,
+            },
+            &mut out,
+        )
     } else {
-        postcard::to_stdvec(envelope)
+        postcard::to_io(envelope, &mut out)
     };
-    out.extend(body.expect("envelopes serialize"));
+    written.expect("envelopes serialize");
     out
 }
+
+/// The bytes [`aad`] is first given room for: its prefix and an envelope with type and purpose names
+/// of ordinary length (a longer one grows it).
+const AAD_CAPACITY: usize = 192;
 
 impl StoredRecord {
     /// Seals a payload into a record of the current format.
@@ -149,6 +159,16 @@ impl StoredRecord {
     /// [`LogError::Crypto`] when the key or any envelope field does not match.
     pub fn open(&self, key: &DataKey) -> Result<Vec<u8>> {
         Ok(key.open(&self.nonce, &aad(self.format, &self.envelope), &self.sealed)?)
+    }
+
+    /// [`StoredRecord::open`], decrypting in the record's own buffer: its envelope and the payload.
+    ///
+    /// # Errors
+    /// As [`StoredRecord::open`].
+    pub fn into_open(self, key: &DataKey) -> Result<(EventEnvelope, Vec<u8>)> {
+        let aad = aad(self.format, &self.envelope);
+        let plain = key.open_in_place(&self.nonce, &aad, self.sealed)?;
+        Ok((self.envelope, plain))
     }
 
     /// Encodes in the current format. Records read from an older format are re-encoded only by

@@ -599,12 +599,29 @@ impl Shared {
         Ok(Some(key))
     }
 
+    /// Whether the key of `(subject, key_id)` is in the cache (and not past its retention).
+    fn is_cached(&self, subject: &Pseudonym, key_id: KeyId) -> bool {
+        !self.expired(key_id) && self.cache.read().expect("key cache lock").keys.contains_key(&(*subject, key_id))
+    }
+
     fn open_record(&self, rec: StoredRecord) -> Result<RecordedEvent> {
         let body = if rec.sealed.is_empty() && rec.envelope.event_type.as_str() == types::ERASURE_FENCE {
             EventBody::Empty
         } else {
+            // A cached key opens the record under the cache's read lock: no clone of the key, whose
+            // count the writer (sealing the subject's next events) touches on the other core.
+            if !self.expired(rec.envelope.key_id) {
+                let cache = self.cache.read().expect("key cache lock");
+                if let Some(key) = cache.keys.get(&(rec.envelope.subject, rec.envelope.key_id)) {
+                    let (envelope, plain) = rec.into_open(key)?;
+                    return Ok(RecordedEvent { envelope, body: EventBody::Plain(plain) });
+                }
+            }
             match self.key(&rec.envelope.subject, rec.envelope.key_id)? {
-                Some(key) => EventBody::Plain(rec.open(&key)?),
+                Some(key) => {
+                    let (envelope, plain) = rec.into_open(&key)?;
+                    return Ok(RecordedEvent { envelope, body: EventBody::Plain(plain) });
+                }
                 None if self.cache.read().expect("key cache lock").erased.contains(&rec.envelope.subject) => {
                     EventBody::Shredded
                 }
@@ -1081,15 +1098,19 @@ impl Writer {
             }
             keys.push(key_id);
         }
-        let mut sealing: Vec<(KeyId, DataKey)> = Vec::new();
+        // Each key the request seals with: `None` for one in the key cache, used from there under its
+        // read lock (below) rather than cloned, since a clone counts on a line that the views' reader,
+        // opening the subject's events on the other core, counts on too.
+        let mut sealing: Vec<(KeyId, Option<DataKey>)> = Vec::new();
         let mut fresh: Vec<(KeyId, SecretBytes)> = Vec::new();
         for &key_id in &keys {
             if sealing.iter().any(|(id, _)| *id == key_id) {
                 continue;
             }
             let key = match new_keys.iter().find(|(s, id, _)| *s == subject && *id == key_id) {
-                Some((_, _, k)) => k.clone(),
-                None => match self.shared.key(&subject, key_id)? {
+                Some((_, _, k)) => Some(k.clone()),
+                None if self.shared.is_cached(&subject, key_id) => None,
+                None => Some(match self.shared.key(&subject, key_id)? {
                     Some(k) => k,
                     None => {
                         let secret = SecretBytes::random();
@@ -1097,9 +1118,17 @@ impl Writer {
                         fresh.push((key_id, secret));
                         k
                     }
-                },
+                }),
             };
             sealing.push((key_id, key));
+        }
+        // Held to the end of sealing. Only this thread removes keys from the cache (erasures,
+        // retention), so the cached keys found above are there; checked before anything is staged.
+        let cache = self.shared.cache.read().expect("key cache lock");
+        if let Some((key_id, _)) =
+            sealing.iter().find(|(id, k)| k.is_none() && !cache.keys.contains_key(&(subject, *id)))
+        {
+            return Err(LogError::MissingKey { subject, key_id: *key_id });
         }
         for (key_id, secret) in fresh {
             let wrapped = self.shared.keyring.read().expect("keyring lock").wrap(&subject, key_id, &secret);
@@ -1108,7 +1137,8 @@ impl Writer {
                 let at = u64::try_from(at.0).unwrap_or(0);
                 batch.insert(&retention_key(at, subject.as_bytes(), key_id.0)[..], &[][..]);
             }
-            let k = sealing.iter().find(|(id, _)| *id == key_id).map(|(_, k)| k.clone()).expect("key staged above");
+            let k =
+                sealing.iter().find(|(id, _)| *id == key_id).and_then(|(_, k)| k.clone()).expect("key staged above");
             new_keys.push((subject, key_id, k));
         }
         let first = *pos + 1;
@@ -1128,9 +1158,13 @@ impl Writer {
                 time: ev.time,
                 key_id,
             };
-            let key = &sealing.iter().find(|(id, _)| *id == key_id).expect("key staged above").1;
+            let key = match &sealing.iter().find(|(id, _)| *id == key_id).expect("key staged above").1 {
+                Some(k) => k,
+                None => cache.keys.get(&(subject, key_id)).expect("checked under this read lock"),
+            };
             records.push(StoredRecord::seal(envelope, key, self.shared.incarnation, &ev.payload));
         }
+        drop(cache);
         staged.insert(subject, Seq(seq));
         Ok((Appended { first_position: Position(first), last_position: Position(*pos), last_seq: Seq(seq) }, records))
     }
@@ -1404,11 +1438,15 @@ impl EventStore for SledEventLog {
             _ => from,
         };
         let shared = &self.shared;
+        // The bytes of filed chunks are read into one buffer, reused from chunk to chunk.
+        let mut buf = Vec::new();
         Box::new(
             self.shared
                 .log
                 .range(event_key(start)..=event_key(head))
-                .map(|item| -> Result<Vec<StoredRecord>> { codec::decode_chunk(&shared.chunks.resolve(item?.1)?) })
+                .map(move |item| -> Result<Vec<StoredRecord>> {
+                    shared.chunks.with_chunk(&item?.1, &mut buf, codec::decode_chunk)
+                })
                 .flat_map(|chunk| match chunk {
                     Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
                     Err(e) => vec![Err(e)],
