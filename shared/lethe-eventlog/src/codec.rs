@@ -100,6 +100,20 @@ struct EnvelopeV1 {
     time: UtcMicros,
 }
 
+impl From<&EventEnvelope> for EnvelopeV1 {
+    fn from(e: &EventEnvelope) -> Self {
+        Self {
+            position: e.position,
+            subject: e.subject,
+            seq: e.seq,
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            purpose: e.purpose.clone(),
+            time: e.time,
+        }
+    }
+}
+
 /// The nonce of an event's payload.
 pub fn nonce(incarnation: u32, seq: Seq) -> Nonce {
     let mut n = [0u8; NONCE_LEN];
@@ -117,18 +131,7 @@ pub fn aad(format: u8, envelope: &EventEnvelope) -> Vec<u8> {
     out.extend_from_slice(b"lethe-event");
     out.push(format);
     let written = if format == 1 {
-        postcard::to_io(
-            &EnvelopeV1 {
-                position: envelope.position,
-                subject: envelope.subject,
-                seq: envelope.seq,
-                event_type: envelope.event_type.clone(),
-                schema_version: envelope.schema_version,
-                purpose: envelope.purpose.clone(),
-                time: envelope.time,
-            },
-            &mut out,
-        )
+        postcard::to_io(&EnvelopeV1::from(envelope), &mut out)
     } else {
         postcard::to_io(envelope, &mut out)
     };
@@ -481,19 +484,7 @@ pub fn decode(bytes: &[u8]) -> Result<StoredRecord> {
 pub fn encode_v1_for_fixtures(envelope: &EventEnvelope, key: &DataKey, incarnation: u32, payload: &[u8]) -> Vec<u8> {
     let nonce = nonce(incarnation, envelope.seq);
     let sealed = key.seal(&nonce, &aad(1, envelope), payload);
-    let body = RecordV1 {
-        envelope: EnvelopeV1 {
-            position: envelope.position,
-            subject: envelope.subject,
-            seq: envelope.seq,
-            event_type: envelope.event_type.clone(),
-            schema_version: envelope.schema_version,
-            purpose: envelope.purpose.clone(),
-            time: envelope.time,
-        },
-        nonce,
-        sealed,
-    };
+    let body = RecordV1 { envelope: EnvelopeV1::from(envelope), nonce, sealed };
     let mut out = vec![1u8];
     out.extend(postcard::to_stdvec(&body).expect("records serialize"));
     out

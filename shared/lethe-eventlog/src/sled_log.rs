@@ -599,11 +599,6 @@ impl Shared {
         Ok(Some(key))
     }
 
-    /// Whether the key of `(subject, key_id)` is in the cache (and not past its retention).
-    fn is_cached(&self, subject: &Pseudonym, key_id: KeyId) -> bool {
-        !self.expired(key_id) && self.cache.read().expect("key cache lock").keys.contains_key(&(*subject, key_id))
-    }
-
     fn open_record(&self, rec: StoredRecord) -> Result<RecordedEvent> {
         let body = if rec.sealed.is_empty() && rec.envelope.event_type.as_str() == types::ERASURE_FENCE {
             EventBody::Empty
@@ -1099,32 +1094,41 @@ impl Writer {
             keys.push(key_id);
         }
         // Each key the request seals with: `None` for one in the key cache, used from there under its
-        // read lock (below) rather than cloned, since a clone counts on a line that the views' reader,
-        // opening the subject's events on the other core, counts on too.
+        // read lock (held to the end of sealing) rather than cloned, since a clone counts on a line
+        // that the views' reader, opening the subject's events on the other core, counts on too. The
+        // lock is let go only to fetch a key that is not cached (`Shared::key` may insert it).
+        let mut cache = Some(self.shared.cache.read().expect("key cache lock"));
         let mut sealing: Vec<(KeyId, Option<DataKey>)> = Vec::new();
         let mut fresh: Vec<(KeyId, SecretBytes)> = Vec::new();
         for &key_id in &keys {
             if sealing.iter().any(|(id, _)| *id == key_id) {
                 continue;
             }
+            let cached = cache.as_ref().is_some_and(|c| c.keys.contains_key(&(subject, key_id)));
             let key = match new_keys.iter().find(|(s, id, _)| *s == subject && *id == key_id) {
                 Some((_, _, k)) => Some(k.clone()),
-                None if self.shared.is_cached(&subject, key_id) => None,
-                None => Some(match self.shared.key(&subject, key_id)? {
-                    Some(k) => k,
-                    None => {
-                        let secret = SecretBytes::random();
-                        let k = DataKey::new(&secret);
-                        fresh.push((key_id, secret));
-                        k
-                    }
-                }),
+                None if cached && !self.shared.expired(key_id) => None,
+                None => {
+                    cache = None;
+                    Some(match self.shared.key(&subject, key_id)? {
+                        Some(k) => k,
+                        None => {
+                            let secret = SecretBytes::random();
+                            let k = DataKey::new(&secret);
+                            fresh.push((key_id, secret));
+                            k
+                        }
+                    })
+                }
             };
             sealing.push((key_id, key));
         }
-        // Held to the end of sealing. Only this thread removes keys from the cache (erasures,
-        // retention), so the cached keys found above are there; checked before anything is staged.
-        let cache = self.shared.cache.read().expect("key cache lock");
+        // Only this thread removes keys from the cache (erasures, retention), so the cached keys found
+        // above are there; checked before anything is staged.
+        let cache = match cache {
+            Some(c) => c,
+            None => self.shared.cache.read().expect("key cache lock"),
+        };
         if let Some((key_id, _)) =
             sealing.iter().find(|(id, k)| k.is_none() && !cache.keys.contains_key(&(subject, *id)))
         {
