@@ -60,7 +60,7 @@ fn basic_user(credentials: &str) -> Result<String> {
     let decoded = Zeroizing::new(BASIC.decode(credentials).map_err(|_| AuthError::MalformedAuthorization)?);
     let decoded = std::str::from_utf8(&decoded).map_err(|_| AuthError::MalformedAuthorization)?;
     match decoded.split_once(':') {
-        Some((user, "")) if !user.is_empty() && !user.contains(char::is_whitespace) => Ok(user.to_owned()),
+        Some((user, "")) if !user.is_empty() && !has_whitespace(user) => Ok(user.to_owned()),
         _ => Err(AuthError::MalformedAuthorization),
     }
 }

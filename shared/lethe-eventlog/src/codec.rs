@@ -29,7 +29,10 @@
 //! here: every record keeps its own subject, key id and nonce.
 
 use lethe_crypto::{DataKey, Nonce, NONCE_LEN};
-use lethe_domain::{EventEnvelope, EventType, KeyId, Position, Pseudonym, Purpose, SchemaVersion, Seq, UtcMicros};
+use lethe_domain::{
+    EventBody, EventEnvelope, EventType, KeyId, Position, Pseudonym, Purpose, RecordedEvent, SchemaVersion, Seq,
+    UtcMicros,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{LogError, Result};
@@ -164,14 +167,14 @@ impl StoredRecord {
         Ok(key.open(&self.nonce, &aad(self.format, &self.envelope), &self.sealed)?)
     }
 
-    /// [`StoredRecord::open`], decrypting in the record's own buffer: its envelope and the payload.
+    /// The event, its payload opened as by [`StoredRecord::open`] but in the record's own buffer.
     ///
     /// # Errors
     /// As [`StoredRecord::open`].
-    pub fn into_open(self, key: &DataKey) -> Result<(EventEnvelope, Vec<u8>)> {
+    pub fn into_event(self, key: &DataKey) -> Result<RecordedEvent> {
         let aad = aad(self.format, &self.envelope);
         let plain = key.open_in_place(&self.nonce, &aad, self.sealed)?;
-        Ok((self.envelope, plain))
+        Ok(RecordedEvent { envelope: self.envelope, body: EventBody::Plain(plain) })
     }
 
     /// Encodes in the current format. Records read from an older format are re-encoded only by

@@ -599,24 +599,25 @@ impl Shared {
         Ok(Some(key))
     }
 
+    /// The key of `(subject, key_id)` in `cache` (the key cache, read-locked by the caller), unless
+    /// it is not cached or past its retention. Used from there, not cloned (see `Writer::stage`).
+    fn cached<'c>(&self, cache: &'c KeyCache, subject: &Pseudonym, key_id: KeyId) -> Option<&'c DataKey> {
+        (!self.expired(key_id)).then(|| cache.keys.get(&(*subject, key_id))).flatten()
+    }
+
     fn open_record(&self, rec: StoredRecord) -> Result<RecordedEvent> {
         let body = if rec.sealed.is_empty() && rec.envelope.event_type.as_str() == types::ERASURE_FENCE {
             EventBody::Empty
         } else {
             // A cached key opens the record under the cache's read lock: no clone of the key, whose
             // count the writer (sealing the subject's next events) touches on the other core.
-            if !self.expired(rec.envelope.key_id) {
-                let cache = self.cache.read().expect("key cache lock");
-                if let Some(key) = cache.keys.get(&(rec.envelope.subject, rec.envelope.key_id)) {
-                    let (envelope, plain) = rec.into_open(key)?;
-                    return Ok(RecordedEvent { envelope, body: EventBody::Plain(plain) });
-                }
+            if let Some(key) =
+                self.cached(&self.cache.read().expect("key cache lock"), &rec.envelope.subject, rec.envelope.key_id)
+            {
+                return rec.into_event(key);
             }
             match self.key(&rec.envelope.subject, rec.envelope.key_id)? {
-                Some(key) => {
-                    let (envelope, plain) = rec.into_open(&key)?;
-                    return Ok(RecordedEvent { envelope, body: EventBody::Plain(plain) });
-                }
+                Some(key) => return rec.into_event(&key),
                 None if self.cache.read().expect("key cache lock").erased.contains(&rec.envelope.subject) => {
                     EventBody::Shredded
                 }
@@ -1104,10 +1105,10 @@ impl Writer {
             if sealing.iter().any(|(id, _)| *id == key_id) {
                 continue;
             }
-            let cached = cache.as_ref().is_some_and(|c| c.keys.contains_key(&(subject, key_id)));
+            let cached = cache.as_ref().is_some_and(|c| self.shared.cached(c, &subject, key_id).is_some());
             let key = match new_keys.iter().find(|(s, id, _)| *s == subject && *id == key_id) {
                 Some((_, _, k)) => Some(k.clone()),
-                None if cached && !self.shared.expired(key_id) => None,
+                None if cached => None,
                 None => {
                     cache = None;
                     Some(match self.shared.key(&subject, key_id)? {
@@ -1124,16 +1125,23 @@ impl Writer {
             sealing.push((key_id, key));
         }
         // Only this thread removes keys from the cache (erasures, retention), so the cached keys found
-        // above are there; checked before anything is staged.
+        // above are there; each is taken from it (a missing one refuses the request) before anything
+        // is staged.
         let cache = match cache {
             Some(c) => c,
             None => self.shared.cache.read().expect("key cache lock"),
         };
-        if let Some((key_id, _)) =
-            sealing.iter().find(|(id, k)| k.is_none() && !cache.keys.contains_key(&(subject, *id)))
-        {
-            return Err(LogError::MissingKey { subject, key_id: *key_id });
-        }
+        let sealing: Vec<(KeyId, &DataKey)> = sealing
+            .iter()
+            .map(|(id, k)| match k {
+                Some(k) => Ok((*id, k)),
+                None => self
+                    .shared
+                    .cached(&cache, &subject, *id)
+                    .map(|k| (*id, k))
+                    .ok_or(LogError::MissingKey { subject, key_id: *id }),
+            })
+            .collect::<Result<_>>()?;
         for (key_id, secret) in fresh {
             let wrapped = self.shared.keyring.read().expect("keyring lock").wrap(&subject, key_id, &secret);
             batch.insert(&dek_key(subject.as_bytes(), key_id.0)[..], &wrapped.to_bytes()[..]);
@@ -1141,8 +1149,7 @@ impl Writer {
                 let at = u64::try_from(at.0).unwrap_or(0);
                 batch.insert(&retention_key(at, subject.as_bytes(), key_id.0)[..], &[][..]);
             }
-            let k =
-                sealing.iter().find(|(id, _)| *id == key_id).and_then(|(_, k)| k.clone()).expect("key staged above");
+            let k = sealing.iter().find(|(id, _)| *id == key_id).map(|(_, k)| (*k).clone()).expect("key staged above");
             new_keys.push((subject, key_id, k));
         }
         let first = *pos + 1;
@@ -1162,10 +1169,7 @@ impl Writer {
                 time: ev.time,
                 key_id,
             };
-            let key = match &sealing.iter().find(|(id, _)| *id == key_id).expect("key staged above").1 {
-                Some(k) => k,
-                None => cache.keys.get(&(subject, key_id)).expect("checked under this read lock"),
-            };
+            let key = sealing.iter().find(|(id, _)| *id == key_id).expect("key staged above").1;
             records.push(StoredRecord::seal(envelope, key, self.shared.incarnation, &ev.payload));
         }
         drop(cache);
