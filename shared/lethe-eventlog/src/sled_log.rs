@@ -1105,10 +1105,9 @@ impl Writer {
             if sealing.iter().any(|(id, _)| *id == key_id) {
                 continue;
             }
-            let cached = cache.as_ref().is_some_and(|c| self.shared.cached(c, &subject, key_id).is_some());
             let key = match new_keys.iter().find(|(s, id, _)| *s == subject && *id == key_id) {
                 Some((_, _, k)) => Some(k.clone()),
-                None if cached => None,
+                None if cache.as_ref().is_some_and(|c| self.shared.cached(c, &subject, key_id).is_some()) => None,
                 None => {
                     cache = None;
                     Some(match self.shared.key(&subject, key_id)? {
