@@ -99,7 +99,7 @@ pub fn authorize_with(
     roles: &[Role],
     body_key: Option<&str>,
 ) -> Result<Principal, ApiError> {
-    let limited = |r: RetryAfter| ApiError::new(429, "rate_limited", format!("too many requests; retry in {} s", r.0));
+    let limited = |r: RetryAfter| ApiError::rate_limited(r.0);
     if let Some(addr) = req.peer_addr() {
         state.limits.address(addr.ip()).map_err(limited)?;
     }

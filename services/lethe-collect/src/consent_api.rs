@@ -99,11 +99,12 @@ fn decide(
                     format!("the notice does not ask about `{purpose}`"),
                 ));
             }
-            if choices.iter().any(|c: &PurposeChoice| &c.purpose == purpose) {
-                return Err(ApiError::bad_request(
-                    "contradictory_choice",
-                    format!("`{purpose}` is both granted and denied"),
-                ));
+            if let Some(earlier) = choices.iter().find(|c: &&PurposeChoice| &c.purpose == purpose) {
+                return Err(if earlier.granted == granted {
+                    ApiError::bad_request("duplicate_purpose", format!("`{purpose}` is listed twice"))
+                } else {
+                    ApiError::bad_request("contradictory_choice", format!("`{purpose}` is both granted and denied"))
+                });
             }
             if granted {
                 recipients.extend(def.recipients().iter().cloned());
@@ -163,8 +164,7 @@ pub(crate) async fn record(
         return Err(ApiError::new(413, "payload_too_large", "a consent body holds at most 32 KB"));
     }
     let principal = authorize(&req, &state, &[Role::Site, Role::Subject, Role::Admin])?;
-    let parsed: ConsentRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let parsed: ConsentRequest = crate::json::object(&body)?;
     // A public write key is the banner's: it records what a visitor chose on this device (an
     // `anonymousId`, by banner or GPC signal), never a choice for an account or an import.
     if principal.role() == Role::Site {

@@ -14,19 +14,46 @@ pub struct ApiError {
     pub message: String,
     #[serde(skip)]
     pub status: u16,
+    /// Seconds after which a retry may succeed: the `Retry-After` header of a 429.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// A 400 with a code.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), status: 400 }
+        Self { code, message: message.into(), status: 400, retry_after: None }
     }
 
     /// Any status with a code.
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), status }
+        Self { code, message: message.into(), status, retry_after: None }
+    }
+
+    /// 429 `rate_limited`, with the seconds to wait in the message and in `Retry-After`.
+    pub fn rate_limited(seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(429, "rate_limited", format!("too many requests; retry in {seconds} s"))
+        }
+    }
+
+    /// The message as answered: at most [`MAX_MESSAGE`] bytes, cut with `…`. A message may quote
+    /// the input it refuses, and a refusal must not echo a megabyte back.
+    pub fn bounded_message(&self) -> std::borrow::Cow<'_, str> {
+        if self.message.len() <= MAX_MESSAGE {
+            return self.message.as_str().into();
+        }
+        let mut cut = MAX_MESSAGE;
+        while !self.message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &self.message[..cut]).into()
     }
 }
+
+/// The longest message an error answers with, in bytes (before the `…` of a cut one).
+pub const MAX_MESSAGE: usize = 512;
 
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
@@ -54,6 +81,25 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(self)
+        let mut res = HttpResponse::build(self.status_code());
+        if let Some(seconds) = self.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        res.json(ApiError { message: self.bounded_message().into_owned(), ..self.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let short = ApiError::bad_request("x", "é".repeat(10));
+        assert_eq!(short.bounded_message(), "é".repeat(10));
+        let long = ApiError::bad_request("x", format!("a{}", "é".repeat(1_000_000)));
+        let cut = long.bounded_message();
+        assert!(cut.len() <= MAX_MESSAGE + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.starts_with("aé") && cut.ends_with("é…"), "{cut}");
     }
 }

@@ -9,6 +9,7 @@ mod book;
 mod consent_api;
 mod error;
 mod ingest;
+pub mod json;
 pub mod metrics;
 pub mod minimize;
 pub mod ratelimit;
@@ -23,7 +24,7 @@ use lethe_eventlog::EventStore;
 use lethe_policy::Policies;
 
 pub use book::ConsentBook;
-pub use error::ApiError;
+pub use error::{ApiError, MAX_MESSAGE};
 pub use ingest::{append_consent, gpc_header, subject_id, LETHE_RECORDED, SALE_SHARE, SUBJECT_IS_USER};
 pub use metrics::Metrics;
 

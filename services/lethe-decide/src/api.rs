@@ -47,9 +47,9 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     parse_json(body)
 }
 
-/// A JSON body as `T`, or `invalid_json` (the caller has checked its size).
+/// A JSON object body as `T`, or `invalid_json` (the caller has checked its size).
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+    lethe_collect::json::object(body)
 }
 
 /// How many variants or items a request asks for: `default` when it does not say, at most
@@ -287,13 +287,17 @@ struct OutcomeBody {
     value: Option<f64>,
 }
 
-/// Checks an outcome's value: a conversion's is a finite, non-negative amount; a reward needs one
-/// in [`MIN_REWARD`, `MAX_REWARD`].
+/// The largest value of an impression, click or conversion: an amount, bounded so that the sums
+/// of the statistics stay finite (`1e308` three times would make them infinite for good).
+pub const MAX_OUTCOME_VALUE: f64 = 1e12;
+
+/// Checks an outcome's value: a conversion's is an amount in [0, [`MAX_OUTCOME_VALUE`]]; a reward
+/// needs one in [`MIN_REWARD`, `MAX_REWARD`].
 pub(crate) fn check_outcome_value(kind: OutcomeKind, value: Option<f64>) -> Result<(), ApiError> {
     let ok = match (kind, value) {
         (OutcomeKind::Reward, Some(v)) => (MIN_REWARD..=MAX_REWARD).contains(&v),
         (OutcomeKind::Reward, None) => false,
-        (_, Some(v)) => v.is_finite() && v >= 0.0,
+        (_, Some(v)) => (0.0..=MAX_OUTCOME_VALUE).contains(&v),
         (_, None) => true,
     };
     if ok {
@@ -302,7 +306,7 @@ pub(crate) fn check_outcome_value(kind: OutcomeKind, value: Option<f64>) -> Resu
         Err(ApiError::bad_request(
             "invalid_value",
             format!(
-                "a reward's value is in [{MIN_REWARD}, {MAX_REWARD}]; any other value is a finite, non-negative number"
+                "a reward's value is in [{MIN_REWARD}, {MAX_REWARD}]; any other value is in [0, {MAX_OUTCOME_VALUE:e}]"
             ),
         ))
     }

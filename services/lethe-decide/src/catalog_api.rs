@@ -92,6 +92,8 @@ fn parse_items(body: &[u8]) -> Result<Vec<ItemBody>, ApiError> {
         return Err(ApiError::bad_request("too_many_items", format!("a body holds at most {MAX_BATCH} items")));
     }
     let mut items = Vec::with_capacity(raws.len());
+    // An id sent twice would leave the catalog with whichever came last: refused, by both places.
+    let mut first_of = std::collections::HashMap::new();
     for (i, raw) in raws.into_iter().enumerate() {
         let item: ItemBody =
             serde_json::from_value(raw).map_err(|e| ApiError::bad_request("invalid_json", format!("item {i}: {e}")))?;
@@ -102,6 +104,9 @@ fn parse_items(body: &[u8]) -> Result<Vec<ItemBody>, ApiError> {
             item.features.iter().map(|(k, v)| (k.clone(), *v)),
         )
         .map_err(|e| ApiError::bad_request(e.code(), format!("item {i}: {e}")))?;
+        if let Some(first) = first_of.insert(item.id.clone(), i) {
+            return Err(ApiError::bad_request("duplicate_item", format!("item {i}: its id is item {first}'s too")));
+        }
         items.push(item);
     }
     Ok(items)
@@ -143,7 +148,7 @@ fn append(state: &DecideState, events: Vec<NewEvent>) -> Result<u64, ApiError> {
 #[utoipa::path(put, path = "/v1/items", tag = "catalog", summary = "Upserts catalog items (whole items, all or none)",
     request_body(content = Object, description = "an item {id, category?, text? (or title), features?: {name: number}} or an array of 1 to 10000 items", content_type = "application/json"),
     responses((status = 200, description = "{upserted, position}: how many items, and the log position of the last", body = Object),
-        (status = 400, description = "invalid_json, invalid_item, empty_batch, too_many_items", body = ApiError),
+        (status = 400, description = "invalid_json, invalid_item, duplicate_item, empty_batch, too_many_items", body = ApiError),
         (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 413, body = ApiError)),
     security(("bearer" = [])))]
 pub async fn put_items(

@@ -198,6 +198,15 @@ impl DecideError {
     }
 }
 
+/// The largest exploration bonus a policy may set ([`PolicyParams::check`]).
+pub const MAX_ALPHA: f64 = 100.0;
+/// The range of a policy's ridge regularization.
+pub const MIN_LAMBDA: f64 = 1e-6;
+/// The range of a policy's ridge regularization.
+pub const MAX_LAMBDA: f64 = 1e6;
+/// The largest magnitude of a prior weight (features and rewards are of order one).
+pub const MAX_PRIOR: f64 = 1e3;
+
 /// The settings of a decision policy version, sealed in the registry as its bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyParams {
@@ -230,14 +239,15 @@ impl PolicyParams {
         self.engagement.as_deref().and_then(|e| e.parse().ok())
     }
 
+    /// Refuses settings outside ranges in which every score is a finite number: a `lambda` of
+    /// 1e-308 passes `> 0` but makes the exploration bonus infinite, so that every decision of a
+    /// version built on it would fall back with `model_error`.
     pub(crate) fn check(&self) -> Result<(), DecideError> {
-        let ok = self.alpha.is_finite()
-            && self.alpha >= 0.0
-            && self.lambda.is_finite()
-            && self.lambda > 0.0
-            && self.epsilon.is_none_or(|e| e.is_finite() && (0.0..=1.0).contains(&e))
+        let ok = (0.0..=MAX_ALPHA).contains(&self.alpha)
+            && (MIN_LAMBDA..=MAX_LAMBDA).contains(&self.lambda)
+            && self.epsilon.is_none_or(|e| (0.0..=1.0).contains(&e))
             && self.prior.len() == D
-            && self.prior.iter().all(|p| p.is_finite());
+            && self.prior.iter().all(|p| p.abs() <= MAX_PRIOR);
         if self.engagement.is_some() && self.engagement_id().is_none() {
             return Err(DecideError::BadParams("policy: engagement is a model id".into()));
         }
@@ -245,7 +255,8 @@ impl PolicyParams {
             Ok(())
         } else {
             Err(DecideError::BadParams(format!(
-                "policy: alpha ≥ 0, lambda > 0, epsilon in [0, 1], prior of {D} finite numbers"
+                "policy: alpha in [0, {MAX_ALPHA}], lambda in [{MIN_LAMBDA:e}, {MAX_LAMBDA:e}], epsilon in [0, 1], \
+                 prior of {D} numbers in [-{MAX_PRIOR}, {MAX_PRIOR}]"
             )))
         }
     }
@@ -933,8 +944,11 @@ impl Engine {
             )));
         }
         let mut seen = std::collections::HashSet::new();
-        if sent.iter().any(|c| c.id.is_empty() || c.id.len() > 128 || !seen.insert(c.id.as_str())) {
-            return Err(DecideError::BadCandidates("candidate ids are 1..=128 bytes and distinct".into()));
+        let bad = |id: &str| id.is_empty() || id.len() > 128 || id.chars().any(char::is_control);
+        if sent.iter().any(|c| bad(&c.id) || !seen.insert(c.id.as_str())) {
+            return Err(DecideError::BadCandidates(
+                "candidate ids are 1..=128 bytes without control characters, and distinct".into(),
+            ));
         }
         if slot.open_candidates {
             // The caller's first action is its baseline (the Personalizer API's convention).

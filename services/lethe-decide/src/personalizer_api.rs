@@ -89,7 +89,7 @@ impl From<&ApiError> for PersonalizerErrorResponse {
         Self {
             error: PersonalizerErrorDetail {
                 code: azure_code(e.status).to_owned(),
-                message: e.message.clone(),
+                message: e.bounded_message().into_owned(),
                 inner_error: PersonalizerInnerError { code: e.code.to_owned() },
             },
         }
@@ -209,8 +209,10 @@ pub async fn rank(
         return Err(ApiError::bad_request("invalid_actions", "action ids are distinct").into());
     }
     let sent_event_id = b.event_id.filter(|e| !e.is_empty());
-    if sent_event_id.as_ref().is_some_and(|e| e.chars().count() > MAX_EVENT_ID_CHARS) {
-        let message = format!("an eventId is at most {MAX_EVENT_ID_CHARS} characters");
+    if sent_event_id.as_ref().is_some_and(|e| e.chars().count() > MAX_EVENT_ID_CHARS || e.chars().any(char::is_control))
+    {
+        let message =
+            format!("an eventId is at most {MAX_EVENT_ID_CHARS} characters, none of them a control character");
         return Err(ApiError::bad_request("invalid_event_id", message).into());
     }
     // An event id names one decision: sent again while its event is held, a reward could no longer

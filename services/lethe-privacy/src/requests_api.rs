@@ -57,8 +57,9 @@ pub fn describe(privacy: &Privacy, r: &Request, now: UtcMicros) -> Value {
     v
 }
 
-fn parse<T: std::str::FromStr>(what: &'static str, raw: &str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| ApiError::bad_request("invalid_query", format!("unknown {what} `{raw}`")))
+/// A query parameter's value (`code` `invalid_query`) or a body field's (`invalid_field`).
+fn parse<T: std::str::FromStr>(code: &'static str, what: &'static str, raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::bad_request(code, format!("unknown {what} `{raw}`")))
 }
 
 /// `GET /v1/requests`.
@@ -76,13 +77,13 @@ pub async fn list(
     let mut filter = match query.status.as_deref() {
         None | Some("open") => ListFilter::all().open(),
         Some("all") => ListFilter::all(),
-        Some(s) => ListFilter::all().statuses([parse::<Status>("status", s)?]),
+        Some(s) => ListFilter::all().statuses([parse::<Status>("invalid_query", "status", s)?]),
     };
     if let Some(l) = &query.law {
-        filter = filter.law(parse::<Law>("law", l)?);
+        filter = filter.law(parse::<Law>("invalid_query", "law", l)?);
     }
     if let Some(k) = &query.kind {
-        filter = filter.kind(parse::<RequestKind>("kind", k)?);
+        filter = filter.kind(parse::<RequestKind>("invalid_query", "kind", k)?);
     }
     if query.overdue == Some(true) {
         filter = filter.overdue_at(jiff_ts(now));
@@ -113,12 +114,12 @@ pub struct NewRequest {
 /// `POST /v1/requests`: logs a request received by email, form or phone.
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", summary = "Logs a request received by another channel",
     request_body(content = Object, description = "{kind, law, channel, subject, received_at?}", content_type = "application/json"),
-    responses((status = 201, description = "the request with its deadlines", body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError)),
+    responses((status = 201, description = "the request with its deadlines", body = Object), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 403, body = ApiError),
+        (status = 422, description = "`unsupported_kind`: the law does not give this kind of request", body = ApiError)),
     security(("bearer" = [])))]
 pub async fn create(privacy: web::Data<Privacy>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let principal = authorize(&req, &privacy.collect, &[Role::Dpo, Role::Admin])?;
-    let parsed: NewRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let parsed: NewRequest = lethe_collect::json::object(&body)?;
     let id = subject_id(&parsed.subject)?;
     let received = match parsed.received_at.as_deref() {
         Some(t) => crate::time::parse_rfc3339(t).map_err(|m| ApiError::bad_request("invalid_time", m))?,
@@ -174,8 +175,7 @@ pub async fn act(
 ) -> Result<HttpResponse, ApiError> {
     let principal = authorize(&req, &privacy.collect, &[Role::Dpo, Role::Admin])?;
     let id = RequestId::parse(&path.into_inner()).map_err(dsr_error)?;
-    let action: Action =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let action: Action = lethe_collect::json::object(&body)?;
     let role = if principal.role() == Role::Dpo { "dpo" } else { "admin" };
     let actor = ActorRole::parse(role).map_err(dsr_error)?;
     let note = action.note.as_deref().map(Note::parse).transpose().map_err(dsr_error)?;
@@ -196,10 +196,10 @@ pub async fn act(
     let change = match action.action.as_str() {
         "verify" => Change::Verify,
         "start" => Change::Start,
-        "extend" => Change::Extend(parse("extension reason", &need_reason()?)?),
+        "extend" => Change::Extend(parse("invalid_field", "extension reason", &need_reason()?)?),
         "complete" => Change::Complete,
-        "deny" => Change::Deny(parse("denial reason", &need_reason()?)?),
-        "hold" => Change::Hold(parse("hold reason", &need_reason()?)?),
+        "deny" => Change::Deny(parse("invalid_field", "denial reason", &need_reason()?)?),
+        "hold" => Change::Hold(parse("invalid_field", "hold reason", &need_reason()?)?),
         "release" => Change::Release,
         "acknowledge" => Change::Acknowledge,
         "extension_notice" => Change::ExtensionNotice,

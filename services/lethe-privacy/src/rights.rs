@@ -131,25 +131,21 @@ pub async fn opt_out(
     }
     let gpc = gpc_header(&req);
     // Who acts: the token's role, or without one the subject itself (unverified, as the law allows).
-    let (id, role) =
-        if req.headers().contains_key("authorization") {
-            let principal = authorize(&req, &privacy.collect, &[Role::Subject, Role::Admin])?;
-            let query = web::Query::<SubjectQuery>::from_query(req.query_string())
-                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
-            (whom(&principal, &query)?, role_name(principal.role()))
-        } else {
-            if let Some(addr) = req.peer_addr() {
-                privacy.collect.limits.address(addr.ip()).map_err(|r| {
-                    ApiError::new(429, "rate_limited", format!("too many requests; retry in {} s", r.0))
-                })?;
-            }
-            let parsed: OptOutBody =
-                serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
-            let raw = parsed.user_id.or(parsed.anonymous_id).ok_or_else(|| {
-                ApiError::bad_request("missing_id", "send a subject token, or a `userId` or `anonymousId`")
-            })?;
-            (subject_id(&raw)?, role_name(Role::Subject))
-        };
+    let (id, role) = if req.headers().contains_key("authorization") {
+        let principal = authorize(&req, &privacy.collect, &[Role::Subject, Role::Admin])?;
+        let query = web::Query::<SubjectQuery>::from_query(req.query_string())
+            .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+        (whom(&principal, &query)?, role_name(principal.role()))
+    } else {
+        if let Some(addr) = req.peer_addr() {
+            privacy.collect.limits.address(addr.ip()).map_err(|r| ApiError::rate_limited(r.0))?;
+        }
+        let parsed: OptOutBody = lethe_collect::json::object(&body)?;
+        let raw = parsed.user_id.or(parsed.anonymous_id).ok_or_else(|| {
+            ApiError::bad_request("missing_id", "send a subject token, or a `userId` or `anonymousId`")
+        })?;
+        (subject_id(&raw)?, role_name(Role::Subject))
+    };
     let privacy = privacy.into_inner();
     let channel = if gpc { Channel::GpcSignal } else { Channel::Api };
     let out = web::block(move || {
@@ -198,8 +194,11 @@ pub async fn withdraw(
 ) -> Result<HttpResponse, ApiError> {
     let principal = authorize(&req, &privacy.collect, &[Role::Subject, Role::Admin])?;
     let id = whom(&principal, &query)?;
-    let parsed: WithdrawBody =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let mut parsed: WithdrawBody = lethe_collect::json::object(&body)?;
+    // Withdrawing a purpose twice is withdrawing it once: the record, the receipt and the audit
+    // entry name each purpose once (and stay as small as the policies' list of purposes).
+    let mut seen = std::collections::HashSet::new();
+    parsed.purposes.retain(|p| seen.insert(p.clone()));
     if parsed.purposes.is_empty() {
         return Err(ApiError::bad_request("empty_choice", "name at least one purpose"));
     }

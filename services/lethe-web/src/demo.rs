@@ -58,11 +58,7 @@ fn subject_token(state: &WebState, subject: &SubjectId) -> Result<String, ApiErr
 /// The collector's limit per client address guards the demo's endpoints too.
 fn limit(state: &WebState, req: &HttpRequest) -> Result<(), ApiError> {
     if let Some(addr) = req.peer_addr() {
-        state
-            .collect
-            .limits
-            .address(addr.ip())
-            .map_err(|r| ApiError::new(429, "rate_limited", format!("too many requests; retry in {} s", r.0)))?;
+        state.collect.limits.address(addr.ip()).map_err(|r| ApiError::rate_limited(r.0))?;
     }
     Ok(())
 }
@@ -122,8 +118,7 @@ pub(crate) async fn issue_subject_token(
     if body.len() > 1024 {
         return Err(ApiError::new(413, "payload_too_large", "the body holds at most 1 KB"));
     }
-    let parsed: SubjectTokenBody =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    let parsed: SubjectTokenBody = lethe_collect::json::object(&body)?;
     let id = lethe_collect::subject_id(&parsed.anonymous_id)?;
     let token = subject_token(&state, &id)?;
     Ok(HttpResponse::Ok()

@@ -26,6 +26,9 @@ pub struct Settings {
     pub parts: Vec<Part>,
     /// The consent SDK's settings (always served) and whether the demo shop is.
     pub web: lethe_web::WebOptions,
+    /// How long a request's body may go without delivering bytes before the request fails with
+    /// 408 ([`crate::guard`]).
+    pub body_idle_timeout: std::time::Duration,
 }
 
 /// A part of the API that a process can serve on its own.
@@ -51,6 +54,7 @@ impl Default for Settings {
             workers: 2,
             parts: Part::ALL.to_vec(),
             web: lethe_web::WebOptions::default(),
+            body_idle_timeout: crate::guard::BODY_IDLE_TIMEOUT,
         }
     }
 }
@@ -125,49 +129,59 @@ impl Application {
         let collect = web::Data::new(collect);
         let with_collect = settings.parts.contains(&Part::Collect);
         let privacy = privacy.filter(|_| settings.parts.contains(&Part::Privacy)).map(web::Data::from);
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap_fn(cors)
-                .wrap(ErrorHandlers::new().default_handler(json_errors))
-                .app_data(state.clone())
-                .app_data(collect.clone())
-                // The decision routes first: actix-web tries the routes in order, and `/v1/decide` is
-                // the busiest (no other route's pattern overlaps theirs).
-                .configure(|cfg| {
-                    if let Some(d) = &decide {
-                        cfg.app_data(d.clone());
-                        lethe_decide::configure(cfg);
-                    }
-                })
-                .configure(|cfg| {
-                    if let Some(p) = &privacy {
-                        cfg.app_data(p.clone());
-                        lethe_privacy::configure(cfg);
-                    }
-                })
-                // Bodies are read as bytes and checked by each endpoint against its own limit.
-                .app_data(web::PayloadConfig::new(4 * lethe_collect::MAX_BATCH_BYTES))
-                .route("/healthz", web::get().to(healthz))
-                .route("/readyz", web::get().to(readyz))
-                .route("/metrics", web::get().to(metrics))
-                .route("/openapi.json", web::get().to(openapi_json))
-                .app_data(web_state.clone())
-                .configure(lethe_web::configure)
-                .configure(|cfg| {
-                    if demo {
-                        lethe_web::configure_demo(cfg);
-                    }
-                })
-                .configure(|cfg| {
-                    if with_collect {
-                        lethe_collect::configure(cfg);
-                    }
-                })
-                .default_service(web::to(not_found))
-        })
-        .workers(settings.workers.max(1))
-        .listen(listener)?
-        .run();
+        let idle = settings.body_idle_timeout;
+        let routes = web::Data::new(Routes::of(&openapi(&state.served_parts())));
+        let server =
+            HttpServer::new(move || {
+                App::new()
+                    .wrap_fn(move |req, srv| crate::guard::request(req, srv, idle))
+                    .wrap_fn(cors)
+                    .wrap(ErrorHandlers::new().default_handler(json_errors))
+                    .app_data(state.clone())
+                    .app_data(collect.clone())
+                    // The decision routes first: actix-web tries the routes in order, and `/v1/decide` is
+                    // the busiest (no other route's pattern overlaps theirs).
+                    .configure(|cfg| {
+                        if let Some(d) = &decide {
+                            cfg.app_data(d.clone());
+                            lethe_decide::configure(cfg);
+                        }
+                    })
+                    .configure(|cfg| {
+                        if let Some(p) = &privacy {
+                            cfg.app_data(p.clone());
+                            lethe_privacy::configure(cfg);
+                        }
+                    })
+                    // Bodies are read as bytes and checked by each endpoint against its own limit.
+                    .app_data(web::PayloadConfig::new(4 * lethe_collect::MAX_BATCH_BYTES))
+                    // A query string that does not fit its endpoint says why (unknown or repeated
+                    // parameter, a value of the wrong type), as a body that does not fit does.
+                    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                        lethe_collect::ApiError::bad_request("invalid_query", e.to_string()).into()
+                    }))
+                    .route("/healthz", web::get().to(healthz))
+                    .route("/readyz", web::get().to(readyz))
+                    .route("/metrics", web::get().to(metrics))
+                    .route("/openapi.json", web::get().to(openapi_json))
+                    .app_data(web_state.clone())
+                    .configure(lethe_web::configure)
+                    .configure(|cfg| {
+                        if demo {
+                            lethe_web::configure_demo(cfg);
+                        }
+                    })
+                    .configure(|cfg| {
+                        if with_collect {
+                            lethe_collect::configure(cfg);
+                        }
+                    })
+                    .app_data(routes.clone())
+                    .default_service(web::to(not_found))
+            })
+            .workers(settings.workers.max(1))
+            .listen(listener)?
+            .run();
         Ok(Self { port, server })
     }
 
@@ -280,13 +294,16 @@ pub fn openapi(parts: &[Part]) -> utoipa::openapi::OpenApi {
 
 #[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, description = "this document", body = Object)))]
 async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
-    let parts: Vec<Part> = state
-        .parts
-        .iter()
-        .copied()
-        .filter(|p| (*p != Part::Privacy || state.privacy.is_some()) && (*p != Part::Decide || state.decide.is_some()))
-        .collect();
-    HttpResponse::Ok().json(openapi(&parts))
+    HttpResponse::Ok().json(openapi(&state.served_parts()))
+}
+
+impl AppState {
+    /// The parts whose routes are mounted: those asked for whose state was given.
+    fn served_parts(&self) -> Vec<Part> {
+        let given =
+            |p: &Part| (*p != Part::Privacy || self.privacy.is_some()) && (*p != Part::Decide || self.decide.is_some());
+        self.parts.iter().copied().filter(given).collect()
+    }
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "the process is up", body = Object)))]
@@ -341,6 +358,50 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }
 
-async fn not_found() -> HttpResponse {
+/// The documented endpoints' paths (`{param}` segments match any one segment) and their methods:
+/// what tells a wrong method (405) from an unknown path (404).
+#[derive(Debug)]
+struct Routes(Vec<(Vec<String>, Vec<&'static str>)>);
+
+impl Routes {
+    fn of(doc: &utoipa::openapi::OpenApi) -> Self {
+        let routes = doc.paths.paths.iter().map(|(path, item)| {
+            let methods = [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("DELETE", &item.delete),
+                ("PATCH", &item.patch),
+            ];
+            let methods = methods.into_iter().filter(|(_, op)| op.is_some()).map(|(m, _)| m).collect();
+            (path.split('/').map(str::to_owned).collect(), methods)
+        });
+        Self(routes.collect())
+    }
+
+    /// The methods `path` takes, if it is a documented endpoint's.
+    fn allowed(&self, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let matches = |pattern: &[String]| {
+            pattern.len() == segments.len()
+                && pattern.iter().zip(&segments).all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+        };
+        let mut methods: Vec<&str> =
+            self.0.iter().filter(|(p, _)| matches(p)).flat_map(|(_, m)| m.iter().copied()).collect();
+        methods.sort_unstable();
+        methods.dedup();
+        (!methods.is_empty()).then(|| methods.join(", "))
+    }
+}
+
+/// Answers what no route took: 405 with `Allow` for a documented path asked with another method,
+/// 404 otherwise.
+async fn not_found(req: actix_web::HttpRequest, routes: web::Data<Routes>) -> HttpResponse {
+    if let Some(allow) = routes.allowed(req.path()) {
+        return HttpResponse::MethodNotAllowed().insert_header((header::ALLOW, allow.clone())).json(json!({
+            "code": "method_not_allowed",
+            "message": format!("this endpoint takes {allow}"),
+        }));
+    }
     HttpResponse::NotFound().json(json!({ "code": "not_found", "message": "no such endpoint" }))
 }

@@ -371,7 +371,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let sdk = lethe_web::SdkPolicy::find(cli.policies.as_deref())?;
             let web = lethe_web::WebOptions { sdk, demo: *demo };
-            let settings = Settings { listen: listen.clone(), workers: *workers, parts: parts.clone(), web };
+            let settings = Settings {
+                listen: listen.clone(),
+                workers: *workers,
+                parts: parts.clone(),
+                web,
+                ..Settings::default()
+            };
             let rate = |r: f64| Rate { per_second: r.max(0.001), burst: (2.0 * r).max(1.0) };
             let limits = Limits { per_address: rate(*rate_per_address), per_key: rate(*rate_per_key) };
             let store = store()?;

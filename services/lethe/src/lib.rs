@@ -5,5 +5,6 @@
 pub mod app;
 pub mod background;
 pub mod cli;
+pub mod guard;
 pub mod replay;
 pub mod telemetry;

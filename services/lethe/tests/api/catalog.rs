@@ -110,6 +110,11 @@ async fn bad_bodies_get_typed_400s_and_store_nothing() {
         (br#"{"id": "a", "features": {"price": "cheap"}}"#.to_vec(), 400, "invalid_json"),
         (br#"{"id": "a", "features": {"price": 1e999}}"#.to_vec(), 400, "invalid_json"),
         (br#"[{"id": "fine"}, {"id": ""}]"#.to_vec(), 400, "invalid_item"),
+        (
+            br#"[{"id": "twice", "text": "a"}, {"id": "other"}, {"id": "twice", "text": "b"}]"#.to_vec(),
+            400,
+            "duplicate_item",
+        ),
         (serde_json::to_vec(&json!({"id": long_id})).unwrap(), 400, "invalid_item"),
         (serde_json::to_vec(&json!({"id": "a", "category": "a\nb"})).unwrap(), 400, "invalid_item"),
         (serde_json::to_vec(&json!({"id": "a", "text": "t".repeat(8193)})).unwrap(), 400, "invalid_item"),

@@ -417,3 +417,17 @@ async fn the_edges_country_header_gives_events_a_coarse_location_when_configured
     send(&untrusting, "edge-2", 1, "DE", None).await;
     assert_eq!(countries(&untrusting, "edge-2"), [json!(null)]);
 }
+
+/// A purpose listed twice with the same choice is named as such; granted and denied at once is a
+/// contradiction. Neither is stored.
+#[actix_web::test]
+async fn a_purpose_chosen_twice_is_refused_with_the_reason() {
+    let app = spawn_app().await;
+    let (status, body) = app.consent("twice", &["analytics", "analytics"], &[]).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("duplicate_purpose")), "{body}");
+    let (status, body) = app.consent("twice", &[], &["analytics", "analytics"]).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("duplicate_purpose")), "{body}");
+    let (status, body) = app.consent("twice", &["analytics"], &["analytics"]).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("contradictory_choice")), "{body}");
+    assert_eq!(app.stored("twice"), 0, "nothing stored");
+}

@@ -519,18 +519,21 @@ async fn r_gpc_1_a_gpc_signal_unlearns_the_outcomes_of_a_slot_that_honors_opt_ou
 #[actix_web::test]
 async fn candidate_ids_of_an_open_slot_cannot_forge_metrics() {
     let app = spawn_app().await;
-    let forged = "x\"} 1\nlethe_forged_total 1\n#";
-    let (status, body) = app
-        .post(
-            "/v1/decide",
-            Some(&app.token(Role::Cms, None)),
-            &json!({"anonymousId": "mallory", "slot": "personalizer", "candidates": [{"id": forged}, {"id": "y"}]}),
-        )
-        .await;
+    let cms = app.token(Role::Cms, None);
+    let ask = |id: &'static str| {
+        let body = json!({"anonymousId": "mallory", "slot": "personalizer", "candidates": [{"id": id}, {"id": "y"}]});
+        let (app, cms) = (&app, &cms);
+        async move { app.post("/v1/decide", Some(cms), &body).await }
+    };
+    // A line break cannot start a series of its own: control characters are refused in ids.
+    let (status, body) = ask("x\"} 1\nlethe_forged_total 1\n#").await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_candidates")), "{body}");
+    // Quotes and backslashes are escaped in the label.
+    let (status, body) = ask("x\"} 1 \\ lethe_forged_total 1 #").await;
     assert_eq!(status, 200, "{body}");
     let metrics = app.metrics().await;
     assert!(!metrics.lines().any(|l| l.starts_with("lethe_forged_total")), "{metrics}");
-    assert!(metrics.contains(r#"variant="x\"} 1\nlethe_forged_total 1\n#""#), "escaped in its label: {metrics}");
+    assert!(metrics.contains(r#"variant="x\"} 1 \\ lethe_forged_total 1 #""#), "escaped in its label: {metrics}");
 }
 
 #[actix_web::test]
@@ -580,6 +583,7 @@ async fn a_reward_is_learned_as_sent_once_per_decision() {
         (json!({"type": "reward"}), "invalid_value"),
         (json!({"type": "reward", "value": 1.5}), "invalid_value"),
         (json!({"type": "reward", "value": -1.01}), "invalid_value"),
+        (json!({"type": "conversion", "value": 1e308}), "invalid_value"),
         (json!({"type": "conversion", "value": -3.0}), "invalid_value"),
     ] {
         let (status, r) = post(&d, body.clone()).await;
@@ -772,13 +776,31 @@ async fn off_policy_evaluation_of_a_candidate_policy_from_logged_decisions() {
     }
     let (status, body) = app.post("/v1/decide/slots/home-cta/evaluate", Some(&cms), &json!({"params": params})).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("version_conflict")), "nothing logged for that slot");
-    // Bad parameters are refused as such, whether or not anything is logged.
-    let bad = json!({"alpha": -1.0, "lambda": 10.0, "prior": vec![0.0; D]});
-    for slot in ["home-hero", "home-cta"] {
-        let (status, body) =
-            app.post(&format!("/v1/decide/slots/{slot}/evaluate"), Some(&cms), &json!({"params": bad})).await;
-        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_params")), "{slot}: {body}");
+    // Bad parameters are refused as such, whether or not anything is logged, by the evaluation and
+    // by a canary alike: among them settings that pass as numbers but make every score infinite.
+    let admin = app.token(Role::Admin, None);
+    for bad in [
+        json!({"alpha": -1.0, "lambda": 10.0, "prior": vec![0.0; D]}),
+        json!({"alpha": 0.05, "lambda": 1e-308, "prior": vec![0.0; D]}),
+        json!({"alpha": 0.05, "lambda": 10.0, "prior": vec![1e308; D]}),
+        json!({"alpha": 1e300, "lambda": 10.0, "prior": vec![0.0; D]}),
+    ] {
+        for slot in ["home-hero", "home-cta"] {
+            let (status, body) =
+                app.post(&format!("/v1/decide/slots/{slot}/evaluate"), Some(&cms), &json!({"params": bad})).await;
+            assert_eq!((status, body["code"].as_str()), (400, Some("invalid_params")), "{slot} {bad}: {body}");
+            let (status, body) = app
+                .post(
+                    &format!("/v1/decide/slots/{slot}/canary"),
+                    Some(&admin),
+                    &json!({"params": bad, "share_permille": 1000}),
+                )
+                .await;
+            assert_eq!((status, body["code"].as_str()), (400, Some("invalid_params")), "{slot} {bad}: {body}");
+        }
     }
+    let d = decide(&app, "after-bad-params", "home-hero").await;
+    assert_ne!(d["reason"], "model_error", "no canary was started: {d}");
 }
 
 #[actix_web::test]

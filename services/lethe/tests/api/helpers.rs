@@ -45,6 +45,20 @@ pub async fn spawn_app_configured(
     parts: Vec<lethe::app::Part>,
     configure: impl FnOnce(&mut PrivacySetup),
 ) -> TestApp {
+    spawn_app_set(limits, parts, configure, |_| {}).await
+}
+
+/// A service with the HTTP settings `settings` changed (timeouts, …).
+pub async fn spawn_app_settings(settings: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_set(Default::default(), lethe::app::Part::ALL.to_vec(), |_| {}, settings).await
+}
+
+async fn spawn_app_set(
+    limits: lethe_collect::ratelimit::Limits,
+    parts: Vec<lethe::app::Part>,
+    configure: impl FnOnce(&mut PrivacySetup),
+    edit: impl FnOnce(&mut Settings),
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let master = MasterSource::Hex(hex::encode(rand::random::<[u8; 32]>()));
     let store: Arc<dyn EventStore> =
@@ -81,7 +95,8 @@ pub async fn spawn_app_configured(
             .expect("decision engine");
     privacy.register(engine.clone());
     let decide = Arc::new(lethe_decide::DecideState { engine: Arc::clone(&engine), recommenders: Default::default() });
-    let settings = Settings { listen: "127.0.0.1:0".into(), workers: 1, parts, ..Settings::default() };
+    let mut settings = Settings { listen: "127.0.0.1:0".into(), workers: 1, parts, ..Settings::default() };
+    edit(&mut settings);
     let app = Application::build_with_decisions(&settings, state.clone(), Some(Arc::clone(&privacy)), Some(decide))
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -25,6 +25,20 @@ async fn a_key_over_its_rate_gets_429() {
     assert_eq!(codes[..3].iter().map(|c| c.0).collect::<Vec<_>>(), [403, 403, 403]);
     assert_eq!(codes[3], (429, Some("rate_limited".to_owned())));
     assert_eq!(codes[4].0, 429);
+    // The answer says when to retry, in the header as in the message: 1 token at 0.001/s.
+    let r = app
+        .client
+        .post(format!("{}/v1/track", app.address))
+        .bearer_auth(&site)
+        .json(&json!({"anonymousId": "r", "event": "Clicked", "messageId": "5"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((900..=1000).contains(&wait), "{wait}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains(&format!("retry in {wait} s")), "{body}");
     // Another key is not affected.
     let other = app.token(lethe_auth::Role::Admin, None);
     let (status, _) = app.post("/v1/track", Some(&other), &json!({"anonymousId": "r", "event": "Clicked"})).await;

@@ -2,7 +2,12 @@
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use std::time::Duration;
+
+use lethe_auth::Role;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{spawn_app, spawn_app_settings};
 
 #[actix_web::test]
 async fn the_malformed_input_matrix() {
@@ -31,6 +36,14 @@ async fn the_malformed_input_matrix() {
         ("/v1/batch", serde_json::to_vec(&huge_batch).unwrap(), 413, "batch_too_large"),
         ("/v1/batch", vec![b' '; 600_000], 413, "payload_too_large"),
         ("/v1/consent", br#"{"anonymousId": 3}"#.to_vec(), 400, "invalid_json"),
+        // A struct's fields as an array, in order, read as the struct by serde: refused.
+        (
+            "/v1/consent",
+            br#"["arr1", null, {}, ["analytics"], [], "banner", "EU", "en", false, null]"#.to_vec(),
+            400,
+            "invalid_json",
+        ),
+        ("/v1/decide", br#"["arr1", "home-hero"]"#.to_vec(), 400, "invalid_json"),
     ];
     for (path, body, status, code) in cases {
         let r = send(path, body, "application/json").await.unwrap();
@@ -55,11 +68,27 @@ async fn the_malformed_input_matrix() {
 #[actix_web::test]
 async fn transport_level_errors_are_json_with_codes() {
     let app = spawn_app().await;
-    // A method the path does not take falls through to the JSON not-found answer.
-    let r = app.client.get(format!("{}/v1/track", app.address)).send().await.unwrap();
-    assert_eq!(r.status(), 404);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["code"], "not_found");
+    // A method an endpoint does not take gets 405 with the methods it does take; an unknown path
+    // gets 404.
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/v1/track", "POST"),
+        (reqwest::Method::DELETE, "/v1/consent", "POST"),
+        (reqwest::Method::PUT, "/v1/decide", "POST"),
+        (reqwest::Method::POST, "/v1/items", "PUT"),
+        (reqwest::Method::POST, "/v1/consent/someone", "GET"),
+    ] {
+        let r = app.client.request(method.clone(), format!("{}{path}", app.address)).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "method_not_allowed", "{method} {path}");
+    }
+    for path in ["/v1/nothing", "/v1/consent/a/b", "/v1/consent/"] {
+        let r = app.client.get(format!("{}{path}", app.address)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "not_found", "{path}");
+    }
     let r = app
         .client
         .post(format!("{}/v1/batch", app.address))
@@ -73,4 +102,91 @@ async fn transport_level_errors_are_json_with_codes() {
     assert_eq!(body["code"], "payload_too_large");
     let (status, _) = app.get("/healthz", None).await;
     assert_eq!(status, 200, "the service keeps serving");
+}
+
+/// `%xx` escapes that do not decode to UTF-8 are refused, in the path and in the query: decoded
+/// with U+FFFD in their place, `%ff` and `%fe` would name the same subject.
+#[actix_web::test]
+async fn url_escapes_that_are_not_utf8_are_refused() {
+    let app = spawn_app().await;
+    let admin = app.token(Role::Admin, None);
+    let cms = app.token(Role::Cms, None);
+    for (path, token) in [
+        ("/v1/consent/%ff", &admin),
+        ("/v1/consent/%C0", &admin),
+        ("/v1/recommendations?anonymousId=%fe", &cms),
+        ("/v1/me/export?subject=a%ff", &admin),
+    ] {
+        let (status, body) = app.get(path, Some(token)).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_utf8")), "{path}: {body}");
+    }
+    // Escapes of UTF-8 and lone `%` signs still pass.
+    app.consent("caf\u{e9}", &["analytics"], &[]).await;
+    let (status, body) = app.get("/v1/consent/caf%C3%A9", Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["purposes"]["analytics"]["state"], "granted", "{body}");
+    let (status, body) = app.get("/v1/consent/100%", Some(&admin)).await;
+    assert_ne!(body["code"].as_str(), Some("invalid_utf8"), "{status} {body}");
+}
+
+/// A body that stops arriving fails with 408 once it stalled past the idle timeout, and its
+/// connection closes; a body that arrives slowly but steadily is served.
+#[actix_web::test]
+async fn a_stalled_body_times_out_and_a_slow_one_does_not() {
+    let app = spawn_app_settings(|s| s.body_idle_timeout = Duration::from_millis(400)).await;
+    let cms = app.token(Role::Cms, None);
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let body = br#"{"anonymousId":"slow","slot":"home-hero","context":{"device":"mobile"}}"#;
+    let head = |length: usize| {
+        format!(
+            "POST /v1/decide HTTP/1.1\r\nHost: lethe\r\nContent-Type: application/json\r\n\
+             Authorization: Bearer {cms}\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    // Stalled: announces 50 kB, sends three bytes.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled.write_all(head(50_000).as_bytes()).await.unwrap();
+    stalled.write_all(b"{\"a").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes the connection")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+    // Slow: the same decision request, a few bytes every 150 ms.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(head(body.len()).as_bytes()).await.unwrap();
+    for chunk in body.chunks(body.len() / 4 + 1) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        slow.write_all(chunk).await.unwrap();
+    }
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (status, _) = app.get("/healthz", None).await;
+    assert_eq!(status, 200, "the service keeps serving");
+}
+
+/// A query string that does not fit its endpoint gets `invalid_query` and says what is wrong; a
+/// refusal that quotes its input quotes at most [`lethe_collect::MAX_MESSAGE`] bytes of it.
+#[actix_web::test]
+async fn query_errors_say_why_and_refusals_do_not_echo_megabytes() {
+    let app = spawn_app().await;
+    let cms = app.token(Role::Cms, None);
+    for (query, says) in [("count=abc", "invalid digit"), ("count=5&count=6", "duplicate"), ("bogus=1", "bogus")] {
+        let (status, body) = app.get(&format!("/v1/recommendations?anonymousId=a1&{query}"), Some(&cms)).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_query")), "{query}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(says), "{query}: {body}");
+    }
+    let dpo = app.token(Role::Dpo, None);
+    let huge = "k".repeat(1_000_000);
+    let (status, body) = app
+        .post("/v1/requests", Some(&dpo), &json!({"kind": huge, "law": "gdpr", "channel": "email", "subject": "echo"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.len() <= 600 && message.ends_with('…'), "{} bytes", message.len());
 }

@@ -220,6 +220,10 @@ async fn requests_are_checked_as_azure_checks_them() {
     let too_long = "e".repeat(257);
     let refused = app.post(RANK, Some(&cms), &json!({"actions": actions(2), "eventId": too_long})).await;
     assert_azure_error(refused, 400, "BadRequest", "invalid_event_id");
+    let refused = app.post(RANK, Some(&cms), &json!({"actions": actions(2), "eventId": "a\u{0}b"})).await;
+    assert_azure_error(refused, 400, "BadRequest", "invalid_event_id");
+    let refused = app.post(RANK, Some(&cms), &json!({"actions": [{"id": "\u{0}"}, {"id": "b"}]})).await;
+    assert_azure_error(refused, 400, "BadRequest", "invalid_candidates");
 
     // At most 50 actions, every one ranked.
     let (status, ranked) = app.post(RANK, Some(&cms), &json!({"actions": actions(50)})).await;

@@ -349,6 +349,33 @@ async fn withdrawal_takes_one_call_and_stops_processing_at_once() {
     assert_eq!((status, body["code"].as_str()), (400, Some("empty_choice")));
 }
 
+/// A purpose named many times is withdrawn once: the record, the answer and the audit entry name it
+/// once, so a long list cannot outgrow the audit entry and leave a withdrawal in the log that the
+/// audit trail does not show.
+#[actix_web::test]
+async fn a_purpose_named_many_times_is_withdrawn_once_and_audited() {
+    let app = spawn_app().await;
+    seed(&app, "dora-w", "canarydd").await;
+    let token = app.token(Role::Subject, Some("dora-w"));
+    let head = app.store.head();
+    let purposes: Vec<&str> = std::iter::repeat_n("analytics", 3000).chain(["personalization"]).collect();
+    let (status, body) = app.post("/v1/me/withdraw", Some(&token), &json!({ "purposes": purposes })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["withdrawn"], json!(["analytics", "personalization"]), "{body}");
+    assert_eq!(app.store.head().0, head.0 + 1, "one consent record");
+    let (status, now) = app.get("/v1/consent/dora-w", Some(&app.token(Role::Admin, None))).await;
+    assert_eq!(status, 200, "{now}");
+    assert_eq!(now["purposes"]["analytics"]["state"], "withdrawn", "{now}");
+    assert_eq!(now["purposes"]["personalization"]["state"], "withdrawn", "{now}");
+    let r = app.client.get(format!("{}/v1/audit/export", app.address)).bearer_auth(app.token(Role::Dpo, None));
+    let text = r.send().await.unwrap().text().await.unwrap();
+    let request = body["request_id"].as_str().unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("consent_recorded") && l.contains(request)),
+        "the withdrawal is in the audit trail: {text}"
+    );
+}
+
 /// R-DSR-2: a subject seeded in every store — consent ledger, events, a request, a decision, a
 /// derived view — finds every seeded value in its export, which validates against the published
 /// JSON Schema.
@@ -434,6 +461,9 @@ async fn r_dsr_1_requests_carry_deadlines_and_a_lifecycle() {
     assert_eq!(act(json!({"action": "verify"})).await.0, 200);
     assert_eq!(act(json!({"action": "deny"})).await.1["code"], "missing_reason");
     assert_eq!(act(json!({"action": "fly"})).await.1["code"], "unknown_action");
+    // A reason the body names that is not one: the body's field, not the query, is wrong.
+    let (status, body) = act(json!({"action": "deny", "reason": "bored"})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_field")), "{body}");
     let (status, body) =
         act(json!({"action": "deny", "reason": "manifestly_unfounded", "note": "duplicate of an earlier request"}))
             .await;

@@ -1,0 +1,119 @@
+//! What every request passes before any handler sees it: its URL's escapes must decode to UTF-8,
+//! and its body must keep arriving.
+//!
+//! - **URL escapes.** actix-web and `serde_urlencoded` decode `%xx` escapes that are not UTF-8 by
+//!   replacing them with U+FFFD, so `/v1/consent/%ff` and `/v1/consent/%fe` would name the same
+//!   subject. A path or query whose escapes do not decode to UTF-8 is refused with 400
+//!   `invalid_utf8`, as bodies that are not UTF-8 are.
+//! - **Stalled bodies.** actix-web times out a request's head, not its body: a client that announces
+//!   50 kB and sends three bytes holds its connection open for as long as it likes. Each request's
+//!   body must deliver its next bytes within the idle timeout ([`crate::app::Settings`]); a body
+//!   that stalls longer fails, and the answer is 408 `request_timeout`, after which the connection
+//!   closes. The timer starts only when a read has to wait, so a body already received costs nothing.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::web::Bytes;
+use actix_web::{HttpMessage, HttpResponse};
+use futures_core::Stream;
+use serde_json::json;
+
+/// How long a request's body may go without delivering bytes, unless the settings say otherwise.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Answer = Pin<Box<dyn Future<Output = Result<ServiceResponse, actix_web::Error>>>>;
+
+/// The middleware (`App::wrap_fn`): refuses URLs whose escapes are not UTF-8 and bounds how long the
+/// body may stall.
+pub fn request<S>(mut req: ServiceRequest, srv: &S, idle: Duration) -> Answer
+where
+    S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    if !escapes_are_utf8(req.path()) || !escapes_are_utf8(req.query_string()) {
+        let res = req.into_response(HttpResponse::BadRequest().json(json!({
+            "code": "invalid_utf8",
+            "message": "the URL's path or query holds %-escapes that do not decode to UTF-8",
+        })));
+        return Box::pin(async move { Ok(res) });
+    }
+    let timed_out = Rc::new(Cell::new(false));
+    let payload = req.take_payload();
+    let limited: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
+        Box::pin(IdleLimited { inner: payload, idle, timer: None, timed_out: Rc::clone(&timed_out) });
+    req.set_payload(Payload::from(limited));
+    let fut = srv.call(req);
+    Box::pin(async move {
+        let res = fut.await?;
+        if !timed_out.get() {
+            return Ok(res);
+        }
+        let mut res = res.into_response(HttpResponse::RequestTimeout().json(json!({
+            "code": "request_timeout",
+            "message": format!("the request body stalled for more than {} ms", idle.as_millis()),
+        })));
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok(res)
+    })
+}
+
+/// Whether every `%xx` escape of `s` (already ASCII: a URI holds no other bytes) decodes, with the
+/// bytes around it, to UTF-8. A `%` not followed by two hex digits is a literal `%`, as the
+/// decoders of actix-web and `serde_urlencoded` take it.
+fn escapes_are_utf8(s: &str) -> bool {
+    !s.contains('%') || percent_encoding::percent_decode_str(s).decode_utf8().is_ok()
+}
+
+/// A body that fails once it waited for more than `idle` for its next bytes.
+struct IdleLimited {
+    inner: Payload,
+    idle: Duration,
+    /// Armed when a read has to wait, disarmed when bytes (or the end) arrive.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timed_out: Rc<Cell<bool>>,
+}
+
+impl Stream for IdleLimited {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            this.timer = None;
+            return Poll::Ready(item);
+        }
+        let idle = this.idle;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.timed_out.set(true);
+        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the request body stalled",
+        )))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_decode_to_utf8_or_are_refused() {
+        for ok in ["", "/v1/decide", "/v1/consent/caf%C3%A9", "anonymousId=a%20b&count=5", "a=%", "a=%zz", "100%"] {
+            assert!(escapes_are_utf8(ok), "{ok}");
+        }
+        for bad in ["/v1/consent/%ff", "/v1/consent/%C0", "anonymousId=%fe", "a=%C3", "x=%ED%A0%80"] {
+            assert!(!escapes_are_utf8(bad), "{bad}");
+        }
+    }
+}
