@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use lethe_eventlog::LogError;
 use serde::Serialize;
+use serde_json::json;
 
 /// An API error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
@@ -85,7 +86,7 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             res.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
         }
-        res.json(ApiError { message: self.bounded_message().into_owned(), ..self.clone() })
+        res.json(json!({ "code": self.code, "message": self.bounded_message() }))
     }
 }
 

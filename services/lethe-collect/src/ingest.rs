@@ -426,7 +426,7 @@ fn stage_all(
                 outcomes.push(None);
                 ready.push((i, *r));
             }
-            Err(e) => outcomes.push(Some(reject(e.code, e.message))),
+            Err(e) => outcomes.push(Some(reject(e.code, e.bounded_message()))),
         }
     }
     let mut by_subject: Vec<(Pseudonym, Vec<usize>)> = Vec::new();
@@ -515,7 +515,7 @@ fn finish_all(
                 Err(e) => {
                     state.book.release_message(&r.subject, &r.message_id);
                     let e = ApiError::from(e);
-                    reject(e.code, e.message)
+                    reject(e.code, e.bounded_message())
                 }
             });
         }

@@ -239,15 +239,35 @@ impl PolicyParams {
         self.engagement.as_deref().and_then(|e| e.parse().ok())
     }
 
-    /// Refuses settings outside ranges in which every score is a finite number: a `lambda` of
-    /// 1e-308 passes `> 0` but makes the exploration bonus infinite, so that every decision of a
-    /// version built on it would fall back with `model_error`.
-    pub(crate) fn check(&self) -> Result<(), DecideError> {
-        let ok = (0.0..=MAX_ALPHA).contains(&self.alpha)
+    /// Checks the settings of a version being made (a canary) or evaluated: within ranges in
+    /// which every score is a finite number. A `lambda` of 1e-308 passes `> 0` but makes the
+    /// exploration bonus infinite, so that every decision of a version built on it would fall
+    /// back with `model_error`. Versions already registered are read with [`Self::check`], so
+    /// that one registered before these ranges still loads.
+    pub(crate) fn check_new(&self) -> Result<(), DecideError> {
+        self.check()?;
+        let ok = self.alpha <= MAX_ALPHA
             && (MIN_LAMBDA..=MAX_LAMBDA).contains(&self.lambda)
+            && self.prior.iter().all(|p| p.abs() <= MAX_PRIOR);
+        if ok {
+            Ok(())
+        } else {
+            Err(DecideError::BadParams(format!(
+                "policy: alpha in [0, {MAX_ALPHA}], lambda in [{MIN_LAMBDA:e}, {MAX_LAMBDA:e}], \
+                 prior of {D} numbers in [-{MAX_PRIOR}, {MAX_PRIOR}]"
+            )))
+        }
+    }
+
+    /// Checks the settings of a registered version: what the model needs to be built at all.
+    pub(crate) fn check(&self) -> Result<(), DecideError> {
+        let ok = self.alpha.is_finite()
+            && self.alpha >= 0.0
+            && self.lambda.is_finite()
+            && self.lambda > 0.0
             && self.epsilon.is_none_or(|e| (0.0..=1.0).contains(&e))
             && self.prior.len() == D
-            && self.prior.iter().all(|p| p.abs() <= MAX_PRIOR);
+            && self.prior.iter().all(|p| p.is_finite());
         if self.engagement.is_some() && self.engagement_id().is_none() {
             return Err(DecideError::BadParams("policy: engagement is a model id".into()));
         }
@@ -255,8 +275,7 @@ impl PolicyParams {
             Ok(())
         } else {
             Err(DecideError::BadParams(format!(
-                "policy: alpha in [0, {MAX_ALPHA}], lambda in [{MIN_LAMBDA:e}, {MAX_LAMBDA:e}], epsilon in [0, 1], \
-                 prior of {D} numbers in [-{MAX_PRIOR}, {MAX_PRIOR}]"
+                "policy: alpha ≥ 0, lambda > 0, epsilon in [0, 1], prior of {D} finite numbers"
             )))
         }
     }
@@ -1447,7 +1466,7 @@ impl Engine {
         share_permille: u16,
         actor: &str,
     ) -> Result<Value, DecideError> {
-        params.check()?;
+        params.check_new()?;
         if !(1..=1000).contains(&share_permille) {
             return Err(DecideError::BadParams("share_permille is 1..=1000".into()));
         }
@@ -2423,6 +2442,37 @@ impl ErasureHook for Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new version's settings keep every score finite; a version registered before those ranges
+    /// still loads (its settings pass the registered check), so that a start never fails on it.
+    #[test]
+    fn new_versions_are_bounded_and_registered_ones_still_load() {
+        let with = |f: fn(&mut PolicyParams)| {
+            let mut p = PolicyParams::default();
+            f(&mut p);
+            p
+        };
+        let default = PolicyParams::default();
+        assert!(default.check_new().is_ok() && default.check().is_ok());
+        for old in [
+            with(|p| p.lambda = 1e-308),
+            with(|p| p.lambda = 1e7),
+            with(|p| p.alpha = 150.0),
+            with(|p| p.prior[0] = 5000.0),
+        ] {
+            assert!(matches!(old.check_new(), Err(DecideError::BadParams(_))), "{old:?}");
+            assert!(old.check().is_ok(), "{old:?}");
+            assert!(Version::new(ModelId::from_bytes([7; 16]), 1, old.clone(), None).is_ok(), "{old:?} loads");
+        }
+        for never in [
+            with(|p| p.alpha = -1.0),
+            with(|p| p.lambda = 0.0),
+            with(|p| p.prior[0] = f64::NAN),
+            with(|p| p.epsilon = Some(1.5)),
+        ] {
+            assert!(never.check().is_err() && never.check_new().is_err(), "{never:?}");
+        }
+    }
 
     #[test]
     fn counter_series_stop_growing_at_their_bound_and_known_ones_keep_counting() {

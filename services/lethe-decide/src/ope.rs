@@ -22,7 +22,7 @@ pub fn evaluate_slot(
     max_weight: Option<f64>,
 ) -> Result<Value, DecideError> {
     let bad = |e: lethe_bandit::BanditError| DecideError::BadParams(e.to_string());
-    params.check()?;
+    params.check_new()?;
     let logged = engine.logged(slot);
     if logged.is_empty() {
         return Err(DecideError::Conflict(

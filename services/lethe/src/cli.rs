@@ -62,6 +62,9 @@ pub enum Command {
         /// HTTP worker threads.
         #[arg(long, env = "LETHE_WORKERS", default_value_t = 2)]
         workers: usize,
+        /// Seconds a request body may go without sending bytes before the request fails with 408.
+        #[arg(long, env = "LETHE_BODY_TIMEOUT", default_value_t = crate::guard::BODY_IDLE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+        body_timeout: u64,
         /// The parts to serve (repeatable or comma-separated); all by default.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = Part::ALL)]
         parts: Vec<Part>,
@@ -359,6 +362,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             listen,
             workers,
+            body_timeout,
             parts,
             rate_per_address,
             rate_per_key,
@@ -376,7 +380,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 workers: *workers,
                 parts: parts.clone(),
                 web,
-                ..Settings::default()
+                body_idle_timeout: std::time::Duration::from_secs(*body_timeout),
             };
             let rate = |r: f64| Rate { per_second: r.max(0.001), burst: (2.0 * r).max(1.0) };
             let limits = Limits { per_address: rate(*rate_per_address), per_key: rate(*rate_per_key) };

@@ -8,28 +8,37 @@
 //! - **Stalled bodies.** actix-web times out a request's head, not its body: a client that announces
 //!   50 kB and sends three bytes holds its connection open for as long as it likes. Each request's
 //!   body must deliver its next bytes within the idle timeout ([`crate::app::Settings`]); a body
-//!   that stalls longer fails, and the answer is 408 `request_timeout`, after which the connection
-//!   closes. The timer starts only when a read has to wait, so a body already received costs nothing.
+//!   that stalls longer fails, and the answer is 408 `request_timeout` (in Azure's error shape on the
+//!   Personalizer routes), after which the connection closes. A request without a body is not
+//!   wrapped; the timer is armed only while a read waits.
 
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::ContentType;
+use actix_web::http::ConnectionType;
 use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpResponse};
 use futures_core::Stream;
+use lethe_collect::ApiError;
+use lethe_decide::personalizer_api::PersonalizerErrorResponse;
 use serde_json::json;
 
 /// How long a request's body may go without delivering bytes, unless the settings say otherwise.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Answer = Pin<Box<dyn Future<Output = Result<ServiceResponse, actix_web::Error>>>>;
+
+/// Where a body that stalled is kept once it failed: until its 408 is written.
+type Stalled = Rc<RefCell<Option<Payload>>>;
 
 /// The middleware (`App::wrap_fn`): refuses URLs whose escapes are not UTF-8 and bounds how long the
 /// body may stall.
@@ -45,23 +54,37 @@ where
         })));
         return Box::pin(async move { Ok(res) });
     }
-    let timed_out = Rc::new(Cell::new(false));
     let payload = req.take_payload();
+    if matches!(payload, Payload::None) {
+        return Box::pin(srv.call(req));
+    }
+    let stalled: Stalled = Rc::default();
     let limited: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
-        Box::pin(IdleLimited { inner: payload, idle, timer: None, timed_out: Rc::clone(&timed_out) });
+        Box::pin(IdleLimited { inner: payload, idle, timer: None, stalled: Rc::clone(&stalled) });
     req.set_payload(Payload::from(limited));
+    let azure = req.path().starts_with("/personalizer/");
     let fut = srv.call(req);
     Box::pin(async move {
         let res = fut.await?;
-        if !timed_out.get() {
-            return Ok(res);
-        }
-        let mut res = res.into_response(HttpResponse::RequestTimeout().json(json!({
-            "code": "request_timeout",
-            "message": format!("the request body stalled for more than {} ms", idle.as_millis()),
-        })));
-        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        Ok(res)
+        let Some(body) = stalled.borrow_mut().take() else { return Ok(res) };
+        let error = ApiError::new(
+            408,
+            "request_timeout",
+            format!("the request body stalled for more than {} ms", idle.as_millis()),
+        );
+        let json = if azure {
+            serde_json::to_vec(&PersonalizerErrorResponse::from(&error))
+        } else {
+            serde_json::to_vec(&error)
+        };
+        let json = Bytes::from(json.unwrap_or_default());
+        let mut answer = HttpResponse::RequestTimeout().content_type(ContentType::json()).body(Closing {
+            size: json.len() as u64,
+            json: Some(json),
+            _stalled: body,
+        });
+        answer.head_mut().set_connection_type(ConnectionType::Close);
+        Ok(res.into_response(answer))
     })
 }
 
@@ -72,13 +95,14 @@ fn escapes_are_utf8(s: &str) -> bool {
     !s.contains('%') || percent_encoding::percent_decode_str(s).decode_utf8().is_ok()
 }
 
-/// A body that fails once it waited for more than `idle` for its next bytes.
+/// A body that fails once it waited for more than `idle` for its next bytes. The timer is armed
+/// when a read has to wait and disarmed when bytes (or the end) arrive.
 struct IdleLimited {
     inner: Payload,
     idle: Duration,
-    /// Armed when a read has to wait, disarmed when bytes (or the end) arrive.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    timed_out: Rc<Cell<bool>>,
+    /// Takes `inner` when it stalled.
+    stalled: Stalled,
 }
 
 impl Stream for IdleLimited {
@@ -86,6 +110,11 @@ impl Stream for IdleLimited {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        let timed_out =
+            || PayloadError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "the request body stalled"));
+        if this.stalled.borrow().is_some() {
+            return Poll::Ready(Some(Err(timed_out())));
+        }
         if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
             this.timer = None;
             return Poll::Ready(item);
@@ -95,11 +124,29 @@ impl Stream for IdleLimited {
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        this.timed_out.set(true);
-        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the request body stalled",
-        )))))
+        // Kept, unread, until the 408 is written: actix then closes the connection instead of
+        // draining a body that may never come (it would drain a chunked one it saw dropped).
+        *this.stalled.borrow_mut() = Some(std::mem::replace(&mut this.inner, Payload::None));
+        Poll::Ready(Some(Err(timed_out())))
+    }
+}
+
+/// The 408's body: its JSON, and the stalled request body, held until the answer is written.
+struct Closing {
+    size: u64,
+    json: Option<Bytes>,
+    _stalled: Payload,
+}
+
+impl MessageBody for Closing {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.size)
+    }
+
+    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
+        Poll::Ready(self.get_mut().json.take().map(Ok))
     }
 }
 
