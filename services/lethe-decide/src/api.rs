@@ -281,6 +281,8 @@ struct OutcomeBody {
     decision_id: Uuid,
     #[serde(rename = "type")]
     kind: OutcomeKind,
+    /// Informational: an outcome counts for the decision, under the variant it drew (the first of
+    /// the variants it showed).
     #[serde(default)]
     #[allow(dead_code)]
     variant: Option<String>,
@@ -314,7 +316,7 @@ pub(crate) fn check_outcome_value(kind: OutcomeKind, value: Option<f64>) -> Resu
 
 /// `POST /v1/outcomes`.
 #[utoipa::path(post, path = "/v1/outcomes", tag = "decisions", summary = "Reports an impression, click or conversion of a decision",
-    request_body(content = Object, description = "{decisionId, type: impression | click | conversion, value?}", content_type = "application/json"),
+    request_body(content = Object, description = "{decisionId, type: impression | click | conversion | reward, value?, variant?} (`variant` is informational: an outcome counts for the decision, under the variant it drew)", content_type = "application/json"),
     responses((status = 202, description = "recorded", body = Object), (status = 400, body = ApiError), (status = 404, description = "unknown decision", body = ApiError)),
     security(("bearer" = [])))]
 pub async fn outcomes(
