@@ -143,48 +143,35 @@ async fn a_stalled_body_times_out_and_a_slow_one_does_not() {
              Authorization: Bearer {cms}\r\nContent-Length: {length}\r\n\r\n"
         )
     };
-    // Stalled: announces 50 kB, sends three bytes.
-    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    stalled.write_all(head(50_000).as_bytes()).await.unwrap();
-    stalled.write_all(b"{\"a").await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut answer))
-        .await
-        .expect("the server answers and closes the connection")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // What a client that sends `head` and `first` and then nothing reads until the server closes.
+    let stall = |head: String, first: &'static [u8]| {
+        let addr = addr.clone();
+        async move {
+            let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            stalled.write_all(head.as_bytes()).await.unwrap();
+            stalled.write_all(first).await.unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut answer))
+                .await
+                .expect("the server answers and closes the connection")
+                .unwrap();
+            let answer = String::from_utf8_lossy(&answer).into_owned();
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            answer
+        }
+    };
+    // Announces 50 kB, sends three bytes.
+    let answer = stall(head(50_000), b"{\"a").await;
     assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
-    // Stalled, chunked: one chunk, then nothing. Its connection closes too (actix would otherwise
-    // wait to drain the rest of a chunked body).
-    let mut chunked = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head_chunked = head(0).replace("Content-Length: 0", "Transfer-Encoding: chunked");
-    chunked.write_all(head_chunked.as_bytes()).await.unwrap();
-    chunked.write_all(b"3\r\n{\"a\r\n").await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), chunked.read_to_end(&mut answer))
-        .await
-        .expect("the server answers and closes the chunked connection")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Chunked: one chunk, then nothing. Its connection closes too (actix would otherwise wait to
+    // drain the rest of a chunked body).
+    let answer = stall(head(0).replace("Content-Length: 0", "Transfer-Encoding: chunked"), b"3\r\n{\"a\r\n").await;
     assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
     // On the Personalizer routes the answer takes Azure's shape.
-    let mut azure = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    azure
-        .write_all(
-            head(50_000)
-                .replace("/v1/decide", "/personalizer/v1.0/rank")
-                .replace("Authorization: Bearer", "Ocp-Apim-Subscription-Key:")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    azure.write_all(b"{\"a").await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), azure.read_to_end(&mut answer)).await.unwrap().unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let azure = head(50_000)
+        .replace("/v1/decide", "/personalizer/v1.0/rank")
+        .replace("Authorization: Bearer", "Ocp-Apim-Subscription-Key:");
+    let answer = stall(azure, b"{\"a").await;
     assert!(answer.contains("\"innerError\":{\"code\":\"request_timeout\"}"), "{answer}");
     // Slow: the same decision request, a few bytes every 150 ms.
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
