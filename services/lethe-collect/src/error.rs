@@ -1,17 +1,20 @@
 //! The error every collection endpoint answers with: JSON with a stable code, an HTTP status and a
 //! human message. 5xx bodies are opaque; the log keeps the cause.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use lethe_eventlog::LogError;
 use serde::Serialize;
-use serde_json::json;
 
 /// An API error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub code: &'static str,
+    /// Serialized cut to [`MAX_MESSAGE`] bytes ([`ApiError::bounded_message`]).
+    #[serde(serialize_with = "serialize_bounded")]
     pub message: String,
     #[serde(skip)]
     pub status: u16,
@@ -41,16 +44,34 @@ impl ApiError {
 
     /// The message as answered: at most [`MAX_MESSAGE`] bytes, cut with `…`. A message may quote
     /// the input it refuses, and a refusal must not echo a megabyte back.
-    pub fn bounded_message(&self) -> std::borrow::Cow<'_, str> {
-        if self.message.len() <= MAX_MESSAGE {
-            return self.message.as_str().into();
-        }
-        let mut cut = MAX_MESSAGE;
-        while !self.message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        format!("{}…", &self.message[..cut]).into()
+    pub fn bounded_message(&self) -> Cow<'_, str> {
+        bounded(&self.message)
     }
+
+    /// An answer with this error's status and, when it says when to retry, `Retry-After`: what an
+    /// error answers with, whatever the shape of its body.
+    pub fn response(&self) -> HttpResponseBuilder {
+        let mut res = HttpResponse::build(self.status_code());
+        if let Some(seconds) = self.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        res
+    }
+}
+
+fn bounded(message: &str) -> Cow<'_, str> {
+    if message.len() <= MAX_MESSAGE {
+        return message.into();
+    }
+    let mut cut = MAX_MESSAGE;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &message[..cut]).into()
+}
+
+fn serialize_bounded<S: serde::Serializer>(message: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&bounded(message))
 }
 
 /// The longest message an error answers with, in bytes (before the `…` of a cut one).
@@ -82,11 +103,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status_code());
-        if let Some(seconds) = self.retry_after {
-            res.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
-        }
-        res.json(json!({ "code": self.code, "message": self.bounded_message() }))
+        self.response().json(self)
     }
 }
 

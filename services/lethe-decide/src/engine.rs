@@ -198,7 +198,7 @@ impl DecideError {
     }
 }
 
-/// The largest exploration bonus a policy may set ([`PolicyParams::check`]).
+/// The largest exploration bonus a new policy version may set ([`PolicyParams::check_new`]).
 pub const MAX_ALPHA: f64 = 100.0;
 /// The range of a policy's ridge regularization.
 pub const MIN_LAMBDA: f64 = 1e-6;

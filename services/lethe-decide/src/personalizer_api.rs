@@ -102,11 +102,7 @@ impl ResponseError for PersonalizerError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status_code());
-        if let Some(seconds) = self.0.retry_after {
-            res.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
-        }
-        res.json(PersonalizerErrorResponse::from(&self.0))
+        self.0.response().json(PersonalizerErrorResponse::from(&self.0))
     }
 }
 

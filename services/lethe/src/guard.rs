@@ -13,24 +13,21 @@
 //!   wrapped; the timer is armed only while a read waits.
 
 use std::cell::RefCell;
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::{BodySize, MessageBody};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, Service, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::header::ContentType;
 use actix_web::http::ConnectionType;
 use actix_web::web::Bytes;
-use actix_web::{HttpMessage, HttpResponse};
+use actix_web::{HttpMessage, ResponseError};
 use futures_core::Stream;
 use lethe_collect::ApiError;
-use lethe_decide::personalizer_api::PersonalizerErrorResponse;
-use serde_json::json;
+use lethe_decide::personalizer_api::PersonalizerError;
 
 /// How long a request's body may go without delivering bytes, unless the settings say otherwise.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,10 +45,11 @@ where
     S::Future: 'static,
 {
     if !escapes_are_utf8(req.path()) || !escapes_are_utf8(req.query_string()) {
-        let res = req.into_response(HttpResponse::BadRequest().json(json!({
-            "code": "invalid_utf8",
-            "message": "the URL's path or query holds %-escapes that do not decode to UTF-8",
-        })));
+        let refused = ApiError::bad_request(
+            "invalid_utf8",
+            "the URL's path or query holds %-escapes that do not decode to UTF-8",
+        );
+        let res = req.into_response(refused.error_response());
         return Box::pin(async move { Ok(res) });
     }
     let payload = req.take_payload();
@@ -72,17 +70,8 @@ where
             "request_timeout",
             format!("the request body stalled for more than {} ms", idle.as_millis()),
         );
-        let json = if azure {
-            serde_json::to_vec(&PersonalizerErrorResponse::from(&error))
-        } else {
-            serde_json::to_vec(&error)
-        };
-        let json = Bytes::from(json.unwrap_or_default());
-        let mut answer = HttpResponse::RequestTimeout().content_type(ContentType::json()).body(Closing {
-            size: json.len() as u64,
-            json: Some(json),
-            _stalled: body,
-        });
+        let answer = if azure { PersonalizerError(error).error_response() } else { error.error_response() };
+        let mut answer = answer.map_body(|_, json| Closing { json, _stalled: body }).map_into_boxed_body();
         answer.head_mut().set_connection_type(ConnectionType::Close);
         Ok(res.into_response(answer))
     })
@@ -133,20 +122,19 @@ impl Stream for IdleLimited {
 
 /// The 408's body: its JSON, and the stalled request body, held until the answer is written.
 struct Closing {
-    size: u64,
-    json: Option<Bytes>,
+    json: BoxBody,
     _stalled: Payload,
 }
 
 impl MessageBody for Closing {
-    type Error = Infallible;
+    type Error = <BoxBody as MessageBody>::Error;
 
     fn size(&self) -> BodySize {
-        BodySize::Sized(self.size)
+        self.json.size()
     }
 
-    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
-        Poll::Ready(self.get_mut().json.take().map(Ok))
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().json).poll_next(cx)
     }
 }
 
