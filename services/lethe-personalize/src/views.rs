@@ -47,7 +47,7 @@
 //! no checkpoint taken before it can be written after it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use lethe_crypto::{CryptoError, Keyring, MasterSource, SecretBytes};
@@ -204,7 +204,7 @@ impl Views {
         };
         let views = Self { projector: RwLock::new(projector), store, origin, sealer: Some(sealer) };
         if let Some(sealer) = &views.sealer {
-            let mut state = sealer.state.lock().expect("checkpoint lock");
+            let mut state = sealer.state();
             match sealer.rotate(&mut state, &views.projector) {
                 Ok(Some(_)) => {}
                 Ok(None) => tracing::warn!("feature views: no checkpoint could be written at start"),
@@ -299,6 +299,26 @@ impl Views {
         }
     }
 
+    /// One round of the thread that keeps the views current (`lethe serve`): applies `batch`, if
+    /// one came, then writes a checkpoint if one is due ([`Self::checkpoint_if_due`]). A panic in
+    /// either (a defect) is contained and logged, so that the views keep following the log and the
+    /// next round runs; false when one was. A checkpoint cut short counts as a failed attempt: it is
+    /// tried again after `every`.
+    pub fn apply_and_checkpoint(&self, batch: Option<Vec<Prepared>>, every: Duration, events: u64) -> bool {
+        let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(batch) = batch {
+                self.apply(batch);
+            }
+            if let Err(e) = self.checkpoint_if_due(every, events) {
+                tracing::warn!(code = e.code(), error = %e, "cannot checkpoint the feature views");
+            }
+        }));
+        if round.is_err() {
+            tracing::error!("the feature views panicked while applying events or writing a checkpoint; they carry on");
+        }
+        round.is_ok()
+    }
+
     /// Writes a checkpoint of the views as they stand, under the current key (a new key when there
     /// is none). `None` for views built by [`Self::replay`].
     ///
@@ -306,7 +326,7 @@ impl Views {
     /// The checkpoint or its key cannot be written.
     pub fn checkpoint(&self) -> Result<Option<CheckpointInfo>, ViewsError> {
         let Some(sealer) = &self.sealer else { return Ok(None) };
-        let mut state = sealer.state.lock().expect("checkpoint lock");
+        let mut state = sealer.state();
         sealer.write_or_rotate(&mut state, &self.projector).map(Some)
     }
 
@@ -318,7 +338,7 @@ impl Views {
     /// As [`Self::checkpoint`].
     pub fn checkpoint_if_due(&self, every: Duration, events: u64) -> Result<Option<CheckpointInfo>, ViewsError> {
         let Some(sealer) = &self.sealer else { return Ok(None) };
-        let mut state = sealer.state.lock().expect("checkpoint lock");
+        let mut state = sealer.state();
         let position = self.projector.read().expect("views lock").position();
         let written = state.written.unwrap_or(Position(0));
         let moved = state.written != Some(position);
@@ -381,7 +401,7 @@ impl ErasureHook for Views {
     fn forget(&self, subject: &Pseudonym) -> Result<bool, String> {
         // The checkpoint state is held throughout: no checkpoint sealed before the forget can be
         // written after it.
-        let mut state = self.sealer.as_ref().map(|s| s.state.lock().expect("checkpoint lock"));
+        let mut state = self.sealer.as_ref().map(Sealer::state);
         let held = {
             // Events up to the fence are applied first, so that nothing of the subject arrives after.
             let mut p = self.projector.write().expect("views lock");
@@ -395,7 +415,7 @@ impl ErasureHook for Views {
     fn retention_shredded(&self) -> Result<(), String> {
         // As for a forget, the checkpoint state is held throughout: no checkpoint of the views as
         // they were before the rebuild can be written after it.
-        let mut state = self.sealer.as_ref().map(|s| s.state.lock().expect("checkpoint lock"));
+        let mut state = self.sealer.as_ref().map(Sealer::state);
         let started = Instant::now();
         let events = self.rebuild().map_err(|e| format!("feature views rebuild: {e}"))?;
         tracing::info!(
@@ -551,15 +571,27 @@ impl Sealer {
         }
     }
 
-    /// Seals the views under the current key and writes them.
+    /// The checkpoint state. A panic while a checkpoint was written (a defect) leaves nothing in
+    /// it that a later checkpoint cannot set right: a rotation lists the generations from the key
+    /// store, and the write it cut short counts as a failed attempt (see [`Self::write`]). So the
+    /// lock's poisoning is passed over: an erasure or a retention sweep must still reseal the
+    /// views (R-ERASE-3).
+    fn state(&self) -> MutexGuard<'_, SealState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Seals the views under the current key and writes them. The attempt counts as failed until
+    /// the file is written, so one that errs or panics is retried only after the period.
     fn write(&self, state: &mut SealState, projector: &RwLock<Projector>) -> Result<CheckpointInfo, ViewsError> {
+        state.attempted = Instant::now();
+        state.failed = true;
+        #[cfg(test)]
+        tests::fail_here();
         let (generation, key) = state.key.as_ref().expect("a current key");
         let (bytes, position) = {
             let p = projector.read().expect("views lock");
             (p.checkpoint(key.expose()), p.position())
         };
-        state.attempted = Instant::now();
-        state.failed = true;
         write_atomic(&self.file(), &bytes)?;
         state.failed = false;
         state.written = Some(position);
@@ -630,5 +662,112 @@ impl Sealer {
         }
         destroy_keys(&keyring, state.key.as_ref().map(|(g, _)| *g))?;
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use lethe_consent::{
+        ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION,
+    };
+    use lethe_domain::{EventType, ExpectedVersion, NewEvent, Retention, SchemaVersion, SubjectId, UtcMicros};
+    use lethe_eventlog::{AppendRequest, LogConfig, SledEventLog};
+
+    use super::*;
+
+    thread_local! {
+        /// Whether the next checkpoint written on this thread panics: a defect, injected by a test.
+        static FAIL_NEXT: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Panics once after this thread's test asked for it.
+    pub(super) fn fail_here() {
+        if FAIL_NEXT.with(|f| f.replace(false)) {
+            panic!("a defect, injected while a checkpoint is written");
+        }
+    }
+
+    /// A banner's grant of analytics and personalization, written to the log as the collector writes it.
+    fn grant(store: &dyn EventStore, subject: Pseudonym) {
+        let record = ConsentRecord {
+            record_id: uuid::Uuid::from_bytes(lethe_crypto::random_bytes()),
+            collected_at: UtcMicros::now(),
+            jurisdiction: "EU".into(),
+            method: ConsentMethod::Banner,
+            notice: NoticeRef { id: "banner".into(), version: 1, content_hash: "test".into() },
+            choices: ["analytics", "personalization"]
+                .iter()
+                .map(|p| PurposeChoice {
+                    purpose: Purpose::parse(p).unwrap(),
+                    granted: true,
+                    legal_basis: "consent".into(),
+                })
+                .collect(),
+            recipients: vec![],
+            locale: "en".into(),
+            gpc: false,
+            sdk_version: None,
+            subject_is_user: false,
+        };
+        let event = NewEvent {
+            event_type: EventType::parse(CONSENT_CHANGED).unwrap(),
+            schema_version: SchemaVersion::new(CONSENT_SCHEMA_VERSION).unwrap(),
+            purpose: Purpose::necessary(),
+            time: UtcMicros::now(),
+            retention: Retention::UntilErased,
+            payload: serde_json::to_vec(&record).unwrap(),
+        };
+        store.append(AppendRequest { subject, expected: ExpectedVersion::Any, events: vec![event] }).unwrap();
+    }
+
+    fn page_view(store: &dyn EventStore, subject: Pseudonym) {
+        let event = NewEvent {
+            event_type: EventType::parse("page.viewed").unwrap(),
+            schema_version: SchemaVersion::new(2).unwrap(),
+            purpose: Purpose::parse("analytics").unwrap(),
+            time: UtcMicros::now(),
+            retention: Retention::Days(30),
+            payload: br#"{"host": "shop.example", "path": "/p/1"}"#.to_vec(),
+        };
+        store.append(AppendRequest { subject, expected: ExpectedVersion::Any, events: vec![event] }).unwrap();
+    }
+
+    /// A panic while a checkpoint is written (a defect) is contained in the views' round, which
+    /// carries on; the cut-short attempt counts as failed (tried again after its period, then
+    /// written); and an erasure still forgets and moves the checkpoint to a new key, destroying the
+    /// others (R-ERASE-3, invariant 5), where the poisoned lock used to make it panic.
+    #[test]
+    fn a_panic_while_checkpointing_is_contained_and_erasures_still_reseal() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterSource::Hex("ef".repeat(32));
+        let store: Arc<dyn EventStore> =
+            Arc::new(SledEventLog::open(LogConfig::new(dir.path(), master.clone())).unwrap());
+        let views = Views::open(Arc::clone(&store), &Policies::builtin().unwrap(), dir.path(), &master).unwrap();
+        let generations_now = || generations(&Keyring::open(dir.path(), &master).unwrap()).unwrap();
+        let at_open = generations_now();
+        assert_eq!(at_open.len(), 1, "a start writes a checkpoint under a key of its own");
+        let subject = store.pseudonymize(&SubjectId::parse("checkpointed-visitor").unwrap());
+        grant(store.as_ref(), subject);
+        page_view(store.as_ref(), subject);
+        views.catch_up().unwrap();
+        assert!(views.holds(&subject));
+
+        FAIL_NEXT.with(|f| f.set(true));
+        assert!(!views.apply_and_checkpoint(None, Duration::ZERO, 0), "the injected panic is contained");
+        assert!(!FAIL_NEXT.with(Cell::get), "the checkpoint was attempted");
+        // Not at once: the attempt failed, so only the period brings the next one.
+        assert!(views.checkpoint_if_due(Duration::from_secs(3600), 1).unwrap().is_none());
+        let info = views.checkpoint_if_due(Duration::ZERO, 1).unwrap().expect("written once due");
+        assert_eq!(info.position, views.with(Projector::position));
+        page_view(store.as_ref(), subject);
+        assert!(views.apply_and_checkpoint(None, Duration::ZERO, 0), "a round without a defect");
+
+        ErasureHook::forget(&views, &subject).unwrap();
+        assert!(!views.holds(&subject));
+        let after = generations_now();
+        assert_eq!(after.len(), 1, "every other key is destroyed: {after:?}");
+        assert!(after[0] > at_open[0], "the checkpoint moved to a new key: {at_open:?} → {after:?}");
     }
 }

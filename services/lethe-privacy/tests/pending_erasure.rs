@@ -58,6 +58,25 @@ impl ErasureHook for Flaky {
     }
 }
 
+/// A store with a defect: it panics on its first `panics` calls to forget, then forgets.
+#[derive(Debug)]
+struct Panicking {
+    panics: AtomicUsize,
+}
+
+impl ErasureHook for Panicking {
+    fn name(&self) -> &str {
+        "panicking_store"
+    }
+
+    fn forget(&self, _subject: &Pseudonym) -> Result<bool, String> {
+        if self.panics.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            panic!("a defect in the store");
+        }
+        Ok(true)
+    }
+}
+
 /// A data directory with its log, key store and privacy service, as `lethe serve` opens them, with
 /// the advertising partners' webhook configured.
 struct World {
@@ -226,6 +245,36 @@ fn r_erase_3_a_pending_erasure_survives_a_restart_and_completes_under_its_first_
     let w = w.restart();
     assert!(erasure::pending_erasures(&w.privacy).unwrap().is_empty());
     assert!(lethe_privacy::schedule::metrics(&w.privacy).contains("lethe_erasures_pending 0\n"));
+}
+
+/// R-ERASE-3: a store that panics while it forgets (a defect) has not forgotten: the erasure is
+/// answered, the stores registered after it are told all the same, the erasure stays pending with
+/// that store to retry, and the retry completes it.
+#[test]
+fn r_erase_3_a_store_that_panics_counts_as_failed_and_the_others_still_forget() {
+    let w = World::new(|_| {});
+    let panicking = Arc::new(Panicking { panics: AtomicUsize::new(1) });
+    let after = Flaky::failing(0);
+    w.privacy.register(panicking);
+    w.privacy.register(after.clone());
+    w.consent("panic-subject-8832");
+    let subject = w.subject("panic-subject-8832");
+
+    let err = w.erase(&subject).unwrap_err();
+    assert_eq!((err.status, err.code), (503, "erasure_incomplete"), "{}", err.message);
+    assert!(err.message.contains("panicking_store"), "{}", err.message);
+    assert_eq!(after.calls(), 1, "the store registered after the panicking one was told to forget");
+    let pending = erasure::pending_erasures(&w.privacy).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].stores_failed, ["panicking_store"]);
+    assert!(pending[0].certificate.stores_touched.iter().any(|s| s == "flaky_store: removed"));
+
+    let later = UtcMicros(UtcMicros::now().0 + 3600 * SECOND);
+    let report = erasure::retry_pending(&w.privacy, later).unwrap();
+    assert_eq!((report.retried, report.pending, report.completed.len()), (1, 0, 1), "{report:?}");
+    let touched = &report.completed[0].stores_touched;
+    assert!(touched.iter().any(|s| s == "panicking_store: removed"), "{touched:?}");
+    assert!(erasure::pending_erasures(&w.privacy).unwrap().is_empty());
 }
 
 /// R-ERASE-3: a store that keeps failing is called again after a wait that doubles with each

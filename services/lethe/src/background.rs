@@ -19,7 +19,8 @@ pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// - `lethe-views` applies each batch under the views' write lock ([`Views::apply`]) at the normal
 ///   priority, so that the lock the decisions wait for is never held by a thread that other work
 ///   can starve; and writes a sealed checkpoint when one is due (every 5 minutes or 100 000
-///   events), so that a restart replays only what follows.
+///   events), so that a restart replays only what follows. A panic in either (a defect) ends
+///   neither thread ([`Views::apply_and_checkpoint`]).
 ///
 /// Both end once the views are dropped.
 ///
@@ -36,12 +37,7 @@ pub fn follow_views(views: &Arc<Views>) -> std::io::Result<()> {
             return;
         }
         let Some(views) = applier.upgrade() else { return };
-        if let Ok(batch) = batch {
-            views.apply(batch);
-        }
-        if let Err(e) = views.checkpoint_if_due(Duration::from_secs(300), 100_000) {
-            tracing::warn!(code = e.code(), error = %e, "cannot checkpoint the feature views");
-        }
+        views.apply_and_checkpoint(batch.ok(), Duration::from_secs(300), 100_000);
     })?;
     std::thread::Builder::new().name("lethe-views-read".into()).spawn(move || {
         lowest_priority();
