@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::pending::PendingErasure;
-use crate::state::{dsr_error, ErasureHook, Privacy};
+use crate::state::{call_hook, dsr_error, ErasureHook, Privacy};
 use crate::time::{jiff_ts, rfc3339};
 
 /// The proof of an erasure handed to the subject and kept for the DPO. It names the subject only by
@@ -163,7 +163,7 @@ pub fn erase(privacy: &Privacy, subject: &Pseudonym, asker: Asker<'_>) -> Result
     // subject. The failures are reported together once the recipients' notices are queued.
     let mut failed = Vec::new();
     for hook in privacy.hooks() {
-        match forget_in(hook.as_ref(), subject) {
+        match call_hook(hook.as_ref(), |h| h.forget(subject)) {
             Ok(_) => stores.push(format!("{}: removed", hook.name())),
             Err(e) => {
                 tracing::error!(store = hook.name(), error = %e, "a store failed to forget an erased subject");
@@ -394,7 +394,7 @@ fn resume(
             still.push(name);
             continue;
         };
-        match forget_in(hook.as_ref(), subject) {
+        match call_hook(hook.as_ref(), |h| h.forget(subject)) {
             Ok(_) => pending.certificate.stores_touched.push(format!("{name}: removed")),
             Err(e) => {
                 tracing::error!(store = %name, error = %e, attempts = pending.attempts + 1, "a store still fails to forget an erased subject");
@@ -406,14 +406,6 @@ fn resume(
     pending.attempts = pending.attempts.saturating_add(1);
     pending.next_attempt_at = next_attempt(privacy, now, pending.attempts);
     settle(privacy, subject, pending, role, now)
-}
-
-/// Tells `hook` to forget `subject`. A store that panics (a defect) has not forgotten: it counts as
-/// failed, so the erasure stays pending and is retried, and the stores after it are told all the
-/// same (R-ERASE-3).
-fn forget_in(hook: &dyn ErasureHook, subject: &Pseudonym) -> Result<bool, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.forget(subject)))
-        .unwrap_or_else(|_| Err("the store panicked while forgetting".into()))
 }
 
 /// Queues the notices an erasure still owes; then, when no store is left to forget, issues the

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::erasure::{self, Asker, ErasureCertificate};
-use crate::state::{dsr_error, Privacy};
+use crate::state::{call_hook, dsr_error, Privacy};
 use crate::time::{jiff_ts, rfc3339};
 
 /// The JSON Schema of the access export, published at `/v1/schemas/export.json`.
@@ -213,7 +213,7 @@ pub async fn withdraw(
         let subject = privacy.collect.store.pseudonymize(&id);
         let position = record_choice(&privacy, subject, &parsed.purposes, ConsentMethod::Api, "EU", false)?;
         for hook in privacy.hooks() {
-            hook.withdrawn(&subject, &parsed.purposes).map_err(|e| {
+            call_hook(hook.as_ref(), |h| h.withdrawn(&subject, &parsed.purposes)).map_err(|e| {
                 tracing::error!(store = hook.name(), error = %e, "a store failed to take a withdrawal");
                 ApiError::new(
                     503,

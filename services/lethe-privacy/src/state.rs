@@ -66,6 +66,17 @@ pub trait ErasureHook: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Makes one call of a store's hook. A store that panics (a defect) has failed, as one that returns
+/// an error has: the caller goes on with the other stores, and what the store owes is retried (an
+/// erasure stays pending, a retention sweep owes it a rebuild, a withdrawal is refused with 503).
+pub(crate) fn call_hook<T>(
+    hook: &dyn ErasureHook,
+    call: impl FnOnce(&dyn ErasureHook) -> Result<T, String>,
+) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(hook)))
+        .unwrap_or_else(|_| Err(format!("{} panicked (a defect)", hook.name())))
+}
+
 /// Settings of the privacy service.
 #[derive(Debug, Clone)]
 pub struct PrivacyOptions {

@@ -899,3 +899,39 @@ async fn r_erase_3_the_dpo_cannot_complete_a_pending_erasure() {
         assert_eq!(status, 200, "{action}: {body}");
     }
 }
+
+/// A store with a defect: it panics when told of a withdrawal.
+#[derive(Debug)]
+struct PanicsOnWithdrawal;
+
+impl ErasureHook for PanicsOnWithdrawal {
+    fn name(&self) -> &str {
+        "panicking_store"
+    }
+
+    fn forget(&self, _subject: &Pseudonym) -> Result<bool, String> {
+        Ok(true)
+    }
+
+    fn withdrawn(&self, _subject: &Pseudonym, _purposes: &[lethe_domain::Purpose]) -> Result<(), String> {
+        panic!("a defect in the store");
+    }
+}
+
+/// A store that panics while it takes a withdrawal (a defect) has failed to take it: the subject is
+/// told so with the typed 503 of a store that returns an error, naming the store, not a dropped
+/// connection; the service keeps answering, and the withdrawal itself is recorded (R-CONSENT-2).
+#[actix_web::test]
+async fn a_store_that_panics_on_a_withdrawal_gets_a_typed_refusal() {
+    let app = spawn_app().await;
+    seed(&app, "withdraws-into-a-defect", "canarywd").await;
+    app.privacy.register(Arc::new(PanicsOnWithdrawal));
+    let token = app.token(Role::Subject, Some("withdraws-into-a-defect"));
+    let (status, body) = app.post("/v1/me/withdraw", Some(&token), &json!({"purposes": ["personalization"]})).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("withdrawal_incomplete")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("panicking_store"), "{body}");
+    let (status, consent) = app.get("/v1/consent/withdraws-into-a-defect", Some(&token)).await;
+    assert_eq!(status, 200, "the service keeps answering: {consent}");
+    assert_eq!(consent["purposes"]["personalization"]["state"], "withdrawn", "{consent}");
+    assert_eq!(consent["purposes"]["personalization"]["allowed"], false, "{consent}");
+}
