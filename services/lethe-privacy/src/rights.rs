@@ -120,6 +120,7 @@ pub struct OptOutBody {
 /// required (§7026): a token is used when present, else the body names the device's or user's id.
 #[utoipa::path(post, path = "/v1/me/opt-out", tag = "subject rights", summary = "Opts out of sale and sharing (no verification needed)",
     request_body(content = Object, description = "anonymousId or userId, when no subject token is sent", content_type = "application/json"),
+    params(("subject" = Option<String>, Query, description = "for an admin (with a token): the subject's id")),
     responses((status = 200, description = "the opt-out, recorded and honored", body = Object), (status = 400, body = ApiError), (status = 429, body = ApiError)))]
 pub async fn opt_out(
     privacy: web::Data<Privacy>,

@@ -134,7 +134,10 @@ impl Application {
         let server =
             HttpServer::new(move || {
                 App::new()
-                    .wrap_fn(move |req, srv| crate::guard::request(req, srv, idle))
+                    .wrap_fn({
+                        let routes = routes.clone().into_inner();
+                        move |req, srv| crate::guard::request(req, srv, idle, &routes)
+                    })
                     .wrap_fn(cors)
                     .wrap(ErrorHandlers::new().default_handler(json_errors))
                     .app_data(state.clone())
@@ -358,10 +361,14 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
 }
 
-/// The documented endpoints' paths (`{param}` segments match any one segment) and their methods:
-/// what tells a wrong method (405) from an unknown path (404).
+/// The documented endpoints' paths (`{param}` segments match any one segment), each with its
+/// methods and the query parameters each method takes: what tells a wrong method (405) from an
+/// unknown path (404), and an unknown query parameter from a documented one.
 #[derive(Debug)]
-struct Routes(Vec<(Vec<String>, Vec<&'static str>)>);
+pub(crate) struct Routes(Vec<(Vec<String>, Vec<Operation>)>);
+
+/// A documented method of a path, with the query parameters it takes.
+type Operation = (&'static str, Vec<String>);
 
 impl Routes {
     fn of(doc: &utoipa::openapi::OpenApi) -> Self {
@@ -373,24 +380,60 @@ impl Routes {
                 ("DELETE", &item.delete),
                 ("PATCH", &item.patch),
             ];
-            let methods = methods.into_iter().filter(|(_, op)| op.is_some()).map(|(m, _)| m).collect();
+            let methods = methods
+                .into_iter()
+                .filter_map(|(m, op)| {
+                    let query = op
+                        .as_ref()?
+                        .parameters
+                        .iter()
+                        .flatten()
+                        .filter(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query));
+                    Some((m, query.map(|p| p.name.clone()).collect()))
+                })
+                .collect();
             (path.split('/').map(str::to_owned).collect(), methods)
         });
         Self(routes.collect())
     }
 
+    /// The documented operations whose path pattern `path` matches.
+    fn matching<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a Operation> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .filter(move |(pattern, _)| {
+                pattern.len() == segments.len()
+                    && pattern.iter().zip(&segments).all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+            })
+            .flat_map(|(_, methods)| methods)
+    }
+
     /// The methods `path` takes, if it is a documented endpoint's.
     fn allowed(&self, path: &str) -> Option<String> {
-        let segments: Vec<&str> = path.split('/').collect();
-        let matches = |pattern: &[String]| {
-            pattern.len() == segments.len()
-                && pattern.iter().zip(&segments).all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
-        };
-        let mut methods: Vec<&str> =
-            self.0.iter().filter(|(p, _)| matches(p)).flat_map(|(_, m)| m.iter().copied()).collect();
+        let mut methods: Vec<&str> = self.matching(path).map(|(m, _)| *m).collect();
         methods.sort_unstable();
         methods.dedup();
         (!methods.is_empty()).then(|| methods.join(", "))
+    }
+
+    /// The parameters of `query` that the documented operation `method` `path` does not take, and
+    /// those it takes; `None` when it takes them all, or when no documented operation is asked.
+    pub(crate) fn unknown_query(&self, method: &str, path: &str, query: &str) -> Option<(Vec<String>, Vec<String>)> {
+        let mut takes: Vec<String> =
+            self.matching(path).filter(|(m, _)| *m == method).flat_map(|(_, q)| q.iter().cloned()).collect();
+        if takes.is_empty() && !self.matching(path).any(|(m, _)| *m == method) {
+            return None;
+        }
+        takes.sort_unstable();
+        takes.dedup();
+        let mut unknown: Vec<String> = form_urlencoded::parse(query.as_bytes())
+            .map(|(name, _)| name.into_owned())
+            .filter(|name| !takes.contains(name))
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        (!unknown.is_empty()).then_some((unknown, takes))
     }
 }
 

@@ -1,10 +1,15 @@
 //! What every request passes before any handler sees it: its URL's escapes must decode to UTF-8,
-//! and its body must keep arriving.
+//! its query may name only the parameters its endpoint documents, and its body must keep arriving.
 //!
 //! - **URL escapes.** actix-web and `serde_urlencoded` decode `%xx` escapes that are not UTF-8 by
 //!   replacing them with U+FFFD, so `/v1/consent/%ff` and `/v1/consent/%fe` would name the same
 //!   subject. A path or query whose escapes do not decode to UTF-8 is refused with 400
 //!   `invalid_utf8`, as bodies that are not UTF-8 are.
+//! - **Query parameters.** An API endpoint (`/v1/…`, `/personalizer/…`) documented in
+//!   `/openapi.json` takes the query parameters its description lists and no other: a misspelt or
+//!   unknown one is refused with 400 `invalid_query` naming it (in Azure's error shape on the
+//!   Personalizer routes), where the endpoints without query parameters used to pass it over
+//!   unnoticed. The SDK's files, health and metrics pass over any query (a cache buster).
 //! - **Stalled bodies.** actix-web times out a request's head, not its body: a client that announces
 //!   50 kB and sends three bytes holds its connection open for as long as it likes. Each request's
 //!   body must deliver its next bytes within the idle timeout ([`crate::app::Settings`]); a body
@@ -29,6 +34,8 @@ use futures_core::Stream;
 use lethe_collect::ApiError;
 use lethe_decide::personalizer_api::PersonalizerError;
 
+use crate::app::Routes;
+
 /// How long a request's body may go without delivering bytes, unless the settings say otherwise.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,9 +44,9 @@ type Answer = Pin<Box<dyn Future<Output = Result<ServiceResponse, actix_web::Err
 /// Where a body that stalled is kept once it failed: until its 408 is written.
 type Stalled = Rc<RefCell<Option<Payload>>>;
 
-/// The middleware (`App::wrap_fn`): refuses URLs whose escapes are not UTF-8 and bounds how long the
-/// body may stall.
-pub fn request<S>(mut req: ServiceRequest, srv: &S, idle: Duration) -> Answer
+/// The middleware (`App::wrap_fn`): refuses URLs whose escapes are not UTF-8 and query parameters
+/// the endpoint does not document, and bounds how long the body may stall.
+pub(crate) fn request<S>(mut req: ServiceRequest, srv: &S, idle: Duration, routes: &Routes) -> Answer
 where
     S: Service<ServiceRequest, Response = ServiceResponse, Error = actix_web::Error>,
     S::Future: 'static,
@@ -50,6 +57,14 @@ where
             "the URL's path or query holds %-escapes that do not decode to UTF-8",
         );
         let res = req.into_response(refused.error_response());
+        return Box::pin(async move { Ok(res) });
+    }
+    if let Some(refused) = undocumented_query(&req, routes) {
+        let res = if req.path().starts_with("/personalizer/") {
+            req.into_response(PersonalizerError(refused).error_response())
+        } else {
+            req.into_response(refused.error_response())
+        };
         return Box::pin(async move { Ok(res) });
     }
     let payload = req.take_payload();
@@ -75,6 +90,20 @@ where
         answer.head_mut().set_connection_type(ConnectionType::Close);
         Ok(res.into_response(answer))
     })
+}
+
+/// The refusal of a query that names a parameter its API endpoint does not document.
+fn undocumented_query(req: &ServiceRequest, routes: &Routes) -> Option<ApiError> {
+    let (path, query) = (req.path(), req.query_string());
+    if query.is_empty() || !(path.starts_with("/v1/") || path.starts_with("/personalizer/")) {
+        return None;
+    }
+    let (unknown, takes) = routes.unknown_query(req.method().as_str(), path, query)?;
+    let takes = if takes.is_empty() { "none".to_owned() } else { format!("`{}`", takes.join("`, `")) };
+    Some(ApiError::bad_request(
+        "invalid_query",
+        format!("unknown query parameter `{}`: this endpoint takes {takes}", unknown.join("`, `")),
+    ))
 }
 
 /// Whether every `%xx` escape of `s` (already ASCII: a URI holds no other bytes) decodes, with the

@@ -208,3 +208,79 @@ async fn query_errors_say_why_and_refusals_do_not_echo_megabytes() {
     let message = body["message"].as_str().unwrap();
     assert!(message.len() <= 600 && message.ends_with('…'), "{} bytes", message.len());
 }
+
+/// Every API endpoint `/openapi.json` documents takes the query parameters its description lists and
+/// no other: an unknown one is refused with 400 `invalid_query` naming it (Azure's shape on the
+/// Personalizer routes), before any credentials are looked at, where it used to be passed over on
+/// the endpoints that take no query; documented ones still work; the SDK's files and the health
+/// checks pass over any query (a cache buster).
+#[actix_web::test]
+async fn api_endpoints_refuse_query_parameters_they_do_not_document() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get("/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let mut asked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !(path.starts_with("/v1/") || path.starts_with("/personalizer/")) {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            let url = format!("{}{}?zz_misspelt=1", app.address, path.replace('{', "x").replace('}', ""));
+            let request = match method.as_str() {
+                "get" => app.client.get(&url),
+                "post" => app.client.post(&url).json(&json!({})),
+                "put" => app.client.put(&url).json(&json!({})),
+                "delete" => app.client.delete(&url),
+                _ => continue,
+            };
+            let answer = request.send().await.unwrap();
+            let status = answer.status().as_u16();
+            let body: serde_json::Value = answer.json().await.unwrap_or_default();
+            let (code, message) = if path.starts_with("/personalizer/") {
+                (&body["error"]["innerError"]["code"], &body["error"]["message"])
+            } else {
+                (&body["code"], &body["message"])
+            };
+            assert_eq!((status, code.as_str()), (400, Some("invalid_query")), "{method} {path}: {body}");
+            let message = message.as_str().unwrap();
+            assert!(message.contains("`zz_misspelt`"), "{method} {path}: {message}");
+            let documented: Vec<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            for name in &documented {
+                assert!(message.contains(&format!("`{name}`")), "{method} {path} names what it takes: {message}");
+            }
+            if documented.is_empty() {
+                assert!(message.ends_with("takes none"), "{method} {path}: {message}");
+            }
+            asked += 1;
+        }
+    }
+    assert!(asked >= 30, "every documented API operation was asked: {asked}");
+
+    // A misspelt parameter beside documented ones; the documented ones alone are served.
+    let dpo = app.token(Role::Dpo, None);
+    let (status, body) = app.get("/v1/requests?status=all&limt=5", Some(&dpo)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_query")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("`limt`"), "{body}");
+    let (status, body) = app.get("/v1/requests?status=all&kind=erasure", Some(&dpo)).await;
+    assert_eq!(status, 200, "{body}");
+    let admin = app.token(Role::Admin, None);
+    let (status, body) = app.get("/v1/audit/chain?from=5", Some(&admin)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_query")), "{body}");
+    let (status, body) = app.get("/v1/audit/chain", Some(&admin)).await;
+    assert_eq!(status, 200, "{body}");
+    // An admin opting a subject out names it with the documented `?subject=`.
+    app.consent("opted-by-admin", &["analytics", "sale_share"], &[]).await;
+    let (status, body) = app.post("/v1/me/opt-out?subject=opted-by-admin", Some(&admin), &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    // Outside the API, a query is passed over.
+    for path in ["/sdk.js?v=3", "/healthz?probe=1", "/openapi.json?x=1"] {
+        let status = app.client.get(format!("{}{path}", app.address)).send().await.unwrap().status().as_u16();
+        assert_eq!(status, 200, "{path}");
+    }
+}
