@@ -669,9 +669,7 @@ impl Sealer {
 mod tests {
     use std::cell::Cell;
 
-    use lethe_consent::{
-        ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION,
-    };
+    use lethe_consent::{CONSENT_CHANGED, CONSENT_SCHEMA_VERSION};
     use lethe_domain::{EventType, ExpectedVersion, NewEvent, Retention, SchemaVersion, SubjectId, UtcMicros};
     use lethe_eventlog::{AppendRequest, LogConfig, SledEventLog};
 
@@ -691,26 +689,7 @@ mod tests {
 
     /// A banner's grant of analytics and personalization, written to the log as the collector writes it.
     fn grant(store: &dyn EventStore, subject: Pseudonym) {
-        let record = ConsentRecord {
-            record_id: uuid::Uuid::from_bytes(lethe_crypto::random_bytes()),
-            collected_at: UtcMicros::now(),
-            jurisdiction: "EU".into(),
-            method: ConsentMethod::Banner,
-            notice: NoticeRef { id: "banner".into(), version: 1, content_hash: "test".into() },
-            choices: ["analytics", "personalization"]
-                .iter()
-                .map(|p| PurposeChoice {
-                    purpose: Purpose::parse(p).unwrap(),
-                    granted: true,
-                    legal_basis: "consent".into(),
-                })
-                .collect(),
-            recipients: vec![],
-            locale: "en".into(),
-            gpc: false,
-            sdk_version: None,
-            subject_is_user: false,
-        };
+        let record = lethe_testkit::banner_record(&[("analytics", true), ("personalization", true)], UtcMicros::now());
         let event = NewEvent {
             event_type: EventType::parse(CONSENT_CHANGED).unwrap(),
             schema_version: SchemaVersion::new(CONSENT_SCHEMA_VERSION).unwrap(),

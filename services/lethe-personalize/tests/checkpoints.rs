@@ -14,7 +14,7 @@ use std::time::Duration;
 use lethe_auth::{AuthConfig, SigningKeys};
 use lethe_collect::auth::Auth;
 use lethe_collect::{append_consent, CollectState};
-use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION};
+use lethe_consent::{ConsentRecord, CONSENT_CHANGED, CONSENT_SCHEMA_VERSION};
 use lethe_crypto::{Keyring, MasterSource, KEYS_DIR};
 use lethe_domain::schema::types::RECOMMENDATIONS_SERVED;
 use lethe_domain::{
@@ -116,26 +116,7 @@ impl World {
     }
 
     fn record(personalization: bool, collected_at: UtcMicros) -> ConsentRecord {
-        ConsentRecord {
-            record_id: uuid::Uuid::from_bytes(lethe_crypto::random_bytes()),
-            collected_at,
-            jurisdiction: "EU".into(),
-            method: ConsentMethod::Banner,
-            notice: NoticeRef { id: "banner".into(), version: 1, content_hash: "test".into() },
-            choices: [("analytics", true), ("personalization", personalization)]
-                .iter()
-                .map(|(p, g)| PurposeChoice {
-                    purpose: Purpose::parse(p).unwrap(),
-                    granted: *g,
-                    legal_basis: "consent".into(),
-                })
-                .collect(),
-            recipients: vec![],
-            locale: "en".into(),
-            gpc: false,
-            sdk_version: None,
-            subject_is_user: false,
-        }
+        lethe_testkit::banner_record(&[("analytics", true), ("personalization", personalization)], collected_at)
     }
 
     /// One like per item, now, kept 395 days.

@@ -16,7 +16,7 @@ use lethe_eventlog::{RetentionReport, RotationReport};
 use lethe_outbox::{Deliverer, DeliveryConfig};
 use tokio::sync::watch;
 
-use crate::state::{call_hook, Privacy};
+use crate::state::Privacy;
 
 /// Stops the background tasks when dropped.
 #[derive(Debug)]
@@ -131,7 +131,7 @@ fn rebuild_derived(privacy: &Privacy, retry: &mut BTreeSet<String>, destroyed: b
         if !every && !retry.contains(&name) {
             continue;
         }
-        match call_hook(hook.as_ref(), |h| h.retention_shredded()) {
+        match hook.retention_shredded() {
             Ok(()) => tracing::debug!(store = %name, "a derived store dropped what the retention sweep expired"),
             Err(e) => {
                 tracing::error!(

@@ -68,7 +68,9 @@ pub trait ErasureHook: Send + Sync + std::fmt::Debug {
 
 /// Makes one call of a store's hook. A store that panics (a defect) has failed, as one that returns
 /// an error has: the caller goes on with the other stores, and what the store owes is retried (an
-/// erasure stays pending, a retention sweep owes it a rebuild, a withdrawal is refused with 503).
+/// erasure stays pending, a withdrawal is refused with 503). A retention sweep calls its hooks
+/// directly: it records what it owes before it destroys a key, so even a process that dies in a
+/// rebuild is made good at the next start.
 pub(crate) fn call_hook<T>(
     hook: &dyn ErasureHook,
     call: impl FnOnce(&dyn ErasureHook) -> Result<T, String>,

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use lethe_auth::{AuthConfig, SigningKeys};
 use lethe_collect::auth::Auth;
 use lethe_collect::{append_consent, CollectState};
-use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice};
 use lethe_crypto::{Keyring, MasterSource};
-use lethe_domain::{Pseudonym, Purpose, SubjectId, UtcMicros};
+use lethe_domain::{Pseudonym, SubjectId, UtcMicros};
 use lethe_dsr::{Channel, Law, Status, SubjectDigest};
 use lethe_eventlog::{EventStore, LogConfig, SledEventLog};
 use lethe_policy::Policies;
@@ -126,27 +125,10 @@ impl World {
 
     /// Grants every purpose, sale and sharing with the advertising partners included.
     fn consent(&self, id: &str) {
-        let choices = ["analytics", "personalization", "sale_share"]
-            .iter()
-            .map(|p| PurposeChoice {
-                purpose: Purpose::parse(p).unwrap(),
-                granted: true,
-                legal_basis: "consent".into(),
-            })
-            .collect();
-        let record = ConsentRecord {
-            record_id: uuid::Uuid::from_bytes(lethe_crypto::random_bytes()),
-            collected_at: UtcMicros::now(),
-            jurisdiction: "EU".into(),
-            method: ConsentMethod::Banner,
-            notice: NoticeRef { id: "banner".into(), version: 1, content_hash: "test".into() },
-            choices,
-            recipients: vec![],
-            locale: "en".into(),
-            gpc: false,
-            sdk_version: None,
-            subject_is_user: false,
-        };
+        let record = lethe_testkit::banner_record(
+            &[("analytics", true), ("personalization", true), ("sale_share", true)],
+            UtcMicros::now(),
+        );
         append_consent(&self.privacy.collect, self.subject(id), record).unwrap();
     }
 

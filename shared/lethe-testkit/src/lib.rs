@@ -1,6 +1,6 @@
 //! Helpers shared by Lethe's test suites: looking at a data directory as raw bytes (the privacy
-//! tests search it for plaintext that must not be there) and reopening sled right after a drop.
-//! A dev-dependency only: no service links it.
+//! tests search it for plaintext that must not be there), reopening sled right after a drop, and a
+//! banner's consent record. A dev-dependency only: no service links it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -76,6 +76,36 @@ pub fn sled_open_retrying(path: &Path) -> sled::Db {
             }
             Err(e) => panic!("open sled at {}: {e}", path.display()),
         }
+    }
+}
+
+/// The consent record of a choice made on the banner (EU, notice `banner` version 1): each purpose
+/// of `choices` granted or denied, under a random record id.
+///
+/// # Panics
+/// A purpose name is not valid.
+#[must_use]
+pub fn banner_record(choices: &[(&str, bool)], collected_at: lethe_domain::UtcMicros) -> lethe_consent::ConsentRecord {
+    use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice};
+    ConsentRecord {
+        record_id: uuid::Uuid::new_v4(),
+        collected_at,
+        jurisdiction: "EU".into(),
+        method: ConsentMethod::Banner,
+        notice: NoticeRef { id: "banner".into(), version: 1, content_hash: "test".into() },
+        choices: choices
+            .iter()
+            .map(|(p, granted)| PurposeChoice {
+                purpose: lethe_domain::Purpose::parse(p).expect("a valid purpose"),
+                granted: *granted,
+                legal_basis: "consent".into(),
+            })
+            .collect(),
+        recipients: vec![],
+        locale: "en".into(),
+        gpc: false,
+        sdk_version: None,
+        subject_is_user: false,
     }
 }
 
