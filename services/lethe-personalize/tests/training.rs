@@ -6,7 +6,7 @@ use std::sync::Arc;
 use lethe_auth::{AuthConfig, SigningKeys};
 use lethe_collect::auth::Auth;
 use lethe_collect::{append_consent, CollectState};
-use lethe_consent::{ConsentMethod, ConsentRecord, NoticeRef, PurposeChoice};
+use lethe_consent::ConsentRecord;
 use lethe_crypto::{Keyring, MasterSource};
 use lethe_domain::{
     EventType, ExpectedVersion, NewEvent, Pseudonym, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros,
@@ -48,23 +48,7 @@ fn subject(w: &World, id: &str) -> Pseudonym {
 fn consent(w: &World, id: &str, choices: &[(&str, bool)]) {
     let record = ConsentRecord {
         record_id: uuid_like(id, choices.len()),
-        collected_at: UtcMicros::now(),
-        jurisdiction: "EU".into(),
-        method: ConsentMethod::Banner,
-        notice: NoticeRef { id: "banner".into(), version: 1, content_hash: "test".into() },
-        choices: choices
-            .iter()
-            .map(|(p, g)| PurposeChoice {
-                purpose: Purpose::parse(p).unwrap(),
-                granted: *g,
-                legal_basis: "consent".into(),
-            })
-            .collect(),
-        recipients: vec![],
-        locale: "en".into(),
-        gpc: false,
-        sdk_version: None,
-        subject_is_user: false,
+        ..lethe_testkit::banner_record(choices, UtcMicros::now())
     };
     append_consent(&w.privacy.collect, subject(w, id), record).unwrap();
 }
