@@ -40,15 +40,11 @@ impl From<DecideError> for ApiError {
     }
 }
 
+/// A JSON object body of at most [`MAX_BODY`] bytes as `T`.
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::new(413, "payload_too_large", format!("a body is at most {MAX_BODY} bytes")));
     }
-    parse_json(body)
-}
-
-/// A JSON object body as `T`, or `invalid_json` (the caller has checked its size).
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     lethe_collect::json::object(body)
 }
 

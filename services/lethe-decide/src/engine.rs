@@ -200,9 +200,9 @@ impl DecideError {
 
 /// The largest exploration bonus a new policy version may set ([`PolicyParams::check_new`]).
 pub const MAX_ALPHA: f64 = 100.0;
-/// The range of a policy's ridge regularization.
+/// The smallest ridge regularization a new policy version may set.
 pub const MIN_LAMBDA: f64 = 1e-6;
-/// The range of a policy's ridge regularization.
+/// The largest ridge regularization a new policy version may set.
 pub const MAX_LAMBDA: f64 = 1e6;
 /// The largest magnitude of a prior weight (features and rewards are of order one).
 pub const MAX_PRIOR: f64 = 1e3;

@@ -19,7 +19,7 @@ use lethe_collect::{gpc_header, subject_id, ApiError, CollectState};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::api::{decide_one, parse_json, DecideState};
+use crate::api::{decide_one, DecideState};
 use crate::engine::{Candidate, DecideError, DecideRequest, OutcomeKind};
 use crate::rank_events::{RankEvent, Reward};
 
@@ -200,7 +200,7 @@ pub async fn rank(
     let query = web::Query::<RankQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
         .into_inner();
-    let b: RankBody = parse_json(&body_of(body, MAX_RANK_BODY)?)?;
+    let b: RankBody = lethe_collect::json::object(&body_of(body, MAX_RANK_BODY)?)?;
     if b.actions.is_empty() || b.actions.len() > MAX_ACTIONS {
         return Err(ApiError::bad_request("invalid_actions", format!("send 1..={MAX_ACTIONS} actions")).into());
     }
@@ -320,7 +320,7 @@ pub async fn event(
     let unknown = || ApiError::new(404, "unknown_event", "no rank call has this eventId");
     let (decision, outcomes) = match action.as_str() {
         "reward" => {
-            let b: RewardBody = parse_json(&body_of(body, MAX_EVENT_BODY)?)?;
+            let b: RewardBody = lethe_collect::json::object(&body_of(body, MAX_EVENT_BODY)?)?;
             crate::api::check_outcome_value(OutcomeKind::Reward, Some(b.value))?;
             match ids.reward(&event_id, b.value).ok_or_else(unknown)? {
                 Reward::Record(decision) => (decision, vec![reward_outcome(b.value)]),

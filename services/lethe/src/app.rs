@@ -420,11 +420,11 @@ impl Routes {
     /// The parameters of `query` that the documented operation `method` `path` does not take, and
     /// those it takes; `None` when it takes them all, or when no documented operation is asked.
     pub(crate) fn unknown_query(&self, method: &str, path: &str, query: &str) -> Option<(Vec<String>, Vec<String>)> {
-        let mut takes: Vec<String> =
-            self.matching(path).filter(|(m, _)| *m == method).flat_map(|(_, q)| q.iter().cloned()).collect();
-        if takes.is_empty() && !self.matching(path).any(|(m, _)| *m == method) {
+        let asked: Vec<&Operation> = self.matching(path).filter(|(m, _)| *m == method).collect();
+        if asked.is_empty() {
             return None;
         }
+        let mut takes: Vec<String> = asked.iter().flat_map(|(_, q)| q.iter().cloned()).collect();
         takes.sort_unstable();
         takes.dedup();
         let mut unknown: Vec<String> = form_urlencoded::parse(query.as_bytes())

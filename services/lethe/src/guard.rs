@@ -59,12 +59,9 @@ where
         let res = req.into_response(refused.error_response());
         return Box::pin(async move { Ok(res) });
     }
+    let azure = req.path().starts_with("/personalizer/");
     if let Some(refused) = undocumented_query(&req, routes) {
-        let res = if req.path().starts_with("/personalizer/") {
-            req.into_response(PersonalizerError(refused).error_response())
-        } else {
-            req.into_response(refused.error_response())
-        };
+        let res = req.into_response(refusal(azure, &refused));
         return Box::pin(async move { Ok(res) });
     }
     let payload = req.take_payload();
@@ -75,7 +72,6 @@ where
     let limited: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
         Box::pin(IdleLimited { inner: payload, idle, timer: None, stalled: Rc::clone(&stalled) });
     req.set_payload(Payload::from(limited));
-    let azure = req.path().starts_with("/personalizer/");
     let fut = srv.call(req);
     Box::pin(async move {
         let res = fut.await?;
@@ -85,11 +81,20 @@ where
             "request_timeout",
             format!("the request body stalled for more than {} ms", idle.as_millis()),
         );
-        let answer = if azure { PersonalizerError(error).error_response() } else { error.error_response() };
-        let mut answer = answer.map_body(|_, json| Closing { json, _stalled: body }).map_into_boxed_body();
+        let mut answer =
+            refusal(azure, &error).map_body(|_, json| Closing { json, _stalled: body }).map_into_boxed_body();
         answer.head_mut().set_connection_type(ConnectionType::Close);
         Ok(res.into_response(answer))
     })
+}
+
+/// `error` as answered on its route: in Azure's shape on the Personalizer routes, Lethe's elsewhere.
+fn refusal(azure: bool, error: &ApiError) -> actix_web::HttpResponse {
+    if azure {
+        PersonalizerError(error.clone()).error_response()
+    } else {
+        error.error_response()
+    }
 }
 
 /// The refusal of a query that names a parameter its API endpoint does not document.
