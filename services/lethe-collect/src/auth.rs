@@ -135,19 +135,11 @@ impl Auth {
         let (principal, exp) = self.verify(&token_from_authorization(value)?)?;
         if principal.subject().is_none() && header.len() <= MAX_REMEMBERED {
             REMEMBERED.with_borrow_mut(|r| {
-                let r = r.get_or_insert_with(|| Remembered {
-                    auth: self.id,
-                    generation,
-                    header: Vec::with_capacity(header.len()),
-                    principal: principal.clone(),
-                    exp,
-                });
-                r.auth = self.id;
-                r.generation = generation;
-                r.header.clear();
-                r.header.extend_from_slice(header);
-                r.principal = principal.clone();
-                r.exp = exp;
+                // The header's buffer is reused from one verification to the next.
+                let mut kept = r.take().map(|r| r.header).unwrap_or_default();
+                kept.clear();
+                kept.extend_from_slice(header);
+                *r = Some(Remembered { auth: self.id, generation, header: kept, principal: principal.clone(), exp });
             });
         }
         Ok(principal)
