@@ -140,6 +140,20 @@ enum Suite {
         #[arg(long, default_value_t = 1_000_000)]
         entries: u64,
     },
+    /// A GBM engagement model's predictions for a decision's distinct candidate vectors: Lethe's
+    /// row-by-row walk of the trees beside forust's own column-major predict, alternating.
+    Gbm {
+        /// Rows predicted per call (a 50-candidate slot of the decision benchmark has about 11
+        /// distinct vectors).
+        #[arg(long, default_value_t = 11)]
+        rows: usize,
+        /// Calls per timed batch.
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// Batches of each, alternating; the median is printed.
+        #[arg(long, default_value_t = 7)]
+        batches: usize,
+    },
     /// Lethe's engagement models and recommenders on synthetic data and the Open Bandit Dataset sample,
     /// written as CSV for the LightGBM / implicit comparison in `tests/ml/`.
     Ml {
@@ -191,6 +205,7 @@ fn main() -> anyhow::Result<()> {
         Suite::Http { seconds, concurrency, workers, hold } => http::run(seconds, concurrency, workers, hold)?,
         Suite::Audit { entries } => audit::run(entries)?,
         Suite::Ml { args } => ml::run(&args)?,
+        Suite::Gbm { rows, calls, batches } => ml::gbm_predict(rows, calls, batches)?,
         Suite::Privacy { sizes, per_size, burst, export_events } => {
             privacy::run(&sizes, per_size, burst, export_events)?
         }

@@ -584,3 +584,47 @@ fn write_interactions(m: &Interactions, path: &Path, with_strength: bool) -> any
     out.flush()?;
     Ok(())
 }
+
+/// `lethe-bench gbm`: a GBM trained with lethe-ml's defaults on 20,000 rows of synthetic engagement
+/// data, predicting `rows` rows a call. Lethe's [`EngagementModel::predict_rows`] (the trees walked
+/// row by row) beside [`GbmModel::predict_rows_columnar`] (forust's own predict over a column-major
+/// copy), in alternating batches of `calls` calls; both give the same probabilities, bit for bit.
+pub fn gbm_predict(rows: usize, calls: usize, batches: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(rows > 0 && calls > 0 && batches > 0, "rows, calls and batches must be at least 1");
+    let config = EngagementConfig { rows: 20_000, subjects: 1000, truth: Truth::NonLinear };
+    let data = engagement(&config, 42)?.dataset;
+    let params = GbmParams::default();
+    let model = GbmModel::train(&data, &params, 42)?;
+    let width = data.width();
+    let batch: Vec<&[f64]> = data.values().chunks_exact(width).take(rows).collect();
+    let ours = model.predict_rows(&batch)?;
+    let theirs = model.predict_rows_columnar(&batch)?;
+    anyhow::ensure!(ours.iter().zip(&theirs).all(|(a, b)| a.to_bits() == b.to_bits()), "the two predictions differ");
+    println!(
+        "lethe-bench gbm: {} trees of depth {}, {} features, {} rows a call, {calls} calls a batch, {batches} batches each",
+        model.trees(),
+        params.max_depth,
+        width,
+        batch.len()
+    );
+    let time = |f: &dyn Fn() -> anyhow::Result<Vec<f64>>| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        for _ in 0..calls {
+            std::hint::black_box(f()?);
+        }
+        Ok(started.elapsed().as_secs_f64() * 1e6 / calls as f64)
+    };
+    let (mut walked, mut columnar) = (Vec::new(), Vec::new());
+    for _ in 0..batches {
+        columnar.push(time(&|| Ok(model.predict_rows_columnar(std::hint::black_box(&batch))?))?);
+        walked.push(time(&|| Ok(model.predict_rows(std::hint::black_box(&batch))?))?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (c, w) = (median(&mut columnar), median(&mut walked));
+    println!("  forust predict, column-major (baseline) {c:8.2} µs/call");
+    println!("  lethe, trees walked row by row          {w:8.2} µs/call  ({:.2}× the baseline)", w / c);
+    Ok(())
+}

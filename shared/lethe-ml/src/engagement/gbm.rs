@@ -327,9 +327,10 @@ impl GbmModel {
 
     /// Log-odds of `rows`, each already checked against the schema.
     ///
-    /// Row by row, each through every tree: the booster's own `predict` (the same sums, in the same
-    /// order: its base score, then each tree's leaf in turn) lays the rows out column-major first
-    /// and allocates one vector a tree, which cost a decision more than walking the trees.
+    /// Row by row, each through every tree: the same sums, in the same order, as the booster's own
+    /// `predict` (its base score, then each tree's leaf in turn), which lays the rows out
+    /// column-major first and allocates one vector a tree ([`GbmModel::predict_rows_columnar`];
+    /// `lethe-bench gbm` compares the two).
     fn log_odds(&self, rows: &[&[f64]]) -> Vec<f64> {
         let booster = &self.booster;
         let trees =
@@ -343,6 +344,24 @@ impl GbmModel {
                     .fold(booster.base_score, |sum, tree| sum + tree.predict_row_from_row_slice(&row, &booster.missing))
             })
             .collect()
+    }
+}
+
+impl GbmModel {
+    /// Probabilities of `rows` as forust's own `predict` gives them, over the column-major copy of
+    /// the rows and one vector a tree: the baseline that [`EngagementModel::predict_rows`], which
+    /// walks the trees row by row, is measured against (`lethe-bench gbm`) and checked against.
+    ///
+    /// # Errors
+    /// A row that does not fit the schema.
+    pub fn predict_rows_columnar(&self, rows: &[&[f64]]) -> Result<Vec<f64>> {
+        for x in rows {
+            self.schema.check(x)?;
+        }
+        let width = self.schema.width();
+        let columns = self.bundling.columns(rows, width);
+        let matrix = Matrix::new(&columns, rows.len(), self.bundling.output_width(width));
+        Ok(self.booster.predict(&matrix, false).into_iter().map(sigmoid).collect())
     }
 }
 
@@ -478,8 +497,8 @@ mod tests {
         assert_eq!(plan.columns(&x, 4), vec![7.0, 7.0, 7.0, 7.0, 2.0, 0.0, 3.0, 1.0]);
     }
 
-    /// The row-by-row walk gives the booster's own predictions, bit for bit, with bundles and
-    /// without.
+    /// The row-by-row walk gives the booster's own predictions (`predict_rows_columnar`), bit for
+    /// bit, with bundles and without.
     #[test]
     fn row_by_row_log_odds_are_the_boosters_own() {
         let (n, w) = (600, 7);
@@ -513,15 +532,17 @@ mod tests {
             let model = GbmModel::train(&dataset, &params, 7).unwrap();
             assert_eq!(model.bundling.is_identity(), !bundling, "the data has a bundle to find");
             let rows = rows(&values, w);
-            let columns = model.bundling.columns(&rows, w);
-            let width = model.bundling.output_width(w);
-            let theirs = model.booster.predict(&Matrix::new(&columns, rows.len(), width), false);
-            let ours = model.log_odds(&rows);
+            let theirs = model.predict_rows_columnar(&rows).unwrap();
+            let ours = model.predict_rows(&rows).unwrap();
             assert_eq!(ours.len(), n);
             for (a, b) in ours.iter().zip(&theirs) {
                 assert_eq!(a.to_bits(), b.to_bits(), "bundling {bundling}: {a} != {b}");
             }
             assert!(ours.iter().any(|v| (v - ours[0]).abs() > 1e-6), "the trees split the rows");
+            // A model read back from its serialized form predicts alike.
+            let stored: GbmModel = serde_json::from_slice(&serde_json::to_vec(&model).unwrap()).unwrap();
+            let again = stored.predict_rows(&rows).unwrap();
+            assert!(again.iter().zip(&theirs).all(|(a, b)| a.to_bits() == b.to_bits()), "bundling {bundling}");
         }
     }
 
