@@ -106,8 +106,8 @@ impl Auth {
     }
 
     /// The principal of an `Authorization` header: the one this thread verified last when the
-    /// header is byte for byte the same (compared in a time independent of where it differs) and has not expired, or else
-    /// parsed and verified as [`Auth::principal`] does.
+    /// header is byte for byte the same (compared in a time independent of where it differs) and
+    /// has not expired, or else parsed and verified as [`Auth::principal`] does.
     ///
     /// # Errors
     /// A malformed header, or a token that does not verify.
