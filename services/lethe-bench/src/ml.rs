@@ -607,7 +607,7 @@ pub fn gbm_predict(rows: usize, calls: usize, batches: usize) -> anyhow::Result<
         width,
         batch.len()
     );
-    let time = |f: &dyn Fn() -> anyhow::Result<Vec<f64>>| -> anyhow::Result<f64> {
+    let time = |f: &dyn Fn() -> lethe_ml::Result<Vec<f64>>| -> anyhow::Result<f64> {
         let started = Instant::now();
         for _ in 0..calls {
             std::hint::black_box(f()?);
@@ -616,8 +616,8 @@ pub fn gbm_predict(rows: usize, calls: usize, batches: usize) -> anyhow::Result<
     };
     let (mut walked, mut columnar) = (Vec::new(), Vec::new());
     for _ in 0..batches {
-        columnar.push(time(&|| Ok(model.predict_rows_columnar(std::hint::black_box(&batch))?))?);
-        walked.push(time(&|| Ok(model.predict_rows(std::hint::black_box(&batch))?))?);
+        columnar.push(time(&|| model.predict_rows_columnar(std::hint::black_box(&batch)))?);
+        walked.push(time(&|| model.predict_rows(std::hint::black_box(&batch)))?);
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
