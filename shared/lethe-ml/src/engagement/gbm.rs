@@ -212,24 +212,12 @@ impl BundlePlan {
     /// The booster's columns for `rows` (each of the schema's width), column-major.
     fn columns(&self, rows: &[&[f64]], width: usize) -> Vec<f64> {
         let n = rows.len();
-        let mut out = vec![0.0; n * self.output_width(width)];
-        if self.is_identity() {
-            for (r, x) in rows.iter().enumerate() {
-                for (c, &v) in x.iter().enumerate() {
-                    out[c * n + r] = v;
-                }
-            }
-            return out;
-        }
-        let p = self.passthrough.len();
+        let mut row = vec![0.0; self.output_width(width)];
+        let mut out = vec![0.0; n * row.len()];
         for (r, x) in rows.iter().enumerate() {
-            for (c, &j) in self.passthrough.iter().enumerate() {
-                out[c * n + r] = x[j];
-            }
-            for (b, cols) in self.bundles.iter().enumerate() {
-                if let Some(k) = cols.iter().position(|&j| x[j] >= 1.0) {
-                    out[(p + b) * n + r] = (k + 1) as f64;
-                }
+            self.row_into(x, &mut row);
+            for (c, &v) in row.iter().enumerate() {
+                out[c * n + r] = v;
             }
         }
         out
@@ -345,9 +333,7 @@ impl GbmModel {
             })
             .collect()
     }
-}
 
-impl GbmModel {
     /// Probabilities of `rows` as forust's own `predict` gives them, over the column-major copy of
     /// the rows and one vector a tree: the baseline that [`EngagementModel::predict_rows`], which
     /// walks the trees row by row, is measured against (`lethe-bench gbm`) and checked against.
