@@ -156,10 +156,29 @@ macro_rules! name_type {
             }
         }
 
+        /// Read as text, checked as [`Self::parse`] checks it, with one allocation: a borrowed or
+        /// transient text is copied once, an owned one is kept (every stored event's type and
+        /// purpose are read this way).
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                Self::parse(&s).map_err(serde::de::Error::custom)
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str(concat!("a valid ", stringify!($name)))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<$name, E> {
+                        $name::parse(s).map_err(E::custom)
+                    }
+                    fn visit_string<E: serde::de::Error>(self, s: String) -> std::result::Result<$name, E> {
+                        if is_name(&s, $extra) {
+                            Ok($name(s))
+                        } else {
+                            $name::parse(&s).map_err(E::custom)
+                        }
+                    }
+                }
+                d.deserialize_string(Visitor)
             }
         }
     };
@@ -327,6 +346,13 @@ mod tests {
         assert_eq!(ok.as_str(), "page.viewed");
         assert!(serde_json::from_str::<EventType>("\"Page Viewed\"").is_err());
         assert!(serde_json::from_str::<Purpose>("\"sale.share\"").is_err());
+        // An owned text (from a JSON tree) is checked as a borrowed one is; an escaped one too.
+        let owned: Purpose = serde_json::from_value(serde_json::json!("marketing_email")).unwrap();
+        assert_eq!(owned.as_str(), "marketing_email");
+        assert!(serde_json::from_value::<Purpose>(serde_json::json!("Marketing")).is_err());
+        assert!(serde_json::from_value::<EventType>(serde_json::json!("")).is_err());
+        assert_eq!(serde_json::from_str::<EventType>("\"page\\u002eviewed\"").unwrap().as_str(), "page.viewed");
+        assert!(serde_json::from_value::<EventType>(serde_json::json!(7)).is_err());
     }
 
     proptest! {
