@@ -160,11 +160,14 @@ fn item(v: &Value) -> Parsed<Option<String>> {
     field(v, &["product_id", "item_id", "item", "sku", "id"]).map_or(Ok(None), item_of)
 }
 
+/// Why a name field was refused.
+const NOT_A_NAME: Malformed = Malformed("a name must be a string of bounded length");
+
 fn name(v: &Value, keys: &[&str], max: usize) -> Parsed<Option<String>> {
     match field(v, keys) {
         None => Ok(None),
         Some(Value::String(s)) if valid_name(s, max) => Ok(Some(s.clone())),
-        Some(_) => Err(Malformed("a name must be a string of bounded length")),
+        Some(_) => Err(NOT_A_NAME),
     }
 }
 
@@ -296,34 +299,133 @@ pub(crate) fn observe(kind: Kind, v: &Value) -> Parsed<Observation> {
     Ok(Observation { action, context: context(v) })
 }
 
-/// The fields [`observe`] reads of a decision's receipt or an outcome: a receipt also lists every
-/// candidate of its decision, which this leaves unread (checked as JSON, not built into a tree).
+/// The fields [`observe`] reads of a decision's receipt or an outcome, as they are written: a
+/// receipt also lists every candidate of its decision, which this leaves unread (checked as JSON,
+/// not built into a tree), and its texts are borrowed from the payload.
 #[derive(serde::Deserialize)]
-struct ReceiptFields {
-    #[serde(default, deserialize_with = "object_only")]
-    properties: Option<ReceiptProperties>,
-    #[serde(default)]
-    context: Option<Value>,
-    #[serde(default)]
-    segment: Option<Value>,
+struct ReceiptFields<'a> {
+    #[serde(default, borrow, deserialize_with = "object_only")]
+    properties: Option<ReceiptProperties<'a>>,
+    #[serde(default, borrow, deserialize_with = "object_only")]
+    context: Option<ReceiptContext<'a>>,
+    #[serde(default, borrow)]
+    segment: Field<'a>,
 }
 
-#[derive(serde::Deserialize)]
-struct ReceiptProperties {
-    #[serde(default)]
-    segment: Option<Value>,
-    #[serde(default)]
-    country: Option<Value>,
-    #[serde(default)]
-    region: Option<Value>,
+#[derive(Default, serde::Deserialize)]
+struct ReceiptProperties<'a> {
+    #[serde(default, borrow)]
+    segment: Field<'a>,
+    #[serde(default, borrow)]
+    country: Field<'a>,
+    #[serde(default, borrow)]
+    region: Field<'a>,
 }
 
-/// `properties` as [`observe`] reads it: an object, or nothing (a derived struct would also take
-/// an array, field by field).
-fn object_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ReceiptProperties>, D::Error> {
-    struct Visitor;
-    impl<'de> serde::de::Visitor<'de> for Visitor {
-        type Value = Option<ReceiptProperties>;
+#[derive(Default, serde::Deserialize)]
+struct ReceiptContext<'a> {
+    #[serde(default, borrow)]
+    device_class: Field<'a>,
+    #[serde(default, borrow)]
+    daypart: Field<'a>,
+    #[serde(default, borrow)]
+    referrer_class: Field<'a>,
+    #[serde(default, borrow, deserialize_with = "object_only")]
+    location: Option<ReceiptLocation<'a>>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ReceiptLocation<'a> {
+    #[serde(default, borrow)]
+    country: Field<'a>,
+    #[serde(default, borrow)]
+    region: Field<'a>,
+}
+
+/// A value as [`observe`] tells them apart: absent, null, a text, or anything else (read past
+/// without being built).
+#[derive(Debug, Default)]
+enum Field<'a> {
+    #[default]
+    Absent,
+    Null,
+    Text(std::borrow::Cow<'a, str>),
+    Other,
+}
+
+impl Field<'_> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Self::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Present with a value other than null (`field` skips nulls).
+    fn given(&self) -> bool {
+        !matches!(self, Self::Absent | Self::Null)
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess};
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Field<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Text(s.into()))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Field::Text(s.to_owned().into()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Field::Text(s.into()))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+/// An object as `T`, or nothing for null; anything else is refused, so that the shortcut stands
+/// aside (a derived struct would also take an array, field by field).
+fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Visitor<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
+        type Value = Option<T>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("an object or null")
         }
@@ -331,37 +433,61 @@ fn object_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ReceiptP
             Ok(None)
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
         }
     }
-    d.deserialize_any(Visitor)
+    d.deserialize_any(Visitor(std::marker::PhantomData))
+}
+
+/// A part of a location as `context` reads it: the location's value when it has the key (even
+/// null), else the properties'; a text of bounded length without `/`.
+fn location_part<'f>(in_location: Option<&'f Field<'_>>, in_properties: &'f Field<'_>) -> Option<&'f str> {
+    let chosen = match in_location {
+        Some(x) if !matches!(x, Field::Absent) => x,
+        _ => in_properties,
+    };
+    chosen.text().filter(|s| valid_name(s, MAX_LOCATION_PART) && !s.contains('/'))
 }
 
 /// [`observe`] for a decision's receipt or an outcome, from the payload at its latest version,
 /// reading only what `observe` uses of them. `None` when this shortcut does not apply (another
-/// kind, not an object, a duplicate key, a `properties` that is not an object, anything
-/// [`ReceiptFields`] cannot take): read the whole payload instead. Where it applies, it observes what
-/// `observe` would, with one difference: the values it leaves unread are checked as JSON syntax
-/// only, so a nesting deeper than 128, a number out of range or a bad escape there goes unnoticed
-/// (reading the whole payload would call it malformed). Receipts and outcomes are written by Lethe
-/// only, with `serde_json`, which writes none of these.
+/// kind, not an object, a duplicate key, a `properties`, `context` or `location` that is neither an
+/// object nor null, anything [`ReceiptFields`] cannot take): read the whole payload instead. Where
+/// it applies, it observes what `observe` would, with one difference: the values it leaves unread
+/// are checked as JSON syntax only, so a nesting deeper than 128, a number out of range or a bad
+/// escape there goes unnoticed (reading the whole payload would call it malformed). Receipts and
+/// outcomes are written by Lethe only, with `serde_json`, which writes none of these.
 pub(crate) fn observe_receipt(kind: Kind, payload: &[u8]) -> Option<Parsed<Observation>> {
     if !matches!(kind, Kind::DecisionServed | Kind::Outcome) || payload.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
     let f: ReceiptFields = serde_json::from_slice(payload).ok()?;
-    let mut top = Map::new();
-    if let Some(p) = f.properties {
-        let mut props = Map::new();
-        for (k, x) in [("segment", p.segment), ("country", p.country), ("region", p.region)] {
-            props.extend(x.map(|x| (k.to_owned(), x)));
+    let props = f.properties.unwrap_or_default();
+    let action = if kind == Kind::DecisionServed {
+        // `name(v, &["segment"], …)`: the properties' first, then the top level's; nulls skipped.
+        match [&props.segment, &f.segment].into_iter().find(|x| x.given()) {
+            None => Action::Decision { segment: None },
+            Some(Field::Text(s)) if valid_name(s, MAX_CATEGORY) => Action::Decision { segment: Some(s.to_string()) },
+            Some(_) => return Some(Err(NOT_A_NAME)),
         }
-        top.insert("properties".to_owned(), Value::Object(props));
-    }
-    for (k, x) in [("context", f.context), ("segment", f.segment)] {
-        top.extend(x.map(|x| (k.to_owned(), x)));
-    }
-    Some(observe(kind, &Value::Object(top)))
+    } else {
+        Action::Outcome
+    };
+    let ctx = f.context.unwrap_or_default();
+    let loc = ctx.location.as_ref();
+    let country = location_part(loc.map(|l| &l.country), &props.country);
+    let location = match (country, location_part(loc.map(|l| &l.region), &props.region)) {
+        (Some(c), Some(r)) => Some(format!("{c}/{r}")),
+        (Some(c), None) => Some(c.to_owned()),
+        _ => None,
+    };
+    let context = Context {
+        device: ctx.device_class.text().and_then(DeviceClass::parse),
+        daypart: ctx.daypart.text().and_then(Daypart::parse),
+        referrer: ctx.referrer_class.text().and_then(ReferrerClass::parse),
+        location,
+    };
+    Some(Ok(Observation { action, context }))
 }
 
 #[cfg(test)]
@@ -387,6 +513,22 @@ mod tests {
             (json!({"properties": {"segment": "x".repeat(500)}}).to_string(), true),
             (json!({}).to_string(), true),
             (r#"  {"context": {"device_class": "desktop"}, "extra": [1, {"deep": [null]}]}"#.to_owned(), true),
+            // Locations: the context's first, even a null or non-text value of it; the properties' otherwise.
+            (json!({"properties": {"country": "DE", "region": "BY"}, "context": {"location": {"country": null, "region": 7}}}).to_string(), true),
+            (json!({"properties": {"country": "DE", "region": "BY"}, "context": {"location": {"region": "Nord"}}}).to_string(), true),
+            (json!({"properties": {"country": "DE"}, "context": {"location": null, "device_class": 3, "daypart": "night"}}).to_string(), true),
+            (json!({"properties": {"country": "a/b"}, "context": {"referrer_class": "social", "daypart": "morning"}}).to_string(), true),
+            (json!({"properties": {"country": "x".repeat(65)}}).to_string(), true),
+            (json!({"context": {"location": {"country": "FR", "region": ["x"]}, "device_class": {"a": 1}}}).to_string(), true),
+            // Escaped texts are read as the whole payload reads them.
+            (r#"{"properties": {"segment": "out\u0064oor", "country": "D\u0045"}, "context": {"device_class": "mobil\u0065"}}"#.to_owned(), true),
+            (json!({"properties": {"segment": null}, "segment": "top"}).to_string(), true),
+            (json!({"properties": {"segment": ""}}).to_string(), true),
+            (json!({"properties": {"segment": true}, "segment": "top"}).to_string(), true),
+            (json!({"segment": {"nested": "x"}}).to_string(), true),
+            (json!({"context": "mobile"}).to_string(), false),
+            (json!({"context": {"location": "DE"}}).to_string(), false),
+            (r#"{"context": {"device_class": "mobile", "device_class": "desktop"}}"#.to_owned(), false),
             (json!({"properties": "not an object", "segment": "s"}).to_string(), false),
             (json!({"properties": ["outdoor", "DE"]}).to_string(), false),
             (r#"{"properties": {"segment": "a"}, "properties": {"segment": "b"}}"#.to_owned(), false),
