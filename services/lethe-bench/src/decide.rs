@@ -241,10 +241,14 @@ pub fn run(
 /// baseline, in the same run: as many decisions for subjects with no consent, which the engine
 /// answers with the slot's default (consent gate, no features, no model, no receipt). Prints the
 /// median and fastest batch (wall time on this thread: the log writer runs beside it on the other
-/// core), this thread's CPU time per decision and the log writer's, both over the whole pass
-/// (`/proc` counts in 10 ms ticks: use tens of thousands of decisions).
+/// core), this thread's CPU time per decision, the log writer's and the feature views' (their reader
+/// and applier, which read every receipt back; counted once they have caught up with the log), all
+/// over the whole pass (`/proc` counts in 10 ms ticks: use tens of thousands of decisions).
 async fn engine_run(engine: &Arc<lethe_decide::Engine>, bodies: &[Value], n: usize) -> anyhow::Result<()> {
     use crate::{cpu_of_this_thread, thread_cpu, LOG_WRITER_THREAD};
+    /// The feature views' threads (`lethe::background::follow_views`), as `/proc` shows their names.
+    const VIEWS_READER_THREAD: &str = "lethe-views-rea";
+    const VIEWS_THREAD: &str = "lethe-views";
     const BATCH: usize = 1_000;
     let request = |subject: String| lethe_decide::engine::DecideRequest {
         subject: Some(SubjectId::parse(&subject).expect("a subject id")),
@@ -260,7 +264,10 @@ async fn engine_run(engine: &Arc<lethe_decide::Engine>, bodies: &[Value], n: usi
     for personalized in [false, true] {
         let mut per_batch = Vec::new();
         let mut modes = Vec::with_capacity(n);
-        let (writer_before, engine_before) = (thread_cpu(LOG_WRITER_THREAD)?, cpu_of_this_thread()?);
+        let views_cpu =
+            || -> anyhow::Result<Duration> { Ok(thread_cpu(VIEWS_READER_THREAD)? + thread_cpu(VIEWS_THREAD)?) };
+        let (writer_before, engine_before, views_before) =
+            (thread_cpu(LOG_WRITER_THREAD)?, cpu_of_this_thread()?, views_cpu()?);
         let mut done = 0;
         let mut seq = 0usize;
         while done < n {
@@ -286,6 +293,14 @@ async fn engine_run(engine: &Arc<lethe_decide::Engine>, bodies: &[Value], n: usi
         let per_decision = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
         let engine_us = per_decision(cpu_of_this_thread()? - engine_before);
         let writer_us = per_decision(thread_cpu(LOG_WRITER_THREAD)? - writer_before);
+        // The views follow the log every second: wait until they have read and applied the pass.
+        let head = engine.collect().store.head();
+        let caught_up = Instant::now();
+        while engine.views().next() <= head && caught_up.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::ensure!(engine.views().next() > head, "the feature views did not catch up with the log in 60 s");
+        let views_us = per_decision(views_cpu()? - views_before);
         let mut counted = std::collections::BTreeMap::<String, usize>::new();
         for m in modes {
             *counted.entry(format!("{m:?}")).or_default() += 1;
@@ -294,7 +309,7 @@ async fn engine_run(engine: &Arc<lethe_decide::Engine>, bodies: &[Value], n: usi
         let median = per_batch[per_batch.len() / 2];
         let name = if personalized { "personalized (consenting subjects)" } else { "baseline: no consent, fallback" };
         println!(
-            "engine {name:<34} {median:>6.2} µs/decision (median batch; fastest {:.2}), this thread's CPU {engine_us:>5.2} µs, log writer's {writer_us:>5.2} µs  modes {counted:?}",
+            "engine {name:<34} {median:>6.2} µs/decision (median batch; fastest {:.2}), this thread's CPU {engine_us:>5.2} µs, log writer's {writer_us:>5.2} µs, views' {views_us:>5.2} µs  modes {counted:?}",
             per_batch[0],
         );
         medians.push(median);
