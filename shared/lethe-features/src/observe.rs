@@ -185,22 +185,26 @@ fn to_u32(x: f64) -> u32 {
     x.round() as u32
 }
 
+/// A coarse location from its parts, each a text of bounded length without `/`: `country` or
+/// `country/region`.
+fn coarse_location(country: Option<&str>, region: Option<&str>) -> Option<String> {
+    let part = |s: &&str| valid_name(s, MAX_LOCATION_PART) && !s.contains('/');
+    match (country.filter(part), region.filter(part)) {
+        (Some(c), Some(r)) => Some(format!("{c}/{r}")),
+        (Some(c), None) => Some(c.to_owned()),
+        _ => None,
+    }
+}
+
 fn context(v: &Value) -> Context {
     let empty = Map::new();
     let ctx = v.get("context").and_then(Value::as_object).unwrap_or(&empty);
     let text = |k: &str| ctx.get(k).and_then(Value::as_str);
     let loc = ctx.get("location").and_then(Value::as_object);
     let part = |k: &str| {
-        loc.and_then(|l| l.get(k))
-            .or_else(|| v.get("properties").and_then(|p| p.get(k)))
-            .and_then(Value::as_str)
-            .filter(|s| valid_name(s, MAX_LOCATION_PART) && !s.contains('/'))
+        loc.and_then(|l| l.get(k)).or_else(|| v.get("properties").and_then(|p| p.get(k))).and_then(Value::as_str)
     };
-    let location = match (part("country"), part("region")) {
-        (Some(c), Some(r)) => Some(format!("{c}/{r}")),
-        (Some(c), None) => Some(c.to_owned()),
-        _ => None,
-    };
+    let location = coarse_location(part("country"), part("region"));
     Context {
         device: text("device_class").and_then(DeviceClass::parse),
         daypart: text("daypart").and_then(Daypart::parse),
@@ -440,13 +444,12 @@ where
 }
 
 /// A part of a location as `context` reads it: the location's value when it has the key (even
-/// null), else the properties'; a text of bounded length without `/`.
+/// null), else the properties'.
 fn location_part<'f>(in_location: Option<&'f Field<'_>>, in_properties: &'f Field<'_>) -> Option<&'f str> {
-    let chosen = match in_location {
-        Some(x) if !matches!(x, Field::Absent) => x,
-        _ => in_properties,
-    };
-    chosen.text().filter(|s| valid_name(s, MAX_LOCATION_PART) && !s.contains('/'))
+    match in_location {
+        Some(x) if !matches!(x, Field::Absent) => x.text(),
+        _ => in_properties.text(),
+    }
 }
 
 /// [`observe`] for a decision's receipt or an outcome, from the payload at its latest version,
@@ -475,12 +478,10 @@ pub(crate) fn observe_receipt(kind: Kind, payload: &[u8]) -> Option<Parsed<Obser
     };
     let ctx = f.context.unwrap_or_default();
     let loc = ctx.location.as_ref();
-    let country = location_part(loc.map(|l| &l.country), &props.country);
-    let location = match (country, location_part(loc.map(|l| &l.region), &props.region)) {
-        (Some(c), Some(r)) => Some(format!("{c}/{r}")),
-        (Some(c), None) => Some(c.to_owned()),
-        _ => None,
-    };
+    let location = coarse_location(
+        location_part(loc.map(|l| &l.country), &props.country),
+        location_part(loc.map(|l| &l.region), &props.region),
+    );
     let context = Context {
         device: ctx.device_class.text().and_then(DeviceClass::parse),
         daypart: ctx.daypart.text().and_then(Daypart::parse),
