@@ -255,7 +255,31 @@ struct DecisionOut<'a> {
     model_version: Option<&'a str>,
     explored: bool,
     consent_record: Option<Uuid>,
-    variants: &'a [crate::engine::Chosen],
+    variants: Variants<'a>,
+}
+
+/// A decision's variants as the API answers them: each chosen one's id and content, from its
+/// candidate.
+#[derive(Debug)]
+struct Variants<'a>(&'a Decision);
+
+impl serde::Serialize for Variants<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        serializer.collect_seq(d.variants.iter().map(|v| {
+            let c = d.candidate(v);
+            VariantOut { id: &c.id, score: v.score, propensity: v.propensity, content: &c.content }
+        }))
+    }
+}
+
+#[derive(serde::Serialize)]
+struct VariantOut<'a> {
+    id: &'a str,
+    score: f64,
+    /// The probability the policy had of choosing it first (1 for deterministic answers).
+    propensity: f64,
+    content: &'a crate::slots::Content,
 }
 
 fn decision_json(d: &Decision) -> DecisionOut<'_> {
@@ -267,7 +291,7 @@ fn decision_json(d: &Decision) -> DecisionOut<'_> {
         model_version: d.model_version.as_deref(),
         explored: d.explored,
         consent_record: d.consent_record,
-        variants: &d.variants,
+        variants: Variants(d),
     }
 }
 
@@ -581,4 +605,51 @@ pub async fn evaluate(
         .await
         .map_err(|_| ApiError::new(500, "internal", "evaluation task failed"))??;
     Ok(HttpResponse::Ok().json(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Chosen, Mode};
+    use crate::slots::Content;
+
+    fn candidate(id: &str, title: Option<&str>) -> Candidate {
+        Candidate {
+            id: id.into(),
+            category: None,
+            content: Content { title: title.map(Into::into), ..Content::default() },
+        }
+    }
+
+    #[test]
+    fn an_answer_names_each_chosen_candidate_with_its_content_in_the_order_chosen() {
+        let candidates =
+            Arc::new(vec![candidate("a", Some("A")), candidate("b", None), candidate("c", Some("C \"quoted\""))]);
+        let d = Decision {
+            decision_id: Uuid::nil(),
+            slot: "s".into(),
+            mode: Mode::Personalized,
+            reason: None,
+            model_version: Some("m#1".into()),
+            explored: true,
+            consent_record: None,
+            candidates,
+            variants: vec![
+                Chosen { candidate: 2, score: 0.75, propensity: 0.5, probability: 0.5 },
+                Chosen { candidate: 0, score: 0.25, propensity: 1.0, probability: 0.3 },
+            ],
+        };
+        let answer: Value = serde_json::to_value(decision_json(&d)).unwrap();
+        assert_eq!(
+            answer["variants"],
+            json!([
+                {"id": "c", "score": 0.75, "propensity": 0.5, "content": {"title": "C \"quoted\""}},
+                {"id": "a", "score": 0.25, "propensity": 1.0, "content": {"title": "A"}},
+            ])
+        );
+        assert_eq!(d.first_id(), Some("c"));
+        let no_variants = Decision { variants: Vec::new(), ..d };
+        assert_eq!(no_variants.first_id(), None);
+        assert_eq!(serde_json::to_value(decision_json(&no_variants)).unwrap()["variants"], json!([]));
+    }
 }

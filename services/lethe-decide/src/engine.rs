@@ -100,23 +100,23 @@ impl From<&Variant> for Candidate {
 /// The candidates of a decision, shared (a slot's declared variants are built once).
 pub type Candidates = Arc<Vec<Candidate>>;
 
-/// One chosen variant in an answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One chosen variant in an answer: a candidate of its decision ([`Decision::candidates`]), by
+/// position, so that an answer copies no candidate's id or content.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Chosen {
-    pub id: String,
+    /// The position of the variant in [`Decision::candidates`].
+    pub candidate: usize,
     pub score: f64,
     /// The probability the policy had of choosing it first (1 for deterministic answers).
     pub propensity: f64,
     /// The probability the policy gave this candidate of being chosen first: over the candidates
     /// these sum to 1 (the first of a deterministic answer has 1, the others 0). The Personalizer
     /// API's ranking probabilities; `/v1/decide` answers `propensity` only.
-    #[serde(skip)]
     pub probability: f64,
-    pub content: Content,
 }
 
 /// What the engine answers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Decision {
     pub decision_id: Uuid,
     pub slot: String,
@@ -128,7 +128,21 @@ pub struct Decision {
     pub explored: bool,
     /// The consent record that allowed a personalized decision.
     pub consent_record: Option<Uuid>,
+    /// The candidates the variants were chosen from.
+    pub candidates: Candidates,
     pub variants: Vec<Chosen>,
+}
+
+impl Decision {
+    /// The candidate a chosen variant is.
+    pub fn candidate(&self, chosen: &Chosen) -> &Candidate {
+        &self.candidates[chosen.candidate]
+    }
+
+    /// The id of the variant chosen first (the one an outcome counts for), if any was.
+    pub fn first_id(&self) -> Option<&str> {
+        self.variants.first().map(|v| self.candidate(v).id.as_str())
+    }
 }
 
 /// A decision request, parsed.
@@ -1102,11 +1116,10 @@ impl Engine {
                     .iter()
                     .enumerate()
                     .map(|(rank, i)| Chosen {
-                        id: s.candidates[*i].id.clone(),
+                        candidate: *i,
                         score: sc.scores[*i],
                         propensity: if rank == 0 { sc.propensity } else { 1.0 },
                         probability: sc.probabilities[*i],
-                        content: s.candidates[*i].content.clone(),
                     })
                     .collect();
                 let reason = s.cold.then_some(Reason::ColdStart);
@@ -1127,7 +1140,7 @@ impl Engine {
                 (Mode::Fallback, Some(Reason::ModelError), v, None, None, 1.0, false, c)
             }
         };
-        let first = variants.first().map(|v| v.id.clone()).unwrap_or_default();
+        let first = variants.first().map_or("", |v: &Chosen| candidates[v.candidate].id.as_str());
         let version_label = version.as_ref().map(|v| v.1.clone());
         let event_id = event.map(|e| e.id_for(decision_id));
         // The receipt goes into the subject's own stream, under its key, only when consent
@@ -1141,7 +1154,7 @@ impl Engine {
                 properties: ServedProperties {
                     decision: decision_id,
                     slot: &slot.id,
-                    variant: &first,
+                    variant: first,
                     model: version_label.as_deref(),
                     event: event_id.as_deref().zip(event).map(|(id, e)| ReceiptEvent { id, deferred: e.deferred }),
                     policy: ServedPolicy {
@@ -1171,7 +1184,7 @@ impl Engine {
         if let Some(r) = reason {
             *self.reasons.lock().expect("reasons lock").entry(r.as_str()).or_default() += 1;
         }
-        self.count(slot, &first, version_label.as_deref(), mode, |c| c.decisions += 1);
+        self.count(slot, first, version_label.as_deref(), mode, |c| c.decisions += 1);
         self.records.insert(
             decision_id,
             Record {
@@ -1180,7 +1193,7 @@ impl Engine {
                 slot: slot_index,
                 version: version.as_ref().map(|v| v.0),
                 mode,
-                variant: first,
+                variant: first.to_owned(),
                 x: x.filter(|_| mode == Mode::Personalized),
                 candidates: logged_candidates.map(Box::new),
                 propensity,
@@ -1209,6 +1222,7 @@ impl Engine {
             model_version: version_label,
             explored,
             consent_record,
+            candidates,
             variants,
         }
     }
@@ -2000,11 +2014,10 @@ fn fixed(c: &[Candidate], default: usize, count: usize) -> Vec<Chosen> {
         .take(count.max(1))
         .enumerate()
         .map(|(rank, i)| Chosen {
-            id: c[i].id.clone(),
+            candidate: i,
             score: 0.0,
             propensity: 1.0,
             probability: if rank == 0 { 1.0 } else { 0.0 },
-            content: c[i].content.clone(),
         })
         .collect()
 }

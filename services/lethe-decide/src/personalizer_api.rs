@@ -266,7 +266,7 @@ pub async fn rank(
     let ranking: Vec<Value> = d
         .variants
         .iter()
-        .map(|v| json!({"id": v.id, "probability": v.probability}))
+        .map(|v| json!({"id": d.candidate(v).id, "probability": v.probability}))
         .chain(
             b.actions
                 .iter()
@@ -277,7 +277,7 @@ pub async fn rank(
     Ok(HttpResponse::Created().json(json!({
         "ranking": ranking,
         "eventId": event_id,
-        "rewardActionId": d.variants.first().map(|v| v.id.clone()),
+        "rewardActionId": d.first_id(),
         "lethe": {"decisionId": d.decision_id, "mode": d.mode, "reason": d.reason, "modelVersion": d.model_version},
     })))
 }
