@@ -87,7 +87,12 @@ impl RateLimiter {
     {
         let now = Instant::now();
         let mut table = table.lock().map_err(|_| RetryAfter(1))?;
-        if !table.buckets.contains_key(key) && table.buckets.len() >= self.capacity {
+        if let Some((tokens, at)) = table.buckets.get_mut(key) {
+            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_second).min(rate.burst);
+            *at = now;
+            return spend(tokens, rate);
+        }
+        if table.buckets.len() >= self.capacity {
             if table.swept.is_none_or(|swept| now.duration_since(swept) >= SWEEP_EVERY) {
                 let full = |(tokens, at): &(f64, Instant)| {
                     tokens + now.duration_since(*at).as_secs_f64() * rate.per_second >= rate.burst
@@ -99,20 +104,10 @@ impl RateLimiter {
                 return Err(RetryAfter(SWEEP_EVERY.as_secs().max(1)));
             }
         }
-        let tokens = match table.buckets.get_mut(key) {
-            Some((tokens, at)) => {
-                *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_second).min(rate.burst);
-                *at = now;
-                tokens
-            }
-            None => &mut table.buckets.entry(key.to_owned()).or_insert((rate.burst, now)).0,
-        };
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(RetryAfter(((1.0 - *tokens) / rate.per_second).ceil().max(1.0) as u64))
-        }
+        let mut tokens = rate.burst;
+        let taken = spend(&mut tokens, rate);
+        table.buckets.insert(key.to_owned(), (tokens, now));
+        taken
     }
 
     /// One request from an address.
@@ -129,6 +124,16 @@ impl RateLimiter {
     /// The key is over its rate, or the limiter holds as many active keys as it can.
     pub fn key(&self, key: &str) -> Result<(), RetryAfter> {
         self.take(&self.keys, key, self.limits.per_key)
+    }
+}
+
+/// Takes a token from a bucket holding `tokens`, or says how long until one is there.
+fn spend(tokens: &mut f64, rate: Rate) -> Result<(), RetryAfter> {
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        Ok(())
+    } else {
+        Err(RetryAfter(((1.0 - *tokens) / rate.per_second).ceil().max(1.0) as u64))
     }
 }
 
