@@ -100,6 +100,66 @@ fn first(d: &Value) -> &str {
     d["variants"][0]["id"].as_str().unwrap_or_default()
 }
 
+/// Decisions made on many threads at once (as the request threads of every core make them): each is
+/// counted once, and each is receipted with the consent record and the slot's variants.
+#[actix_web::test]
+async fn decisions_made_on_many_threads_are_each_counted_once_and_receipted_with_the_slots_variants() {
+    let app = spawn_app().await;
+    let (status, _) = app.consent("tess", &["analytics", "personalization"], &["sale_share"]).await;
+    assert_eq!(status, 201);
+    let engine = &app.engine;
+    let counted = |slot: &str| -> u64 {
+        engine.stats().iter().filter(|c| c["slot"] == slot).map(|c| c["decisions"].as_u64().unwrap_or(0)).sum()
+    };
+    let before = counted("home-hero");
+    let (threads, each): (u64, u64) = (12, 3);
+    let ids: Vec<(String, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let slot_index = engine.slots.index_of("home-hero").unwrap();
+                    let slot = &engine.slots.all()[slot_index];
+                    let req = lethe_decide::engine::DecideRequest {
+                        subject: Some(SubjectId::parse("tess").unwrap()),
+                        slot: "home-hero".into(),
+                        device: None,
+                        gpc: false,
+                        candidates: None,
+                        count: 2,
+                        event: None,
+                        anonymous_only: false,
+                    };
+                    (0..each)
+                        .map(|seed| {
+                            let (candidates, default) = engine.candidates(slot, &req).unwrap();
+                            let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+                            assert_eq!(ids, ["default", "outdoor-gear"]);
+                            let ctx = lethe_decide::features::Context::new(None, lethe_domain::UtcMicros::now());
+                            let (subject, gate) = engine.gate(&req, slot);
+                            let scoring =
+                                engine.prepare(slot_index, &subject, Arc::clone(&candidates), default, &ctx, 2);
+                            let scored = engine.score(&scoring, seed).map_err(|_| lethe_decide::Reason::ModelError);
+                            let fallback = (candidates, default, 2);
+                            let d =
+                                engine.finish(subject, &gate, Some(scoring), scored, &ctx, fallback, slot_index, None);
+                            let record = d.consent_record.expect("the consent record that allowed it");
+                            (d.decision_id.to_string(), record.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(counted("home-hero") - before, threads * each);
+    let served = app.receipts("tess", "decision.served", ids.len()).await;
+    for (id, record) in &ids {
+        let r = served.iter().find(|r| r["properties"]["decision"] == json!(id)).expect("each decision's receipt");
+        assert_eq!(r["properties"]["policy"]["candidates"], json!(["default", "outdoor-gear"]), "{r}");
+        assert_eq!(r["properties"]["policy"]["consent_record"], json!(record), "{r}");
+    }
+}
+
 #[actix_web::test]
 async fn decisions_change_after_consent_is_granted_and_receipts_carry_the_consent_record() {
     let app = spawn_app().await;
