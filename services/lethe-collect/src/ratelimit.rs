@@ -88,16 +88,13 @@ impl RateLimiter {
         let now = Instant::now();
         let mut table = table.lock().map_err(|_| RetryAfter(1))?;
         if let Some((tokens, at)) = table.buckets.get_mut(key) {
-            *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_second).min(rate.burst);
+            *tokens = refilled(*tokens, *at, now, rate).min(rate.burst);
             *at = now;
             return spend(tokens, rate);
         }
         if table.buckets.len() >= self.capacity {
             if table.swept.is_none_or(|swept| now.duration_since(swept) >= SWEEP_EVERY) {
-                let full = |(tokens, at): &(f64, Instant)| {
-                    tokens + now.duration_since(*at).as_secs_f64() * rate.per_second >= rate.burst
-                };
-                table.buckets.retain(|_, v| !full(v));
+                table.buckets.retain(|_, (tokens, at)| refilled(*tokens, *at, now, rate) < rate.burst);
                 table.swept = Some(now);
             }
             if table.buckets.len() >= self.capacity {
@@ -125,6 +122,11 @@ impl RateLimiter {
     pub fn key(&self, key: &str) -> Result<(), RetryAfter> {
         self.take(&self.keys, key, self.limits.per_key)
     }
+}
+
+/// The tokens a bucket that held `tokens` at `at` holds at `now`, before its burst caps them.
+fn refilled(tokens: f64, at: Instant, now: Instant, rate: Rate) -> f64 {
+    tokens + now.duration_since(at).as_secs_f64() * rate.per_second
 }
 
 /// Takes a token from a bucket holding `tokens`, or says how long until one is there.
