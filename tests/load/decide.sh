@@ -16,9 +16,8 @@
 # The most-requests round also prints how many answers a second did not fall back because the log was
 # behind (`receipt_backlog`): a fallback costs less than a decision, so that is the figure to compare.
 # The most-requests rounds also print where a request's CPU went, in µs: the server's threads by role (HTTP
-# workers, the log, the feature views), the kernel's interrupt work (chiefly the loopback's delivery of both
-# sides' packets, which the kernel accounts apart from any thread) and the load generator (what the host spent
-# beyond both), with the host's context switches per request: what a share of the bare handler is made of.
+# workers, the log, the feature views) and the load generator (what the host spent beyond the server), with
+# the host's context switches per request: what a share of the bare handler is made of.
 # Needs `wrk` and `curl` (apt-get install wrk curl). Builds lethe-bench in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,9 +52,9 @@ eval "$(grep -E '^(LETHE_PORT|BARE_PORT|SUBJECTS|TOKEN)=' "$out")"
 export TOKEN SUBJECTS
 cpu() { head -1 /proc/stat; } # aggregate jiffies: user nice system idle iowait irq softirq steal
 # The server's CPU time in jiffies by thread (`role:tid jiffies`, the role from the thread's name), then the
-# host's busy jiffies, its interrupt jiffies (irq and softirq) and context switches. Roles: http (actix-web's workers, both servers'), log (the log's writer and
+# host's busy jiffies and context switches. Roles: http (actix-web's workers, both servers'), log (the log's writer and
 # flusher, sled's flusher, the decision receipts' writer), views (the feature views' reader and applier),
-# other. What the host spent beyond the server and the interrupts is the load generator's (nothing else runs).
+# other. What the host spent beyond the server is the load generator's (nothing else runs).
 threads() {
   local t stat
   for t in /proc/$pid/task/*; do
@@ -64,7 +63,7 @@ threads() {
     echo "$(<"$t/comm") ${t##*/} $(awk '{print $12 + $13}' <<<"$stat")"
   done | awk '{role = "other"} /^actix-rt/ {role = "http"} /^(lethe-log|log_flusher|decision-receip)/ {role = "log"}
     /^lethe-views/ {role = "views"} {print role ":" $(NF - 1), $NF}'
-  awk '/^cpu / {print "busy", $2 + $3 + $4 + $7 + $8 + $9; print "irq", $7 + $8} /^ctxt/ {print "ctxt", $2}' /proc/stat
+  awk '/^cpu / {print "busy", $2 + $3 + $4 + $7 + $8 + $9} /^ctxt/ {print "ctxt", $2}' /proc/stat
 }
 # The buckets of Lethe's in-engine latency histogram (slot `bench`), cumulative, one `le count` a line.
 # Last: the decisions that fell back because the log was behind (reason receipt_backlog).
@@ -105,10 +104,9 @@ run() { # name port connections rate [threads]
     awk -v rps="$last_rps" -v hz="$(getconf CLK_TCK)" 'NR == FNR {a[$1] = $2; next} {d[$1] = $2 - a[$1]}
       END {us = 1e6 / hz / (10 * rps); server = 0
         # A thread that ended during the round took its time with it: the load generator is charged.
-        for (t in d) if (t != "busy" && t != "irq" && t != "ctxt") {split(t, r, ":"); role[r[1]] += d[t]; server += d[t]}
-        printf "  cpu µs/request: http %.1f  log %.1f  views %.1f  other %.1f  interrupts %.1f  load generator %.1f  (context switches/request %.2f)\n",
-          role["http"] * us, role["log"] * us, role["views"] * us, role["other"] * us, d["irq"] * us, (d["busy"] - server - d["irq"]) * us,
-          d["ctxt"] / (10 * rps)}' \
+        for (t in d) if (t != "busy" && t != "ctxt") {split(t, r, ":"); role[r[1]] += d[t]; server += d[t]}
+        printf "  cpu µs/request: http %.1f  log %.1f  views %.1f  other %.1f  load generator %.1f  (context switches/request %.2f)\n",
+          role["http"] * us, role["log"] * us, role["views"] * us, role["other"] * us, (d["busy"] - server) * us, d["ctxt"] / (10 * rps)}' \
       "$out.t0" "$out.t1"
   fi
 }
