@@ -55,6 +55,8 @@ cpu() { head -1 /proc/stat; } # aggregate jiffies: user nice system idle iowait 
 # host's busy jiffies and context switches. Roles: http (actix-web's workers, both servers'), log (the log's writer and
 # flusher, sled's flusher, the decision receipts' writer), views (the feature views' reader and applier),
 # other. What the host spent beyond the server is the load generator's (nothing else runs).
+# Interrupt work (the loopback's delivery of packets) is charged by tick to the thread it interrupted, as
+# well as to the host's softirq total: it is within these figures, not beside them, and not subtracted.
 threads() {
   local t stat
   for t in /proc/$pid/task/*; do
