@@ -117,31 +117,23 @@ async fn decisions_made_on_many_threads_are_each_counted_once_and_receipted_with
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
-                    let slot_index = engine.slots.index_of("home-hero").unwrap();
-                    let slot = &engine.slots.all()[slot_index];
-                    let req = lethe_decide::engine::DecideRequest {
-                        subject: Some(SubjectId::parse("tess").unwrap()),
-                        slot: "home-hero".into(),
-                        device: None,
-                        gpc: false,
-                        candidates: None,
-                        count: 2,
-                        event: None,
-                        anonymous_only: false,
-                    };
+                    // The request path's own entry point, on a runtime of this thread's own.
+                    let runtime = actix_web::rt::System::new();
                     (0..each)
-                        .map(|seed| {
-                            let (candidates, default) = engine.candidates(slot, &req).unwrap();
-                            let ids: Vec<&str> = candidates.iter().map(|c| c.id.as_str()).collect();
+                        .map(|_| {
+                            let req = lethe_decide::engine::DecideRequest {
+                                subject: Some(SubjectId::parse("tess").unwrap()),
+                                slot: "home-hero".into(),
+                                device: None,
+                                gpc: false,
+                                candidates: None,
+                                count: 2,
+                                event: None,
+                                anonymous_only: false,
+                            };
+                            let d = runtime.block_on(lethe_decide::api::decide_one(engine, req)).unwrap();
+                            let ids: Vec<&str> = d.candidates.iter().map(|c| c.id.as_str()).collect();
                             assert_eq!(ids, ["default", "outdoor-gear"]);
-                            let ctx = lethe_decide::features::Context::new(None, lethe_domain::UtcMicros::now());
-                            let (subject, gate) = engine.gate(&req, slot);
-                            let scoring =
-                                engine.prepare(slot_index, &subject, Arc::clone(&candidates), default, &ctx, 2);
-                            let scored = engine.score(&scoring, seed).map_err(|_| lethe_decide::Reason::ModelError);
-                            let fallback = (candidates, default, 2);
-                            let d =
-                                engine.finish(subject, &gate, Some(scoring), scored, &ctx, fallback, slot_index, None);
                             let record = d.consent_record.expect("the consent record that allowed it");
                             (d.decision_id.to_string(), record.to_string())
                         })

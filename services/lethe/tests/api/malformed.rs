@@ -405,25 +405,24 @@ async fn mutated_bodies_on_every_post_route_get_coded_errors_never_a_5xx() {
             3 => [b"{\"a\":".repeat(300), b"1".to_vec(), b"}".repeat(300)].concat(),
             _ => text,
         };
+        // What a failure shows of the body.
+        let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         let r = app
             .client
             .post(format!("{}{path}", app.address))
             .bearer_auth(token)
             .header("content-type", "application/json")
-            .body(body.clone())
+            .body(body)
             .send()
             .await
-            .unwrap_or_else(|e| {
-                panic!("{path}: no answer ({e}) to {}", String::from_utf8_lossy(&body[..body.len().min(300)]))
-            });
+            .unwrap_or_else(|e| panic!("{path}: no answer ({e}) to {shown}"));
         let status = r.status().as_u16();
         let answer: serde_json::Value = r.json().await.unwrap_or_default();
-        let shown = || String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        assert!(status < 500, "{path}: {status} {answer} to {}", shown());
+        assert!(status < 500, "{path}: {status} {answer} to {shown}");
         if status >= 400 {
             // The Personalizer routes answer in Azure's shape, `{"error": {"code", "message"}}`.
             let code = if path.starts_with("/personalizer/") { &answer["error"]["code"] } else { &answer["code"] };
-            assert!(code.is_string(), "{path}: {status} without a coded JSON error ({answer}) to {}", shown());
+            assert!(code.is_string(), "{path}: {status} without a coded JSON error ({answer}) to {shown}");
         }
         *answered.entry(status).or_default() += 1;
     }
