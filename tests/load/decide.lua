@@ -1,6 +1,6 @@
 -- wrk script: POST /v1/decide for subjects bench-0..bench-(SUBJECTS-1) of `lethe-bench decide --hold`,
--- slot `bench` (50 candidates), top 5. With RATE (requests/s in total) and THREADS (wrk's -t) set,
--- each wrk thread sends its share of RATE on a schedule of its own: every request takes the next free
+-- slot `bench` (50 candidates), top 5 (SLOT names another). With RATE (requests/s in total) and
+-- THREADS (wrk's -t) set, each wrk thread sends its share of RATE on a schedule of its own: every request takes the next free
 -- slot of the thread's timetable, so the total is RATE whatever the latency (when the server keeps
 -- up; a late server is not sent a burst to catch up). wrk measures latency from the actual send, so
 -- this is a paced run, not a coordinated-omission-free one.
@@ -13,12 +13,13 @@ local token = os.getenv("TOKEN")
 local subjects = tonumber(os.getenv("SUBJECTS") or "100000")
 local rate = tonumber(os.getenv("RATE") or "0")
 local threads = tonumber(os.getenv("THREADS") or "1")
+local slot = os.getenv("SLOT") or "bench" -- an undeclared one: the HTTP stack's cost alone (a coded 404)
 local n = 0
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))
 request = function()
   n = n + 1
   local body = '{"anonymousId":"bench-' .. math.random(0, subjects - 1) ..
-    '","slot":"bench","context":{"device":"mobile"},"count":5}'
+    '","slot":"' .. slot .. '","context":{"device":"mobile"},"count":5}'
   return wrk.format("POST", "/v1/decide", { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }, body)
 end
 if rate > 0 then

@@ -17,7 +17,9 @@
 # behind (`receipt_backlog`): a fallback costs less than a decision, so that is the figure to compare.
 # The most-requests rounds also print where a request's CPU went, in µs: the server's threads by role (HTTP
 # workers, the log, the feature views) and the load generator (what the host spent beyond the server), with
-# the host's context switches per request: what a share of the bare handler is made of.
+# the host's context switches per request: what a share of the bare handler is made of. Between the two
+# servers' most-requests rows, Lethe's own HTTP stack answers a slot that is not declared (a coded 404):
+# how much of the gap is the stack and how much the decision.
 # Needs `wrk` and `curl` (apt-get install wrk curl). Builds lethe-bench in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -80,7 +82,7 @@ run() { # name port connections rate [threads]
   if ((lethe)); then buckets >"$out.b0"; fi
   before=$(cpu)
   threads >"$out.t0"
-  RATE=$rate THREADS=$t "${client[@]}" -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
+  RATE=$rate THREADS=$t SLOT=${SLOT:-bench} "${client[@]}" -t"$t" -c"$c" -d10s --latency -s tests/load/decide.lua "http://127.0.0.1:$port" \
     | awk -v name="$name" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} /Non-2xx/ {err=$NF}
         END {printf "%-40s %10s req/s  p50 %8s  p99 %8s  non-2xx %s", name, rps, p50, p99, (err==""?0:err)}' \
     | tee "$out.row"
@@ -115,6 +117,10 @@ run() { # name port connections rate [threads]
 for _ in $(seq 1 "${REPEAT:-1}"); do
   run "bare actix, constant (max, 64 conn)" "$BARE_PORT" 64 0
   bare_rps=$last_rps
+  # Lethe's HTTP stack alone, on the same server: its middleware, the token's check, the body's parse
+  # and a coded 404 for a slot that is not declared. What Lethe's rate lacks beside this row is the
+  # decision's own work (the engine, its receipt in the log, the views reading the receipt back).
+  SLOT=undeclared run "lethe, undeclared slot (max, 64 conn)" "$LETHE_PORT" 64 0
   run "lethe /v1/decide (max, 64 conn)" "$LETHE_PORT" 64 0
   # A decision that fell back because its receipt could not be queued (`receipt_backlog`) costs less
   # than a personalized one: the honest throughput counts only the answers the policy gave.
