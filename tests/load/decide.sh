@@ -7,6 +7,7 @@
 #   REPEAT=5 tests/load/decide.sh … # five rounds of both pairs, alternating (the host's speed and the tail move
 #                                   # from round to round; the median share of the bare handler is printed last)
 #   BIN=/path/to/lethe-bench tests/load/decide.sh … # a build of your own (A/B of two builds), not rebuilt
+#                                   # (target/pgo/release/lethe-bench: the build of deploy/pgo-build.sh)
 #
 # Unpinned, the servers and wrk share both cores and the scheduler's preemptions show in the tail;
 # pinned, each side has a core of its own. Both servers run under the same conditions either way.
