@@ -9,7 +9,7 @@
 # (/v1/track, /v1/batch) for a few seconds each, 3. merges the counts they wrote, 4. builds both
 # binaries again with them. Code that the two workloads never run (erasure, exports, the admin API)
 # is laid out as cold: it works the same, a little slower. On this project's 2-core machine the
-# two release builds take about 30 minutes. Needs the Rust toolchain's `llvm-tools` component
+# two release builds take 30 to 45 minutes. Needs the Rust toolchain's `llvm-tools` component
 # (installed here when missing, with rustup).
 set -euo pipefail
 cd "$(dirname "$0")/.."

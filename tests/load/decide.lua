@@ -1,9 +1,9 @@
 -- wrk script: POST /v1/decide for subjects bench-0..bench-(SUBJECTS-1) of `lethe-bench decide --hold`,
 -- slot `bench` (50 candidates), top 5 (SLOT names another). With RATE (requests/s in total) and
--- THREADS (wrk's -t) set, each wrk thread sends its share of RATE on a schedule of its own: every request takes the next free
--- slot of the thread's timetable, so the total is RATE whatever the latency (when the server keeps
--- up; a late server is not sent a burst to catch up). wrk measures latency from the actual send, so
--- this is a paced run, not a coordinated-omission-free one.
+-- THREADS (wrk's -t) set, each wrk thread sends its share of RATE on a schedule of its own: every
+-- request takes the next free slot of the thread's timetable, so the total is RATE whatever the
+-- latency (when the server keeps up; a late server is not sent a burst to catch up). wrk measures
+-- latency from the actual send, so this is a paced run, not a coordinated-omission-free one.
 local ffi = require("ffi")
 ffi.cdef [[
 typedef struct { long tv_sec; long tv_nsec; } lethe_timespec;
