@@ -79,7 +79,9 @@ buckets() {
 }
 run() { # name port connections rate [threads]
   local name=$1 port=$2 c=$3 rate=$4 t=${5:-$THREADS} before after lethe=0
-  [[ $port == "$LETHE_PORT" ]] && lethe=1
+  # Decisions: the in-engine histogram and the fallbacks are read around the round (not for the
+  # undeclared slot's row, which makes none).
+  [[ $port == "$LETHE_PORT" && ${SLOT:-bench} == bench ]] && lethe=1
   if ((lethe)); then buckets >"$out.b0"; fi
   before=$(cpu)
   threads >"$out.t0"
