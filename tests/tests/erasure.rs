@@ -295,3 +295,46 @@ fn a_foreign_key_store_is_refused() {
     let err = SledEventLog::open(LogConfig::new(dir.path(), common::master())).expect_err("a foreign key store");
     assert!(matches!(err, LogError::KeyStoreMismatch), "{err}");
 }
+
+/// R-ERASE-1 for the notes of deferred appends (what an appender knows of a payload, kept in memory
+/// for the feature views to take in place of decrypting it): an erasure drops the subject's notes
+/// with her keys, and her events come shredded, with no note, even to a reader that takes notes. A
+/// kept subject's note waits for a reader that takes it, and is handed out once.
+#[test]
+fn r_erase_1_an_erasure_drops_the_subjects_notes_with_her_keys() {
+    use lethe_domain::{Position, RecordedEvent};
+    use lethe_eventlog::{Note, TakesNote};
+    let dir = common::temp_dir();
+    let log = common::open(dir.path());
+    let a = common::pseudonym(&log, "subject-a@example.com");
+    let b = common::pseudonym(&log, "subject-b@example.com");
+    let requests = [a, b].map(|subject| AppendRequest {
+        subject,
+        expected: ExpectedVersion::Any,
+        events: vec![common::event(&b"x"[..])],
+    });
+    let notes: Vec<Option<Note>> = vec![Some(std::sync::Arc::new("a's note")), Some(std::sync::Arc::new("b's note"))];
+    let (tx, rx) = std::sync::mpsc::channel();
+    log.append_batch_deferred_noted(requests.into(), notes, Box::new(move |r| tx.send(r).expect("answered")));
+    assert!(rx.recv().expect("durable").iter().all(Result::is_ok));
+    let takes: TakesNote = |_, note| note.is::<&str>();
+    let refuses: TakesNote = |_, _| false;
+    let read = |takes: TakesNote| -> Vec<(RecordedEvent, Option<&'static str>)> {
+        log.read_all_opening_noted(Position(0), |_| true, takes)
+            .map(|r| r.expect("readable"))
+            .map(|(e, n)| (e, n.map(|n| *n.downcast_ref::<&str>().expect("a text note"))))
+            .collect()
+    };
+    let note_of = |events: &[(RecordedEvent, Option<&'static str>)], s: Pseudonym| {
+        events.iter().find(|(e, _)| e.envelope.subject == s).map(|(e, n)| (e.body.clone(), *n)).expect("an event")
+    };
+    // A reader that takes no notes opens the payloads, and leaves the notes.
+    let opened = read(refuses);
+    assert_eq!(note_of(&opened, a), (EventBody::Plain(b"x".to_vec()), None));
+    log.erase(&a).expect("erase");
+    let after = read(takes);
+    assert_eq!(note_of(&after, a), (EventBody::Shredded, None), "the erased subject's note is gone");
+    assert_eq!(note_of(&after, b), (EventBody::Unopened, Some("b's note")));
+    // Handed out once: the next reader opens b's payload.
+    assert_eq!(note_of(&read(takes), b), (EventBody::Plain(b"x".to_vec()), None));
+}

@@ -20,7 +20,8 @@ use lethe_bandit::{CanaryRule, EpsilonGreedy, Exploration, LinUcb};
 use lethe_collect::CollectState;
 use lethe_consent::Verdict;
 use lethe_domain::{EventType, NewEvent, Pseudonym, Purpose, Retention, SchemaVersion, SubjectId, UtcMicros};
-use lethe_eventlog::{AppendRequest, EventStore};
+use lethe_eventlog::{AppendRequest, EventStore, Note};
+use lethe_features::ServedNote;
 use lethe_ml::engagement::{EngagementModel as _, TrainedModel};
 use lethe_personalize::{Personalizer, Unlearner, Views};
 use lethe_privacy::{ErasureHook, Privacy};
@@ -502,7 +503,7 @@ struct Record {
     slot: usize,
     version: Option<ModelId>,
     mode: Mode,
-    variant: String,
+    variant: Shown,
     x: Option<[f64; D]>,
     /// Every candidate's features and the chosen index, for off-policy evaluation (slots with at
     /// most [`OPE_MAX_CANDIDATES`] candidates); boxed, as most decisions have none.
@@ -514,6 +515,16 @@ struct Record {
     converted: bool,
     /// The reward its first click, conversion or reward reported (0 without one).
     reward: f64,
+}
+
+/// The variant a decision showed first, as its record keeps it: a slot's own variant by its index,
+/// without a copy of its id (records live for the attribution window, and a small string each,
+/// made on the request threads and kept among their short-lived ones, left their allocator's pages
+/// in pieces); another (sent by the caller) by its id.
+#[derive(Debug, Clone)]
+enum Shown {
+    Declared(u32),
+    Sent(Box<str>),
 }
 
 /// The bytes a receipt's payload is first given room for.
@@ -671,7 +682,7 @@ pub struct Engine {
     /// Whether `scorer` may score on the request thread ([`Scorer::inline`]).
     scores_inline: AtomicBool,
     canary_rule: RwLock<CanaryRule>,
-    receipts: mpsc::Sender<AppendRequest>,
+    receipts: mpsc::Sender<(AppendRequest, Option<Note>)>,
     /// The event type and retention of each kind of receipt, read from the policies once.
     receipt_kinds: Vec<(&'static str, EventType, Retention)>,
     /// Receipts queued or not yet durable; the writer's callbacks count them down.
@@ -833,7 +844,7 @@ impl Engine {
             .collect::<Result<_, _>>()
             .map_err(registry_error)?;
         let declared_groups = declared.iter().map(|c| CategoryGroups::of(c)).collect();
-        let (tx, rx) = mpsc::channel::<AppendRequest>();
+        let (tx, rx) = mpsc::channel::<(AppendRequest, Option<Note>)>();
         let store = Arc::clone(&collect.store);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&in_flight);
@@ -1175,7 +1186,9 @@ impl Engine {
                 },
                 context: ReceiptContext { device_class: ctx.device.map(|d| d.as_str()), daypart: ctx.daypart.as_str() },
             };
-            if !self.receipt(subject, DECISION_SERVED, &slot.purpose, now, &body, true) {
+            // The views take what they observe of the receipt from its note, not from its payload.
+            let note: Note = Arc::new(ServedNote::new(ctx.device, ctx.daypart));
+            if !self.receipt(subject, DECISION_SERVED, &slot.purpose, now, &body, Some(note)) {
                 let refused = Err(Reason::ReceiptBacklog);
                 let gate = Gate::NonPersonalized(Reason::ReceiptBacklog);
                 return self.finish(subject, &gate, None, refused, ctx, fallback, slot_index, event);
@@ -1193,7 +1206,7 @@ impl Engine {
                 slot: slot_index,
                 version: version.as_ref().map(|v| v.0),
                 mode,
-                variant: first.to_owned(),
+                variant: self.shown(slot_index, &candidates, variants.first().map(|v| v.candidate), first),
                 x: x.filter(|_| mode == Mode::Personalized),
                 candidates: logged_candidates.map(Box::new),
                 propensity,
@@ -1259,10 +1272,10 @@ impl Engine {
         });
     }
 
-    /// Queues a receipt for the log. A `bounded` one (a decision's) is refused when
-    /// [`DEFAULT_RECEIPT_BACKLOG`] (or [`Engine::set_receipt_backlog`]) receipts are already in
-    /// flight; an outcome's is always queued (outcomes are bounded by the decisions they follow).
-    /// False: not queued.
+    /// Queues a receipt for the log, with its `note` for the feature views ([`ServedNote`]). A
+    /// decision's (or a recommendation list's) is refused when [`DEFAULT_RECEIPT_BACKLOG`] (or
+    /// [`Engine::set_receipt_backlog`]) receipts are already in flight; an outcome's is always
+    /// queued (outcomes are bounded by the decisions they follow). False: not queued.
     fn receipt(
         &self,
         subject: Pseudonym,
@@ -1270,8 +1283,9 @@ impl Engine {
         purpose: &Purpose,
         time: UtcMicros,
         body: &impl Serialize,
-        bounded: bool,
+        note: Option<Note>,
     ) -> bool {
+        let bounded = event_type != OUTCOME_RECORDED;
         let in_flight = self.receipts_in_flight.fetch_add(1, Ordering::AcqRel);
         if bounded && self.past_backlog(in_flight) {
             self.receipts_in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -1294,7 +1308,7 @@ impl Engine {
             },
         };
         let request = AppendRequest { subject, expected: lethe_domain::ExpectedVersion::Any, events: vec![event] };
-        if self.receipts.send(request).is_err() {
+        if self.receipts.send((request, note)).is_err() {
             self.receipts_in_flight.fetch_sub(1, Ordering::AcqRel);
             tracing::error!("the receipt writer stopped; a receipt was not logged");
             return false;
@@ -1319,7 +1333,7 @@ impl Engine {
             "decision": id, "slot": slot.id, "items": items, "model": model,
             "policy": {"mode": Mode::Personalized, "consent_record": consent_record, "purpose": slot.purpose},
         }});
-        self.receipt(subject, RECOMMENDATIONS_SERVED, &slot.purpose, UtcMicros::now(), &body, true).then_some(id)
+        self.receipt(subject, RECOMMENDATIONS_SERVED, &slot.purpose, UtcMicros::now(), &body, None).then_some(id)
     }
 
     /// Whether decisions are refused a receipt now (the log is behind): personalizing would be
@@ -1367,7 +1381,7 @@ impl Engine {
         let version_label = rec.version.map(|id| self.version_label(rec.slot, id));
         let first_click = matches!(update, Some((_, r)) if r > 0.0);
         let first_impression = update.is_some() && !matches!(update, Some((Some(_), _)));
-        self.count(slot, &rec.variant, version_label.as_deref(), rec.mode, |c| {
+        self.count(slot, self.shown_id(rec.slot, &rec.variant), version_label.as_deref(), rec.mode, |c| {
             if first_impression {
                 c.impressions += 1;
             }
@@ -1394,12 +1408,12 @@ impl Engine {
                 "properties": {
                     "decision": decision,
                     "slot": slot.id,
-                    "variant": rec.variant,
+                    "variant": self.shown_id(rec.slot, &rec.variant),
                     "outcome": kind,
                     "value": value,
                 }
             });
-            self.receipt(subject, OUTCOME_RECORDED, &slot.purpose, now, &body, false);
+            self.receipt(subject, OUTCOME_RECORDED, &slot.purpose, now, &body, None);
         }
         // The outcome is recorded whatever the canary rule concludes: a rule that cannot judge (or
         // a canary another outcome ended meanwhile) is logged, not answered as a failed outcome.
@@ -1412,6 +1426,32 @@ impl Engine {
         };
         let learned = update.filter(|_| !refused && rec.x.is_some() && rec.version.is_some()).map(|(_, r)| r);
         Ok(OutcomeReceipt { decision_id: decision, recorded, learned, canary })
+    }
+
+    /// How a record keeps the variant `id` shown first, the candidate `index` of `candidates`
+    /// (`None`: no variant).
+    fn shown(&self, slot: usize, candidates: &Candidates, index: Option<usize>, id: &str) -> Shown {
+        match index.and_then(|i| u32::try_from(i).ok()) {
+            Some(i) if Arc::ptr_eq(candidates, &self.declared[slot]) => Shown::Declared(i),
+            _ => self.shown_by_id(slot, id),
+        }
+    }
+
+    /// How a record keeps the variant `id` (read from a receipt): by its index when it is one of
+    /// the slot's own.
+    fn shown_by_id(&self, slot: usize, id: &str) -> Shown {
+        match self.declared[slot].iter().position(|c| c.id == id).and_then(|i| u32::try_from(i).ok()) {
+            Some(i) => Shown::Declared(i),
+            None => Shown::Sent(id.into()),
+        }
+    }
+
+    /// The id of the variant a record of `slot` keeps.
+    fn shown_id<'a>(&'a self, slot: usize, shown: &'a Shown) -> &'a str {
+        match shown {
+            Shown::Declared(i) => self.declared[slot].get(*i as usize).map_or("", |c| c.id.as_str()),
+            Shown::Sent(id) => id,
+        }
     }
 
     fn version_label(&self, slot: usize, id: ModelId) -> String {
@@ -1774,11 +1814,10 @@ impl Engine {
             }
             let version = p["model"].as_str().and_then(|m| m.split('#').next()).and_then(|s| s.parse::<ModelId>().ok());
             let x: Option<[f64; D]> = serde_json::from_value(p["policy"]["features"].clone()).ok();
-            let variant = p["variant"].as_str().unwrap_or_default().to_owned();
+            let variant = p["variant"].as_str().unwrap_or_default();
             let xs: Option<Vec<[f64; D]>> = serde_json::from_value(p["policy"]["candidate_features"].clone()).ok();
-            let chosen = p["policy"]["candidates"]
-                .as_array()
-                .and_then(|c| c.iter().position(|id| id.as_str() == Some(variant.as_str())));
+            let chosen =
+                p["policy"]["candidates"].as_array().and_then(|c| c.iter().position(|id| id.as_str() == Some(variant)));
             let candidates = xs.zip(chosen).filter(|(xs, chosen)| *chosen < xs.len()).map(Box::new);
             let mode = serde_json::from_value(p["policy"]["mode"].clone()).unwrap_or(Mode::Personalized);
             if let Some(event) = p["event"]["id"].as_str() {
@@ -1792,7 +1831,7 @@ impl Engine {
                     slot,
                     version,
                     mode,
-                    variant,
+                    variant: self.shown_by_id(slot, variant),
                     x,
                     candidates,
                     propensity: p["policy"]["propensity"].as_f64().unwrap_or(1.0),
@@ -2297,15 +2336,23 @@ impl Drop for InFlight {
 /// wait [`lethe_eventlog::LogConfig::defer_linger`] for more, and hold its fsync for
 /// [`lethe_eventlog::LogConfig::defer_window`]), then a pause of
 /// [`RECEIPT_TICK`]. Nothing waits for a receipt, so nothing here waits for the log either.
-fn write_receipts(store: &dyn EventStore, rx: &mpsc::Receiver<AppendRequest>, in_flight: &Arc<AtomicUsize>) {
+fn write_receipts(
+    store: &dyn EventStore,
+    rx: &mpsc::Receiver<(AppendRequest, Option<Note>)>,
+    in_flight: &Arc<AtomicUsize>,
+) {
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter().take(4095));
+        let (mut batch, mut notes) = (vec![first.0], vec![first.1]);
+        for (request, note) in rx.try_iter().take(4095) {
+            batch.push(request);
+            notes.push(note);
+        }
         // Counted down when the log answers, or when it drops the callback unanswered (a writer
         // that died): a lost answer must not keep decisions from being personalized for good.
         let answered = InFlight(Arc::clone(in_flight), batch.len());
-        store.append_batch_deferred(
+        store.append_batch_deferred_noted(
             batch,
+            notes,
             Box::new(move |results| {
                 let _answered = answered;
                 for r in results {
@@ -2445,7 +2492,7 @@ impl ErasureHook for Engine {
         let mut pending: Vec<Value> = Vec::new();
         self.records.for_each(|id, r| {
             if r.subject.as_ref() == Some(subject) {
-                pending.push(json!({"decision": id, "slot": self.slots.all()[r.slot].id, "variant": r.variant, "mode": r.mode, "at": r.at.0, "impressed": r.impressed, "clicked": r.clicked}));
+                pending.push(json!({"decision": id, "slot": self.slots.all()[r.slot].id, "variant": self.shown_id(r.slot, &r.variant), "mode": r.mode, "at": r.at.0, "impressed": r.impressed, "clicked": r.clicked}));
             }
         });
         let learned = self.contributions_of(subject);

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use lethe_crypto::{CryptoError, Keyring, MasterSource, SecretBytes};
 use lethe_domain::{Position, Pseudonym, Purpose, RecordedEvent};
-use lethe_eventlog::EventStore;
+use lethe_eventlog::{EventStore, Note};
 use lethe_features::{FeatureError, Prepared, Projector, ProjectorConfig};
 use lethe_policy::Policies;
 use lethe_privacy::ErasureHook;
@@ -249,7 +249,8 @@ impl Views {
 
     /// Reads the log from `from` to its head without the views' lock, in batches of
     /// [`CATCH_UP_BATCH`] events, decrypted where the views use them and their payloads read
-    /// ([`Projector::prepare`]), and hands each batch to `each` until it returns false. Returns the
+    /// ([`Projector::prepare`]; a decision receipt whose note the log still keeps is taken from its
+    /// note instead, [`Projector::prepare_noted`]), and hands each batch to `each` until it returns false. Returns the
     /// position after the last event handed on, with the error that stopped the read early, if one
     /// did (the events before it are handed on).
     pub fn read_on(
@@ -259,16 +260,18 @@ impl Views {
     ) -> (Position, Option<FeatureError>) {
         loop {
             let mut failed = None;
-            let batch: Vec<RecordedEvent> = self
+            // Lethe's own decision receipts come with their notes when the log still keeps them:
+            // they are taken in place of decrypting and parsing the receipts.
+            let batch: Vec<(RecordedEvent, Option<Note>)> = self
                 .store
-                .read_all_opening(from, Projector::opens)
+                .read_all_opening_noted(from, Projector::opens, Projector::takes_note)
                 .take(CATCH_UP_BATCH)
                 .map_while(|event| event.map_err(|e| failed = Some(e.into())).ok())
                 .collect();
             let full = batch.len() == CATCH_UP_BATCH;
-            if let Some(last) = batch.last() {
+            if let Some((last, _)) = batch.last() {
                 from = Position(last.envelope.position.0 + 1);
-                if !each(Projector::prepare(batch)) {
+                if !each(Projector::prepare_noted(batch)) {
                     return (from, None);
                 }
             }

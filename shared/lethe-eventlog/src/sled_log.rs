@@ -4,7 +4,7 @@
 //! the next group's work. See ARCHITECTURE.md, "The event log", for the write sequence and the
 //! recovery rules this file implements.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -31,8 +31,8 @@ use crate::layout::{
     retention_key, stream_key, stream_prefix, stream_value, unindexed_key,
 };
 use crate::store::{
-    AppendRequest, Appended, ErasureReceipt, EventStore, RetentionReport, RotationReport, SubjectState, SubjectVerify,
-    VerifyReport,
+    AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, Note, RetentionReport, RotationReport,
+    SubjectState, SubjectVerify, TakesNote, VerifyReport,
 };
 use crate::unindexed::{RunRef, Unindexed, MAX_RUNS_PER_ENTRY};
 use crate::{LogError, Result};
@@ -45,6 +45,10 @@ pub const DEFAULT_DEFER_LINGER: Duration = Duration::from_millis(5);
 
 /// A group of deferred appends only lingers while it holds fewer events than this.
 const LINGER_BELOW_EVENTS: usize = 256;
+
+/// Most notes of deferred appends kept for a reader (`Shared::notes`): past it, a reader that fell
+/// behind decrypts the oldest events' payloads instead. About 100 bytes each.
+const MAX_NOTES: usize = 65_536;
 
 /// The default [`LogConfig::defer_window`].
 pub const DEFAULT_DEFER_WINDOW: Duration = Duration::from_millis(20);
@@ -128,14 +132,15 @@ type Reply<T> = SyncSender<T>;
 enum AppendReply {
     Wait(Reply<Vec<Result<Appended>>>),
     Call(crate::store::AppendDone),
-    Deferred(crate::store::AppendDone),
+    /// Nobody waits: the log may hold its fsync (contract 8). With the notes of its requests.
+    Deferred(crate::store::AppendDone, Vec<Option<Note>>),
 }
 
 impl AppendReply {
     fn send(self, results: Vec<Result<Appended>>) -> std::result::Result<(), ()> {
         match self {
             Self::Wait(tx) => tx.send(results).map_err(|_| ()),
-            Self::Call(done) | Self::Deferred(done) => {
+            Self::Call(done) | Self::Deferred(done, _) => {
                 done(results);
                 Ok(())
             }
@@ -143,7 +148,7 @@ impl AppendReply {
     }
 
     fn deferred(&self) -> bool {
-        matches!(self, Self::Deferred(_))
+        matches!(self, Self::Deferred(..))
     }
 }
 
@@ -176,6 +181,10 @@ struct Shared {
     retention_swept: AtomicI64,
     /// Runs of deferred appends no stream index entry covers yet (written by the writer only).
     unindexed: RwLock<Unindexed>,
+    /// The notes of recent deferred appends by position, with their subjects, until a reader takes
+    /// them (`read_all_opening_noted`); at most [`MAX_NOTES`], the oldest giving way. An erasure
+    /// drops its subject's, a retention sweep all of them.
+    notes: Mutex<BTreeMap<u64, (Pseudonym, Note)>>,
     /// Damage found while reading the waiting runs back at open, or chunk files that do not hold what
     /// the log's pointers name: the log then refuses appends and
     /// erasures (they hand out sequences, which could be handed out twice); sweeps and rotations
@@ -456,6 +465,7 @@ impl SledEventLog {
             poisoned: AtomicBool::new(false),
             retention_swept: AtomicI64::new(retention_swept as i64),
             unindexed: RwLock::new(unindexed),
+            notes: Mutex::new(BTreeMap::new()),
             open_problems,
         });
 
@@ -603,6 +613,55 @@ impl Shared {
     /// it is not cached or past its retention. Used from there, not cloned (see `Writer::stage`).
     fn cached<'c>(&self, cache: &'c KeyCache, subject: &Pseudonym, key_id: KeyId) -> Option<&'c DataKey> {
         (!self.expired(key_id)).then(|| cache.keys.get(&(*subject, key_id))).flatten()
+    }
+
+    /// Every stored record from position `from` (inclusive) to the durable head, in position order,
+    /// sealed.
+    fn records_from(&self, from: Position) -> impl Iterator<Item = Result<StoredRecord>> + Send + '_ {
+        let from = from.0.max(1);
+        let head = self.head.load(Ordering::Acquire);
+        // The chunk holding `from` starts at or before it.
+        let start = match self.log.range(event_key(0)..=event_key(from)).next_back() {
+            Some(Ok((k, _))) => be_u64(&k[2..]).unwrap_or(from),
+            _ => from,
+        };
+        // The bytes of filed chunks are read into one buffer, reused from chunk to chunk.
+        let mut buf = Vec::new();
+        self.log
+            .range(event_key(start)..=event_key(head))
+            .map(move |item| -> Result<Vec<StoredRecord>> {
+                self.chunks.with_chunk(&item?.1, &mut buf, codec::decode_chunk)
+            })
+            .flat_map(|chunk| match chunk {
+                Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            })
+            .filter(move |r| r.as_ref().map_or(true, |rec| rec.envelope.position.0 >= from))
+    }
+
+    /// The note kept for the event at `position` (of type `event_type`), taken, when `takes`
+    /// accepts it; one it does not accept stays for another reader.
+    fn take_note(&self, position: u64, event_type: &str, takes: TakesNote) -> Option<Note> {
+        let mut notes = self.notes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match notes.get(&position) {
+            Some((_, note)) if takes(event_type, note) => notes.remove(&position).map(|(_, n)| n),
+            _ => None,
+        }
+    }
+
+    /// Whether the payload sealed under `env`'s key could be opened: as [`Self::open_record`]
+    /// finds the key (an erased subject's or an expired one is not there; a key missing otherwise
+    /// is damage, and an error).
+    fn readable(&self, env: &EventEnvelope) -> Result<bool> {
+        if self.cached(&self.cache.read().expect("key cache lock"), &env.subject, env.key_id).is_some() {
+            return Ok(true);
+        }
+        match self.key(&env.subject, env.key_id)? {
+            Some(_) => Ok(true),
+            None if self.cache.read().expect("key cache lock").erased.contains(&env.subject) => Ok(false),
+            None if self.expired(env.key_id) => Ok(false),
+            None => Err(LogError::MissingKey { subject: env.subject, key_id: env.key_id }),
+        }
     }
 
     fn open_record(&self, rec: StoredRecord) -> Result<RecordedEvent> {
@@ -873,7 +932,7 @@ impl Writer {
         Ok(h)
     }
 
-    fn commit_group(&mut self, group: Vec<(Vec<AppendRequest>, AppendReply)>) {
+    fn commit_group(&mut self, mut group: Vec<(Vec<AppendRequest>, AppendReply)>) {
         if self.shared.poisoned.load(Ordering::Acquire) || !self.shared.open_problems.is_empty() {
             for (reqs, reply) in group {
                 let _ = reply.send(reqs.iter().map(|_| Err(LogError::Poisoned)).collect());
@@ -882,7 +941,6 @@ impl Writer {
         }
         let mut batch = sled::Batch::default();
         let mut new_keys: Vec<(Pseudonym, KeyId, DataKey)> = Vec::new();
-        let mut staged: PseudonymMap<Seq> = PseudonymMap::default();
         let mut pos = self.applied;
         let mut results: Vec<Vec<Result<Appended>>> = Vec::with_capacity(group.len());
         // Past the limit, the group's batch also indexes the waiting runs of the oldest marked
@@ -919,7 +977,7 @@ impl Writer {
             let deferred = reply.deferred();
             let mut out = Vec::with_capacity(reqs.len());
             for req in reqs {
-                let staged_req = self.stage(req, &mut pos, &mut staged, &mut new_keys, &mut batch);
+                let staged_req = self.stage(req, &mut pos, &mut new_keys, &mut batch);
                 out.push(staged_req.map(|(appended, records)| {
                     if !chunk.fits(&records) {
                         let next = next_chunk(&mut self.spare_chunks);
@@ -981,6 +1039,7 @@ impl Writer {
             return;
         }
         self.applied = pos;
+        self.keep_notes(&mut group, &results);
         if let Some(unindexed) = unindexed.as_mut() {
             unindexed.indexed(&plan);
             for (subject, run) in waiting {
@@ -988,9 +1047,6 @@ impl Writer {
             }
         }
         drop(unindexed);
-        for (s, seq) in staged {
-            self.heads.insert(s, Some(seq));
-        }
         if !new_keys.is_empty() {
             let mut cache = self.shared.cache.write().expect("key cache lock");
             for (s, id, k) in new_keys {
@@ -1016,6 +1072,29 @@ impl Writer {
             }
         };
         self.flush_later(job);
+    }
+
+    /// Keeps the notes of a group's deferred requests that were stored, each of one event, under its
+    /// position (see `Shared::notes`).
+    fn keep_notes(&self, group: &mut [(Vec<AppendRequest>, AppendReply)], results: &[Vec<Result<Appended>>]) {
+        let mut kept = Vec::new();
+        for ((reqs, reply), results) in group.iter_mut().zip(results) {
+            let AppendReply::Deferred(_, notes) = reply else { continue };
+            for ((req, note), result) in reqs.iter().zip(std::mem::take(notes)).zip(results) {
+                if let (Some(note), Ok(a)) = (note, result) {
+                    if a.first_position == a.last_position {
+                        kept.push((a.first_position.0, (req.subject, note)));
+                    }
+                }
+            }
+        }
+        if !kept.is_empty() {
+            let mut notes = self.shared.notes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            notes.extend(kept);
+            while notes.len() > MAX_NOTES {
+                notes.pop_first();
+            }
+        }
     }
 
     /// Puts a group's chunks into its batch: each of at least `chunk_file_min` bytes as a pointer to
@@ -1063,7 +1142,6 @@ impl Writer {
         &mut self,
         req: &AppendRequest,
         pos: &mut u64,
-        staged: &mut PseudonymMap<Seq>,
         new_keys: &mut Vec<(Pseudonym, KeyId, DataKey)>,
         batch: &mut sled::Batch,
     ) -> Result<(Appended, Vec<StoredRecord>)> {
@@ -1077,10 +1155,7 @@ impl Writer {
         if self.shared.cache.read().expect("key cache lock").erased.contains(&subject) {
             return Err(LogError::Erased(subject));
         }
-        let head = match staged.get(&subject) {
-            Some(s) => Some(*s),
-            None => self.head_of(&subject)?,
-        };
+        let head = self.head_of(&subject)?;
         if !req.expected.admits(head) {
             return Err(LogError::Conflict { subject, expected: req.expected, actual: head });
         }
@@ -1172,7 +1247,9 @@ impl Writer {
             records.push(StoredRecord::seal(envelope, key, self.shared.incarnation, &ev.payload));
         }
         drop(cache);
-        staged.insert(subject, Seq(seq));
+        // The writer's head moves now, for the group's later requests of the subject: a group whose
+        // apply fails clears every head (the log is poisoned), so none is left ahead of the log.
+        self.heads.insert(subject, Some(Seq(seq)));
         Ok((Appended { first_position: Position(first), last_position: Position(*pos), last_seq: Seq(seq) }, records))
     }
 
@@ -1235,6 +1312,8 @@ impl Writer {
             cache.erased.insert(*subject);
             cache.keys.retain(|(s, _), _| s != subject);
         }
+        // What the subject's notes said goes too (a reader would not be handed them any more).
+        shared.notes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, (s, _)| s != subject);
         shared.log.apply_batch(batch)?;
         shared.log.flush()?;
         self.applied = pos;
@@ -1294,6 +1373,10 @@ impl Writer {
             .expect("key cache lock")
             .keys
             .retain(|(_, id), _| id.expires_at().is_none_or(|at| at.0 > through));
+        if destroyed > 0 {
+            // Notes are seconds old, but none is kept past a destroyed key's sweep.
+            shared.notes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        }
         shared.log.apply_batch(batch)?;
         shared.log.flush()?;
         shared.head.fetch_max(self.applied, Ordering::AcqRel);
@@ -1395,7 +1478,11 @@ impl EventStore for SledEventLog {
     }
 
     fn append_batch_deferred(&self, requests: Vec<AppendRequest>, done: crate::store::AppendDone) {
-        self.send_append(requests, AppendReply::Deferred(done));
+        self.send_append(requests, AppendReply::Deferred(done, Vec::new()));
+    }
+
+    fn append_batch_deferred_noted(&self, requests: Vec<AppendRequest>, notes: Vec<Option<Note>>, done: AppendDone) {
+        self.send_append(requests, AppendReply::Deferred(done, notes));
     }
 
     fn read_stream(&self, subject: &Pseudonym) -> Result<Vec<RecordedEvent>> {
@@ -1437,38 +1524,38 @@ impl EventStore for SledEventLog {
         from: Position,
         opens: fn(&str) -> bool,
     ) -> Box<dyn Iterator<Item = Result<RecordedEvent>> + Send + '_> {
-        let from = from.0.max(1);
-        let head = self.shared.head.load(Ordering::Acquire);
-        // The chunk holding `from` starts at or before it.
-        let start = match self.shared.log.range(event_key(0)..=event_key(from)).next_back() {
-            Some(Ok((k, _))) => be_u64(&k[2..]).unwrap_or(from),
-            _ => from,
-        };
         let shared = &self.shared;
-        // The bytes of filed chunks are read into one buffer, reused from chunk to chunk.
-        let mut buf = Vec::new();
-        Box::new(
-            self.shared
-                .log
-                .range(event_key(start)..=event_key(head))
-                .map(move |item| -> Result<Vec<StoredRecord>> {
-                    shared.chunks.with_chunk(&item?.1, &mut buf, codec::decode_chunk)
-                })
-                .flat_map(|chunk| match chunk {
-                    Ok(records) => records.into_iter().map(Ok).collect::<Vec<_>>(),
-                    Err(e) => vec![Err(e)],
-                })
-                .filter(move |r| r.as_ref().map_or(true, |rec| rec.envelope.position.0 >= from))
-                .map(move |r| {
-                    r.and_then(|rec| {
-                        if opens(rec.envelope.event_type.as_str()) {
-                            shared.open_record(rec)
-                        } else {
-                            Ok(RecordedEvent { envelope: rec.envelope, body: EventBody::Unopened })
-                        }
-                    })
-                }),
-        )
+        Box::new(shared.records_from(from).map(move |r| {
+            r.and_then(|rec| {
+                if opens(rec.envelope.event_type.as_str()) {
+                    shared.open_record(rec)
+                } else {
+                    Ok(RecordedEvent { envelope: rec.envelope, body: EventBody::Unopened })
+                }
+            })
+        }))
+    }
+
+    fn read_all_opening_noted(
+        &self,
+        from: Position,
+        opens: fn(&str) -> bool,
+        takes: TakesNote,
+    ) -> Box<dyn Iterator<Item = Result<(RecordedEvent, Option<Note>)>> + Send + '_> {
+        let shared = &self.shared;
+        Box::new(shared.records_from(from).map(move |r| {
+            let rec = r?;
+            let ty = rec.envelope.event_type.as_str();
+            if !opens(ty) {
+                return Ok((RecordedEvent { envelope: rec.envelope, body: EventBody::Unopened }, None));
+            }
+            if let Some(note) = shared.take_note(rec.envelope.position.0, ty, takes) {
+                if shared.readable(&rec.envelope)? {
+                    return Ok((RecordedEvent { envelope: rec.envelope, body: EventBody::Unopened }, Some(note)));
+                }
+            }
+            shared.open_record(rec).map(|e| (e, None))
+        }))
     }
 
     fn head(&self) -> Position {

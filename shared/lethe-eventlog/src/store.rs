@@ -19,6 +19,15 @@ pub struct AppendRequest {
 /// What receives the results of [`EventStore::append_batch_then`].
 pub type AppendDone = Box<dyn FnOnce(Vec<Result<Appended>>) + Send>;
 
+/// What the appender of a one-event request knows of its payload, for the reader that follows the
+/// log and would otherwise decrypt and parse the payload to learn it (the feature views, reading
+/// Lethe's own decision receipts): kept in memory only, never stored, and handed out once. See
+/// [`EventStore::append_batch_deferred_noted`] and [`EventStore::read_all_opening_noted`].
+pub type Note = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// Whether a reader takes `note` in place of the payload of an event of type `event_type`.
+pub type TakesNote = fn(&str, &Note) -> bool;
+
 /// Where an acknowledged append landed. Acknowledged means durable (fsynced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Appended {
@@ -159,6 +168,15 @@ pub trait EventStore: Send + Sync + Debug {
         self.append_batch_then(requests, done);
     }
 
+    /// [`EventStore::append_batch_deferred`], with a note for each request of one event (`notes`
+    /// runs beside `requests`; a missing or `None` one is no note). A backend may keep the notes of
+    /// the events it stored for a while, to hand each once to [`EventStore::read_all_opening_noted`]:
+    /// a note is what the payload says, known without decrypting it. The default keeps none.
+    fn append_batch_deferred_noted(&self, requests: Vec<AppendRequest>, notes: Vec<Option<Note>>, done: AppendDone) {
+        let _ = notes;
+        self.append_batch_deferred(requests, done);
+    }
+
     /// One subject's events in sequence order; erased payloads read as [`lethe_domain::EventBody::Shredded`].
     ///
     /// # Errors
@@ -178,6 +196,24 @@ pub trait EventStore: Send + Sync + Debug {
     ) -> Box<dyn Iterator<Item = Result<RecordedEvent>> + Send + '_> {
         let _ = opens;
         self.read_all(from)
+    }
+
+    /// [`Self::read_all_opening`], each event with the note its appender left
+    /// ([`Self::append_batch_deferred_noted`]), when the backend still keeps it and `takes` accepts
+    /// it: such an event is not decrypted, and comes [`lethe_domain::EventBody::Unopened`] with its
+    /// note, only when its payload could have been opened (its key is there: an erased subject's
+    /// or an expired event comes [`lethe_domain::EventBody::Shredded`] or
+    /// [`lethe_domain::EventBody::Expired`], without a note). A note is handed out once, to the first
+    /// reader that takes it. The default keeps no notes: every event comes as
+    /// [`Self::read_all_opening`] gives it.
+    fn read_all_opening_noted(
+        &self,
+        from: Position,
+        opens: fn(&str) -> bool,
+        takes: TakesNote,
+    ) -> Box<dyn Iterator<Item = Result<(RecordedEvent, Option<Note>)>> + Send + '_> {
+        let _ = takes;
+        Box::new(self.read_all_opening(from, opens).map(|r| r.map(|e| (e, None))))
     }
 
     /// The position of the last committed event (0 when empty).

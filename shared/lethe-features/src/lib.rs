@@ -42,7 +42,8 @@ pub use catalog::{
 pub use error::{FeatureError, Result};
 pub use memory::{hash_map_bytes, MemoryUsage};
 pub use projector::{
-    Prepared, ProjectionStats, Projector, ProjectorConfig, ITEM_REMOVED, ITEM_UPSERTED, MAX_PAYLOAD, PERSONALIZATION,
+    Prepared, ProjectionStats, Projector, ProjectorConfig, ServedNote, ITEM_REMOVED, ITEM_UPSERTED, MAX_PAYLOAD,
+    PERSONALIZATION,
 };
 pub use snapshot::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use view::{

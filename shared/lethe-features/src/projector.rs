@@ -46,14 +46,14 @@ use std::panic::AssertUnwindSafe;
 use lethe_consent::{ConsentRecord, SubjectConsent, CONSENT_CHANGED};
 use lethe_domain::schema::{types::ERASURE_FENCE, SchemaRegistry};
 use lethe_domain::{EventBody, Position, Pseudonym, PseudonymMap, Purpose, RecordedEvent};
-use lethe_eventlog::EventStore;
+use lethe_eventlog::{EventStore, Note};
 use lethe_policy::Policies;
 use serde_json::{json, Value};
 
 use crate::catalog::{Interaction, ItemCatalog, ItemUpsert, Touch};
 use crate::memory::{hash_map_bytes, MemoryUsage};
-use crate::observe::{observe, observe_receipt, Action, Kind, Observation};
-use crate::view::{Daypart, FeatureView};
+use crate::observe::{observe, observe_receipt, Action, Context, Kind, Observation};
+use crate::view::{Daypart, DeviceClass, FeatureView};
 use crate::vocab::{Interner, LocationId, SegmentId};
 use crate::{FeatureError, Result};
 
@@ -108,6 +108,46 @@ impl ProjectorConfig {
 /// The catalogue of event versions and upcasters the projector reads payloads with.
 static SCHEMA: std::sync::LazyLock<SchemaRegistry> = std::sync::LazyLock::new(SchemaRegistry::builtin);
 
+/// What the decision engine knows of a decision receipt (`decision.served`) it appends: the
+/// request's coarse context. It goes with the receipt as its note
+/// ([`EventStore::append_batch_deferred_noted`]), and the views take it in place of decrypting and
+/// parsing the receipt ([`Projector::takes_note`], [`Projector::prepare_noted`]), which is most
+/// of what following the log costs them under decisions. It observes exactly what reading the
+/// receipt does: lethe-decide checks it against the receipts its engine writes
+/// ([`ServedNote::agrees_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedNote {
+    device: Option<DeviceClass>,
+    daypart: Daypart,
+}
+
+impl ServedNote {
+    /// The note of a decision asked from `device` in `daypart`.
+    #[must_use]
+    pub const fn new(device: Option<DeviceClass>, daypart: Daypart) -> Self {
+        Self { device, daypart }
+    }
+
+    fn observation(self) -> Observation {
+        Observation {
+            action: Action::Decision { segment: None },
+            context: Context { device: self.device, daypart: Some(self.daypart), referrer: None, location: None },
+        }
+    }
+
+    /// Whether the note observes what the projector reads in `receipt` (a `decision.served` event
+    /// with its payload opened).
+    #[must_use]
+    pub fn agrees_with(&self, receipt: &RecordedEvent) -> bool {
+        match (Kind::of(receipt.envelope.event_type.as_str()), &receipt.body) {
+            (Some(kind @ Kind::DecisionServed), EventBody::Plain(p)) => {
+                Projector::observation(receipt, kind, p) == Some(self.observation())
+            }
+            _ => false,
+        }
+    }
+}
+
 /// An event read from the log with what its payload observed ([`Projector::prepare`]).
 #[derive(Debug)]
 pub struct Prepared {
@@ -123,6 +163,8 @@ enum Observed {
     /// A behaviour event with a readable body, read: what it observed (`None`: the payload cannot
     /// be used).
     Read(Option<Observation>),
+    /// A decision receipt left unopened, whose readable payload its note stands for.
+    Noted(Observation),
 }
 
 /// What the projector did with the events it saw. Operational counters of this process: not part
@@ -254,18 +296,44 @@ impl Projector {
     /// [`Self::apply_new`] would.
     #[must_use]
     pub fn prepare(events: Vec<RecordedEvent>) -> Vec<Prepared> {
+        events.into_iter().map(Self::prepare_one).collect()
+    }
+
+    fn prepare_one(event: RecordedEvent) -> Prepared {
+        let observed = match (Kind::of(event.envelope.event_type.as_str()), &event.body) {
+            // A read that panics (a defect) is left to the apply, which contains it.
+            (Some(kind), EventBody::Plain(p)) if p.len() <= MAX_PAYLOAD => {
+                std::panic::catch_unwind(|| Self::observation(&event, kind, p)).map_or(Observed::Later, Observed::Read)
+            }
+            _ => Observed::Later,
+        };
+        Prepared { event, observed }
+    }
+
+    /// Whether the projector takes `note` in place of the payload of an event of type `ty`
+    /// ([`EventStore::read_all_opening_noted`]): a decision receipt's [`ServedNote`].
+    #[must_use]
+    pub fn takes_note(ty: &str, note: &Note) -> bool {
+        Kind::of(ty) == Some(Kind::DecisionServed) && note.is::<ServedNote>()
+    }
+
+    /// [`Self::prepare`] for events read by [`EventStore::read_all_opening_noted`] with
+    /// [`Self::takes_note`]: an unopened decision receipt with its note observes what the note says.
+    #[must_use]
+    pub fn prepare_noted(events: Vec<(RecordedEvent, Option<Note>)>) -> Vec<Prepared> {
         events
             .into_iter()
-            .map(|event| {
-                let observed = match (Kind::of(event.envelope.event_type.as_str()), &event.body) {
-                    // A read that panics (a defect) is left to the apply, which contains it.
-                    (Some(kind), EventBody::Plain(p)) if p.len() <= MAX_PAYLOAD => {
-                        std::panic::catch_unwind(|| Self::observation(&event, kind, p))
-                            .map_or(Observed::Later, Observed::Read)
+            .map(|(event, note)| {
+                let noted = note.as_ref().and_then(|n| n.downcast_ref::<ServedNote>()).copied();
+                match noted {
+                    Some(n)
+                        if event.body == EventBody::Unopened
+                            && Kind::of(event.envelope.event_type.as_str()) == Some(Kind::DecisionServed) =>
+                    {
+                        Prepared { event, observed: Observed::Noted(n.observation()) }
                     }
-                    _ => Observed::Later,
-                };
-                Prepared { event, observed }
+                    _ => Self::prepare_one(event),
+                }
             })
             .collect()
     }
@@ -434,12 +502,14 @@ impl Projector {
             self.forget(&env.subject);
             return;
         }
-        let payload = match &event.body {
+        let payload: &[u8] = match &event.body {
             EventBody::Plain(p) => p,
             EventBody::Shredded | EventBody::Expired => {
                 self.stats.unreadable += 1;
                 return;
             }
+            // A noted receipt: its note stands for the payload.
+            EventBody::Unopened if matches!(observed, Observed::Noted(_)) => &[],
             EventBody::Empty | EventBody::Unopened => {
                 self.stats.ignored += 1;
                 return;
@@ -614,6 +684,7 @@ impl Projector {
         }
         let observation = match observed {
             Observed::Read(o) => o,
+            Observed::Noted(o) => Some(o),
             Observed::Later => Self::observation(event, kind, payload),
         };
         let Some(o) = observation else {

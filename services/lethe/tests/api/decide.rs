@@ -1344,3 +1344,72 @@ async fn r_dsr_4_a_site_key_cannot_act_for_a_signed_in_user_by_sending_her_id_as
     assert!(matches!(gate("u-42", false), Gate::Personalize { .. }), "the CMS still personalizes for her");
     assert!(matches!(gate("v-7", true), Gate::NonPersonalized(lethe_decide::Reason::ConsentWithdrawn)));
 }
+
+/// The feature views take Lethe's decision receipts from the notes the engine leaves with them,
+/// in place of decrypting and parsing the receipts: each note observes exactly what its receipt's
+/// payload does, is handed out once, and the views it builds are byte for byte the views a
+/// replay of the receipts' payloads builds.
+#[actix_web::test]
+async fn the_views_learn_from_a_decision_receipts_note_what_its_payload_says() {
+    use lethe_domain::{EventBody, Position, RecordedEvent};
+    use lethe_eventlog::Note;
+    use lethe_features::{Projector, ServedNote};
+    let app = spawn_app().await;
+    outdoor_fan(&app, "nora").await;
+    for _ in 0..3 {
+        decide(&app, "nora", "home-hero").await;
+    }
+    app.receipts("nora", "decision.served", 3).await;
+    let served = |e: &RecordedEvent| e.envelope.event_type.as_str() == "decision.served";
+    // As the views read the log: the receipts come unopened, each with its note.
+    let noted: Vec<(RecordedEvent, Option<Note>)> = app
+        .store
+        .read_all_opening_noted(Position(0), Projector::opens, Projector::takes_note)
+        .map(Result::unwrap)
+        .filter(|(e, _)| served(e))
+        .collect();
+    assert_eq!(noted.len(), 3);
+    let plain: Vec<RecordedEvent> = app.store.read_all(Position(0)).map(Result::unwrap).filter(served).collect();
+    for ((e, note), p) in noted.iter().zip(&plain) {
+        assert_eq!(e.body, EventBody::Unopened, "a noted receipt is not decrypted");
+        let note = note.as_ref().and_then(|n| n.downcast_ref::<ServedNote>()).expect("the engine's note");
+        assert!(note.agrees_with(p), "the note observes what the payload says: {note:?}");
+    }
+    // Handed out once: a second read opens the payloads.
+    let again: Vec<(RecordedEvent, Option<Note>)> = app
+        .store
+        .read_all_opening_noted(Position(0), Projector::opens, Projector::takes_note)
+        .map(Result::unwrap)
+        .filter(|(e, _)| served(e))
+        .collect();
+    assert!(again.iter().all(|(e, n)| n.is_none() && matches!(e.body, EventBody::Plain(_))));
+}
+
+/// The views that followed the log through the notes of the decision receipts are byte for byte
+/// the views a replay of the receipts' payloads builds, and count the decisions.
+#[actix_web::test]
+async fn views_built_from_the_notes_are_the_views_a_replay_of_the_payloads_builds() {
+    use lethe_domain::{EventBody, Position};
+    use lethe_features::Projector;
+    let app = spawn_app().await;
+    outdoor_fan(&app, "olga").await;
+    outdoor_fan(&app, "pia").await;
+    for id in ["olga", "olga", "pia"] {
+        decide(&app, id, "home-hero").await;
+    }
+    app.receipts("olga", "decision.served", 2).await;
+    app.receipts("pia", "decision.served", 1).await;
+    app.views.catch_up().expect("views follow the log");
+    // The views took the notes: none is left, and a reader now opens the receipts.
+    assert!(app
+        .store
+        .read_all_opening_noted(Position(0), Projector::opens, Projector::takes_note)
+        .map(Result::unwrap)
+        .filter(|(e, _)| e.envelope.event_type.as_str() == "decision.served")
+        .all(|(e, n)| n.is_none() && matches!(e.body, EventBody::Plain(_))));
+    let olga = app.store.pseudonymize(&SubjectId::parse("olga").unwrap());
+    assert_eq!(app.views.with(|p| p.view(&olga).map(|v| v.decisions().0)), Some(2));
+    let live = app.views.with(Projector::snapshot_bytes);
+    let replayed = lethe_personalize::Views::replay(Arc::clone(&app.store), &app.state.policies).expect("replay");
+    assert_eq!(live, replayed.with(Projector::snapshot_bytes), "the notes observed what the payloads say");
+}
