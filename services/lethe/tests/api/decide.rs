@@ -1345,6 +1345,17 @@ async fn r_dsr_4_a_site_key_cannot_act_for_a_signed_in_user_by_sending_her_id_as
     assert!(matches!(gate("v-7", true), Gate::NonPersonalized(lethe_decide::Reason::ConsentWithdrawn)));
 }
 
+/// The decision receipts as the feature views read the log: each with the note the log hands over
+/// with it, if any (taken: a note is handed out once).
+fn receipts_as_the_views_read_them(app: &TestApp) -> Vec<(lethe_domain::RecordedEvent, Option<lethe_eventlog::Note>)> {
+    use lethe_features::Projector;
+    app.store
+        .read_all_opening_noted(lethe_domain::Position(0), Projector::opens, Projector::takes_note)
+        .map(Result::unwrap)
+        .filter(|(e, _)| e.envelope.event_type.as_str() == "decision.served")
+        .collect()
+}
+
 /// The feature views take Lethe's decision receipts from the notes the engine leaves with them,
 /// in place of decrypting and parsing the receipts: each note observes exactly what its receipt's
 /// payload does, is handed out once, and the views it builds are byte for byte the views a
@@ -1352,8 +1363,7 @@ async fn r_dsr_4_a_site_key_cannot_act_for_a_signed_in_user_by_sending_her_id_as
 #[actix_web::test]
 async fn the_views_learn_from_a_decision_receipts_note_what_its_payload_says() {
     use lethe_domain::{EventBody, Position, RecordedEvent};
-    use lethe_eventlog::Note;
-    use lethe_features::{Projector, ServedNote};
+    use lethe_features::ServedNote;
     let app = spawn_app().await;
     outdoor_fan(&app, "nora").await;
     for _ in 0..3 {
@@ -1362,12 +1372,7 @@ async fn the_views_learn_from_a_decision_receipts_note_what_its_payload_says() {
     app.receipts("nora", "decision.served", 3).await;
     let served = |e: &RecordedEvent| e.envelope.event_type.as_str() == "decision.served";
     // As the views read the log: the receipts come unopened, each with its note.
-    let noted: Vec<(RecordedEvent, Option<Note>)> = app
-        .store
-        .read_all_opening_noted(Position(0), Projector::opens, Projector::takes_note)
-        .map(Result::unwrap)
-        .filter(|(e, _)| served(e))
-        .collect();
+    let noted = receipts_as_the_views_read_them(&app);
     assert_eq!(noted.len(), 3);
     let plain: Vec<RecordedEvent> = app.store.read_all(Position(0)).map(Result::unwrap).filter(served).collect();
     for ((e, note), p) in noted.iter().zip(&plain) {
@@ -1376,12 +1381,8 @@ async fn the_views_learn_from_a_decision_receipts_note_what_its_payload_says() {
         assert!(note.agrees_with(p), "the note observes what the payload says: {note:?}");
     }
     // Handed out once: a second read opens the payloads.
-    let again: Vec<(RecordedEvent, Option<Note>)> = app
-        .store
-        .read_all_opening_noted(Position(0), Projector::opens, Projector::takes_note)
-        .map(Result::unwrap)
-        .filter(|(e, _)| served(e))
-        .collect();
+    let again = receipts_as_the_views_read_them(&app);
+    assert_eq!(again.len(), 3);
     assert!(again.iter().all(|(e, n)| n.is_none() && matches!(e.body, EventBody::Plain(_))));
 }
 
@@ -1389,7 +1390,6 @@ async fn the_views_learn_from_a_decision_receipts_note_what_its_payload_says() {
 /// the views a replay of the receipts' payloads builds, and count the decisions.
 #[actix_web::test]
 async fn views_built_from_the_notes_are_the_views_a_replay_of_the_payloads_builds() {
-    use lethe_domain::{EventBody, Position};
     use lethe_features::Projector;
     let app = spawn_app().await;
     outdoor_fan(&app, "olga").await;
@@ -1401,12 +1401,9 @@ async fn views_built_from_the_notes_are_the_views_a_replay_of_the_payloads_build
     app.receipts("pia", "decision.served", 1).await;
     app.views.catch_up().expect("views follow the log");
     // The views took the notes: none is left, and a reader now opens the receipts.
-    assert!(app
-        .store
-        .read_all_opening_noted(Position(0), Projector::opens, Projector::takes_note)
-        .map(Result::unwrap)
-        .filter(|(e, _)| e.envelope.event_type.as_str() == "decision.served")
-        .all(|(e, n)| n.is_none() && matches!(e.body, EventBody::Plain(_))));
+    let left = receipts_as_the_views_read_them(&app);
+    assert_eq!(left.len(), 3);
+    assert!(left.iter().all(|(e, n)| n.is_none() && matches!(e.body, lethe_domain::EventBody::Plain(_))));
     let olga = app.store.pseudonymize(&SubjectId::parse("olga").unwrap());
     assert_eq!(app.views.with(|p| p.view(&olga).map(|v| v.decisions().0)), Some(2));
     let live = app.views.with(Projector::snapshot_bytes);
