@@ -518,9 +518,9 @@ struct Record {
 }
 
 /// The variant a decision showed first, as its record keeps it: a slot's own variant by its index,
-/// without a copy of its id (records live for the attribution window, and a small string each,
-/// made on the request threads and kept among their short-lived ones, left their allocator's pages
-/// in pieces); another (sent by the caller) by its id.
+/// without a copy of its id (a record lives for the attribution window: a decision allocates one
+/// string fewer on the request thread, which would be kept that long among its short-lived ones);
+/// another (sent by the caller) by its id.
 #[derive(Debug, Clone)]
 enum Shown {
     Declared(u32),
