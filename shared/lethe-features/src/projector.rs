@@ -113,7 +113,7 @@ static SCHEMA: std::sync::LazyLock<SchemaRegistry> = std::sync::LazyLock::new(Sc
 /// ([`EventStore::append_batch_deferred_noted`]), and the views take it in place of decrypting and
 /// parsing the receipt ([`Projector::takes_note`], [`Projector::prepare_noted`]), which is most
 /// of what following the log costs them under decisions. It observes exactly what reading the
-/// receipt does: lethe-decide checks it against the receipts its engine writes
+/// receipt does: the API tests check it against the receipts the engine writes
 /// ([`ServedNote::agrees_with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServedNote {
