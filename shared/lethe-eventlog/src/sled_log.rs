@@ -649,18 +649,30 @@ impl Shared {
         }
     }
 
-    /// Whether the payload sealed under `env`'s key could be opened: as [`Self::open_record`]
-    /// finds the key (an erased subject's or an expired one is not there; a key missing otherwise
-    /// is damage, and an error).
-    fn readable(&self, env: &EventEnvelope) -> Result<bool> {
+    /// `None` when the payload sealed under `env`'s key could be opened (its key is there, as
+    /// [`Self::open_record`] finds it); otherwise the tombstone it reads as ([`Self::without_key`]).
+    fn tombstone(&self, env: &EventEnvelope) -> Result<Option<EventBody>> {
         if self.cached(&self.cache.read().expect("key cache lock"), &env.subject, env.key_id).is_some() {
-            return Ok(true);
+            return Ok(None);
         }
         match self.key(&env.subject, env.key_id)? {
-            Some(_) => Ok(true),
-            None if self.cache.read().expect("key cache lock").erased.contains(&env.subject) => Ok(false),
-            None if self.expired(env.key_id) => Ok(false),
-            None => Err(LogError::MissingKey { subject: env.subject, key_id: env.key_id }),
+            Some(_) => Ok(None),
+            None => self.without_key(env).map(Some),
+        }
+    }
+
+    /// What a payload sealed under `env`'s key reads as once that key is gone: shredded for an
+    /// erased subject, expired past a retention sweep.
+    ///
+    /// # Errors
+    /// Fail closed: a key that is gone without an erasure or a sweep is damage, not forgetting.
+    fn without_key(&self, env: &EventEnvelope) -> Result<EventBody> {
+        if self.cache.read().expect("key cache lock").erased.contains(&env.subject) {
+            Ok(EventBody::Shredded)
+        } else if self.expired(env.key_id) {
+            Ok(EventBody::Expired)
+        } else {
+            Err(LogError::MissingKey { subject: env.subject, key_id: env.key_id })
         }
     }
 
@@ -677,14 +689,7 @@ impl Shared {
             }
             match self.key(&rec.envelope.subject, rec.envelope.key_id)? {
                 Some(key) => return rec.into_event(&key),
-                None if self.cache.read().expect("key cache lock").erased.contains(&rec.envelope.subject) => {
-                    EventBody::Shredded
-                }
-                None if self.expired(rec.envelope.key_id) => EventBody::Expired,
-                // Fail closed: a key that is gone without an erasure is damage, not forgetting.
-                None => {
-                    return Err(LogError::MissingKey { subject: rec.envelope.subject, key_id: rec.envelope.key_id })
-                }
+                None => self.without_key(&rec.envelope)?,
             }
         };
         Ok(RecordedEvent { envelope: rec.envelope, body })
@@ -1550,9 +1555,11 @@ impl EventStore for SledEventLog {
                 return Ok((RecordedEvent { envelope: rec.envelope, body: EventBody::Unopened }, None));
             }
             if let Some(note) = shared.take_note(rec.envelope.position.0, ty, takes) {
-                if shared.readable(&rec.envelope)? {
-                    return Ok((RecordedEvent { envelope: rec.envelope, body: EventBody::Unopened }, Some(note)));
-                }
+                // The note stands for a payload that could be opened; a tombstone comes without it.
+                return Ok(match shared.tombstone(&rec.envelope)? {
+                    None => (RecordedEvent { envelope: rec.envelope, body: EventBody::Unopened }, Some(note)),
+                    Some(body) => (RecordedEvent { envelope: rec.envelope, body }, None),
+                });
             }
             shared.open_record(rec).map(|e| (e, None))
         }))
