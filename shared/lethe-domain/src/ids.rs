@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smol_str::SmolStr;
 
 use crate::event::UtcMicros;
 use crate::{DomainError, Result};
@@ -127,9 +128,17 @@ fn is_name(s: &str, extra: &[char]) -> bool {
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $extra:expr, $err:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+        ///
+        /// Held inline when it fits (every declared name so far): a copy allocates nothing, and a
+        /// map keyed by it compares bytes that sit in its own nodes, not behind a pointer each.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(SmolStr);
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
 
         impl $name {
             /// Parses a name.
@@ -138,7 +147,7 @@ macro_rules! name_type {
             /// Empty, longer than 64 characters, or with characters outside the allowed set.
             pub fn parse(raw: &str) -> Result<Self> {
                 if is_name(raw, $extra) {
-                    Ok(Self(raw.to_owned()))
+                    Ok(Self(SmolStr::new(raw)))
                 } else {
                     Err(DomainError::$err(raw.chars().take(80).collect()))
                 }
@@ -172,7 +181,7 @@ macro_rules! name_type {
                     }
                     fn visit_string<E: serde::de::Error>(self, s: String) -> std::result::Result<$name, E> {
                         if is_name(&s, $extra) {
-                            Ok($name(s))
+                            Ok($name(SmolStr::from(s)))
                         } else {
                             $name::parse(&s).map_err(E::custom)
                         }
@@ -200,7 +209,7 @@ name_type!(
 impl Purpose {
     /// The purpose of processing that needs no consent (strictly necessary).
     pub fn necessary() -> Self {
-        Self("necessary".to_owned())
+        Self(SmolStr::new_static("necessary"))
     }
 }
 

@@ -649,16 +649,14 @@ impl Shared {
         }
     }
 
-    /// `None` when the payload sealed under `env`'s key could be opened (its key is there, as
-    /// [`Self::open_record`] finds it); otherwise the tombstone it reads as ([`Self::without_key`]).
-    fn tombstone(&self, env: &EventEnvelope) -> Result<Option<EventBody>> {
-        if self.cached(&self.cache.read().expect("key cache lock"), &env.subject, env.key_id).is_some() {
-            return Ok(None);
-        }
-        match self.key(&env.subject, env.key_id)? {
-            Some(_) => Ok(None),
-            None => self.without_key(env).map(Some),
-        }
+    /// `None` when the payload of a noted event could be opened; otherwise the tombstone it reads
+    /// as. Its key is not looked up: a note is kept only for an event whose group was applied with
+    /// its key in the cache, and a key leaves the cache only by an erasure, which marks its subject
+    /// erased first, or by a retention sweep, which first moves the swept time past the key's
+    /// expiry. Those two marks answer for the key, without the cache miss of finding it among every
+    /// subject's.
+    fn noted_tombstone(&self, env: &EventEnvelope) -> Option<EventBody> {
+        self.without_key(env).ok()
     }
 
     /// What a payload sealed under `env`'s key reads as once that key is gone: shredded for an
@@ -1556,7 +1554,7 @@ impl EventStore for SledEventLog {
             }
             if let Some(note) = shared.take_note(rec.envelope.position.0, ty, takes) {
                 // The note stands for a payload that could be opened; a tombstone comes without it.
-                return Ok(match shared.tombstone(&rec.envelope)? {
+                return Ok(match shared.noted_tombstone(&rec.envelope) {
                     None => (RecordedEvent { envelope: rec.envelope, body: EventBody::Unopened }, Some(note)),
                     Some(body) => (RecordedEvent { envelope: rec.envelope, body }, None),
                 });
