@@ -650,8 +650,9 @@ impl Shared {
     }
 
     /// `None` when the payload of a noted event could be opened; otherwise the tombstone it reads
-    /// as. Its key is not looked up: a note is kept only for an event whose group was applied with
-    /// its key in the cache, and a key leaves the cache only by an erasure, which marks its subject
+    /// as. Its key is not looked up: a note is kept only for an event sealed under a key the cache
+    /// holds, or is given with the event's group before a reader can reach the event; and a key
+    /// leaves the cache only by an erasure, which marks its subject
     /// erased first, or by a retention sweep, which first moves the swept time past the key's
     /// expiry. Those two marks answer for the key, without the cache miss of finding it among every
     /// subject's.
