@@ -380,5 +380,23 @@ mod tests {
         fn event_type_accepts_only_its_alphabet(s in "[a-z0-9._:-]{1,64}") {
             prop_assert!(EventType::parse(&s).is_ok());
         }
+
+        /// Held inline up to 23 bytes and behind a pointer past that, a name writes, reads, compares
+        /// and hashes as its text does, at every length allowed.
+        #[test]
+        fn names_of_any_length_behave_as_their_text(a in "[a-z0-9_-]{1,64}", b in "[a-z0-9_-]{1,64}") {
+            use std::hash::BuildHasher;
+            let (pa, pb) = (Purpose::parse(&a).unwrap(), Purpose::parse(&b).unwrap());
+            let json = serde_json::to_string(&pa).unwrap();
+            prop_assert_eq!(&json, &serde_json::to_string(&a).unwrap());
+            prop_assert_eq!(serde_json::from_str::<Purpose>(&json).unwrap(), pa.clone());
+            prop_assert_eq!(serde_json::from_value::<Purpose>(serde_json::Value::String(a.clone())).unwrap(), pa.clone());
+            prop_assert_eq!(pa.cmp(&pb), a.cmp(&b));
+            prop_assert_eq!(pa == pb, a == b);
+            let hasher = std::collections::hash_map::RandomState::new();
+            prop_assert_eq!(hasher.hash_one(&pa), hasher.hash_one(a.as_str()));
+            let copy = pa.clone();
+            prop_assert_eq!(copy.as_str(), a.as_str());
+        }
     }
 }
