@@ -643,21 +643,10 @@ impl Shared {
     /// accepts it; one it does not accept stays for another reader.
     fn take_note(&self, position: u64, event_type: &str, takes: TakesNote) -> Option<Note> {
         let mut notes = self.notes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match notes.get(&position) {
-            Some((_, note)) if takes(event_type, note) => notes.remove(&position).map(|(_, n)| n),
+        match notes.entry(position) {
+            std::collections::btree_map::Entry::Occupied(e) if takes(event_type, &e.get().1) => Some(e.remove().1),
             _ => None,
         }
-    }
-
-    /// `None` when the payload of a noted event could be opened; otherwise the tombstone it reads
-    /// as. Its key is not looked up: a note is kept only for an event sealed under a key the cache
-    /// holds, or is given with the event's group before a reader can reach the event; and a key
-    /// leaves the cache only by an erasure, which marks its subject
-    /// erased first, or by a retention sweep, which first moves the swept time past the key's
-    /// expiry. Those two marks answer for the key, without the cache miss of finding it among every
-    /// subject's.
-    fn noted_tombstone(&self, env: &EventEnvelope) -> Option<EventBody> {
-        self.without_key(env).ok()
     }
 
     /// What a payload sealed under `env`'s key reads as once that key is gone: shredded for an
@@ -1555,7 +1544,13 @@ impl EventStore for SledEventLog {
             }
             if let Some(note) = shared.take_note(rec.envelope.position.0, ty, takes) {
                 // The note stands for a payload that could be opened; a tombstone comes without it.
-                return Ok(match shared.noted_tombstone(&rec.envelope) {
+                // Its key is not looked up: a note is kept only for an event sealed under a key the
+                // cache holds, or is given with the event's group before a reader can reach the event,
+                // and a key leaves the cache only by an erasure, which marks its subject erased first,
+                // or by a retention sweep, which first moves the swept time past the key's expiry.
+                // Those two marks (`without_key`) answer for the key, without the cache miss of
+                // finding it among every subject's.
+                return Ok(match shared.without_key(&rec.envelope).ok() {
                     None => (RecordedEvent { envelope: rec.envelope, body: EventBody::Unopened }, Some(note)),
                     Some(body) => (RecordedEvent { envelope: rec.envelope, body }, None),
                 });
