@@ -251,8 +251,8 @@ impl Views {
     /// [`CATCH_UP_BATCH`] events, decrypted where the views use them and their payloads read
     /// ([`Projector::prepare`]; a decision receipt whose note the log still keeps is taken from its
     /// note instead, [`Projector::prepare_noted`]), and hands each batch to `each` until it returns
-    /// false. Returns the position after the last event handed on, with the error that stopped the read early, if one
-    /// did (the events before it are handed on).
+    /// false. Returns the position after the last event handed on, with the error that stopped the
+    /// read early, if one did (the events before it are handed on).
     pub fn read_on(
         &self,
         mut from: Position,
