@@ -10,7 +10,7 @@ mod common;
 use lethe_crypto::{DataKey, SecretBytes};
 use lethe_domain::{EventEnvelope, EventType, KeyId, Position, Pseudonym, Purpose, SchemaVersion, Seq, UtcMicros};
 use lethe_eventlog::codec::{self, StoredRecord};
-use lethe_eventlog::EventStore;
+use lethe_eventlog::{EventStore, IndexedRuns};
 
 /// The inputs of the golden record fixtures. Never change them: a fixture is the record a past
 /// version of Lethe wrote, and must be read as such forever.
@@ -894,10 +894,13 @@ fn deferred_runs_wait_outside_the_index_and_are_indexed_in_bulk_past_the_limit()
     // them all.
     let log = open_indexing_past(dir.path(), 0);
     assert_eq!(log.runs_waiting_for_index(), Some(3), "read back from the marks");
+    assert_eq!(log.waiting_runs_indexed(), Some(IndexedRuns::default()));
     assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3", b"a-4"]);
     assert_eq!(plain_bodies(&log, &b), [&b"b-1"[..]]);
     assert_eq!(log.append_batch(vec![request(b, &["b-2"])]).pop().expect("one").expect("b-2").last_seq.0, 2);
     assert_eq!(log.runs_waiting_for_index(), Some(0));
+    // a's two waiting runs share an entry; b's one has its own.
+    assert_eq!(log.waiting_runs_indexed(), Some(IndexedRuns { runs: 3, entries: 2 }));
     assert_eq!(plain_bodies(&log, &a), [&b"a-1"[..], b"a-2", b"a-3", b"a-4"]);
     assert_eq!(plain_bodies(&log, &b), [&b"b-1"[..], b"b-2"]);
     let report = log.verify().expect("verify");

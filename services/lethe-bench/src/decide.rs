@@ -315,5 +315,15 @@ async fn engine_run(engine: &Arc<lethe_decide::Engine>, bodies: &[Value], n: usi
         medians.push(median);
     }
     println!("engine: a personalized decision costs {:.1}× the baseline (median batches)", medians[1] / medians[0]);
+    // Past the limit on waiting receipts (`--max-unindexed`), the log writer indexes them: a
+    // subject's waiting receipts share an entry.
+    if let Some(i) = engine.collect().store.waiting_runs_indexed().filter(|i| i.entries > 0) {
+        println!(
+            "engine: the log indexed {} waiting receipts in {} entries ({:.2} a entry)",
+            i.runs,
+            i.entries,
+            i.runs as f64 / i.entries as f64
+        );
+    }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! personalizer's [`Unlearner`] the engine retrains such a model without the subjects who left and
 //! swaps the successor in (R-ERASE-7).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -549,17 +549,63 @@ pub const MAX_PENDING_DECISIONS: usize = 2_000_000;
 pub const DEFAULT_RECEIPT_BACKLOG: usize = 20_000;
 
 /// Decisions in their attribution window, in shards so that no lock stops every request at once.
-/// Each shard is ordered by id: decision ids are UUIDv7, so a new decision lands at the end of its
-/// shard, no insert ever rehashes (a hash map doubling under its lock held a request for as long as
-/// it took to move every entry of the shard), and the oldest is the first to evict. The ids are kept
-/// as the integers of their bytes read big-endian ([`Uuid::as_u128`]), which order as the ids do:
-/// comparing two is an integer comparison, where comparing two `Uuid`s calls `memcmp`, and an
-/// insert compares a few dozen times.
+/// Each shard keeps its decisions in the order of their ids (see [`Shard`]): decision ids are UUIDv7,
+/// so a new decision lands at the end of its shard and the oldest is the first to evict. The ids are
+/// kept as the integers of their bytes read big-endian ([`Uuid::as_u128`]), which order as the ids
+/// do: comparing two is an integer comparison, where comparing two `Uuid`s calls `memcmp`.
 #[derive(Debug)]
 struct Shards<V> {
-    shards: Vec<Mutex<BTreeMap<u128, V>>>,
+    shards: Vec<Mutex<Shard<V>>>,
     per_shard: usize,
     evicted: std::sync::atomic::AtomicU64,
+}
+
+/// One shard's decisions in a ring, ordered by id. A decision is appended, where a search tree would
+/// walk down to its last leaf for each one, write the record into the leaf and split it every few
+/// decisions (a fifth of a decision's time on the request thread); an id is found by binary search.
+/// A decision whose id is older than the shard's newest (two workers' decisions of the same
+/// millisecond, met in the other order) goes to its place, a few entries from the end. No insert
+/// rehashes (a hash map doubling under its lock held a request for as long as it took to move every
+/// entry of the shard); the ring doubles as the shard first fills, moving entries once per doubling.
+#[derive(Debug)]
+struct Shard<V> {
+    entries: VecDeque<(u128, V)>,
+}
+
+impl<V> Shard<V> {
+    /// Where `key` is, or would go.
+    fn search(&self, key: u128) -> Result<usize, usize> {
+        self.entries.binary_search_by_key(&key, |(k, _)| *k)
+    }
+
+    fn get(&self, key: &u128) -> Option<&V> {
+        self.search(*key).ok().map(|i| &self.entries[i].1)
+    }
+
+    fn get_mut(&mut self, key: &u128) -> Option<&mut V> {
+        self.search(*key).ok().map(|i| &mut self.entries[i].1)
+    }
+
+    /// Inserts or replaces the entry of `key`.
+    fn insert(&mut self, key: u128, value: V) {
+        if self.entries.back().is_none_or(|(last, _)| *last < key) {
+            self.entries.push_back((key, value));
+            return;
+        }
+        match self.search(key) {
+            Ok(i) => self.entries[i].1 = value,
+            Err(i) => self.entries.insert(i, (key, value)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[cfg(test)]
+    fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
+    }
 }
 
 impl<V> Shards<V> {
@@ -568,14 +614,14 @@ impl<V> Shards<V> {
     /// Shards holding at most about `capacity` entries in all.
     fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..Self::COUNT).map(|_| Mutex::new(BTreeMap::new())).collect(),
+            shards: (0..Self::COUNT).map(|_| Mutex::new(Shard { entries: VecDeque::new() })).collect(),
             per_shard: capacity.div_ceil(Self::COUNT).max(1),
             evicted: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// The shard of `id`, whose entries are keyed by [`Uuid::as_u128`].
-    fn shard(&self, id: &Uuid) -> std::sync::MutexGuard<'_, BTreeMap<u128, V>> {
+    fn shard(&self, id: &Uuid) -> std::sync::MutexGuard<'_, Shard<V>> {
         // v7 ids start with the time: take the random tail.
         let i = usize::from(id.as_bytes()[15]) % Self::COUNT;
         self.shards[i].lock().expect("records lock")
@@ -586,7 +632,7 @@ impl<V> Shards<V> {
         let mut shard = self.shard(&id);
         shard.insert(id.as_u128(), value);
         while shard.len() > self.per_shard {
-            shard.pop_first();
+            shard.entries.pop_front();
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -608,7 +654,7 @@ impl<V> Shards<V> {
         for s in &self.shards {
             let mut s = s.lock().expect("records lock");
             let before = s.len();
-            s.retain(|_, v| keep(v));
+            s.entries.retain(|(_, v)| keep(v));
             removed += before - s.len();
         }
         removed
@@ -616,7 +662,7 @@ impl<V> Shards<V> {
 
     fn for_each(&self, mut f: impl FnMut(&Uuid, &V)) {
         for s in &self.shards {
-            for (k, v) in s.lock().expect("records lock").iter() {
+            for (k, v) in &s.lock().expect("records lock").entries {
                 f(&Uuid::from_u128(*k), v);
             }
         }
@@ -2718,6 +2764,30 @@ mod tests {
         assert_eq!(kept, vec![30, 40, 50], "the oldest two of the full shard gave way");
         assert_eq!(shards.shard(&id_at(0, 6)).len(), 2, "another shard is untouched");
         assert_eq!(shards.stats(), (5, 2));
+    }
+
+    #[test]
+    fn a_shard_finds_every_decision_whatever_the_order_they_came_in() {
+        let shards = Shards::<u64>::new(1000 * Shards::<u64>::COUNT);
+        // Mostly in time order, with some late and some repeated, in one shard.
+        let mut order: Vec<u64> = (0..300).collect();
+        for i in (0..300).step_by(7) {
+            order.swap(i, (i + 3).min(299));
+        }
+        order.extend([5, 150, 299]);
+        for ms in &order {
+            shards.insert(id_at(*ms, 9), ms * 10);
+        }
+        let shard = shards.shard(&id_at(0, 9));
+        assert_eq!(shard.len(), 300, "a repeated id replaces its entry");
+        assert_eq!(shard.values().copied().collect::<Vec<_>>(), (0..300).map(|ms| ms * 10).collect::<Vec<_>>());
+        for ms in 0..300 {
+            assert_eq!(shard.get(&id_at(ms, 9).as_u128()), Some(&(ms * 10)));
+        }
+        assert_eq!(shard.get(&id_at(300, 9).as_u128()), None);
+        drop(shard);
+        *shards.shard(&id_at(0, 9)).get_mut(&id_at(42, 9).as_u128()).expect("held") = 1;
+        assert_eq!(shards.shard(&id_at(0, 9)).get(&id_at(42, 9).as_u128()), Some(&1));
     }
 
     #[test]

@@ -336,6 +336,17 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
              # TYPE lethe_log_runs_waiting_for_index gauge\nlethe_log_runs_waiting_for_index {n}\n"
         ));
     }
+    if let Some(i) = state.store.waiting_runs_indexed() {
+        body.push_str(&format!(
+            "# HELP lethe_log_waiting_runs_indexed_total Receipts indexed after waiting (since start).\n\
+             # TYPE lethe_log_waiting_runs_indexed_total counter\nlethe_log_waiting_runs_indexed_total {}\n\
+             # HELP lethe_log_waiting_runs_index_entries_total Index entries written for them: a subject's waiting \
+             receipts share one, so fewer entries a receipt is what waiting saves.\n\
+             # TYPE lethe_log_waiting_runs_index_entries_total counter\n\
+             lethe_log_waiting_runs_index_entries_total {}\n",
+            i.runs, i.entries
+        ));
+    }
     if let Some(p) = &state.privacy {
         body.push_str(&lethe_privacy::schedule::metrics(p));
     }

@@ -20,6 +20,6 @@ pub use sled_log::{
     DEFAULT_MAX_UNINDEXED_RUNS, LOG_DIR,
 };
 pub use store::{
-    AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, Note, RetentionReport, RotationReport,
-    SubjectState, SubjectVerify, TakesNote, VerifyReport,
+    AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, IndexedRuns, Note, RetentionReport,
+    RotationReport, SubjectState, SubjectVerify, TakesNote, VerifyReport,
 };

@@ -31,8 +31,8 @@ use crate::layout::{
     retention_key, stream_key, stream_prefix, stream_value, unindexed_key,
 };
 use crate::store::{
-    AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, Note, RetentionReport, RotationReport,
-    SubjectState, SubjectVerify, TakesNote, VerifyReport,
+    AppendDone, AppendRequest, Appended, ErasureReceipt, EventStore, IndexedRuns, Note, RetentionReport,
+    RotationReport, SubjectState, SubjectVerify, TakesNote, VerifyReport,
 };
 use crate::unindexed::{RunRef, Unindexed, MAX_RUNS_PER_ENTRY};
 use crate::{LogError, Result};
@@ -181,6 +181,9 @@ struct Shared {
     retention_swept: AtomicI64,
     /// Runs of deferred appends no stream index entry covers yet (written by the writer only).
     unindexed: RwLock<Unindexed>,
+    /// Waiting runs indexed since the log opened, and the entries written for them.
+    indexed_runs: AtomicU64,
+    index_entries: AtomicU64,
     /// The notes of recent deferred appends by position, with their subjects, until a reader takes
     /// them (`read_all_opening_noted`); at most [`MAX_NOTES`], the oldest giving way. An erasure
     /// drops its subject's, a retention sweep all of them.
@@ -465,6 +468,8 @@ impl SledEventLog {
             poisoned: AtomicBool::new(false),
             retention_swept: AtomicI64::new(retention_swept as i64),
             unindexed: RwLock::new(unindexed),
+            indexed_runs: AtomicU64::new(0),
+            index_entries: AtomicU64::new(0),
             notes: Mutex::new(BTreeMap::new()),
             open_problems,
         });
@@ -942,18 +947,20 @@ impl Writer {
         // are indexed than it adds runs, so a backlog shrinks whatever the load (a group larger
         // than the limit still passes it, until the next one).
         let incoming: usize = group.iter().filter(|(_, reply)| reply.deferred()).map(|(reqs, _)| reqs.len()).sum();
-        let plan = self
-            .shared
-            .unindexed
-            .read()
-            .expect("unindexed lock")
-            .plan(self.max_unindexed.saturating_sub(incoming), MAX_INDEX_ENTRIES_PER_GROUP + incoming);
-        for (subject, runs) in &plan.entries {
-            for part in runs.chunks(MAX_RUNS_PER_ENTRY) {
-                let last = part.last().expect("chunks are not empty").first_seq;
-                batch.insert(&stream_key(subject.as_bytes(), last)[..], multi_stream_value(part));
-            }
-        }
+        // The entries are written under the read lock, from the runs where they wait.
+        let (mut indexed_runs, mut index_entries) = (0u64, 0u64);
+        let plan = self.shared.unindexed.read().expect("unindexed lock").plan(
+            self.max_unindexed.saturating_sub(incoming),
+            MAX_INDEX_ENTRIES_PER_GROUP + incoming,
+            |subject, runs| {
+                for part in runs.chunks(MAX_RUNS_PER_ENTRY) {
+                    let last = part.last().expect("chunks are not empty").first_seq;
+                    batch.insert(&stream_key(subject.as_bytes(), last)[..], multi_stream_value(part));
+                    index_entries += 1;
+                }
+                indexed_runs += runs.len() as u64;
+            },
+        );
         for &at in &plan.cleared {
             batch.remove(&unindexed_key(at)[..]);
         }
@@ -1009,10 +1016,10 @@ impl Writer {
         // points at them is applied (see `chunk_files`).
         let stored = self.store_chunks(closed, &mut batch);
         // Marks and waiting runs change together for readers that take the read lock (`verify`).
-        let mut unindexed = (!plan.entries.is_empty() || !waiting.is_empty())
+        let mut unindexed = (!plan.subjects.is_empty() || !waiting.is_empty())
             .then(|| self.shared.unindexed.write().expect("unindexed lock"));
         let applied = stored.and_then(|()| {
-            if pos > self.applied || !plan.entries.is_empty() {
+            if pos > self.applied || !plan.subjects.is_empty() {
                 self.shared.log.apply_batch(batch).map_err(LogError::from)
             } else {
                 Ok(())
@@ -1034,6 +1041,8 @@ impl Writer {
         self.applied = pos;
         self.keep_notes(&mut group, &results);
         if let Some(unindexed) = unindexed.as_mut() {
+            self.shared.indexed_runs.fetch_add(indexed_runs, Ordering::Relaxed);
+            self.shared.index_entries.fetch_add(index_entries, Ordering::Relaxed);
             unindexed.indexed(&plan);
             for (subject, run) in waiting {
                 unindexed.add(subject, run);
@@ -1575,6 +1584,13 @@ impl EventStore for SledEventLog {
 
     fn runs_waiting_for_index(&self) -> Option<u64> {
         Some(self.shared.unindexed.read().expect("unindexed lock").len() as u64)
+    }
+
+    fn waiting_runs_indexed(&self) -> Option<IndexedRuns> {
+        Some(IndexedRuns {
+            runs: self.shared.indexed_runs.load(Ordering::Relaxed),
+            entries: self.shared.index_entries.load(Ordering::Relaxed),
+        })
     }
 
     /// From the key cache's set of erased subjects: filled from the fences at open, and by each

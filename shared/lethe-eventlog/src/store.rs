@@ -37,6 +37,14 @@ pub struct Appended {
     pub last_seq: Seq,
 }
 
+/// How the sled log has indexed the runs of deferred appends that waited for the stream index (see
+/// [`EventStore::waiting_runs_indexed`]): since it opened, so many runs in so many entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IndexedRuns {
+    pub runs: u64,
+    pub entries: u64,
+}
+
 /// The erasure state of a subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -228,6 +236,13 @@ pub trait EventStore: Send + Sync + Debug {
     /// How many runs of deferred appends wait for the stream index, for a backend that keeps them
     /// out of it for a while (the sled log: see `unindexed`); `None` for one that does not.
     fn runs_waiting_for_index(&self) -> Option<u64> {
+        None
+    }
+
+    /// How many waiting runs were indexed since the log opened, and in how many index entries (a
+    /// subject's waiting runs share one): runs per entry is what the limit on waiting runs saves,
+    /// the index writes a receipt would otherwise cost. `None` for a backend that keeps no runs waiting.
+    fn waiting_runs_indexed(&self) -> Option<IndexedRuns> {
         None
     }
 

@@ -41,11 +41,11 @@ pub(crate) struct Unindexed {
     runs: usize,
 }
 
-/// What the writer indexes with its next group: all the waiting runs of each subject taken, and the
-/// marks to remove.
+/// What the writer indexed with its next group: the subjects taken, each with the number of its
+/// waiting runs (all of them), and the marks to remove.
 #[derive(Debug, Default)]
 pub(crate) struct IndexPlan {
-    pub entries: Vec<(Pseudonym, Vec<RunRef>)>,
+    pub subjects: Vec<(Pseudonym, usize)>,
     pub cleared: Vec<u64>,
 }
 
@@ -90,34 +90,41 @@ impl Unindexed {
         self.chunks.keys().copied()
     }
 
-    /// The subjects of the oldest marked chunks, each with all its waiting runs, until at most
-    /// `keep` runs would be left waiting (and at most `max_entries` entries). Changes nothing: the
-    /// writer applies the plan, then [`Unindexed::indexed`] drops what it indexed.
-    pub fn plan(&self, keep: usize, max_entries: usize) -> IndexPlan {
+    /// Takes the subjects with a run waiting in the oldest marked chunks, each with all its waiting
+    /// runs, until at most `keep` runs would be left waiting (and at most `max_entries` subjects):
+    /// `index` is given each subject taken and its runs, to write their entries. Changes nothing:
+    /// the writer applies what `index` wrote, then [`Unindexed::indexed`] drops what the plan took.
+    ///
+    /// A chunk lists every subject that had a run in it; one whose runs were indexed since (with an
+    /// older chunk's) is passed over. Its runs there are gone, and the runs it has now are younger:
+    /// they wait for a chunk of their own to be the oldest, so that it is indexed with as many runs
+    /// as it gathers in that time, not with the few it gathered since its last entry.
+    pub fn plan(&self, keep: usize, max_entries: usize, mut index: impl FnMut(&Pseudonym, &[RunRef])) -> IndexPlan {
         let mut plan = IndexPlan::default();
         if self.runs <= keep {
             return plan;
         }
-        // Room for every entry it may take at once (each subject taken takes at least one of the runs
-        // past `keep`): a list of thousands regrown step by step takes fresh memory at each step.
-        plan.entries.reserve(max_entries.min(self.by_subject.len()).min(self.runs - keep));
+        // Room for every subject it may take at once (each takes at least one of the runs past
+        // `keep`): a list of thousands regrown step by step takes fresh memory at each step.
+        plan.subjects.reserve(max_entries.min(self.by_subject.len()).min(self.runs - keep));
         let mut taken = PseudonymSet::default();
         let mut left: HashMap<u64, u32> = HashMap::new();
         let mut runs = self.runs;
-        for (_, subjects) in self.chunks.values() {
-            if runs <= keep || plan.entries.len() >= max_entries {
+        for (&pos, (_, subjects)) in &self.chunks {
+            if runs <= keep || plan.subjects.len() >= max_entries {
                 break;
             }
             for s in subjects {
                 let Some(waiting) = self.by_subject.get(s) else { continue };
-                if !taken.insert(*s) {
+                if !waiting.iter().any(|r| r.pos == pos) || !taken.insert(*s) {
                     continue;
                 }
                 runs -= waiting.len();
                 for r in waiting {
                     *left.entry(r.pos).or_insert_with(|| self.chunks.get(&r.pos).map_or(0, |c| c.0)) -= 1;
                 }
-                plan.entries.push((*s, waiting.clone()));
+                index(s, waiting);
+                plan.subjects.push((*s, waiting.len()));
             }
         }
         plan.cleared = left.into_iter().filter(|&(_, n)| n == 0).map(|(pos, _)| pos).collect();
@@ -128,9 +135,9 @@ impl Unindexed {
     /// Drops the runs a plan indexed (applied to the log). A plan takes all of a subject's waiting
     /// runs, and only the writer adds runs, after this: so each planned subject goes whole.
     pub fn indexed(&mut self, plan: &IndexPlan) {
-        for (s, runs) in &plan.entries {
-            let Some(waiting) = self.by_subject.remove(s) else { continue };
-            debug_assert_eq!(&waiting, runs, "a plan takes all of a subject's waiting runs");
+        for &(s, taken) in &plan.subjects {
+            let Some(waiting) = self.by_subject.remove(&s) else { continue };
+            debug_assert_eq!(waiting.len(), taken, "a plan takes all of a subject's waiting runs");
             for r in &waiting {
                 if let Some(c) = self.chunks.get_mut(&r.pos) {
                     c.0 = c.0.saturating_sub(1);
@@ -156,6 +163,18 @@ mod tests {
         RunRef { first_seq, pos, count: 1 }
     }
 
+    /// A plan, and the runs it gave to be indexed, by subject.
+    fn planned(u: &Unindexed, keep: usize, max_entries: usize) -> (IndexPlan, Vec<(Pseudonym, Vec<RunRef>)>) {
+        let mut given = Vec::new();
+        let plan = u.plan(keep, max_entries, |s, runs| given.push((*s, runs.to_vec())));
+        assert_eq!(
+            plan.subjects,
+            given.iter().map(|(s, r)| (*s, r.len())).collect::<Vec<_>>(),
+            "the plan lists what it gave"
+        );
+        (plan, given)
+    }
+
     #[test]
     fn a_plan_takes_whole_subjects_from_the_oldest_chunks_and_clears_emptied_chunks() {
         let mut u = Unindexed::default();
@@ -169,10 +188,9 @@ mod tests {
         assert_eq!(u.last_seq(&s(1)), Some(2));
 
         // Keep at most 3: the oldest chunk's subjects, a and b, go with all their runs (3).
-        let plan = u.plan(3, 100);
-        let mut subjects: Vec<_> = plan.entries.iter().map(|(p, r)| (*p, r.len())).collect();
-        subjects.sort_unstable_by_key(|(p, _)| *p);
-        assert_eq!(subjects, vec![(s(1), 2), (s(2), 1)]);
+        let (plan, mut given) = planned(&u, 3, 100);
+        given.sort_unstable_by_key(|(p, _)| *p);
+        assert_eq!(given, vec![(s(1), vec![run(1, 10), run(2, 20)]), (s(2), vec![run(1, 10)])]);
         assert_eq!(plan.cleared, vec![10], "chunk 20 still holds c's run");
         // Planning changes nothing.
         assert_eq!(u.len(), 5);
@@ -182,9 +200,9 @@ mod tests {
         assert_eq!(u.runs_of(&s(3)), vec![run(1, 20), run(2, 30)]);
 
         // Nothing to do under the limit.
-        assert!(u.plan(2, 100).entries.is_empty());
-        let plan = u.plan(0, 100);
-        assert_eq!(plan.entries.len(), 1);
+        assert!(planned(&u, 2, 100).1.is_empty());
+        let (plan, given) = planned(&u, 0, 100);
+        assert_eq!(given.len(), 1);
         assert_eq!(plan.cleared, vec![20, 30]);
         u.indexed(&plan);
         assert_eq!(u.len(), 0);
@@ -206,13 +224,36 @@ mod tests {
         for i in 0..10 {
             u.add(s(i), run(1, 10));
         }
-        let plan = u.plan(0, 4);
-        assert_eq!(plan.entries.len(), 10, "a chunk's subjects are taken together");
+        assert_eq!(planned(&u, 0, 4).1.len(), 10, "a chunk's subjects are taken together");
         for i in 0..10 {
             u.add(s(100 + i), run(1, 20 + u64::from(i)));
         }
-        let plan = u.plan(0, 4);
-        assert!(plan.entries.len() >= 4);
-        assert!(plan.entries.len() < 20);
+        let taken = planned(&u, 0, 4).1.len();
+        assert!(taken >= 4);
+        assert!(taken < 20);
+    }
+
+    #[test]
+    fn a_subject_indexed_since_its_run_in_a_chunk_waits_for_its_own_oldest_chunk() {
+        let mut u = Unindexed::default();
+        // chunk 10: a; chunk 20: a, b; a goes with chunk 10, its run in 20 with it.
+        u.add(s(1), run(1, 10));
+        u.add(s(1), run(2, 20));
+        u.add(s(2), run(1, 20));
+        let (first, given) = planned(&u, 1, 100);
+        assert_eq!(given, vec![(s(1), vec![run(1, 10), run(2, 20)])]);
+        assert_eq!(first.cleared, vec![10], "chunk 20 still holds b's run");
+        u.indexed(&first);
+        // a's next run lands in chunk 30; chunk 20 still lists a.
+        u.add(s(1), run(3, 30));
+        u.add(s(3), run(1, 30));
+        assert_eq!(u.len(), 3);
+        // Chunk 20 is now the oldest: only b waits there, and a's young run stays.
+        let (second, given) = planned(&u, 2, 100);
+        assert_eq!(given, vec![(s(2), vec![run(1, 20)])]);
+        assert_eq!(second.cleared, vec![20]);
+        u.indexed(&second);
+        assert_eq!(u.runs_of(&s(1)), vec![run(3, 30)]);
+        assert_eq!(u.chunks().collect::<Vec<_>>(), vec![30]);
     }
 }

@@ -35,6 +35,8 @@ async fn metrics_count_outcomes_per_reason() {
     assert!(text.contains("lethe_collect_events_total{reason=\"no_consent\"} 1"), "{text}");
     assert!(text.contains("lethe_log_head 0"), "{text}");
     assert!(text.contains("lethe_log_runs_waiting_for_index 0"), "{text}");
+    assert!(text.contains("lethe_log_waiting_runs_indexed_total 0"), "{text}");
+    assert!(text.contains("lethe_log_waiting_runs_index_entries_total 0"), "{text}");
 }
 
 /// `/metrics` shows how far the feature views follow the log: behind it until they catch up.
