@@ -41,7 +41,7 @@ pub(crate) struct Unindexed {
     runs: usize,
 }
 
-/// What the writer indexed with its next group: the subjects taken, each with the number of its
+/// What the writer indexes with its next group: the subjects taken, each with the number of its
 /// waiting runs (all of them), and the marks to remove.
 #[derive(Debug, Default)]
 pub(crate) struct IndexPlan {
