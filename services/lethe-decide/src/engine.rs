@@ -565,9 +565,9 @@ struct Shards<V> {
 /// decisions (12 % of a decision's time on the request thread, in the engine bench); an id is found
 /// by binary search. A decision whose id is older than the shard's newest (ids of the same
 /// millisecond are not ordered among themselves: their low bits are random) goes to its place, a
-/// few entries from the end. No insert
-/// rehashes (a hash map doubling under its lock held a request for as long as it took to move every
-/// entry of the shard); the ring doubles as the shard first fills, moving entries once per doubling.
+/// few entries from the end. No insert rehashes (a hash map doubling under its lock held a request
+/// for as long as it took to move every entry of the shard); the ring doubles as the shard first
+/// fills, moving entries once per doubling.
 #[derive(Debug)]
 struct Shard<V> {
     entries: VecDeque<(u128, V)>,
