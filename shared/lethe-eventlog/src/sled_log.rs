@@ -181,9 +181,6 @@ struct Shared {
     retention_swept: AtomicI64,
     /// Runs of deferred appends no stream index entry covers yet (written by the writer only).
     unindexed: RwLock<Unindexed>,
-    /// Waiting runs indexed since the log opened, and the entries written for them.
-    indexed_runs: AtomicU64,
-    index_entries: AtomicU64,
     /// The notes of recent deferred appends by position, with their subjects, until a reader takes
     /// them (`read_all_opening_noted`); at most [`MAX_NOTES`], the oldest giving way. An erasure
     /// drops its subject's, a retention sweep all of them.
@@ -468,8 +465,6 @@ impl SledEventLog {
             poisoned: AtomicBool::new(false),
             retention_swept: AtomicI64::new(retention_swept as i64),
             unindexed: RwLock::new(unindexed),
-            indexed_runs: AtomicU64::new(0),
-            index_entries: AtomicU64::new(0),
             notes: Mutex::new(BTreeMap::new()),
             open_problems,
         });
@@ -948,7 +943,6 @@ impl Writer {
         // than the limit still passes it, until the next one).
         let incoming: usize = group.iter().filter(|(_, reply)| reply.deferred()).map(|(reqs, _)| reqs.len()).sum();
         // The entries are written under the read lock, from the runs where they wait.
-        let (mut indexed_runs, mut index_entries) = (0u64, 0u64);
         let plan = self.shared.unindexed.read().expect("unindexed lock").plan(
             self.max_unindexed.saturating_sub(incoming),
             MAX_INDEX_ENTRIES_PER_GROUP + incoming,
@@ -956,9 +950,7 @@ impl Writer {
                 for part in runs.chunks(MAX_RUNS_PER_ENTRY) {
                     let last = part.last().expect("chunks are not empty").first_seq;
                     batch.insert(&stream_key(subject.as_bytes(), last)[..], multi_stream_value(part));
-                    index_entries += 1;
                 }
-                indexed_runs += runs.len() as u64;
             },
         );
         for &at in &plan.cleared {
@@ -1041,8 +1033,6 @@ impl Writer {
         self.applied = pos;
         self.keep_notes(&mut group, &results);
         if let Some(unindexed) = unindexed.as_mut() {
-            self.shared.indexed_runs.fetch_add(indexed_runs, Ordering::Relaxed);
-            self.shared.index_entries.fetch_add(index_entries, Ordering::Relaxed);
             unindexed.indexed(&plan);
             for (subject, run) in waiting {
                 unindexed.add(subject, run);
@@ -1587,10 +1577,7 @@ impl EventStore for SledEventLog {
     }
 
     fn waiting_runs_indexed(&self) -> Option<IndexedRuns> {
-        Some(IndexedRuns {
-            runs: self.shared.indexed_runs.load(Ordering::Relaxed),
-            entries: self.shared.index_entries.load(Ordering::Relaxed),
-        })
+        Some(self.shared.unindexed.read().expect("unindexed lock").indexed_so_far())
     }
 
     /// From the key cache's set of erased subjects: filled from the fences at open, and by each

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use lethe_domain::{Pseudonym, PseudonymMap, PseudonymSet};
 
+use crate::store::IndexedRuns;
+
 /// One run of a subject's consecutive events inside a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RunRef {
@@ -39,6 +41,8 @@ pub(crate) struct Unindexed {
     /// Marked chunk → (runs still waiting in it, subjects that had one: some may be indexed since).
     chunks: BTreeMap<u64, (u32, Vec<Pseudonym>)>,
     runs: usize,
+    /// Runs indexed since the log opened, and the entries written for them.
+    indexed: IndexedRuns,
 }
 
 /// What the writer indexes with its next group: the subjects taken, each with the number of its
@@ -53,6 +57,11 @@ impl Unindexed {
     /// Runs waiting.
     pub fn len(&self) -> usize {
         self.runs
+    }
+
+    /// Runs indexed since the log opened, and the entries written for them.
+    pub fn indexed_so_far(&self) -> IndexedRuns {
+        self.indexed
     }
 
     /// Adds a run not added before.
@@ -138,6 +147,8 @@ impl Unindexed {
         for &(s, taken) in &plan.subjects {
             let Some(waiting) = self.by_subject.remove(&s) else { continue };
             debug_assert_eq!(waiting.len(), taken, "a plan takes all of a subject's waiting runs");
+            self.indexed.runs += waiting.len() as u64;
+            self.indexed.entries += waiting.len().div_ceil(MAX_RUNS_PER_ENTRY) as u64;
             for r in &waiting {
                 if let Some(c) = self.chunks.get_mut(&r.pos) {
                     c.0 = c.0.saturating_sub(1);
