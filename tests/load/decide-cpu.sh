@@ -9,6 +9,7 @@
 #   WINDOWS=9 WINDOW=30 tests/load/decide-cpu.sh   # a 4.5-minute soak
 #   BARE=1 WINDOWS=4 tests/load/decide-cpu.sh      # bare, Lethe, bare, Lethe
 #   BIN=/path/to/lethe-bench tests/load/decide-cpu.sh # a build of your own (A/B of two builds), not rebuilt
+#   ARGS="--receipt-linger-ms 20" tests/load/decide-cpu.sh # more arguments for `lethe-bench decide`
 #
 # Thread groups: `actix-rt|system` (the HTTP workers: parsing, the handler, the socket calls),
 # `lethe-log-write` (the log's writer: sealing and sled), `lethe-log-flush` (its fsyncs),
@@ -27,7 +28,8 @@ if [[ -z $BIN ]]; then
 fi
 out=$(mktemp)
 export TMPDIR=$(mktemp -d) # the server's data directory: killed, not stopped, so removed here
-"$BIN" decide --subjects "$SUBJECTS" --hold 3600 >"$out" 2>&1 &
+# shellcheck disable=SC2086 # ARGS is split into arguments on purpose
+"$BIN" decide --subjects "$SUBJECTS" --hold 3600 ${ARGS:-} >"$out" 2>&1 &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$out.0" "$out.1" "$out.w" "$TMPDIR"' EXIT
 for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done

@@ -8,6 +8,7 @@
 #                                   # from round to round; the median share of the bare handler is printed last)
 #   BIN=/path/to/lethe-bench tests/load/decide.sh … # a build of your own (A/B of two builds), not rebuilt
 #                                   # (target/pgo/release/lethe-bench: the build of deploy/pgo-build.sh)
+#   ARGS="--receipt-linger-ms 20" tests/load/decide.sh … # more arguments for `lethe-bench decide`
 #
 # Unpinned, the servers and wrk share both cores and the scheduler's preemptions show in the tail;
 # pinned, each side has a core of its own. Both servers run under the same conditions either way.
@@ -46,7 +47,8 @@ else
   client=(wrk)
   THREADS=2
 fi
-"${server[@]}" --subjects "$SUBJECTS" --hold 600 >"$out" 2>&1 &
+# shellcheck disable=SC2086 # ARGS is split into arguments on purpose
+"${server[@]}" --subjects "$SUBJECTS" --hold 600 ${ARGS:-} >"$out" 2>&1 &
 pid=$!
 trap 'kill -KILL $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$out.b0" "$out.b1" "$out.t0" "$out.t1" "$out.row" "$out.fb" "$out.ratio" "$TMPDIR"' EXIT # SIGTERM stops the servers but not the hold
 for _ in $(seq 1 600); do grep -q '^TOKEN=' "$out" && break; sleep 1; done

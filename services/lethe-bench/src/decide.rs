@@ -89,12 +89,14 @@ pub fn run(
     rate: f64,
     hold: Option<u64>,
     max_unindexed: usize,
+    receipts: lethe::cli::ReceiptTiming,
     engine_only: Option<u64>,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let master = MasterSource::Hex(hex::encode([9u8; 32]));
     let mut config = LogConfig::new(dir.path(), master.clone());
     config.max_unindexed_runs = max_unindexed;
+    receipts.apply(&mut config);
     let store: Arc<dyn EventStore> = Arc::new(SledEventLog::open(config)?);
     let policies = Policies::builtin()?;
     let setup = Instant::now();

@@ -85,6 +85,9 @@ enum Suite {
         /// (`LogConfig::max_unindexed_runs`): a small value measures the log indexing them.
         #[arg(long, default_value_t = lethe_eventlog::DEFAULT_MAX_UNINDEXED_RUNS)]
         max_unindexed: usize,
+        /// The log's receipt linger and sync window, as `lethe serve` takes them.
+        #[command(flatten)]
+        receipts: lethe::cli::ReceiptTiming,
         /// Instead of HTTP load, this many decisions straight through the engine on one thread
         /// (no HTTP, no JSON body), beside as many non-personalized ones: the handler's own cost and
         /// the log writer's per receipt, with less noise than a run under `wrk`.
@@ -198,8 +201,8 @@ fn main() -> anyhow::Result<()> {
                 sled_probe()?;
             }
         }
-        Suite::Decide { subjects, seconds, concurrency, workers, rate, hold, max_unindexed, engine } => {
-            decide::run(subjects, seconds, concurrency, workers, rate, hold, max_unindexed, engine)?;
+        Suite::Decide { subjects, seconds, concurrency, workers, rate, hold, max_unindexed, receipts, engine } => {
+            decide::run(subjects, seconds, concurrency, workers, rate, hold, max_unindexed, receipts, engine)?;
         }
         Suite::Obd { data, epsilon } => obd::run(&data, epsilon)?,
         Suite::Http { seconds, concurrency, workers, hold } => http::run(seconds, concurrency, workers, hold)?,

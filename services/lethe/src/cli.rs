@@ -48,8 +48,46 @@ pub struct Cli {
           default_value_t = lethe_eventlog::DEFAULT_MAX_UNINDEXED_RUNS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=100_000_000))]
     pub max_unindexed_runs: usize,
+    #[command(flatten)]
+    pub receipts: ReceiptTiming,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How long the log lets decision and outcome receipts wait, so that more of them share one group
+/// commit (ARCHITECTURE.md, the log's contract 8). Nothing waits on a receipt; waiting longer costs
+/// the log's writer less CPU per receipt, and widens what a crash can lose.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ReceiptTiming {
+    /// Milliseconds the log's writer waits for more receipts before it commits a small group of them
+    /// (0: no wait). An ordinary append ends the wait at once.
+    #[arg(long = "receipt-linger-ms", value_name = "MS", global = true, env = "LETHE_RECEIPT_LINGER_MS",
+          default_value_t = millis(lethe_eventlog::DEFAULT_DEFER_LINGER),
+          value_parser = clap::value_parser!(u64).range(0..=MAX_RECEIPT_WAIT_MS))]
+    pub linger_ms: u64,
+    /// Milliseconds a committed group of receipts may wait for its fsync, to share it with later
+    /// appends (0: receipts are synced as soon as any append). A crash loses at most the receipts of
+    /// the last linger and window: personalized decisions whose lawful basis then has no receipt.
+    #[arg(long = "receipt-sync-window-ms", value_name = "MS", global = true, env = "LETHE_RECEIPT_SYNC_WINDOW_MS",
+          default_value_t = millis(lethe_eventlog::DEFAULT_DEFER_WINDOW),
+          value_parser = clap::value_parser!(u64).range(0..=MAX_RECEIPT_WAIT_MS))]
+    pub sync_window_ms: u64,
+}
+
+/// The longest receipt linger or sync window accepted: a second.
+pub const MAX_RECEIPT_WAIT_MS: u64 = 1_000;
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl ReceiptTiming {
+    /// Sets the log's linger and window for deferred appends ([`LogConfig::defer_linger`],
+    /// [`LogConfig::defer_window`]).
+    pub fn apply(&self, config: &mut LogConfig) {
+        config.defer_linger = Duration::from_millis(self.linger_ms);
+        config.defer_window = Duration::from_millis(self.sync_window_ms);
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +371,7 @@ pub enum KeysCommand {
 fn log_config(cli: &Cli) -> LogConfig {
     let mut config = LogConfig::new(&cli.data_dir, master_source(cli));
     config.max_unindexed_runs = cli.max_unindexed_runs;
+    cli.receipts.apply(&mut config);
     config
 }
 
@@ -1029,4 +1068,44 @@ fn verify(store: &SledEventLog, subjects: bool, json: bool) -> anyhow::Result<Ex
         }
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("lethe").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_receipt_timing_reaches_the_log_config_before_or_after_the_subcommand() {
+        let before = parse(&["--receipt-linger-ms", "20", "--receipt-sync-window-ms", "40", "log", "verify"]).unwrap();
+        let after = parse(&["serve", "--receipt-linger-ms", "0", "--receipt-sync-window-ms", "1000"]).unwrap();
+        let (b, a) = (log_config(&before), log_config(&after));
+        assert_eq!((b.defer_linger, b.defer_window), (Duration::from_millis(20), Duration::from_millis(40)));
+        assert_eq!((a.defer_linger, a.defer_window), (Duration::ZERO, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn without_flags_the_receipt_timing_is_the_logs_default() {
+        let c = log_config(&parse(&["log", "verify"]).unwrap());
+        assert_eq!(c.defer_linger, lethe_eventlog::DEFAULT_DEFER_LINGER);
+        assert_eq!(c.defer_window, lethe_eventlog::DEFAULT_DEFER_WINDOW);
+    }
+
+    #[test]
+    fn a_receipt_wait_past_a_second_or_not_a_number_is_refused_by_name() {
+        for (flag, value) in
+            [("--receipt-linger-ms", "1001"), ("--receipt-sync-window-ms", "-1"), ("--receipt-linger-ms", "5ms")]
+        {
+            let e = parse(&[flag, value, "log", "verify"]).unwrap_err();
+            assert!(
+                matches!(e.kind(), clap::error::ErrorKind::ValueValidation | clap::error::ErrorKind::UnknownArgument),
+                "{flag} {value}: {:?}",
+                e.kind()
+            );
+            assert!(e.to_string().contains(value), "{e}");
+        }
+    }
 }

@@ -65,6 +65,19 @@ fn bad_input_is_a_plain_error_not_a_panic() {
 }
 
 #[test]
+fn a_receipt_wait_out_of_range_is_refused_before_the_log_is_opened() {
+    let d = tempfile::tempdir().unwrap();
+    let o = lethe(d.path(), &["--receipt-sync-window-ms", "5000", "log", "verify"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--receipt-sync-window-ms"), "{}", text(&o));
+    assert!(!d.path().join("log").exists(), "the data directory was not touched");
+    // In range, the same command opens the log and verifies it.
+    let o = lethe(d.path(), &["--receipt-sync-window-ms", "40", "--receipt-linger-ms", "20", "log", "verify"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(d.path().join("log").exists());
+}
+
+#[test]
 fn a_wrong_master_key_is_refused_plainly() {
     let d = tempfile::tempdir().unwrap();
     assert!(lethe(d.path(), &["log", "verify"]).status.success());
