@@ -66,8 +66,9 @@ pub struct ReceiptTiming {
           value_parser = clap::value_parser!(u64).range(0..=MAX_RECEIPT_WAIT_MS))]
     pub linger_ms: u64,
     /// Milliseconds a committed group of receipts may wait for its fsync, to share it with later
-    /// appends (0: receipts are synced as soon as any append). A crash loses at most the receipts of
-    /// the last linger and window: personalized decisions whose lawful basis then has no receipt.
+    /// appends (0: receipts are synced like any other append, with no linger either). A crash loses at
+    /// most the receipts of the last linger and window: personalized decisions whose lawful basis then
+    /// has no receipt.
     #[arg(long = "receipt-sync-window-ms", value_name = "MS", global = true, env = "LETHE_RECEIPT_SYNC_WINDOW_MS",
           default_value_t = millis(lethe_eventlog::DEFAULT_DEFER_WINDOW),
           value_parser = clap::value_parser!(u64).range(0..=MAX_RECEIPT_WAIT_MS))]
@@ -1095,7 +1096,7 @@ mod tests {
     }
 
     #[test]
-    fn a_receipt_wait_past_a_second_or_not_a_number_is_refused_by_name() {
+    fn a_receipt_wait_past_a_second_or_not_a_number_is_refused() {
         for (flag, value) in
             [("--receipt-linger-ms", "1001"), ("--receipt-sync-window-ms", "-1"), ("--receipt-linger-ms", "5ms")]
         {
